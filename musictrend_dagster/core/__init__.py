@@ -1,0 +1,1 @@
+"""The pure-Python core: data contracts, sample data, metric, models. No Dagster imports here."""

@@ -1,0 +1,33 @@
+"""The one interface every forecaster implements, so backtests treat them all alike."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Protocol
+
+import polars as pl
+
+# History frames: one row per artist and day, dense calendar, sorted by (artist_id, ds).
+HISTORY_SCHEMA = {"artist_id": pl.String, "ds": pl.Date, "plays": pl.Int64}
+# Forecast frames: one row per artist and forecast day; plays is a float >= 0.
+FORECAST_SCHEMA = {"artist_id": pl.String, "ds": pl.Date, "plays": pl.Float64}
+
+
+@dataclass
+class FitInfo:
+    """What a fit leaves behind for tracking: per-epoch losses (empty for baselines)."""
+
+    losses: list[float] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+
+
+class Forecaster(Protocol):
+    """fit() sees only the history it is given; predict() never looks at anything else."""
+
+    name: str
+
+    def params(self) -> dict[str, Any]: ...
+
+    def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo: ...
+
+    def predict(self, start: date, horizon: int) -> pl.DataFrame: ...

@@ -1,0 +1,53 @@
+"""Where musictrend keeps its state: one home folder, overridable by environment.
+
+Pure Python (no Dagster import) so the CLI, the core and the tests share one answer.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ACTIONS_PREFIX = "mars_tianchi_user_actions"
+SONGS_FILE = "mars_tianchi_songs.csv"
+SUBMISSION_FILE = "mars_tianchi_artist_plays_predict.csv"
+MLFLOW_EXPERIMENT = "musictrend"
+REGISTERED_MODEL = "musictrend-forecaster"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every location the project reads or writes, derived from MUSICTREND_HOME."""
+
+    home: Path
+    raw_dir: Path
+
+    @classmethod
+    def from_env(cls, home: str | os.PathLike | None = None, raw_dir: str | os.PathLike | None = None) -> "Paths":
+        home_path = Path(home or os.environ.get("MUSICTREND_HOME") or ".musictrend").expanduser().resolve()
+        raw = raw_dir or os.environ.get("MUSICTREND_RAW_DIR") or home_path / "raw"
+        return cls(home=home_path, raw_dir=Path(raw).expanduser().resolve())
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster").resolve()
+
+    @property
+    def mlflow_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.home / "output"
+
+    @property
+    def submission(self) -> Path:
+        return self.output_dir / SUBMISSION_FILE
