@@ -1,0 +1,110 @@
+"""Constant-level baselines: cheap, hard to beat on daily plays, and the yardstick for every other model.
+
+Both repeat one level per artist over the whole horizon, computed from the last `window`
+days of history strictly before the forecast start.
+"""
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import polars as pl
+
+from musictrend_dagster.core.models.base import FORECAST_SCHEMA, FitInfo
+
+
+class _WindowLevelForecaster:
+    """Shared fit/predict: keep the history, and per artist reduce its last `window` days to one level."""
+
+    name: str
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError(f"window must be a positive number of days, got {window}")
+        self.window = window
+        self._history: pl.DataFrame | None = None
+
+    def _level(self, plays: pl.Expr) -> pl.Expr:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters plus the training range (None before fit)."""
+        first = last = None
+        if self._history is not None and self._history.height:
+            first, last = self._history["ds"].min(), self._history["ds"].max()
+        return {
+            "window": self.window,
+            "train_start": first.isoformat() if first else None,
+            "train_end": last.isoformat() if last else None,
+        }
+
+    def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
+        """Keep only what predict needs; songs carry nothing a constant level can use."""
+        missing = {"artist_id", "ds", "plays"} - set(history.columns)
+        if missing:
+            raise ValueError(f"{self.name}: history lacks columns {sorted(missing)}")
+        self._history = (
+            history.select(
+                pl.col("artist_id").cast(pl.String),
+                pl.col("ds").cast(pl.Date),
+                pl.col("plays").cast(pl.Float64),
+            )
+            .drop_nulls()
+            .sort("artist_id", "ds")
+        )
+        if not self._history.height:
+            raise ValueError(f"{self.name}: history is empty")
+        return FitInfo()
+
+    def predict(self, start: date, horizon: int) -> pl.DataFrame:
+        """Every artist seen in fit, days start..start+horizon-1, from the last `window` days before start."""
+        if self._history is None:
+            raise RuntimeError(f"{self.name}: predict() called before fit()")
+        if horizon < 1:
+            raise ValueError(f"horizon must be positive, got {horizon}")
+        before = self._history.filter(pl.col("ds") < start)
+        if not before.height:
+            raise ValueError(f"{self.name}: no history before {start} to forecast from")
+        levels = (
+            before.group_by("artist_id", maintain_order=True)
+            .agg(plays=self._level(pl.col("plays").tail(self.window)))
+            .with_columns(pl.col("plays").clip(lower_bound=0.0))
+        )
+        artists = self._history.select("artist_id").unique(maintain_order=True)
+        days = pl.DataFrame({"ds": [start + timedelta(days=k) for k in range(horizon)]}, schema={"ds": pl.Date})
+        return (
+            artists.join(days, how="cross")
+            .join(levels, on="artist_id", how="left")
+            .with_columns(pl.col("plays").fill_null(0.0))
+            .select(list(FORECAST_SCHEMA))
+            .cast(FORECAST_SCHEMA)
+            .sort("artist_id", "ds")
+        )
+
+
+class MedianForecaster(_WindowLevelForecaster):
+    """Median of the last `window` days: robust to the one-day spikes that dominate this data."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__(window)
+        self.name = f"median{window}"
+
+    def _level(self, plays: pl.Expr) -> pl.Expr:
+        return plays.median()
+
+
+class BestConstantForecaster(_WindowLevelForecaster):
+    """The constant minimising the metric's relative error on the window: c = sum(1/x) / sum(1/x^2).
+
+    The score punishes over-forecasting low days, so this sits below mean and median.
+    Days with 0 plays are floored at 1 so they count as the hardest possible day, not infinity.
+    """
+
+    name = "best_constant"
+
+    def __init__(self, window: int = 60) -> None:
+        super().__init__(window)
+
+    def _level(self, plays: pl.Expr) -> pl.Expr:
+        x = plays.clip(lower_bound=1.0)
+        return (1.0 / x).sum() / (1.0 / x**2).sum()

@@ -1,0 +1,132 @@
+"""Small, deterministic PNG charts for Dagster metadata and MLflow artifacts.
+
+Figures are built with matplotlib's object API (no pyplot): no global backend or figure
+state, so concurrent assets cannot step on each other. PNGs are saved at 80 dpi without the
+matplotlib version stamp, so the same input gives the same bytes and stays well under
+~150 KB for base64 embedding in markdown.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+from matplotlib.figure import Figure
+
+
+DPI = 80
+HISTORY_TAIL_DAYS = 90
+_PNG_METADATA = {"Software": None}
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png", metadata=_PNG_METADATA)
+    return path
+
+
+def _largest(frame: pl.DataFrame, top_n: int) -> list[str]:
+    """Artist ids by total plays, largest first; ties broken by id so the choice is stable."""
+    return (
+        frame.group_by("artist_id")
+        .agg(total=pl.col("plays").cast(pl.Float64).sum())
+        .sort(["total", "artist_id"], descending=[True, False])
+        .head(top_n)["artist_id"]
+        .to_list()
+    )
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = 1 if n == 1 else 2 if n <= 6 else 3
+    return -(-n // cols), cols
+
+
+def _short(artist_id: str) -> str:
+    return artist_id[:8]
+
+
+def plot_forecast_vs_actual(
+    history: pl.DataFrame,
+    forecast: pl.DataFrame,
+    actual: pl.DataFrame | None = None,
+    artists: list[str] | None = None,
+    top_n: int = 6,
+    *,
+    path: Path,
+) -> Path:
+    """One panel per artist: the last 90 days of history, the actuals if known, the forecast."""
+    if not forecast.height:
+        raise ValueError("forecast is empty: nothing to plot")
+    start = forecast["ds"].min()
+    tail = history.filter((pl.col("ds") < start) & (pl.col("ds") >= start - timedelta(days=HISTORY_TAIL_DAYS)))
+    chosen = artists or _largest(history if history.height else forecast, top_n)
+    rows, cols = _grid(len(chosen))
+    fig = Figure(figsize=(5 * cols, 2.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, artist in zip(axes, chosen):
+        h = tail.filter(pl.col("artist_id") == artist).sort("ds")
+        f = forecast.filter(pl.col("artist_id") == artist).sort("ds")
+        ax.plot(h["ds"].to_list(), h["plays"].to_list(), color="0.45", lw=1, label="history")
+        if actual is not None:
+            a = actual.filter(pl.col("artist_id") == artist).sort("ds")
+            ax.plot(a["ds"].to_list(), a["plays"].to_list(), color="tab:blue", lw=1, label="actual")
+        ax.plot(f["ds"].to_list(), f["plays"].to_list(), color="tab:red", lw=1.5, label="forecast")
+        ax.axvline(start, color="0.7", lw=0.8, ls="--")
+        ax.set_title(_short(artist), fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_ylim(bottom=0)
+    for ax in axes[len(chosen) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Daily plays: forecast from {start.isoformat()}", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_artist_daily(daily: pl.DataFrame, top_n: int = 8, *, path: Path) -> Path:
+    """Plays per day of the largest artists on one chart: the shape of the data at a glance."""
+    if not daily.height:
+        raise ValueError("daily frame is empty: nothing to plot")
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for artist in _largest(daily, top_n):
+        d = daily.filter(pl.col("artist_id") == artist).sort("ds")
+        ax.plot(d["ds"].to_list(), d["plays"].to_list(), lw=1, label=_short(artist))
+    ax.set_ylabel("plays per day")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.set_title(f"Daily plays, {min(top_n, daily['artist_id'].n_unique())} largest artists", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_backtest_table(scores: pl.DataFrame, path: Path) -> Path:
+    """Mean f_norm per model as bars (best on top), each origin's score as a dot.
+
+    `scores` has one row per model and origin: model, origin, f_norm (the `backtest_scores` table).
+    """
+    if scores.is_empty():
+        raise ValueError("no backtest results to plot")
+    means = scores.group_by("model").agg(mean=pl.col("f_norm").mean()).sort(["mean", "model"])
+    ordered = means["model"].to_list()
+    origins = sorted(scores["origin"].unique().to_list())
+    colors = {o: f"C{i % 10}" for i, o in enumerate(origins)}
+    fig = Figure(figsize=(8, 0.45 * len(ordered) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    y = list(range(len(ordered)))
+    ax.barh(y, means["mean"].to_list(), color="0.8", label="mean")
+    for row in scores.iter_rows(named=True):
+        ax.plot(row["f_norm"], ordered.index(row["model"]), "o", ms=5, color=colors[row["origin"]])
+    for origin in origins:
+        ax.plot([], [], "o", color=colors[origin], label=f"origin {origin.isoformat()}")
+    ax.set_yticks(y, ordered, fontsize=8)
+    values = scores["f_norm"].to_list() + means["mean"].to_list()
+    # Decent models differ by a few points of f_norm: zoom in, but never hide a negative score.
+    low = min(values) - 0.05
+    left = max(0.0, low) if min(values) > 0 else low
+    ax.set_xlim(left, max(values) + 0.06)
+    for i, mean in zip(y, means["mean"]):  # the mean inside its bar, clear of the origin dots
+        ax.text(left + 0.003, i, f"{mean:.4f}", va="center", fontsize=8)
+    ax.set_xlabel("f_norm (1.0 = perfect)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Backtest: mean f_norm per model, dots per origin", fontsize=10)
+    return _save(fig, path)

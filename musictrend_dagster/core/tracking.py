@@ -1,0 +1,281 @@
+"""MLflow tracking for backtests and the champion model, with plain `mlflow` (no Dagster here).
+
+One `Tracker` owns every MLflow write of a materialisation: runs are created, filled in a
+few batched calls and closed by `log_backtest`, and the champion is logged and registered
+by `register_champion`. SQLite allows one writer at a time, so every write goes through
+`_retry`, which retries "database is locked" with exponential backoff
+(0.25 s, 0.5 s, 1 s, 2 s, 4 s: about 8 s in all before giving up).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import date
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlflow
+import numpy as np
+import pandas as pd
+import polars as pl
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
+
+from musictrend_dagster.core.backtest import BacktestResult
+from musictrend_dagster.core.models.base import Forecaster
+from musictrend_dagster.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
+
+CHAMPION_ALIAS = "champion"
+MODEL_ARTIFACT = "model"
+_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
+# log_batch caps per call (MLflow's documented limits).
+_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
+_MAX_PARAM_CHARS = 6000
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# The pyfunc contract: one request row per forecast wanted, the forecast frame back.
+PYFUNC_SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "start"), ColSpec("long", "horizon")]),
+    outputs=Schema([ColSpec("string", "artist_id"), ColSpec("datetime", "ds"), ColSpec("double", "plays")]),
+)
+
+
+def _retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call fn, retrying only SQLite's 'database is locked' (another writer holds the file)."""
+    for delay in (*_RETRY_DELAYS, None):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # MLflow wraps sqlalchemy's OperationalError in MlflowException
+            if delay is None or "database is locked" not in str(exc):
+                raise
+            log.warning("MLflow store is locked, retrying in %.2f s", delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Mute MLflow's INFO chatter and advisory UserWarnings (cloudpickle, type hints, git) for one call."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\.|$)")
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow(\.|$)")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _ymd(d: date) -> str:
+    return d.strftime("%Y%m%d")
+
+
+def _param_value(value: Any) -> str:
+    text = value.isoformat() if isinstance(value, date) else str(value)
+    return text[:_MAX_PARAM_CHARS]
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
+    """Serves a fitted non-Keras forecaster: rows of (start yyyy-mm-dd, horizon) in, forecast frame out."""
+
+    def __init__(self, forecaster: Forecaster) -> None:
+        self.forecaster = forecaster
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        missing = {"start", "horizon"} - set(model_input.columns)
+        if missing:
+            raise ValueError(f"model input lacks columns {sorted(missing)}; expected 'start' (yyyy-mm-dd) and 'horizon'")
+        frames = [
+            self.forecaster.predict(date.fromisoformat(str(row.start)[:10]), int(row.horizon))
+            for row in model_input.itertuples(index=False)
+        ]
+        return pl.concat(frames).to_pandas()
+
+
+class Tracker:
+    """All MLflow writes of one process go through here, so a SQLite store sees one writer."""
+
+    def __init__(self, uri: str | None = None, artifact_dir: Path | None = None, experiment: str = MLFLOW_EXPERIMENT) -> None:
+        paths = Paths.from_env() if uri is None or artifact_dir is None else None
+        self.uri = uri or paths.mlflow_uri
+        self.artifact_dir = Path(artifact_dir or paths.mlflow_artifacts).resolve()
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        with _quiet():  # a fresh SQLite store is migrated here: a few seconds of alembic INFO lines
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            self.experiment_id = self._experiment(experiment)
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id, creating it with our artifact root; a concurrent creator wins harmlessly."""
+        found = _retry(self.client.get_experiment_by_name, name)
+        if found:
+            return found.experiment_id
+        try:
+            return _retry(self.client.create_experiment, name, artifact_location=self.artifact_dir.as_uri())
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return _retry(self.client.get_experiment_by_name, name).experiment_id
+
+    @contextlib.contextmanager
+    def _fluent(self) -> Iterator[None]:
+        """Point the global fluent API (log_model needs it) at this store, then restore the previous URI.
+
+        Only the tracking URI is touched: set_registry_uri() would pin an env var for good, and
+        registration goes through self.client anyway.
+        """
+        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            with _quiet():
+                yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+    def log_backtest(
+        self,
+        result: BacktestResult,
+        tags: dict[str, str] | None = None,
+        data_range: tuple[date, date] | None = None,
+        seed: int | None = None,
+        plot_png: Path | None = None,
+    ) -> str:
+        """One finished run per model: params, f_norm per origin and mean, losses, timings, plot, scores CSV."""
+        if not result.origins:
+            raise ValueError(f"backtest of {result.model} has no origins: nothing to log")
+        run_tags = {"model": result.model, **{k: str(v) for k, v in (tags or {}).items()}}
+        params: dict[str, Any] = dict(result.params)
+        if data_range is not None:
+            params["data_start"], params["data_end"] = data_range
+        params["seed"] = seed
+        params["origins"] = ",".join(_ymd(o.origin) for o in result.origins)
+        params["horizon"] = result.origins[0].forecast["ds"].n_unique()
+
+        now = int(time.time() * 1000)
+        metrics = [Metric("f_norm", result.mean_f_norm, now, 0)]
+        for o in result.origins:
+            tag = _ymd(o.origin)
+            metrics += [
+                Metric(f"f_norm_{tag}", o.f_norm, now, 0),
+                Metric(f"fit_seconds_{tag}", o.fit_seconds, now, 0),
+                Metric(f"predict_seconds_{tag}", o.predict_seconds, now, 0),
+            ]
+            metrics += [Metric(f"loss_{tag}", float(v), now, epoch) for epoch, v in enumerate(o.losses)]
+        n = len(result.origins)
+        metrics += [
+            Metric("fit_seconds", sum(o.fit_seconds for o in result.origins) / n, now, 0),
+            Metric("predict_seconds", sum(o.predict_seconds for o in result.origins) / n, now, 0),
+        ]
+        # `loss` is the newest origin's curve: the one closest to the production fit.
+        metrics += [Metric("loss", float(v), now, epoch) for epoch, v in enumerate(result.origins[-1].losses)]
+
+        with _quiet():
+            run = _retry(self.client.create_run, self.experiment_id, run_name=result.model, tags=run_tags)
+            run_id = run.info.run_id
+            try:
+                param_list = [Param(k, _param_value(v)) for k, v in params.items()]
+                for chunk in _chunks(param_list, _MAX_PARAMS):
+                    _retry(self.client.log_batch, run_id, params=chunk)
+                for chunk in _chunks(metrics, _MAX_METRICS):
+                    _retry(self.client.log_batch, run_id, metrics=chunk)
+                self._log_result_files(run_id, result, plot_png)
+            except BaseException:
+                _retry(self.client.set_terminated, run_id, "FAILED")
+                raise
+            _retry(self.client.set_terminated, run_id, "FINISHED")
+        return run_id
+
+    def _log_result_files(self, run_id: str, result: BacktestResult, plot_png: Path | None) -> None:
+        """Per-artist scores and forecasts of every origin as CSVs, plus the plot if given."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for file, attr in (("artist_scores.csv", "scores"), ("forecasts.csv", "forecast")):
+                frames = [getattr(o, attr).with_columns(origin=pl.lit(o.origin)) for o in result.origins]
+                pl.concat(frames, how="diagonal").write_csv(Path(tmp) / file)
+            _retry(self.client.log_artifacts, run_id, tmp, "backtest")
+        if plot_png is not None:
+            _retry(self.client.log_artifact, run_id, str(plot_png), "plots")
+
+    def register_champion(self, run_id: str, model: Forecaster, input_example: Any) -> int:
+        """Log the fitted champion into its run, register it and point the `champion` alias at it.
+
+        Keras-backed models (a `keras_model` attribute) are logged with the keras flavour; their
+        input_example is the model input array, or a history frame turned into one by
+        `model.model_input(frame)`. Everything else is pickled inside `ForecasterPyfunc`;
+        its input_example is a frame of (start, horizon) rows.
+        """
+        keras_model = getattr(model, "keras_model", None)
+        with self._fluent():
+            with mlflow.start_run(run_id=run_id):
+                if keras_model is not None:
+                    info = _retry(self._log_keras, model, keras_model, input_example)
+                else:
+                    info = _retry(
+                        mlflow.pyfunc.log_model,
+                        name=MODEL_ARTIFACT,
+                        python_model=ForecasterPyfunc(model),
+                        signature=PYFUNC_SIGNATURE,
+                        input_example=pd.DataFrame(input_example),
+                        pip_requirements=_requirements("mlflow", "polars", "pandas", "numpy", "cloudpickle"),
+                    )
+            # The SQLite registry store resolves models:/<id> through a default MlflowClient(),
+            # i.e. the global tracking URI: register while it still points here.
+            try:
+                _retry(self.client.create_registered_model, REGISTERED_MODEL)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            mv = _retry(
+                self.client.create_model_version,
+                REGISTERED_MODEL,
+                source=info.model_uri,
+                run_id=run_id,
+                model_id=info.model_id,
+                tags={"model": model.name},
+            )
+            _retry(self.client.set_registered_model_alias, REGISTERED_MODEL, CHAMPION_ALIAS, str(mv.version))
+        return int(mv.version)
+
+    @staticmethod
+    def _log_keras(model: Forecaster, keras_model: Any, input_example: Any) -> Any:
+        import mlflow.keras  # imports TensorFlow: only paid when a Keras champion is logged
+
+        x = input_example if isinstance(input_example, np.ndarray) else model.model_input(input_example)
+        y = keras_model.predict(x, verbose=0)
+        return mlflow.keras.log_model(
+            keras_model,
+            name=MODEL_ARTIFACT,
+            signature=infer_signature(x, y),
+            pip_requirements=_requirements("mlflow", "keras", "tensorflow-cpu", "numpy"),
+        )
+
+    def champion_run_id(self) -> str | None:
+        """The run that produced the current champion, or None if there is none yet."""
+        with _quiet():
+            try:
+                mv = _retry(self.client.get_model_version_by_alias, REGISTERED_MODEL, CHAMPION_ALIAS)
+            except MlflowException:
+                return None
+        return mv.run_id
+
+
+def _requirements(*packages: str) -> list[str]:
+    """Pinned requirements of the running env: explicit, so MLflow skips its slow subprocess inference."""
+    return [f"{name}=={pkg_version(name)}" for name in packages]
