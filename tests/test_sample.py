@@ -33,13 +33,6 @@ def _con(raw: Path, actions: str | None = None) -> duckdb.DuckDBPyConnection:
 
 
 @pytest.fixture(scope="session")
-def tianchi(tmp_path_factory):
-    """The real season-1 expansion, built once per session (about 10 s)."""
-    out = tmp_path_factory.mktemp("tianchi")
-    return expand_tianchi_s1(out, seed=0, progress=False)
-
-
-@pytest.fixture(scope="session")
 def tianchi_db(tianchi):
     """The expansion loaded once into DuckDB (tables a, s), so each check scans memory, not 500 MB of CSV."""
     con = _con(tianchi.actions_file.parent)

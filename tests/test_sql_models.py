@@ -1,0 +1,149 @@
+"""The SQL model layer: loader, dependency order, builds on a hand-made warehouse, the
+singular tests, and the exact match of artist_daily with the real season-1 aggregates."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+from statistics import median, pvariance
+
+import pytest
+
+from musictrend_dagster.core import ingest
+from musictrend_dagster.core import sql_models as sm
+
+PACKAGED_ARTIST_DAILY = Path(sm.__file__).resolve().parent.parent / "data" / "tianchi_s1" / "artist_daily.csv"
+D0 = date(2015, 3, 1)
+
+
+def test_loader_finds_models_deps_and_order():
+    models = sm.load_models(sm.SQL_DIR)
+    by_name = {m.name: m for m in models}
+    assert {"stg_user_actions", "stg_songs", "artist_daily", "artist_rolling_stats"} <= by_name.keys()
+    assert by_name["artist_daily"].deps == {"stg_user_actions", "stg_songs"}  # CTE names excluded
+    assert by_name["artist_rolling_stats"].deps == {"artist_daily"}
+    assert by_name["stg_user_actions"].materialized == "view"
+    order = [m.name for m in sm.topo_order(models)]
+    assert order.index("stg_songs") < order.index("artist_daily") < order.index("artist_rolling_stats")
+    tests = {t.name: t.model for t in sm.load_tests(sm.SQL_DIR / "tests")}
+    assert tests["artist_daily__no_calendar_gaps"] == "artist_daily"
+    assert tests["artist_rolling_stats__row_count_matches"] == "artist_rolling_stats"
+
+
+def test_deps_ignore_cte_and_table_functions(tmp_path):
+    (tmp_path / "m.sql").write_text("WITH x AS (SELECT * FROM a) SELECT * FROM x JOIN main.b USING (k), range(3) r(i)")
+    (model,) = sm.load_models(tmp_path)
+    assert model.deps == {"a", "b"}
+
+
+@pytest.mark.parametrize(("file", "sql", "message"), [
+    ("Bad-Name.sql", "SELECT 1", "not a valid model name"),
+    ("drop_it.sql", "DROP TABLE x", "expected a single SELECT, found Drop"),
+    ("two.sql", "SELECT 1; SELECT 2", "expected a single SELECT, found Select, Select"),
+    ("broken.sql", "SELECT (1", "SQL does not parse"),
+])
+def test_loader_rejects_bad_files_naming_them(tmp_path, file, sql, message):
+    (tmp_path / file).write_text(sql)
+    with pytest.raises(sm.SqlModelError, match=message) as err:
+        sm.load_models(tmp_path)
+    assert file in str(err.value)
+
+
+def test_cycle_and_misnamed_test_are_errors(tmp_path):
+    (tmp_path / "a.sql").write_text("SELECT * FROM b")
+    (tmp_path / "b.sql").write_text("SELECT * FROM a")
+    with pytest.raises(sm.SqlModelError, match="dependency cycle"):
+        sm.topo_order(sm.load_models(tmp_path))
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "a__x.sql").write_text("SELECT * FROM b")
+    with pytest.raises(sm.SqlModelError, match="a__x.sql: test is named after model 'a' but does not read it"):
+        sm.load_tests(tests)
+
+
+PLAYS_A1 = [3, 0, 6, 1, 5, 0, 0, 9, 2, 4]  # a1 on days 0..9; day 1, 5, 6 have no plays at all
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    con = ingest.connect(tmp_path / "wh.duckdb", memory_limit="1GB")
+    con.execute("INSERT INTO raw_songs VALUES ('s1','a1','2014-01-01',1,1,1,'f'), ('s2','a1','2014-01-01',1,1,1,'f'), "
+                "('s3','a2','2014-01-01',1,1,1,'f'), ('s3','a2','2014-01-01',1,1,1,'f'), ('s4','a3','2014-01-01',1,1,1,'f')")
+    rows = []
+    for day, n in enumerate(PLAYS_A1):
+        ds = D0 + timedelta(days=day)
+        rows += [(f"u{i % 2}", "s1" if i % 3 else "s2", 0, 1, ds) for i in range(n)]
+    rows += [("u1", "s3", 0, 2, D0 + timedelta(days=4)), ("u1", "s3", 0, 3, D0 + timedelta(days=4))]
+    con.executemany("INSERT INTO raw_user_actions VALUES (?, ?, ?, ?, ?, 'f')", rows)
+    counts = sm.build_all(con, sm.SQL_DIR)
+    yield con, counts
+    con.close()
+
+
+def test_dense_calendar_with_zeros(warehouse):
+    con, counts = warehouse
+    assert counts["artist_daily"] == 2 * 10  # a1 and a2 (a3 has no actions), every day of the log
+    a1 = con.execute("SELECT plays FROM artist_daily WHERE artist_id = 'a1' ORDER BY ds").fetchall()
+    assert [p for (p,) in a1] == PLAYS_A1
+    a2 = con.execute("SELECT ds, plays, downloads, collects, listeners, active_songs FROM artist_daily "
+                     "WHERE artist_id = 'a2' AND (downloads > 0 OR ds = DATE '2015-03-01') ORDER BY ds").fetchall()
+    assert a2 == [(D0, 0, 0, 0, 0, 0), (D0 + timedelta(days=4), 0, 1, 1, 1, 1)]
+    assert con.execute("SELECT listeners, active_songs FROM artist_daily WHERE artist_id = 'a1' AND ds = $d",
+                       {"d": D0 + timedelta(days=2)}).fetchone() == (2, 2)
+
+
+def test_rolling_stats_match_hand_computation(warehouse):
+    con, _ = warehouse
+    got = con.execute("SELECT plays_mean_3, plays_var_3, plays_median_7, plays_median_14, plays_median_28 "
+                      "FROM artist_rolling_stats WHERE artist_id = 'a1' ORDER BY ds").fetchall()
+    for d, row in enumerate(got):
+        w3, w7, w14 = PLAYS_A1[max(0, d - 2): d + 1], PLAYS_A1[max(0, d - 6): d + 1], PLAYS_A1[max(0, d - 13): d + 1]
+        assert row[0] == pytest.approx(sum(w3) / len(w3))
+        assert row[1] == pytest.approx(pvariance(w3))
+        assert row[2] == pytest.approx(median(w7))
+        assert row[3] == pytest.approx(median(w14))
+        assert row[4] == pytest.approx(median(PLAYS_A1[: d + 1]))
+
+
+def test_singular_tests_pass_on_good_data_and_catch_broken_data(warehouse):
+    con, _ = warehouse
+    tests = {t.name: t for t in sm.load_tests(sm.SQL_DIR / "tests")}
+    assert {name: sm.run_test(con, t)[0] for name, t in tests.items()} == {name: 0 for name in tests}
+    breakages = {
+        "artist_daily__no_calendar_gaps": "DELETE FROM artist_daily WHERE artist_id = 'a1' AND ds = DATE '2015-03-05'",
+        "artist_daily__unique_artist_day": "INSERT INTO artist_daily SELECT * FROM artist_daily WHERE ds = DATE '2015-03-02'",
+        "artist_daily__non_negative_counts": "UPDATE artist_daily SET plays = -1 WHERE ds = DATE '2015-03-03'",
+        "artist_rolling_stats__row_count_matches": "DELETE FROM artist_rolling_stats WHERE ds = DATE '2015-03-04'",
+    }
+    assert breakages.keys() == tests.keys()
+    for name, statement in breakages.items():
+        con.execute("BEGIN TRANSACTION")
+        con.execute(statement)
+        n, sample = sm.run_test(con, tests[name], limit=1)
+        con.execute("ROLLBACK")
+        assert n > 0 and len(sample) == 1, name
+
+
+def test_build_model_replaces_and_returns_row_count(warehouse):
+    con, _ = warehouse
+    model = next(m for m in sm.load_models(sm.SQL_DIR) if m.name == "artist_daily")
+    assert sm.build_model(con, model) == 20
+    assert sm.build_model(con, model) == 20
+
+
+def test_artist_daily_matches_real_tianchi_s1_exactly(tianchi, tmp_path):
+    con = ingest.connect(tmp_path / "wh.duckdb")
+    reports = ingest.ingest_raw_dir(con, tianchi.actions_file.parent)
+    assert sum(r.loaded for r in reports[1:]) == 5_652_232
+    assert sum(r.quarantined for r in reports) == 0
+    counts = sm.build_all(con, sm.SQL_DIR)
+    assert counts["artist_daily"] == 9150
+    mismatches = con.execute("""
+        SELECT e.artist_id, e.ds, e.plays, a.plays, e.downloads, a.downloads, e.collects, a.collects
+        FROM read_csv($p, header = true, auto_detect = false, columns = {'artist_id': 'VARCHAR', 'ds': 'VARCHAR',
+             'plays': 'BIGINT', 'downloads': 'BIGINT', 'collects': 'BIGINT', 'distinct_users': 'BIGINT'}) AS e
+        FULL JOIN artist_daily AS a ON a.artist_id = e.artist_id AND a.ds = strptime(e.ds, '%Y%m%d')::DATE
+        WHERE a.plays IS DISTINCT FROM e.plays OR a.downloads IS DISTINCT FROM e.downloads
+           OR a.collects IS DISTINCT FROM e.collects
+    """, {"p": str(PACKAGED_ARTIST_DAILY)}).fetchall()
+    assert mismatches == []
+    con.close()
