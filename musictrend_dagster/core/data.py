@@ -2,16 +2,28 @@
 from __future__ import annotations
 
 import json
+import warnings
 import duckdb
 import polars as pl
 
 from musictrend_dagster.core.backtest import BacktestResult
 
 
+def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> pl.DataFrame:
+    """A query's full result as a polars frame, through Arrow.
+
+    `execute` (not `sql`) so it composes with earlier fetchone() calls on the connection;
+    the extra Arrow copy DuckDB warns about is negligible at these table sizes.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+        return pl.from_arrow(con.execute(sql, params).to_arrow_table())
+
+
 def load_history(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The model input frame (dense, sorted) and the songs table."""
-    history = con.execute("SELECT * FROM model_features ORDER BY artist_id, ds").pl()
-    songs = con.execute("SELECT * FROM stg_songs ORDER BY song_id").pl()
+    history = query(con, "SELECT * FROM model_features ORDER BY artist_id, ds")
+    songs = query(con, "SELECT * FROM stg_songs ORDER BY song_id")
     if history.is_empty():
         raise ValueError("model_features is empty: no actions were loaded")
     return history, songs
@@ -52,7 +64,7 @@ def save_backtest(con: duckdb.DuckDBPyConnection, result: BacktestResult, run_id
 
 def load_scores(con: duckdb.DuckDBPyConnection, models: list[str]) -> pl.DataFrame:
     """Per model and origin scores of the given models; every one of them must have been backtested."""
-    scores = con.execute("SELECT * FROM backtest_scores WHERE list_contains(?, model) ORDER BY model, origin", [models]).pl()
+    scores = query(con, "SELECT * FROM backtest_scores WHERE list_contains(?, model) ORDER BY model, origin", [models])
     missing = sorted(set(models) - set(scores["model"].unique().to_list()))
     if missing:
         raise ValueError(f"no backtest results for {', '.join(missing)}: materialise their backtest assets first")
@@ -82,4 +94,4 @@ def save_forecast(con: duckdb.DuckDBPyConnection, forecast: pl.DataFrame, model:
 
 
 def load_forecast(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    return con.execute("SELECT artist_id, ds, plays, model FROM forecast ORDER BY artist_id, ds").pl()
+    return query(con, "SELECT artist_id, ds, plays, model FROM forecast ORDER BY artist_id, ds")

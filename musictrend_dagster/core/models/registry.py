@@ -8,6 +8,8 @@ from typing import Any
 
 from musictrend_dagster.core.models.base import Forecaster
 from musictrend_dagster.core.models.baselines import BestConstantForecaster, MedianForecaster
+from musictrend_dagster.core.models.global_model import GlobalModel
+from musictrend_dagster.core.models.seed_lstm import SeedLSTM
 
 _NOT_HYPERPARAMETERS = {"on_epoch"}
 
@@ -39,6 +41,20 @@ SPECS: list[ModelSpec] = [
         "best_constant",
         BestConstantForecaster,
         "The constant that is optimal for this metric: sum(1/x)/sum(1/x^2) over the last 60 days.",
+    ),
+    ModelSpec(
+        "seed_lstm",
+        SeedLSTM,
+        "The 2016 design: per day [plays, 3-day mean, 3-day variance], LSTM(35) -> LSTM(10) -> Dense(3) "
+        "trained to reconstruct the next day, 60 days forecast by feeding predictions back.",
+        uses_tensorflow=True,
+    ),
+    ModelSpec(
+        "global_direct",
+        GlobalModel,
+        "One network over all artists: a smooth 60-day log-multiplier curve (level, trend, weekday) on top of "
+        "the metric-optimal constant of the last 7 days, trained with the metric's own relative error.",
+        uses_tensorflow=True,
     ),
 ]
 MODEL_NAMES = [s.name for s in SPECS]

@@ -1,0 +1,39 @@
+# The two commands: `make demo` (fresh machine -> forecasts) and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+export MUSICTREND_HOME ?= $(CURDIR)/.musictrend
+RAW_DIR := $(or $(MUSICTREND_RAW_DIR),$(MUSICTREND_HOME)/raw)
+
+.PHONY: install browser demo test ui mlflow-ui bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: install
+	@test -f "$(RAW_DIR)/mars_tianchi_user_actions.csv" || $(BIN)/musictrend sample --source tianchi-s1 --out "$(RAW_DIR)"
+	$(BIN)/musictrend run --raw-dir "$(RAW_DIR)"
+
+# The end-to-end tests drive Debian's Chromium (never a browser download).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: install browser
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+ui: install
+	$(BIN)/musictrend ui
+
+mlflow-ui: install
+	$(BIN)/musictrend mlflow-ui
+
+bench: install
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_models.py --e2e
+
+clean:
+	rm -rf "$(MUSICTREND_HOME)"

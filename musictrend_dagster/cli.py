@@ -1,0 +1,161 @@
+"""`musictrend`: make sample data, run the whole graph through Dagster, print where things are."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from musictrend_dagster.settings import Paths
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from musictrend_dagster.core.sample import write_next_day, write_sample
+
+    out = Path(args.out)
+    if args.next_day:
+        path = write_next_day(out, seed=args.seed)
+        print(f"wrote {path}")
+        return 0
+    summary = write_sample(args.source, out, seed=args.seed, artists=args.artists, days=args.days, rows=args.rows)
+    print(
+        f"wrote {summary.rows:,} actions of {summary.artists} artists and {summary.songs:,} songs, "
+        f"{summary.first_day}..{summary.last_day}:\n  {summary.actions_file}\n  {summary.songs_file}"
+    )
+    return 0
+
+
+def _point_environment(home: str | None, raw_dir: str | None) -> Paths:
+    """Make this process and everything it starts agree on MUSICTREND_HOME and friends."""
+    paths = Paths.from_env(home=home, raw_dir=raw_dir)
+    os.environ["MUSICTREND_HOME"] = str(paths.home)
+    os.environ["MUSICTREND_RAW_DIR"] = str(paths.raw_dir)
+    os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
+    return paths
+
+
+def _run(args: argparse.Namespace) -> int:
+    paths = _point_environment(args.home, args.raw_dir)
+    from musictrend_dagster.core.ingest import IngestError, discover_action_files
+    from musictrend_dagster.instance import ensure_instance
+
+    try:
+        discover_action_files(paths.raw_dir)
+    except IngestError as exc:
+        print(f"musictrend run: {exc}\n  (make sample data with: musictrend sample --source tianchi-s1 --out {paths.raw_dir})", file=sys.stderr)
+        return 2
+    ensure_instance(paths.dagster_home)
+
+    import dagster as dg
+
+    from musictrend_dagster.definitions import defs
+
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        job = defs.resolve_job_def("refresh_all")
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
+    elapsed = time.perf_counter() - started
+    if not result.success:
+        print(f"\nmusictrend run FAILED after {elapsed:.0f}s (Dagster run {result.run_id}):", file=sys.stderr)
+        for event in result.all_events:
+            if event.is_step_failure:
+                error = event.step_failure_data.error
+                print(f"  step {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr)
+            elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.evaluation.passed:
+                evaluation = event.event_specific_data.evaluation
+                print(f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: {evaluation.metadata}", file=sys.stderr)
+        return 1
+    _print_summary(paths, result.run_id, elapsed)
+    return 0
+
+
+def _print_summary(paths: Paths, run_id: str, elapsed: float) -> None:
+    import duckdb
+
+    from musictrend_dagster.core.data import leaderboard, load_scores
+    from musictrend_dagster.core.models.registry import MODEL_NAMES
+
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    try:
+        loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
+        quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
+        board = leaderboard(load_scores(con, MODEL_NAMES))
+    finally:
+        con.close()
+    champion = board.row(0, named=True)
+    print(f"\nmusictrend run succeeded in {elapsed:.0f}s (Dagster run {run_id})")
+    print(f"  rows ingested     {loaded:,} ({quarantined:,} quarantined)")
+    print(f"  champion          {champion['model']}  mean f_norm {champion['f_norm']:.4f}")
+    for row in board.iter_rows(named=True):
+        print(f"    {row['model']:<16} {row['f_norm']:.4f}")
+    print(f"  submission        {paths.submission}")
+    print(f"  Dagster UI        make ui       (http://127.0.0.1:3000, runs under {paths.dagster_home})")
+    print(f"  MLflow UI         make mlflow-ui (http://127.0.0.1:5000, store {paths.mlflow_uri})")
+
+
+def _ui(args: argparse.Namespace) -> int:
+    """`dagster dev` on 127.0.0.1 with the project's instance and workspace."""
+    paths = _point_environment(args.home, args.raw_dir)
+    from musictrend_dagster.instance import ensure_instance
+
+    ensure_instance(paths.dagster_home)
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    target = ["-w", args.workspace] if Path(args.workspace).is_file() else ["-m", "musictrend_dagster.definitions"]
+    os.execv(dagster, [dagster, "dev", "-h", args.host, "-p", str(args.port), *target])
+
+
+def _mlflow_ui(args: argparse.Namespace) -> int:
+    """The MLflow UI on the project's store, bound to 127.0.0.1."""
+    paths = _point_environment(args.home, None)
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    os.execv(mlflow, [mlflow, "server", "--backend-store-uri", paths.mlflow_uri, "--host", args.host, "--port", str(args.port)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="musictrend", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sample = sub.add_parser("sample", help="write raw sample CSVs in the official formats")
+    sample.add_argument("--out", required=True, help="folder to write into (usually $MUSICTREND_RAW_DIR)")
+    sample.add_argument("--source", choices=["tianchi-s1", "synthetic"], default="tianchi-s1")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--artists", type=int, help="synthetic only")
+    sample.add_argument("--days", type=int, help="synthetic only")
+    sample.add_argument("--rows", type=int, help="synthetic only")
+    sample.add_argument("--next-day", action="store_true", help="append the next day's drop file to --out")
+    sample.set_defaults(func=_sample)
+
+    run = sub.add_parser("run", help="materialise the whole asset graph in the Dagster instance under MUSICTREND_HOME")
+    run.add_argument("--home", help="state folder (default $MUSICTREND_HOME or ./.musictrend)")
+    run.add_argument("--raw-dir", help="raw CSV folder (default $MUSICTREND_RAW_DIR or HOME/raw)")
+    run.set_defaults(func=_run)
+
+    ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project's instance")
+    ui.add_argument("--home")
+    ui.add_argument("--raw-dir")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--workspace", default="workspace.yaml")
+    ui.set_defaults(func=_ui)
+
+    mlflow_ui = sub.add_parser("mlflow-ui", help="open the MLflow UI on this project's tracking store")
+    mlflow_ui.add_argument("--home")
+    mlflow_ui.add_argument("--host", default="127.0.0.1")
+    mlflow_ui.add_argument("--port", type=int, default=5000)
+    mlflow_ui.set_defaults(func=_mlflow_ui)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"musictrend {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

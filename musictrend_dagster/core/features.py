@@ -1,0 +1,99 @@
+"""Per artist and day model features, computed with polars from the artist_daily and songs tables.
+
+Every feature at day d uses days <= d only (trailing windows, release dates <= d), so a
+model fed features up to an origin never sees the test window.
+"""
+from __future__ import annotations
+
+import polars as pl
+
+PLAYS_FEATURES = ["plays", "plays_mean_3", "plays_var_3"]
+CALENDAR_FEATURES = ["weekday", "is_weekend", "day_index"]
+RELEASE_FEATURES = ["releases_today", "releases_7d", "releases_28d", "days_since_release"]
+FEATURE_COLUMNS = PLAYS_FEATURES + CALENDAR_FEATURES + RELEASE_FEATURES
+
+
+def _require(frame: pl.DataFrame, columns: list[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {missing}; it has {frame.columns}")
+
+
+def _releases(days: pl.DataFrame, songs: pl.DataFrame) -> pl.DataFrame:
+    """Release counts over trailing windows via cumulative counts: cum(d) - cum(d - n)."""
+    cum = (
+        songs.select("artist_id", pl.col("publish_time").cast(pl.Date).alias("pub"))
+        .drop_nulls()
+        .group_by("artist_id", "pub")
+        .agg(n=pl.len())
+        .sort("artist_id", "pub")
+        .with_columns(cum=pl.col("n").cum_sum().over("artist_id"))
+        .with_columns(pl.col("pub").alias("last_pub"))
+        .select("artist_id", "pub", "last_pub", "n", pl.col("cum").cast(pl.Int64))
+    )
+
+    def cum_at(shift_days: int, name: str, keep_last: bool = False) -> pl.DataFrame:
+        probe = days.with_columns(key=pl.col("ds") - pl.duration(days=shift_days)).sort("key")
+        # sorted by key, hence within each artist too; polars cannot verify that with `by`
+        joined = probe.join_asof(
+            cum, left_on="key", right_on="pub", by="artist_id", strategy="backward", check_sortedness=False
+        )
+        cols = [pl.col("cum").fill_null(0).alias(name)]
+        if keep_last:
+            cols.append(pl.col("last_pub"))
+        return joined.select("artist_id", "ds", *cols)
+
+    today = days.join(
+        cum.select("artist_id", pl.col("pub").alias("ds"), pl.col("n").cast(pl.Int64).alias("releases_today")),
+        on=["artist_id", "ds"],
+        how="left",
+    ).with_columns(pl.col("releases_today").fill_null(0))
+    out = (
+        today.join(cum_at(0, "cum_0", keep_last=True), on=["artist_id", "ds"])
+        .join(cum_at(7, "cum_7"), on=["artist_id", "ds"])
+        .join(cum_at(28, "cum_28"), on=["artist_id", "ds"])
+    )
+    return out.select(
+        "artist_id",
+        "ds",
+        "releases_today",
+        releases_7d=pl.col("cum_0") - pl.col("cum_7"),
+        releases_28d=pl.col("cum_0") - pl.col("cum_28"),
+        # null when the artist has never released a song up to that day
+        days_since_release=(pl.col("ds") - pl.col("last_pub")).dt.total_days(),
+    )
+
+
+def build_features(history: pl.DataFrame, songs: pl.DataFrame) -> pl.DataFrame:
+    """One row per (artist_id, ds) of `history` with FEATURE_COLUMNS, sorted by artist and day.
+
+    plays_mean_3 / plays_var_3: trailing window d-2..d (population variance); the first
+    days of an artist use the days that exist. weekday: 1 = Monday .. 7 = Sunday.
+    day_index: days since the first day of `history`. Release features count songs with
+    publish_time <= d (today, in (d-7, d], in (d-28, d]) and the days since the latest one.
+    """
+    _require(history, ["artist_id", "ds", "plays"], "history")
+    _require(songs, ["artist_id", "publish_time"], "songs")
+    if history.is_empty():
+        raise ValueError("history is empty: no features to build")
+    dupes = history.group_by("artist_id", "ds").len().filter(pl.col("len") > 1)
+    if dupes.height:
+        row = dupes.row(0, named=True)
+        raise ValueError(f"history has {dupes.height} duplicate (artist_id, ds) rows, e.g. {row['artist_id']} {row['ds']}")
+    base = history.select("artist_id", pl.col("ds").cast(pl.Date), pl.col("plays").cast(pl.Float64)).sort(
+        "artist_id", "ds"
+    )
+    first_day = base["ds"].min()
+    plays = base.with_columns(
+        plays_mean_3=pl.col("plays").rolling_mean(3, min_samples=1).over("artist_id"),
+        plays_var_3=pl.col("plays").rolling_var(3, min_samples=1, ddof=0).over("artist_id"),
+        weekday=pl.col("ds").dt.weekday().cast(pl.Int8),
+        is_weekend=(pl.col("ds").dt.weekday() >= 6).cast(pl.Int8),
+        day_index=(pl.col("ds") - pl.lit(first_day)).dt.total_days().cast(pl.Int32),
+    )
+    releases = _releases(base.select("artist_id", "ds"), songs.with_columns(pl.col("artist_id").cast(pl.String)))
+    return (
+        plays.join(releases, on=["artist_id", "ds"], how="left")
+        .select("artist_id", "ds", *FEATURE_COLUMNS)
+        .sort("artist_id", "ds")
+    )

@@ -1,0 +1,85 @@
+"""Shared plumbing of the Keras forecasters: a dense artist x day matrix and a repeatable TF setup.
+
+TensorFlow is imported only inside `keras_setup`, so importing this module stays cheap.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+
+from musictrend_dagster.core.models.base import FORECAST_SCHEMA
+
+
+def plays_matrix(history: pl.DataFrame) -> tuple[list[str], date, np.ndarray]:
+    """(artist ids, first day, float matrix artists x days); missing artist-days count as 0 plays."""
+    for col in ("artist_id", "ds", "plays"):
+        if col not in history.columns:
+            raise ValueError(f"history lacks column {col!r}; it has {history.columns}")
+    if history.is_empty():
+        raise ValueError("history is empty: nothing to fit")
+    frame = history.select("artist_id", pl.col("ds").cast(pl.Date), pl.col("plays").cast(pl.Float64))
+    if frame["plays"].is_null().any() or (frame["plays"] < 0).any():
+        raise ValueError("history has null or negative plays")
+    first, last = frame["ds"].min(), frame["ds"].max()
+    artists = sorted(frame["artist_id"].unique().to_list())
+    n_days = (last - first).days + 1
+    row = {a: i for i, a in enumerate(artists)}
+    matrix = np.zeros((len(artists), n_days))
+    rows = np.array([row[a] for a in frame["artist_id"].to_list()])
+    cols = (frame["ds"] - first).dt.total_days().to_numpy()
+    np.add.at(matrix, (rows, cols), frame["plays"].to_numpy())
+    return artists, first, matrix
+
+
+def forecast_frame(artists: list[str], start: date, values: np.ndarray) -> pl.DataFrame:
+    """Long forecast frame (artist_id, ds, plays >= 0) from an artists x horizon matrix."""
+    horizon = values.shape[1]
+    days = [start + timedelta(days=k) for k in range(horizon)]
+    return pl.DataFrame(
+        {
+            "artist_id": np.repeat(np.array(artists, dtype=object), horizon).tolist(),
+            "ds": days * len(artists),
+            "plays": np.clip(values, 0.0, None).reshape(-1).astype(np.float64),
+        },
+        schema=FORECAST_SCHEMA,
+    )
+
+
+def keras_setup(seed: int, threads: int = 2):
+    """Import keras, pin thread counts (once per process) and make training repeatable."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter is not progress
+    import keras
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TF already initialised by an earlier fit: the first setting stays
+        pass
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    return keras
+
+
+def epoch_callback(keras, on_epoch: Callable[[int, float], None] | None):
+    """A Keras callback that forwards (epoch, loss) to the caller's hook, or None."""
+    if on_epoch is None:
+        return None
+
+    class _Forward(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            on_epoch(epoch, float((logs or {}).get("loss", float("nan"))))
+
+    return _Forward()
+
+
+def forecast_offset(last_day: date, start: date) -> int:
+    """Days between the end of the fitted history and `start`; refuses to forecast the past."""
+    gap = (start - last_day).days - 1
+    if gap < 0:
+        raise ValueError(f"forecast start {start} is not after the last fitted day {last_day}")
+    return gap

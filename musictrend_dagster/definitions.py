@@ -1,0 +1,28 @@
+"""The one Definitions object: assets by group (ingest, transform, features, models, forecast),
+their checks, resources, the daily schedule and the drop-file sensor."""
+import dagster as dg
+
+from musictrend_dagster.defs.assets.features import model_features
+from musictrend_dagster.defs.assets.forecast import forecast, submission
+from musictrend_dagster.defs.assets.ingest import raw_songs, raw_user_actions
+from musictrend_dagster.defs.assets.models import backtest_assets, champion
+from musictrend_dagster.defs.assets.transform import transform_assets, transform_checks
+from musictrend_dagster.defs.automation import daily_refresh, new_drop_file_sensor, refresh_all
+from musictrend_dagster.defs.checks import guard_checks
+from musictrend_dagster.defs.resources import default_resources
+from musictrend_dagster.settings import Paths
+
+
+def build_defs(paths: Paths) -> dg.Definitions:
+    """Definitions whose resources point at `paths` (tests build their own on a temporary home)."""
+    return dg.Definitions(
+        assets=[raw_songs, raw_user_actions, *transform_assets, model_features, *backtest_assets, champion, forecast, submission],
+        asset_checks=[*transform_checks, *guard_checks],
+        jobs=[refresh_all],
+        schedules=[daily_refresh],
+        sensors=[new_drop_file_sensor],
+        resources=default_resources(paths),
+    )
+
+
+defs = build_defs(Paths.from_env())

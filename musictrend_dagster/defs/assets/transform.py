@@ -1,0 +1,61 @@
+"""Transform group: one asset per `dbt_like_sql/*.sql` model, one blocking check per singular test.
+
+Dependencies come from parsing each SELECT with sqlglot (core.sql_models); a table that is
+no model is an upstream asset of the same name (the ingest tables).
+"""
+
+import hashlib
+
+import dagster as dg
+
+from musictrend_dagster.core.data import query
+
+from musictrend_dagster.core import sql_models
+from musictrend_dagster.defs.metadata import preview
+from musictrend_dagster.defs.resources import WarehouseResource
+from musictrend_dagster.instance import DUCKDB_POOL
+
+
+def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=model.name,
+        group_name="transform",
+        kinds={"duckdb", "sql"},
+        pool=DUCKDB_POOL,
+        deps=sorted(model.deps),
+        description=f"`CREATE OR REPLACE TABLE {model.name} AS` the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```",
+        code_version=hashlib.sha256(model.sql.encode()).hexdigest()[:12],
+    )
+    def _build(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        with warehouse.connect() as con:
+            rows = sql_models.build_model(con, model)
+            head = query(con, f'SELECT * FROM "{model.name}" LIMIT 10')
+        context.log.info(f"{model.name}: {rows:,} rows")
+        return dg.MaterializeResult(metadata={"dagster/row_count": rows, "preview": preview(head)})
+
+    return _build
+
+
+def _test_check(test: sql_models.SqlTest) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        name=test.name,
+        asset=test.model,
+        blocking=True,
+        description=f"Singular test `dbt_like_sql/tests/{test.path.name}`: passes when the query returns no rows.\n\n```sql\n{test.sql.strip()}\n```",
+        pool=DUCKDB_POOL,
+    )
+    def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse.connect() as con:
+            failing, sample = sql_models.run_test(con, test)
+        metadata = {"failing_rows": failing}
+        if failing:
+            metadata["sample"] = dg.MetadataValue.json([[str(v) for v in row] for row in sample])
+        return dg.AssetCheckResult(passed=failing == 0, metadata=metadata)
+
+    return _check
+
+
+MODELS = sql_models.load_models(sql_models.SQL_DIR)
+TESTS = sql_models.load_tests(sql_models.SQL_DIR / "tests")
+transform_assets = [_model_asset(m) for m in MODELS]
+transform_checks = [_test_check(t) for t in TESTS]

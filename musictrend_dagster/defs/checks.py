@@ -1,0 +1,80 @@
+"""Blocking asset checks that stop bad data from flowing downstream."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from musictrend_dagster.core.data import query
+import polars as pl
+
+from musictrend_dagster.core.submission import read_submission
+from musictrend_dagster.defs.metadata import preview
+from musictrend_dagster.defs.resources import OutputResource, WarehouseResource
+from musictrend_dagster.instance import DUCKDB_POOL
+
+MAX_QUARANTINE_SHARE = float(os.environ.get("MUSICTREND_MAX_QUARANTINE_SHARE", "0.01"))
+
+
+@dg.asset_check(asset="raw_user_actions", blocking=True, pool=DUCKDB_POOL,
+                description=f"At most {MAX_QUARANTINE_SHARE:.1%} of all action lines quarantined (env MUSICTREND_MAX_QUARANTINE_SHARE).")
+def quarantine_share(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
+        quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
+        reasons = query(
+            con, "SELECT reason, count(*) AS lines FROM quarantine_user_actions GROUP BY reason ORDER BY lines DESC"
+        )
+    share = quarantined / max(loaded + quarantined, 1)
+    return dg.AssetCheckResult(
+        passed=share <= MAX_QUARANTINE_SHARE,
+        metadata={"share": share, "quarantined": quarantined, "loaded": loaded, "reasons": preview(reasons, rows=20)},
+    )
+
+
+@dg.asset_check(asset="artist_daily", blocking=True, pool=DUCKDB_POOL,
+                description="No day inside the calendar on which no artist had any action (an outage or a lost file).")
+def no_outage_day(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        dead = query(
+            con, "SELECT ds FROM artist_daily GROUP BY ds HAVING sum(plays + downloads + collects) = 0 ORDER BY ds"
+        )
+    return dg.AssetCheckResult(
+        passed=dead.is_empty(), metadata={"outage_days": dg.MetadataValue.json([str(d) for d in dead["ds"]])}
+    )
+
+
+def _forecast_problems(predicted: pl.DataFrame, artists: list[str]) -> dict[str, int]:
+    """Counts of what is wrong with a forecast: missing artists or days, negative or non-finite plays."""
+    days = predicted["ds"].n_unique()
+    per_artist = predicted.group_by("artist_id").agg(pl.col("ds").n_unique().alias("days"))
+    return {
+        "missing_artists": len(set(artists) - set(per_artist["artist_id"].to_list())),
+        "artists_missing_days": per_artist.filter(pl.col("days") < days).height,
+        "duplicate_rows": predicted.height - predicted.select("artist_id", "ds").unique().height,
+        "negative": predicted.filter(pl.col("plays") < 0).height,
+        "non_finite": predicted.filter(~pl.col("plays").cast(pl.Float64).is_finite()).height,
+    }
+
+
+@dg.asset_check(asset="forecast", blocking=True, pool=DUCKDB_POOL,
+                description="Every artist, every forecast day, once; plays finite and >= 0.")
+def forecast_complete_and_valid(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        predicted = query(con, "SELECT artist_id, ds, plays FROM forecast")
+        artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
+    problems = _forecast_problems(predicted, artists)
+    return dg.AssetCheckResult(passed=not any(problems.values()), metadata=problems)
+
+
+@dg.asset_check(asset="submission", blocking=True, pool=DUCKDB_POOL,
+                description="The file parses as artist_id,Plays,Ds with no header and covers every artist and day.")
+def submission_complete(warehouse: WarehouseResource, output: OutputResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
+    frame = read_submission(Path(output.submission_path))
+    problems = _forecast_problems(frame, artists)
+    return dg.AssetCheckResult(passed=not any(problems.values()), metadata={**problems, "rows": frame.height})
+
+
+guard_checks = [quarantine_share, no_outage_day, forecast_complete_and_valid, submission_complete]
