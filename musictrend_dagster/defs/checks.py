@@ -4,10 +4,9 @@ import os
 from pathlib import Path
 
 import dagster as dg
-
-from musictrend_dagster.core.data import query
 import polars as pl
 
+from musictrend_dagster.core.data import query
 from musictrend_dagster.core.submission import read_submission
 from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import OutputResource, WarehouseResource

@@ -44,6 +44,10 @@ class MlflowResource(dg.ConfigurableResource):
 
     tracking_uri: str = Field(description="MLflow tracking URI, e.g. sqlite:///.../mlflow.db.")
     artifact_dir: str = Field(description="Folder for run artifacts and logged models.")
+    ui_url: str = Field(default="http://127.0.0.1:5000", description="Where `make mlflow-ui` serves the MLflow UI.")
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def tracker(self):
         from musictrend_dagster.core.tracking import Tracker

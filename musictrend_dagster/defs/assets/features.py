@@ -3,7 +3,6 @@
 import dagster as dg
 
 from musictrend_dagster.core.data import query
-
 from musictrend_dagster.core.features import build_features
 from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import WarehouseResource

@@ -5,6 +5,8 @@ from pathlib import Path
 import dagster as dg
 
 from musictrend_dagster.core import ingest
+from musictrend_dagster.core.data import query
+from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
 from musictrend_dagster.settings import SONGS_FILE
@@ -61,6 +63,11 @@ def raw_user_actions(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     with warehouse.connect() as con:
         reports = [ingest.load_actions(con, path, progress=progress) for path in ingest.discover_action_files(Path(warehouse.raw_dir))]
         rows = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
+        head = query(con, "SELECT * FROM raw_user_actions LIMIT 10")
+        quarantine = query(con, "SELECT * FROM quarantine_user_actions ORDER BY source_file, line_no LIMIT 10")
     for r in reports:
         context.log.info(f"{r.file}: {r.loaded:,} loaded, {r.quarantined:,} quarantined" + (" (unchanged, skipped)" if r.skipped_unchanged else ""))
-    return dg.MaterializeResult(metadata={**_report_metadata(reports), "dagster/row_count": rows})
+    metadata = {**_report_metadata(reports), "dagster/row_count": rows, "preview": preview(head)}
+    if not quarantine.is_empty():
+        metadata["quarantine_preview"] = preview(quarantine)
+    return dg.MaterializeResult(metadata=metadata)

@@ -69,7 +69,8 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             last = result.origins[-1]
             window = history.filter(pl.col("ds") >= last.origin)
             plot = plots.plot_forecast_vs_actual(history.filter(pl.col("ds") < last.origin), last.forecast, window, path=Path(tmp) / f"{spec.name}.png")
-            run_id = mlflow.tracker().log_backtest(
+            tracker = mlflow.tracker()
+            run_id = tracker.log_backtest(
                 result,
                 tags={"dagster_run_id": context.run_id},
                 data_range=(history["ds"].min(), last_day),
@@ -86,6 +87,7 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 **per_origin,
                 "fit_seconds": sum(o.fit_seconds for o in result.origins),
                 "mlflow_run_id": run_id,
+                "mlflow_run": dg.MetadataValue.url(mlflow.run_url(tracker.experiment_id, run_id)),
                 "forecast_vs_actual": plot_md,
             }
         )

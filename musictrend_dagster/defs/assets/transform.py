@@ -5,15 +5,19 @@ no model is an upstream asset of the same name (the ingest tables).
 """
 
 import hashlib
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 
+from musictrend_dagster.core import plots, sql_models
 from musictrend_dagster.core.data import query
-
-from musictrend_dagster.core import sql_models
-from musictrend_dagster.defs.metadata import preview
+from musictrend_dagster.defs.metadata import png, preview
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
+
+# Tables people would rather look at than read: a plot next to the preview.
+PLOTS = {"artist_daily": plots.plot_artist_daily}
 
 
 def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
@@ -23,15 +27,20 @@ def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
         kinds={"duckdb", "sql"},
         pool=DUCKDB_POOL,
         deps=sorted(model.deps),
-        description=f"`CREATE OR REPLACE TABLE {model.name} AS` the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```",
+        description=f"`CREATE OR REPLACE {model.materialized.upper()} {model.name} AS` the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```",
         code_version=hashlib.sha256(model.sql.encode()).hexdigest()[:12],
     )
     def _build(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect() as con:
             rows = sql_models.build_model(con, model)
             head = query(con, f'SELECT * FROM "{model.name}" LIMIT 10')
+            full = query(con, f'SELECT * FROM "{model.name}"') if model.name in PLOTS else None
         context.log.info(f"{model.name}: {rows:,} rows")
-        return dg.MaterializeResult(metadata={"dagster/row_count": rows, "preview": preview(head)})
+        metadata = {"dagster/row_count": rows, "preview": preview(head)}
+        if full is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                metadata["plot"] = png(PLOTS[model.name](full, path=Path(tmp) / "plot.png"), model.name)
+        return dg.MaterializeResult(metadata=metadata)
 
     return _build
 
