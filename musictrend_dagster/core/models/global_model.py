@@ -50,6 +50,81 @@ def horizon_basis(horizon: int) -> np.ndarray:
     return out
 
 
+def artist_series(history: pl.DataFrame, songs: pl.DataFrame):
+    """Artists, first day, plays matrix and the (artists, days, 3) log1p release-feature tensor."""
+    artists, first, plays = plays_matrix(history)
+    n_days = plays.shape[1]
+    dense = pl.DataFrame(
+        {
+            "artist_id": np.repeat(np.array(artists, dtype=object), n_days).tolist(),
+            "ds": [first + timedelta(days=k) for k in range(n_days)] * len(artists),
+            "plays": plays.reshape(-1),
+        }
+    )
+    feats = build_features(dense, songs).with_columns(pl.col("days_since_release").fill_null(NO_RELEASE_DAYS))
+    rel = feats.select("releases_7d", "releases_28d", "days_since_release").to_numpy().astype(float)
+    return artists, first, plays, np.log1p(rel).reshape(len(artists), n_days, 3)
+
+
+def origin_features(
+    plays: np.ndarray, releases: np.ndarray, first: date, t: int, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows for origin index t (history = days < t) for every artist, and the anchors.
+
+    The origin weekday one-hot is the last block of 7 columns (the network reads it there).
+    """
+    past = plays[:, :t]
+    anchor = np.maximum(c_star(past[:, -ANCHOR_DAYS:]), 1.0)
+    seq = past[:, -window:]
+    if seq.shape[1] < window:  # only during predict on a short history
+        seq = np.concatenate([np.repeat(seq[:, :1], window - seq.shape[1], axis=1), seq], axis=1)
+
+    def rel(v: np.ndarray) -> np.ndarray:
+        return np.log((v + 1.0) / (anchor.reshape(-1, *[1] * (v.ndim - 1)) + 1.0))
+
+    levels = [
+        np.median(past[:, -14:], axis=1),
+        np.median(past[:, -28:], axis=1),
+        c_star(past[:, -14:]),
+        c_star(past[:, -28:]),
+        past[:, -7:].mean(axis=1),
+    ]
+    weekday = np.zeros((plays.shape[0], 7))
+    weekday[:, (first + timedelta(days=t)).weekday()] = 1.0
+    stats = np.column_stack(
+        [rel(v) for v in levels]
+        + [np.log1p(anchor) / 10.0, np.log1p(past[:, -14:]).std(axis=1), releases[:, t - 1, :] / 5.0, weekday]
+    )
+    return np.clip(np.column_stack([rel(seq), stats]), -5, 5).astype(np.float32), anchor
+
+
+def training_set(
+    plays: np.ndarray, releases: np.ndarray, first: date, window: int, horizon: int, end: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every artist x origin t in [window, end) as a sample: features, and (target, weight) per horizon day.
+
+    Targets are log(plays[t+h] / anchor) for the days before `end` (default: all days); later
+    days and 0-play days get weight 0. Weights are sqrt(anchor) like the metric's phi,
+    scaled to mean 1 over the days that count.
+    """
+    end = plays.shape[1] if end is None else end
+    xs, ys = [], []
+    for t in range(window, end):
+        x, anchor = origin_features(plays, releases, first, t, window)
+        future = np.full((plays.shape[0], horizon), np.nan)
+        seen = plays[:, t : min(t + horizon, end)]
+        future[:, : seen.shape[1]] = seen
+        mask = np.nan_to_num(future) > 0
+        target = np.where(mask, np.log(np.where(mask, future, 1.0) / anchor[:, None]), 0.0)
+        weight = np.repeat(np.sqrt(anchor)[:, None], horizon, axis=1) * mask
+        xs.append(x)
+        ys.append(np.stack([target, weight], axis=-1))
+    x = np.concatenate(xs)
+    y = np.concatenate(ys).astype(np.float32)
+    y[..., 1] /= y[..., 1].sum() / max(np.count_nonzero(y[..., 1]), 1)
+    return x, y
+
+
 class GlobalModel:
     """Direct 60-day log-multiplier curves on top of c*(last 7 days), trained on the metric's own error.
 
@@ -107,48 +182,6 @@ class GlobalModel:
             "anchor": f"c_star_last_{ANCHOR_DAYS}",
         }
 
-    # ---- data -------------------------------------------------------------------------
-    def _series(self, history: pl.DataFrame, songs: pl.DataFrame):
-        """Artists, first day, plays matrix and the (artists, days, 3) release-feature tensor."""
-        artists, first, plays = plays_matrix(history)
-        n_days = plays.shape[1]
-        dense = pl.DataFrame(
-            {
-                "artist_id": np.repeat(np.array(artists, dtype=object), n_days).tolist(),
-                "ds": [first + timedelta(days=k) for k in range(n_days)] * len(artists),
-                "plays": plays.reshape(-1),
-            }
-        )
-        feats = build_features(dense, songs).with_columns(pl.col("days_since_release").fill_null(NO_RELEASE_DAYS))
-        rel = feats.select("releases_7d", "releases_28d", "days_since_release").to_numpy().astype(float)
-        return artists, first, plays, np.log1p(rel).reshape(len(artists), n_days, 3)
-
-    def _inputs(self, plays: np.ndarray, releases: np.ndarray, first: date, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """Feature rows for origin index t (history = days < t) for every artist, and the anchors."""
-        past = plays[:, :t]
-        anchor = np.maximum(c_star(past[:, -ANCHOR_DAYS:]), 1.0)
-        seq = past[:, -self.window :]
-        if seq.shape[1] < self.window:  # only during predict on a short history
-            seq = np.concatenate([np.repeat(seq[:, :1], self.window - seq.shape[1], axis=1), seq], axis=1)
-
-        def rel(v: np.ndarray) -> np.ndarray:
-            return np.log((v + 1.0) / (anchor.reshape(-1, *[1] * (v.ndim - 1)) + 1.0))
-
-        levels = [
-            np.median(past[:, -14:], axis=1),
-            np.median(past[:, -28:], axis=1),
-            c_star(past[:, -14:]),
-            c_star(past[:, -28:]),
-            past[:, -7:].mean(axis=1),
-        ]
-        weekday = np.zeros((plays.shape[0], 7))
-        weekday[:, (first + timedelta(days=t)).weekday()] = 1.0
-        stats = np.column_stack(
-            [rel(v) for v in levels]
-            + [np.log1p(anchor) / 10.0, np.log1p(past[:, -14:]).std(axis=1), releases[:, t - 1, :] / 5.0, weekday]
-        )
-        return np.clip(np.column_stack([rel(seq), stats]), -5, 5).astype(np.float32), anchor
-
     def _build(self, keras, n_features: int):
         """(training model with one curve per member, inference model averaging them in log space)."""
         basis = keras.ops.convert_to_tensor(horizon_basis(self.horizon))
@@ -168,24 +201,11 @@ class GlobalModel:
     # ---- Forecaster -------------------------------------------------------------------
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
         keras = keras_setup(self.seed)
-        artists, first, plays, releases = self._series(history, songs)
+        artists, first, plays, releases = artist_series(history, songs)
         n_days = plays.shape[1]
         if n_days <= self.window:
             raise ValueError(f"history has {n_days} days; {self.name} needs more than window={self.window}")
-        xs, ys = [], []
-        for t in range(self.window, n_days):
-            x, anchor = self._inputs(plays, releases, first, t)
-            future = np.full((len(artists), self.horizon), np.nan)
-            seen = plays[:, t : t + self.horizon]
-            future[:, : seen.shape[1]] = seen
-            mask = np.nan_to_num(future) > 0
-            target = np.where(mask, np.log(np.where(mask, future, 1.0) / anchor[:, None]), 0.0)
-            weight = np.repeat(np.sqrt(anchor)[:, None], self.horizon, axis=1) * mask
-            xs.append(x)
-            ys.append(np.stack([target, weight], axis=-1))
-        x = np.concatenate(xs)
-        y = np.concatenate(ys).astype(np.float32)
-        y[..., 1] /= y[..., 1].sum() / max(np.count_nonzero(y[..., 1]), 1)
+        x, y = training_set(plays, releases, first, self.window, self.horizon)
 
         def relative_error(y_true, y_pred):
             """Each member's own weighted squared relative error, averaged over members."""
@@ -209,15 +229,15 @@ class GlobalModel:
         self._artists = artists
         self._songs_seen = songs
         self._last_day = first + timedelta(days=n_days - 1)
-        self._origin_x, self._anchor = self._inputs(plays, releases, first, n_days)
+        self._origin_x, self._anchor = origin_features(plays, releases, first, n_days, self.window)
         return FitInfo(losses=[float(v) for v in hist.history.get("loss", [])])
 
     def model_input(self, history: pl.DataFrame) -> np.ndarray:
         """Feature rows (artists, features) for the day after `history`'s end, with the songs seen in fit."""
         if self.keras_model is None:
             raise RuntimeError("fit the model before asking for its input")
-        _, first, plays, releases = self._series(history, self._songs_seen)
-        return self._inputs(plays, releases, first, plays.shape[1])[0]
+        _, first, plays, releases = artist_series(history, self._songs_seen)
+        return origin_features(plays, releases, first, plays.shape[1], self.window)[0]
 
     def predict(self, start: date, horizon: int) -> pl.DataFrame:
         if self.keras_model is None:

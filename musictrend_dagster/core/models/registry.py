@@ -8,6 +8,7 @@ from typing import Any
 
 from musictrend_dagster.core.models.base import Forecaster
 from musictrend_dagster.core.models.baselines import BestConstantForecaster, MedianForecaster
+from musictrend_dagster.core.models.ensemble import GlobalEnsemble
 from musictrend_dagster.core.models.global_model import GlobalModel
 from musictrend_dagster.core.models.seed_lstm import SeedLSTM
 
@@ -55,6 +56,13 @@ SPECS: list[ModelSpec] = [
         "One network over all artists: a smooth 60-day log-multiplier curve (level, trend, weekday) on top of "
         "the metric-optimal constant of the last 7 days, trained with the metric's own relative error.",
         uses_tensorflow=True,
+    ),
+    ModelSpec(
+        "global_ensemble",
+        GlobalEnsemble,
+        "Six global_direct-shaped networks in numpy (3 seeds x 14- and 28-day inputs) trained on the metric's own "
+        "sqrt-volume-weighted sigma with recent origins weighted up, their log-multiplier curves averaged over "
+        "c*(last 7 days).",
     ),
 ]
 MODEL_NAMES = [s.name for s in SPECS]

@@ -1,0 +1,113 @@
+"""GlobalEnsemble: shape, non-negativity, seed determinism, pickling, anchor start, no look-ahead."""
+import pickle
+from datetime import timedelta
+from importlib.resources import files
+
+import numpy as np
+import polars as pl
+import pytest
+
+from musictrend_dagster.core.backtest import backtest
+from musictrend_dagster.core.models.ensemble import CurveNet, GlobalEnsemble
+from musictrend_dagster.core.models.global_model import c_star, horizon_basis
+from musictrend_dagster.core.models.registry import make_model
+
+DATA = files("musictrend_dagster") / "data" / "tianchi_s1"
+TINY = {"epochs": 2, "seeds": 2, "window_short": 7, "window_long": 14}
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Five real artists over 80 days, and their songs."""
+    frame = pl.read_csv(DATA / "artist_daily.csv", schema_overrides={"ds": pl.String}).with_columns(
+        pl.col("ds").str.strptime(pl.Date, "%Y%m%d")
+    )
+    songs = pl.read_csv(DATA / "songs.csv", schema_overrides={"publish_time": pl.String}).with_columns(
+        pl.col("publish_time").str.strptime(pl.Date, "%Y%m%d")
+    )
+    artists = sorted(frame["artist_id"].unique())[:5]
+    first = frame["ds"].min()
+    history = frame.filter(pl.col("artist_id").is_in(artists) & (pl.col("ds") < first + timedelta(days=80)))
+    return history.select("artist_id", "ds", "plays").sort("artist_id", "ds"), songs.filter(
+        pl.col("artist_id").is_in(artists)
+    )
+
+
+def test_shape_non_negative_repeatable_and_seed_matters(data):
+    history, songs = data
+    start = history["ds"].max() + timedelta(days=1)
+    fits = [GlobalEnsemble(seed=s, **TINY) for s in (3, 3, 4)]
+    infos = [m.fit(history, songs) for m in fits]
+    assert len(infos[0].losses) == 2 and all(np.isfinite(infos[0].losses))
+    fc = fits[0].predict(start, 60)
+    assert fc.shape == (5 * 60, 3) and fc["artist_id"].n_unique() == 5
+    assert (fc["plays"] >= 0).all() and fc["plays"].is_finite().all()
+    assert fc.equals(fits[1].predict(start, 60))
+    assert not fc.equals(fits[2].predict(start, 60))
+
+
+def test_fitted_model_pickles_and_predicts_the_same(data):
+    history, songs = data
+    model = GlobalEnsemble(**TINY)
+    model.fit(history, songs)
+    start = history["ds"].max() + timedelta(days=3)
+    clone = pickle.loads(pickle.dumps(model))
+    assert clone.predict(start, 30).equals(model.predict(start, 30))
+    assert not hasattr(model, "keras_model")  # logged as a pickled pyfunc, not a Keras flavour
+
+
+def test_untrained_ensemble_is_the_anchor(data):
+    """Zero-initialised heads make epochs=0 forecast c*(last 7 days) flat."""
+    history, songs = data
+    model = GlobalEnsemble(**{**TINY, "epochs": 0})
+    model.fit(history, songs)
+    fc = model.predict(history["ds"].max() + timedelta(days=1), 30)
+    last7 = history.filter(pl.col("ds") > history["ds"].max() - timedelta(days=7)).sort("artist_id", "ds")
+    expected = np.maximum(c_star(last7["plays"].to_numpy().astype(float).reshape(5, 7)), 1.0)
+    got = fc.group_by("artist_id", maintain_order=True).agg(lo=pl.col("plays").min(), hi=pl.col("plays").max())
+    assert got["lo"].to_numpy() == pytest.approx(expected, rel=1e-9)
+    assert got["hi"].to_numpy() == pytest.approx(expected, rel=1e-9)
+
+
+def test_curve_net_learns_a_constant_multiplier():
+    """Every target 20% under the anchor: training moves the curve to about log(0.8)."""
+    rng = np.random.default_rng(0)
+    basis = horizon_basis(10)
+    x = np.zeros((400, 10), dtype=np.float32)
+    x[:, :3] = rng.normal(size=(400, 3))
+    x[np.arange(400), 3 + rng.integers(0, 7, 400)] = 1.0
+    y = np.stack([np.full((400, 10), np.log(0.8)), np.ones((400, 10))], axis=-1).astype(np.float32)
+    net = CurveNet(units=4, epochs=80, batch_size=64, learning_rate=0.01, l2=0.0, seed=0)
+    losses = net.fit(x, y, basis)
+    assert losses[-1] < 0.05 < losses[0]
+    assert np.exp(net.curve(x.astype(np.float64), basis)) == pytest.approx(0.8, abs=0.03)
+
+
+def test_no_leakage_test_window_changes_nothing(data):
+    history, songs = data
+    origin = history["ds"].min() + timedelta(days=50)
+    scrambled = history.with_columns(
+        pl.when(pl.col("ds") >= origin).then(pl.col("plays") * 3 + 17).otherwise(pl.col("plays")).alias("plays")
+    )
+    runs = [backtest(lambda: GlobalEnsemble(seed=1, **TINY), h, songs, [origin], horizon=30) for h in (history, scrambled)]
+    assert runs[0].origins[0].forecast.equals(runs[1].origins[0].forecast)
+    assert runs[0].origins[0].f_norm != runs[1].origins[0].f_norm
+
+
+def test_bad_requests_are_refused(data):
+    history, songs = data
+    with pytest.raises(RuntimeError, match="fit the model"):
+        GlobalEnsemble().predict(history["ds"].max(), 10)
+    with pytest.raises(ValueError, match="needs more than window=90"):
+        GlobalEnsemble(**{**TINY, "window_long": 90}).fit(history, songs)
+    with pytest.raises(ValueError, match="seeds >= 1"):
+        GlobalEnsemble(seeds=0)
+    model = GlobalEnsemble(horizon=20, **TINY)
+    model.fit(history, songs)
+    with pytest.raises(ValueError, match="forecasts 20 days"):
+        model.predict(history["ds"].max() + timedelta(days=1), 30)
+
+
+def test_registered_with_editable_defaults():
+    model = make_model("global_ensemble", seeds=1, recency_days=0.0)
+    assert model.params()["seeds"] == 1 and model.params()["recency_days"] == 0.0
