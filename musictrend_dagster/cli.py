@@ -66,8 +66,8 @@ def _run(args: argparse.Namespace) -> int:
             if event.is_step_failure:
                 error = event.step_failure_data.error
                 print(f"  step {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr)
-            elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.evaluation.passed:
-                evaluation = event.event_specific_data.evaluation
+            elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+                evaluation = event.event_specific_data
                 print(f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: {evaluation.metadata}", file=sys.stderr)
         return 1
     _print_summary(paths, result.run_id, elapsed)
@@ -113,7 +113,10 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
     """The MLflow UI on the project's store, bound to 127.0.0.1."""
     paths = _point_environment(args.home, None)
     mlflow = str(Path(sys.executable).with_name("mlflow"))
-    os.execv(mlflow, [mlflow, "server", "--backend-store-uri", paths.mlflow_uri, "--host", args.host, "--port", str(args.port)])
+    # One worker and no job runner: the MLflow UI is for one person on a 2-core machine.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    os.execv(mlflow, [mlflow, "server", "--backend-store-uri", paths.mlflow_uri, "--host", args.host,
+                      "--port", str(args.port), "--workers", "1"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,11 +69,10 @@ def test_champion_alias_and_pyfunc_round_trip(tracker, history):
         runs[result.model] = tracker.log_backtest(result, {}, (date(2015, 1, 1), date(2015, 3, 1)), seed=0, plot_png=None)
     assert tracker.champion_run_id() is None
     before = os.environ.get("MLFLOW_TRACKING_URI")
-    example = pd.DataFrame({"start": ["2015-03-02"], "horizon": [60]})
     for name, make in (("median14", lambda: MedianForecaster(14)), ("best_constant", BestConstantForecaster)):
         model = make()
         model.fit(history, pl.DataFrame())
-        version = tracker.register_champion(runs[name], model, example)
+        version = tracker.register_champion(runs[name], model, history, date(2015, 3, 2), 60)
     assert version == 2
     assert os.environ.get("MLFLOW_TRACKING_URI") == before  # the global URI is restored
     mv = tracker.client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS)
@@ -145,7 +144,7 @@ def test_keras_champion_is_logged_with_the_keras_flavour(tracker, history):
     result = backtest(lambda: MedianForecaster(14), history, pl.DataFrame(), ORIGINS[:1], horizon=10)
     run_id = tracker.log_backtest(result, {}, (date(2015, 1, 1), date(2015, 3, 1)), seed=0, plot_png=None)
     model = _TinyKeras()
-    version = tracker.register_champion(run_id, model, history)
+    version = tracker.register_champion(run_id, model, history, date(2015, 3, 2), 60)
     mv = tracker.client.get_model_version(REGISTERED_MODEL, str(version))
     assert mv.tags["model"] == "tiny_keras" and tracker.champion_run_id() == run_id
     before = os.environ.get("MLFLOW_TRACKING_URI")

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import mlflow
-import numpy as np
 import pandas as pd
 import polars as pl
 from mlflow import MlflowClient
@@ -213,26 +212,26 @@ class Tracker:
         if plot_png is not None:
             _retry(self.client.log_artifact, run_id, str(plot_png), "plots")
 
-    def register_champion(self, run_id: str, model: Forecaster, input_example: Any) -> int:
+    def register_champion(self, run_id: str, model: Forecaster, history: pl.DataFrame, start: date, horizon: int) -> int:
         """Log the fitted champion into its run, register it and point the `champion` alias at it.
 
-        Keras-backed models (a `keras_model` attribute) are logged with the keras flavour; their
-        input_example is the model input array, or a history frame turned into one by
-        `model.model_input(frame)`. Everything else is pickled inside `ForecasterPyfunc`;
-        its input_example is a frame of (start, horizon) rows.
+        Keras-backed models (a `keras_model` attribute) are logged with the keras flavour, their
+        signature inferred from `model.model_input(history)`. Everything else is pickled inside
+        `ForecasterPyfunc`, whose input is a frame of (start, horizon) rows: the request the
+        forecast asset itself made is the input example.
         """
         keras_model = getattr(model, "keras_model", None)
         with self._fluent():
             with mlflow.start_run(run_id=run_id):
                 if keras_model is not None:
-                    info = _retry(self._log_keras, model, keras_model, input_example)
+                    info = _retry(self._log_keras, model, keras_model, history)
                 else:
                     info = _retry(
                         mlflow.pyfunc.log_model,
                         name=MODEL_ARTIFACT,
                         python_model=ForecasterPyfunc(model),
                         signature=PYFUNC_SIGNATURE,
-                        input_example=pd.DataFrame(input_example),
+                        input_example=pd.DataFrame({"start": [start.isoformat()], "horizon": [horizon]}),
                         pip_requirements=_requirements("mlflow", "polars", "pandas", "numpy", "cloudpickle"),
                     )
             # The SQLite registry store resolves models:/<id> through a default MlflowClient(),
@@ -254,10 +253,10 @@ class Tracker:
         return int(mv.version)
 
     @staticmethod
-    def _log_keras(model: Forecaster, keras_model: Any, input_example: Any) -> Any:
+    def _log_keras(model: Forecaster, keras_model: Any, history: pl.DataFrame) -> Any:
         import mlflow.keras  # imports TensorFlow: only paid when a Keras champion is logged
 
-        x = input_example if isinstance(input_example, np.ndarray) else model.model_input(input_example)
+        x = model.model_input(history)
         y = keras_model.predict(x, verbose=0)
         return mlflow.keras.log_model(
             keras_model,

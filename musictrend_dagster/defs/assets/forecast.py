@@ -51,7 +51,7 @@ def forecast(
     train = history.filter(pl.col("ds") < start)
     model.fit(train, songs)
     predicted = model.predict(start, config.horizon)
-    version = mlflow.tracker().register_champion(best["mlflow_run_id"], model, train)
+    version = mlflow.tracker().register_champion(best["mlflow_run_id"], model, train, start, config.horizon)
     context.log.info(f"{name} registered as musictrend-forecaster version {version} (alias champion)")
     with warehouse.connect() as con:
         save_forecast(con, predicted, name)
