@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,46 @@ def _point_environment(home: str | None, raw_dir: str | None) -> Paths:
     os.environ["MUSICTREND_HOME"] = str(paths.home)
     os.environ["MUSICTREND_RAW_DIR"] = str(paths.raw_dir)
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
+    # Libraries' own caches stay under MUSICTREND_HOME too: a run writes nothing else.
+    os.environ.setdefault("KERAS_HOME", str(paths.home / "cache" / "keras"))
+    os.environ.setdefault("MPLCONFIGDIR", str(paths.home / "cache" / "matplotlib"))
     return paths
+
+
+_PID_TAG, _HOST_TAG = "musictrend/pid", "musictrend/host"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _reap_dead_runs(instance) -> list[str]:
+    """Fail this host's earlier `musictrend run` runs whose process is gone, freeing their pool slots.
+
+    A run killed with SIGKILL (OOM killer, kill -9, power loss) stays STARTED in the instance and
+    keeps its `duckdb`/`training` pool slot for ever, so every later run would wait on it silently.
+    """
+    import dagster as dg
+
+    reaped = []
+    records = instance.get_run_records(dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+        tags={_HOST_TAG: socket.gethostname()},
+    ))
+    for record in records:
+        run = record.dagster_run
+        pid = int(run.tags.get(_PID_TAG, "0"))
+        if pid and not _process_alive(pid):
+            instance.report_run_failed(run, f"musictrend run process {pid} is gone (killed?)")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            reaped.append(run.run_id)
+    return reaped
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -53,10 +93,13 @@ def _run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
+        for run_id in _reap_dead_runs(instance):
+            print(f"musictrend run: marked run {run_id} failed (its process is gone) and freed its pool slots", file=sys.stderr)
         job = defs.resolve_job_def("refresh_all")
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
+            tags={_PID_TAG: str(os.getpid()), _HOST_TAG: socket.gethostname()},
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
     elapsed = time.perf_counter() - started
@@ -65,6 +108,8 @@ def _run(args: argparse.Namespace) -> int:
         for event in result.all_events:
             if event.is_step_failure:
                 error = event.step_failure_data.error
+                while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
+                    error = error.cause
                 print(f"  step {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr)
             elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
                 evaluation = event.event_specific_data
@@ -75,18 +120,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(paths: Paths, run_id: str, elapsed: float) -> None:
-    import duckdb
-
     from musictrend_dagster.core.data import leaderboard, load_scores
     from musictrend_dagster.core.models.registry import MODEL_NAMES
+    from musictrend_dagster.defs.resources import default_resources
 
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
-    try:
+    with default_resources(paths)["warehouse"].connect() as con:  # waits for any other run's connection
         loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
         board = leaderboard(load_scores(con, MODEL_NAMES))
-    finally:
-        con.close()
     champion = board.row(0, named=True)
     print(f"\nmusictrend run succeeded in {elapsed:.0f}s (Dagster run {run_id})")
     print(f"  rows ingested     {loaded:,} ({quarantined:,} quarantined)")

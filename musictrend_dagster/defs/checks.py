@@ -46,8 +46,10 @@ def no_outage_day(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 def _forecast_problems(predicted: pl.DataFrame, artists: list[str]) -> dict[str, int]:
     """Counts of what is wrong with a forecast: missing artists or days, negative or non-finite plays."""
     days = predicted["ds"].n_unique()
+    span = (predicted["ds"].max() - predicted["ds"].min()).days + 1 if days else 0
     per_artist = predicted.group_by("artist_id").agg(pl.col("ds").n_unique().alias("days"))
     return {
+        "missing_days": span - days,
         "missing_artists": len(set(artists) - set(per_artist["artist_id"].to_list())),
         "artists_missing_days": per_artist.filter(pl.col("days") < days).height,
         "duplicate_rows": predicted.height - predicted.select("artist_id", "ds").unique().height,
