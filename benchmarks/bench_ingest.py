@@ -1,19 +1,23 @@
 """Ingest + artist_daily through the project's code vs bare DuckDB on the same raw file.
 
-    python benchmarks/bench_ingest.py [--rows 50000000] [--skip-synthetic] [--data-dir DIR]
+    python benchmarks/bench_ingest.py [--rows 50000000] [--skip-synthetic] [--data-dir DIR] [--repeat 3]
 
-Bare DuckDB = ``read_csv`` with an explicit typed schema, joined to the songs file and
-grouped by artist and day with the same aggregates as the ``artist_daily`` model. The
-project side = ``ingest_raw_dir`` into a fresh warehouse file (validation, quarantine
-accounting, bookkeeping, all persisted) + building stg_songs, stg_user_actions and
-artist_daily. Each side runs in its own subprocess so its peak RSS is its own; the best
-of ``--repeat`` runs is kept for each side (the figures are wall-clock, so a busy machine
-inflates both; CPU seconds are printed too).
+Bare DuckDB (the headline baseline) = ``read_csv`` with an explicit typed schema, joined
+to the songs file and grouped by artist and day with the same aggregates as the
+``artist_daily`` model, all in memory. "Bare + persist" = the same typed ``read_csv``
+stored in a fresh database file, then the same GROUP BY from that table: what a warehouse
+costs without validation. The project side = ``ingest_raw_dir`` into a fresh warehouse
+file (validation, quarantine accounting, bookkeeping, all persisted) + building
+stg_songs, stg_user_actions and artist_daily. Each run is its own subprocess so its peak
+RSS is its own; the sides alternate run by run so a busy machine slows them alike, and
+every run's wall time is printed (the spread is the noise). Ratios use the best run of
+each side; CPU seconds (user + system) are less sensitive to other load than wall time.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -24,7 +28,13 @@ from pathlib import Path
 MEMORY_LIMIT = "4GB"
 ARTIST_DAILY_DEPS = ("stg_songs", "stg_user_actions", "artist_daily")
 
-BARE_SQL = """
+ACTIONS_CSV = """read_csv($actions, header = false, delim = ',', auto_detect = false, dateformat = '%Y%m%d',
+    columns = {'user_id': 'VARCHAR', 'song_id': 'VARCHAR', 'gmt_create': 'BIGINT', 'action_type': 'UTINYINT',
+               'ds': 'DATE'})"""
+SONGS_CSV = """read_csv($songs, header = false, delim = ',', auto_detect = false, dateformat = '%Y%m%d',
+    columns = {'song_id': 'VARCHAR', 'artist_id': 'VARCHAR', 'publish_time': 'DATE', 'song_init_plays': 'BIGINT',
+               'language': 'INTEGER', 'gender': 'INTEGER'})"""
+GROUP_BY_SQL = """
 CREATE TABLE artist_daily AS
 SELECT s.artist_id, a.ds,
        count(*) FILTER (WHERE a.action_type = 1) AS plays,
@@ -32,33 +42,56 @@ SELECT s.artist_id, a.ds,
        count(*) FILTER (WHERE a.action_type = 3) AS collects,
        count(DISTINCT a.user_id) AS listeners,
        count(DISTINCT a.song_id) AS active_songs
-FROM read_csv($actions, header = false, delim = ',', auto_detect = false, dateformat = '%Y%m%d',
-              columns = {'user_id': 'VARCHAR', 'song_id': 'VARCHAR', 'gmt_create': 'BIGINT',
-                         'action_type': 'UTINYINT', 'ds': 'DATE'}) AS a
-JOIN read_csv($songs, header = false, delim = ',', auto_detect = false, dateformat = '%Y%m%d',
-              columns = {'song_id': 'VARCHAR', 'artist_id': 'VARCHAR', 'publish_time': 'DATE',
-                         'song_init_plays': 'BIGINT', 'language': 'INTEGER', 'gender': 'INTEGER'}) AS s
-  ON s.song_id = a.song_id
+FROM {actions} AS a
+JOIN {songs} AS s ON s.song_id = a.song_id
 GROUP BY s.artist_id, a.ds
 """
+SIDES = ("bare", "bare_persist", "project")
 
 
-def _usage() -> dict[str, float]:
+def _cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_s": r.ru_utime + r.ru_stime, "peak_rss_mb": r.ru_maxrss / 1024}
+    return r.ru_utime + r.ru_stime
+
+
+def _usage(cpu0: float) -> dict[str, float]:
+    """CPU seconds since ``cpu0`` (imports excluded) and the process's peak RSS."""
+    return {"cpu_s": _cpu_s() - cpu0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _connect_bare(path: str):
+    import duckdb
+
+    con = duckdb.connect(path)
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 def worker_bare(raw_dir: Path) -> dict:
-    import duckdb
-
     from musictrend_dagster.settings import ACTIONS_PREFIX, SONGS_FILE
 
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-    con.execute("SET preserve_insertion_order = false")
-    t0 = time.perf_counter()
-    con.execute(BARE_SQL, {"actions": str(raw_dir / f"{ACTIONS_PREFIX}.csv"), "songs": str(raw_dir / SONGS_FILE)})
-    return {"seconds": time.perf_counter() - t0, **_usage()}
+    con = _connect_bare(":memory:")
+    t0, cpu0 = time.perf_counter(), _cpu_s()
+    con.execute(GROUP_BY_SQL.format(actions=ACTIONS_CSV, songs=SONGS_CSV),
+                {"actions": str(raw_dir / f"{ACTIONS_PREFIX}.csv"), "songs": str(raw_dir / SONGS_FILE)})
+    return {"seconds": time.perf_counter() - t0, **_usage(cpu0)}
+
+
+def worker_bare_persist(raw_dir: Path) -> dict:
+    from musictrend_dagster.settings import ACTIONS_PREFIX, SONGS_FILE
+
+    with tempfile.TemporaryDirectory(prefix="bench-bare-") as tmp:
+        con = _connect_bare(str(Path(tmp) / "bare.duckdb"))
+        t0, cpu0 = time.perf_counter(), _cpu_s()
+        con.execute(f"CREATE TABLE actions AS SELECT * FROM {ACTIONS_CSV}", {"actions": str(raw_dir / f"{ACTIONS_PREFIX}.csv")})
+        con.execute(f"CREATE TABLE songs AS SELECT * FROM {SONGS_CSV}", {"songs": str(raw_dir / SONGS_FILE)})
+        t_load = time.perf_counter() - t0
+        con.execute(GROUP_BY_SQL.format(actions="actions", songs="songs"))
+        seconds = time.perf_counter() - t0
+        con.close()
+    return {"seconds": seconds, "ingest_s": t_load, **_usage(cpu0)}
 
 
 def worker_project(raw_dir: Path) -> dict:
@@ -67,7 +100,7 @@ def worker_project(raw_dir: Path) -> dict:
     models = {m.name: m for m in sql_models.load_models()}
     with tempfile.TemporaryDirectory(prefix="bench-warehouse-") as tmp:
         con = ingest.connect(Path(tmp) / "warehouse.duckdb", memory_limit=MEMORY_LIMIT)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_s()
         reports = ingest.ingest_raw_dir(con, raw_dir)
         t_ingest = time.perf_counter() - t0
         for name in ARTIST_DAILY_DEPS:
@@ -76,7 +109,7 @@ def worker_project(raw_dir: Path) -> dict:
         con.close()
     rows = sum(r.lines_read for r in reports[1:])
     quarantined = sum(r.quarantined for r in reports)
-    return {"seconds": seconds, "ingest_s": t_ingest, "rows": rows, "quarantined": quarantined, **_usage()}
+    return {"seconds": seconds, "ingest_s": t_ingest, "rows": rows, "quarantined": quarantined, **_usage(cpu0)}
 
 
 def _run_worker(side: str, raw_dir: Path) -> dict:
@@ -85,9 +118,15 @@ def _run_worker(side: str, raw_dir: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _best(side: str, raw_dir: Path, repeat: int) -> dict:
-    runs = [_run_worker(side, raw_dir) for _ in range(repeat)]
-    return min(runs, key=lambda r: r["seconds"]) | {"peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+def _interleaved(raw_dir: Path, repeat: int) -> dict[str, dict]:
+    """Best run per side (peak RSS: the largest), sides alternating run by run."""
+    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
+    for _ in range(repeat):
+        for side in SIDES:
+            runs[side].append(_run_worker(side, raw_dir))
+    return {side: min(rs, key=lambda r: r["seconds"]) | {
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+        "all_s": [round(r["seconds"], 2) for r in rs]} for side, rs in runs.items()}
 
 
 def _dataset(data_dir: Path, name: str, rows: int | None) -> Path:
@@ -104,17 +143,20 @@ def _dataset(data_dir: Path, name: str, rows: int | None) -> Path:
     return out
 
 
+WORKERS = {"bare": worker_bare, "bare_persist": worker_bare_persist, "project": worker_project}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=50_000_000, help="rows of the synthetic log")
     ap.add_argument("--skip-synthetic", action="store_true", help="only the tianchi-s1 sample")
     ap.add_argument("--data-dir", type=Path, default=None, help="cache for generated samples")
-    ap.add_argument("--repeat", type=int, default=2, help="runs per side on tianchi-s1 (best kept)")
-    ap.add_argument("--worker", choices=("bare", "project"), help=argparse.SUPPRESS)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per side on tianchi-s1 (best kept)")
+    ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     ap.add_argument("--raw", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps((worker_bare if args.worker == "bare" else worker_project)(args.raw)))
+        print(json.dumps(WORKERS[args.worker](args.raw)))
         return
 
     tmp = None
@@ -126,19 +168,25 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_synthetic:
         datasets.append((f"synthetic {args.rows:,}", _dataset(args.data_dir, f"synthetic_{args.rows}", args.rows), 1))
 
-    lines = ["| data | rows | bare DuckDB s | project s (ingest + artist_daily) | ratio | bare rows/s | "
-             "project rows/s | bare peak RSS MB | project peak RSS MB | bare CPU s | project CPU s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    import platform
+
+    import duckdb
+
+    print(f"machine: {os.cpu_count()} cores, python {platform.python_version()}, duckdb {duckdb.__version__}")
+    lines = ["| data | rows | bare DuckDB s | bare + persist s | project s (ingest + artist_daily) | ratio vs bare | "
+             "ratio vs bare + persist | bare rows/s | project rows/s | bare / project peak RSS MB | "
+             "bare / project CPU s | all runs s (bare; persist; project) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for label, raw_dir, repeat in datasets:
-        bare = _best("bare", raw_dir, repeat)
-        proj = _best("project", raw_dir, repeat)
-        ratio = proj["seconds"] / bare["seconds"]
-        print(f"{label}: bare {bare} | project {proj} | ratio {ratio:.2f}", file=sys.stderr, flush=True)
+        best = _interleaved(raw_dir, repeat)
+        bare, persist, proj = best["bare"], best["bare_persist"], best["project"]
+        print(f"{label}: {json.dumps(best)}", file=sys.stderr, flush=True)
         lines.append(
-            f"| {label} | {proj['rows']:,} | {bare['seconds']:.2f} | {proj['seconds']:.2f} "
-            f"(ingest {proj['ingest_s']:.2f}) | {ratio:.2f}x | {proj['rows'] / bare['seconds']:,.0f} | "
-            f"{proj['rows'] / proj['seconds']:,.0f} | {bare['peak_rss_mb']:,.0f} | {proj['peak_rss_mb']:,.0f} | "
-            f"{bare['cpu_s']:.1f} | {proj['cpu_s']:.1f} |")
+            f"| {label} | {proj['rows']:,} | {bare['seconds']:.2f} | {persist['seconds']:.2f} | {proj['seconds']:.2f} "
+            f"(ingest {proj['ingest_s']:.2f}) | {proj['seconds'] / bare['seconds']:.2f}x | "
+            f"{proj['seconds'] / persist['seconds']:.2f}x | {proj['rows'] / bare['seconds']:,.0f} | "
+            f"{proj['rows'] / proj['seconds']:,.0f} | {bare['peak_rss_mb']:,.0f} / {proj['peak_rss_mb']:,.0f} | "
+            f"{bare['cpu_s']:.1f} / {proj['cpu_s']:.1f} | {bare['all_s']}; {persist['all_s']}; {proj['all_s']} |")
     print("\n".join(lines))
     if tmp is not None:
         tmp.cleanup()

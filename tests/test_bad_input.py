@@ -227,3 +227,12 @@ def test_random_mixes_of_good_and_broken_lines(tmp_path_factory, lines, ending, 
         assert chosen[line_no - 1] == raw_line
     assert report.lines_read == expected_lines
     con.close()
+
+
+def test_lines_counted_across_read_buffers(con, raw):
+    """The line count reads 1 MiB at a time: lines straddling buffers and an unterminated
+    last line past the first MiB must each count once."""
+    lines = [GOOD] * 40_000 + [f"u1,s9,{NOON},1,20150301", GOOD]
+    report = load(con, raw, "\n".join(lines).encode())  # > 1 MiB, no trailing newline
+    assert (report.lines_read, report.loaded, report.quarantined) == (40_002, 40_001, 1)
+    assert quarantine(con)[0][1] == 40_001

@@ -10,11 +10,20 @@ Why it is built this way:
 - The reader declares one column more than the format has, with ``null_padding`` and a
   NULL string that can never occur in a field (a newline), so the exact field count of
   each line is visible to SQL (DuckDB otherwise silently accepts a trailing delimiter).
+  NULL can only be that trailing padding, so "exactly n fields" is the cheap test ``cN IS
+  NOT NULL AND cN+1 IS NULL``; the field count itself (``{ncols}`` in a rule) is computed
+  only for the lines that fail it. Every rule runs on every good row, so each is written
+  in its cheapest exact form (``strlen`` before ``lower``; the round-trip checks stay:
+  DuckDB's casts accept hex, exponents, underscores and padding, so no length test can
+  replace them). Measured on tianchi-s1: 0.4-0.9 of the ~6.5 CPU-s a load costs.
 - Each file loads in one transaction: delete its previous rows and quarantine entries,
   insert the new ones, record it in ``ingested_files``. A crash mid-load leaves the
   previous state; loading an unchanged file again is skipped.
 - Invariant, checked on every file: loaded + quarantined = lines read. A mismatch is an
-  ``IngestError`` (the transaction rolls back), never a silent drop.
+  ``IngestError`` (the transaction rolls back), never a silent drop. "Lines read" comes
+  from a Python newline count running beside the DuckDB scan (~0.2 CPU-s per 500 MB),
+  not from DuckDB: ``ignore_errors`` drops lines (and blank lines) without counting them,
+  so DuckDB's own row count cannot prove that no line went missing.
 
 File fingerprint (skip rule): size + mtime_ns + SHA-256 of the first and last MiB. It is
 cheap on a 5 GB file where a full content hash is not; action files also carry the songs
@@ -95,6 +104,7 @@ def connect(db_path: str | os.PathLike, memory_limit: str = DEFAULT_MEMORY_LIMIT
     con = duckdb.connect(str(db_path))
     con.execute(f"SET memory_limit = '{_checked_memory_limit(memory_limit)}'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")  # else a polling thread draws on stderr of batch runs
     ensure_schema(con)
     return con
 
@@ -130,8 +140,8 @@ _ACTIONS = _Spec(
     header_first="user_id",
     typed_sql="c1, c2, g, c4::UTINYINT, d",
     reason_sql=f"""CASE
-        WHEN ncols <> 5 THEN 'wrong column count: ' || ncols || ' (expected 5)'
-        WHEN lower(c1) = 'user_id' THEN 'header line'
+        WHEN c5 IS NULL OR c6 IS NOT NULL THEN 'wrong column count: ' || {{ncols}} || ' (expected 5)'
+        WHEN strlen(c1) = 7 AND lower(c1) = 'user_id' THEN 'header line'
         WHEN c1 = '' THEN 'empty user_id'
         WHEN c2 = '' THEN 'empty song_id'
         WHEN g IS NULL OR g::VARCHAR <> c3 THEN 'gmt_create not an integer'
@@ -154,8 +164,8 @@ _SONGS = _Spec(
     header_first="song_id",
     typed_sql="c1, c2, pt, plays, lang, gender",
     reason_sql="""CASE
-        WHEN ncols <> 6 THEN 'wrong column count: ' || ncols || ' (expected 6)'
-        WHEN lower(c1) = 'song_id' THEN 'header line'
+        WHEN c6 IS NULL OR c7 IS NOT NULL THEN 'wrong column count: ' || {ncols} || ' (expected 6)'
+        WHEN strlen(c1) = 7 AND lower(c1) = 'song_id' THEN 'header line'
         WHEN c1 = '' THEN 'empty song_id'
         WHEN c2 = '' THEN 'missing artist_id'
         WHEN pt IS NULL OR strftime(pt, '%Y%m%d') <> c3 THEN 'publish_time not a valid yyyymmdd date'
@@ -166,7 +176,7 @@ _SONGS = _Spec(
         WHEN conflict.conflict_song IS NOT NULL THEN 'song_id has conflicting artist_id'
     END""",
     extra_ctes=""", conflict AS (
-        SELECT c1 AS conflict_song FROM p WHERE ncols = 6 AND c1 <> '' AND c2 <> ''
+        SELECT c1 AS conflict_song FROM p WHERE c6 IS NOT NULL AND c7 IS NULL AND c1 <> '' AND c2 <> ''
         GROUP BY c1 HAVING count(DISTINCT c2) > 1)""",
     joins="LEFT JOIN conflict ON conflict.conflict_song = p.c1",
 )
@@ -186,9 +196,9 @@ def _validated_sql(spec: _Spec, casts: str, strict: bool) -> str:
             auto_detect = false, columns = {{{cols}}}, null_padding = true, nullstr = '\n',
             ignore_errors = true, strict_mode = {str(strict).lower()}, compression = $compression)
     ),
-    p AS (SELECT *, {ncols} AS ncols, {line} AS raw_line, {casts} FROM src)
+    p AS (SELECT *, {line} AS raw_line, {casts} FROM src)
     {spec.extra_ctes}
-    SELECT p.*, {spec.reason_sql} AS reason FROM p {spec.joins}
+    SELECT p.*, {spec.reason_sql.replace('{ncols}', f'({ncols})')} AS reason FROM p {spec.joins}
     """
 
 
@@ -229,13 +239,19 @@ def _fingerprint(path: Path) -> str:
 
 
 def _count_lines(path: Path, gz: bool) -> int:
-    """Lines as a person counts them: newline-terminated, plus an unterminated last one."""
-    n, last = 0, b""
+    """Lines as a person counts them: newline-terminated, plus an unterminated last one.
+
+    One reused 1 MiB buffer (``readinto``) stays in cache and allocates nothing per chunk:
+    ~20% less CPU than fresh 16 MiB ``read`` chunks, CPU the DuckDB scan runs short of.
+    """
+    n, last = 0, None
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
     with _open_bytes(path, gz) as f:
-        while chunk := f.read(1 << 24):
-            n += chunk.count(b"\n")
-            last = chunk[-1:]
-    return n + (last not in (b"", b"\n"))
+        while size := f.readinto(buf):
+            n += (buf if size == len(buf) else view[:size].tobytes()).count(b"\n")
+            last = buf[size - 1]
+    return n + (last is not None and last != 0x0A)
 
 
 def _check_delimiter(path: Path, gz: bool, n_cols: int) -> None:
