@@ -1,0 +1,175 @@
+"""Safety: servers bind to localhost, SQL model names cannot smuggle SQL, nothing from config or data
+is evaluated as code, and a full run writes only under MUSICTREND_HOME."""
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import musictrend_dagster
+from musictrend_dagster import cli
+from musictrend_dagster.core import ingest, sql_models
+from musictrend_dagster.core.sql_models import SqlModel, SqlModelError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_faults import Run, make_sandbox, submission_problems  # noqa: E402
+
+PACKAGE = Path(musictrend_dagster.__file__).parent
+
+
+class Exec(Exception):
+    """Raised by the os.execv stand-in: carries the argv that would have replaced the process."""
+
+
+@pytest.fixture
+def captured_exec(monkeypatch, tmp_path):
+    """os.execv captured instead of run; the CLI's environment changes undone after the test."""
+    for var in ("MUSICTREND_HOME", "MUSICTREND_RAW_DIR", "DAGSTER_HOME", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def execv(path, argv):
+        raise Exec(list(argv))
+
+    monkeypatch.setattr(os, "execv", execv)
+    return tmp_path
+
+
+def exec_argv(*args: str) -> list[str]:
+    with pytest.raises(Exec) as caught:
+        cli.main(list(args))
+    return caught.value.args[0]
+
+
+def option(argv: list[str], *names: str) -> str:
+    for name in names:
+        if name in argv:
+            return argv[argv.index(name) + 1]
+    raise AssertionError(f"none of {names} in {argv}")
+
+
+def test_dagster_ui_binds_to_localhost_by_default(captured_exec):
+    argv = exec_argv("ui", "--home", str(captured_exec / "home"))
+    assert argv[1] == "dev"
+    assert option(argv, "-h", "--host") == "127.0.0.1"
+    assert os.environ["DAGSTER_HOME"] == str(captured_exec / "home" / "dagster")
+
+
+def test_mlflow_ui_binds_to_localhost_by_default(captured_exec):
+    argv = exec_argv("mlflow-ui", "--home", str(captured_exec / "home"))
+    assert argv[1] == "server"
+    assert option(argv, "-h", "--host") == "127.0.0.1"
+    assert option(argv, "--backend-store-uri") == f"sqlite:///{captured_exec / 'home' / 'mlflow.db'}"
+
+
+@pytest.mark.parametrize("name", ["Bad-Name", "x;drop", "1st", "Upper", "a b", "x'y", 'x"y'])
+def test_a_sql_model_file_with_an_unsafe_name_is_refused(tmp_path, name):
+    (tmp_path / f"{name}.sql").write_text("SELECT 1 AS x\n")
+    with pytest.raises(SqlModelError, match=r"not a valid model name \(\^\[a-z_\]\[a-z0-9_\]\*\$\)") as err:
+        sql_models.load_models(tmp_path)
+    assert f"{name}.sql" in str(err.value)
+
+
+def test_a_sql_test_file_with_an_unsafe_name_is_refused(tmp_path):
+    (tmp_path / "artist_daily__x;drop.sql").write_text("SELECT * FROM artist_daily\n")
+    with pytest.raises(SqlModelError, match="not a valid model name"):
+        sql_models.load_tests(tmp_path)
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1 AS x; DROP TABLE raw_songs", "DROP TABLE raw_songs",
+                                 "INSERT INTO raw_songs SELECT * FROM raw_songs", "ATTACH 'other.db'"])
+def test_a_sql_model_must_be_one_select(tmp_path, sql):
+    (tmp_path / "model.sql").write_text(sql)
+    with pytest.raises(SqlModelError, match=r"model\.sql: (expected a single SELECT|SQL does not parse)"):
+        sql_models.load_models(tmp_path)
+
+
+def test_build_model_refuses_a_name_that_bypassed_loading(tmp_path):
+    con = ingest.connect(tmp_path / "w.duckdb")
+    try:
+        model = SqlModel('x" AS SELECT 1; DROP TABLE raw_songs; --', "SELECT 1 AS x", tmp_path / "x.sql", frozenset())
+        with pytest.raises(SqlModelError, match="refusing to use"):
+            sql_models.build_model(con, model)
+        assert con.execute("SELECT count(*) FROM raw_songs").fetchone() == (0,)
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("value", ["4GB'; DROP TABLE raw_songs; --", "4GB' ", "lots"])
+def test_memory_limit_config_cannot_inject_sql(tmp_path, value):
+    with pytest.raises(ValueError, match="memory_limit must look like"):
+        ingest.connect(tmp_path / "w.duckdb", memory_limit=value)
+
+
+# Calls that turn data into code. `x.compile(...)` (Keras) is a method, not the builtin.
+BUILTINS = {"eval", "exec", "compile", "__import__"}
+MODULE_CALLS = {("pickle", "load"), ("pickle", "loads"), ("cloudpickle", "load"), ("cloudpickle", "loads"),
+                ("marshal", "loads"), ("yaml", "load"), ("yaml", "unsafe_load"), ("os", "system"), ("os", "popen"),
+                ("importlib", "import_module")}
+
+
+def code_from_data(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            found += [f"{path}:{node.lineno}: imports {n}" for n in names if n.split(".")[0] in {"pickle", "marshal", "cloudpickle"}]
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in BUILTINS:
+            found.append(f"{path}:{node.lineno}: {func.id}()")
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and (func.value.id, func.attr) in MODULE_CALLS:
+            found.append(f"{path}:{node.lineno}: {func.value.id}.{func.attr}()")
+        if any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False) for k in node.keywords):
+            found.append(f"{path}:{node.lineno}: shell=")
+    return found
+
+
+def test_the_package_never_evaluates_config_or_data_as_code():
+    files = sorted(PACKAGE.rglob("*.py"))
+    assert len(files) > 20
+    assert [hit for f in files for hit in code_from_data(f)] == []
+
+
+def test_config_values_stay_values(tmp_path):
+    """Hostile launchpad values are rejected by type, never executed."""
+    import dagster as dg
+
+    from musictrend_dagster.core.models.registry import make_model
+    from musictrend_dagster.definitions import build_defs
+    from musictrend_dagster.settings import Paths
+
+    marker = tmp_path / "pwned"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+    with pytest.raises(TypeError):
+        make_model("median14", window=payload)
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        make_model("median14", **{payload: 1})
+    job = build_defs(Paths.from_env(home=tmp_path)).resolve_job_def("refresh_all")
+    for op, field in (("forecast", "horizon"), ("backtest_median14", "window"), ("backtest_global_direct", "epochs")):
+        with pytest.raises(dg.DagsterInvalidConfigError):
+            dg.validate_run_config(job, {"ops": {op: {"config": {field: payload}}}})
+    assert not marker.exists()
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_full_run_writes_only_under_musictrend_home(tmp_path):
+    """cwd, $HOME (library caches included), $TMPDIR and the raw folder (outside home here) are as before."""
+    box = make_sandbox(tmp_path)
+    raw = tmp_path / "raw-outside-home"
+    box.paths.raw_dir.rename(raw)
+    watched = {name: tmp_path / name for name in ("cwd", "user", "tmp")} | {"raw": raw}
+    before = {name: snapshot(folder) for name, folder in watched.items()}
+    run = Run(box, extra_env={"MUSICTREND_RAW_DIR": str(raw)})
+    assert run.wait() == 0, run.stderr()[-4000:]
+    assert submission_problems(box.paths) == []
+    after = {name: snapshot(folder) for name, folder in watched.items()}
+    for name in watched:
+        assert after[name] == before[name], f"the run wrote into {name}: {sorted(set(after[name]) - set(before[name]))}"
