@@ -102,6 +102,16 @@ def test_empty_file_loads_zero_lines(con, raw):
     assert (report.lines_read, report.loaded, report.quarantined) == (0, 0, 0)
 
 
+def test_zero_byte_drop_file_next_to_the_bulk_file(con, raw):
+    (raw / BULK).write_text(GOOD + "\n")
+    drop = "mars_tianchi_user_actions_20150302.csv"
+    (raw / drop).write_bytes(b"")
+    reports = {r.file: r for r in ingest.ingest_raw_dir(con, raw)}
+    assert (reports[BULK].loaded, reports[drop].lines_read, reports[drop].loaded) == (1, 0, 0)
+    again = {r.file: r for r in ingest.ingest_raw_dir(con, raw)}
+    assert again[drop].skipped_unchanged and again[BULK].skipped_unchanged
+
+
 def test_header_line_is_quarantined(con, raw):
     report = load(con, raw, f"user_id,song_id,gmt_create,action_type,Ds\n{GOOD}\n".encode())
     assert (report.lines_read, report.loaded) == (2, 1)
