@@ -10,3 +10,44 @@ from musictrend_dagster.core.sample import SampleSummary, expand_tianchi_s1
 def tianchi(tmp_path_factory) -> SampleSummary:
     """The real season-1 expansion, seed 0 (5,652,232 rows), written once per session."""
     return expand_tianchi_s1(tmp_path_factory.mktemp("tianchi"), seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def five_artists():
+    """Five real artists over their first 80 days (packaged tianchi-s1) and their songs: the models' small fixture."""
+    from datetime import timedelta
+    from importlib.resources import files
+
+    import polars as pl
+
+    data = files("musictrend_dagster") / "data" / "tianchi_s1"
+    frame = pl.read_csv(data / "artist_daily.csv", schema_overrides={"ds": pl.String}).with_columns(
+        pl.col("ds").str.strptime(pl.Date, "%Y%m%d")
+    )
+    songs = pl.read_csv(data / "songs.csv", schema_overrides={"publish_time": pl.String}).with_columns(
+        pl.col("publish_time").str.strptime(pl.Date, "%Y%m%d")
+    )
+    artists = sorted(frame["artist_id"].unique())[:5]
+    history = frame.filter(pl.col("artist_id").is_in(artists) & (pl.col("ds") < frame["ds"].min() + timedelta(days=80)))
+    return history.select("artist_id", "ds", "plays").sort("artist_id", "ds"), songs.filter(
+        pl.col("artist_id").is_in(artists)
+    )
+
+
+@pytest.fixture
+def assert_no_lookahead():
+    """check(factory, history, songs, origin, horizon): scrambling the days from `origin` on changes a
+    backtest's score but not its forecast, i.e. the model never saw the test window."""
+    import polars as pl
+
+    from musictrend_dagster.core.backtest import backtest
+
+    def check(factory, history, songs, origin, horizon):
+        scrambled = history.with_columns(
+            pl.when(pl.col("ds") >= origin).then(pl.col("plays") * 3 + 17).otherwise(pl.col("plays")).alias("plays")
+        )
+        runs = [backtest(factory, h, songs, [origin], horizon=horizon) for h in (history, scrambled)]
+        assert runs[0].origins[0].forecast.equals(runs[1].origins[0].forecast)
+        assert runs[0].origins[0].f_norm != runs[1].origins[0].f_norm
+
+    return check

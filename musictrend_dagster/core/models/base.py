@@ -1,7 +1,7 @@
 """The one interface every forecaster implements, so backtests treat them all alike."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from typing import Any, Protocol
 
@@ -31,3 +31,8 @@ class Forecaster(Protocol):
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo: ...
 
     def predict(self, start: date, horizon: int) -> pl.DataFrame: ...
+
+
+def hyperparameters(model: Any) -> dict[str, Any]:
+    """A dataclass model's constructor fields but its `on_epoch` hook: each model's params() core, written once."""
+    return {f.name: getattr(model, f.name) for f in fields(model) if f.init and f.name != "on_epoch"}

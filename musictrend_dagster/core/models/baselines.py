@@ -5,23 +5,25 @@ days of history strictly before the forecast start.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 
-from musictrend_dagster.core.models.base import FORECAST_SCHEMA, FitInfo
+from musictrend_dagster.core.models.base import FORECAST_SCHEMA, FitInfo, hyperparameters
 
 
+@dataclass(eq=False)
 class _WindowLevelForecaster:
     """Shared fit/predict: keep the history, and per artist reduce its last `window` days to one level."""
 
-    name: str
+    name: ClassVar[str]
+    window: int
 
-    def __init__(self, window: int) -> None:
-        if window < 1:
-            raise ValueError(f"window must be a positive number of days, got {window}")
-        self.window = window
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window must be a positive number of days, got {self.window}")
         self._history: pl.DataFrame | None = None
 
     def _level(self, plays: pl.Expr) -> pl.Expr:
@@ -33,7 +35,7 @@ class _WindowLevelForecaster:
         if self._history is not None and self._history.height:
             first, last = self._history["ds"].min(), self._history["ds"].max()
         return {
-            "window": self.window,
+            **hyperparameters(self),
             "train_start": first.isoformat() if first else None,
             "train_end": last.isoformat() if last else None,
         }
@@ -85,14 +87,15 @@ class _WindowLevelForecaster:
 class MedianForecaster(_WindowLevelForecaster):
     """Median of the last `window` days: robust to the one-day spikes that dominate this data."""
 
-    def __init__(self, window: int) -> None:
-        super().__init__(window)
-        self.name = f"median{window}"
+    @property
+    def name(self) -> str:
+        return f"median{self.window}"
 
     def _level(self, plays: pl.Expr) -> pl.Expr:
         return plays.median()
 
 
+@dataclass(eq=False)
 class BestConstantForecaster(_WindowLevelForecaster):
     """The constant minimising the metric's relative error on the window: c = sum(1/x) / sum(1/x^2).
 
@@ -100,10 +103,8 @@ class BestConstantForecaster(_WindowLevelForecaster):
     Days with 0 plays are floored at 1 so they count as the hardest possible day, not infinity.
     """
 
-    name = "best_constant"
-
-    def __init__(self, window: int = 60) -> None:
-        super().__init__(window)
+    name: ClassVar[str] = "best_constant"
+    window: int = 60
 
     def _level(self, plays: pl.Expr) -> pl.Expr:
         x = plays.clip(lower_bound=1.0)

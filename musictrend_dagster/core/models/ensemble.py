@@ -15,13 +15,14 @@ windows on all 3 origins, i.e. it is noise at this data size, so members get equ
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.models.base import FitInfo
+from musictrend_dagster.core.models.base import FitInfo, hyperparameters
 from musictrend_dagster.core.models.global_model import (
     ANCHOR_DAYS,
     artist_series,
@@ -39,6 +40,7 @@ def _weekday(x: np.ndarray) -> np.ndarray:
     return np.argmax(x[:, -7:], axis=1)
 
 
+@dataclass(eq=False)
 class CurveNet:
     """Dense(tanh) -> basis coefficients -> 60-day log-multiplier curve; Adam, plain numpy.
 
@@ -49,10 +51,13 @@ class CurveNet:
     not 9x, as in the score.
     """
 
-    def __init__(self, units: int, epochs: int, batch_size: int, learning_rate: float, l2: float, seed: int):
-        self.units, self.epochs, self.batch_size = units, epochs, batch_size
-        self.learning_rate, self.l2, self.seed = learning_rate, l2, seed
-        self.weights: list[np.ndarray] = []
+    units: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    l2: float
+    seed: int
+    weights: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
 
     def curve(self, x: np.ndarray, basis: np.ndarray) -> np.ndarray:
         w1, b1, w2, b2 = self.weights
@@ -104,6 +109,7 @@ class CurveNet:
         return losses
 
 
+@dataclass(eq=False)
 class GlobalEnsemble:
     """`seeds` CurveNets on `window_short` days of input plus `seeds` on `window_long` days,
     their log-multiplier curves averaged over c*(last 7 days), like global_direct's anchor.
@@ -114,46 +120,26 @@ class GlobalEnsemble:
     60 days (recency_days <= 0 weighs all origins alike).
     """
 
-    name = "global_ensemble"
+    name: ClassVar[str] = "global_ensemble"
+    window_short: int = 14
+    window_long: int = 28
+    seeds: int = 3
+    horizon: int = 60
+    units: int = 16
+    epochs: int = 60
+    batch_size: int = 256
+    learning_rate: float = 0.003
+    l2: float = 1e-3
+    seed: int = 0
+    recency_days: float = 30.0
 
-    def __init__(
-        self,
-        window_short: int = 14,
-        window_long: int = 28,
-        seeds: int = 3,
-        horizon: int = 60,
-        units: int = 16,
-        epochs: int = 60,
-        batch_size: int = 256,
-        learning_rate: float = 0.003,
-        l2: float = 1e-3,
-        seed: int = 0,
-        recency_days: float = 30.0,
-    ):
-        if seeds < 1 or min(window_short, window_long) < ANCHOR_DAYS:
+    def __post_init__(self) -> None:
+        if self.seeds < 1 or min(self.window_short, self.window_long) < ANCHOR_DAYS:
             raise ValueError(f"{self.name} needs seeds >= 1 and windows >= {ANCHOR_DAYS} days")
-        self.window_short, self.window_long, self.seeds = window_short, window_long, seeds
-        self.horizon, self.units, self.epochs, self.batch_size = horizon, units, epochs, batch_size
-        self.learning_rate, self.l2, self.seed = learning_rate, l2, seed
-        self.recency_days = recency_days
         self._members: list[tuple[int, CurveNet]] = []
 
     def params(self) -> dict[str, Any]:
-        return {
-            "window_short": self.window_short,
-            "window_long": self.window_long,
-            "seeds": self.seeds,
-            "horizon": self.horizon,
-            "units": self.units,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "l2": self.l2,
-            "seed": self.seed,
-            "recency_days": self.recency_days,
-            "anchor": f"c_star_last_{ANCHOR_DAYS}",
-            "loss": "phi_sigma",
-        }
+        return {**hyperparameters(self), "anchor": f"c_star_last_{ANCHOR_DAYS}", "loss": "phi_sigma"}
 
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
         artists, first, plays, releases = artist_series(history, songs)

@@ -11,20 +11,20 @@ from it where the data agree.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.features import build_features
-from musictrend_dagster.core.models.base import FitInfo
+from musictrend_dagster.core.models.base import FitInfo, hyperparameters
 from musictrend_dagster.core.models.keras_common import (
-    epoch_callback,
+    dense_features,
     forecast_frame,
     forecast_offset,
     keras_setup,
-    plays_matrix,
+    train_keras,
 )
 
 ANCHOR_DAYS = 7
@@ -52,18 +52,10 @@ def horizon_basis(horizon: int) -> np.ndarray:
 
 def artist_series(history: pl.DataFrame, songs: pl.DataFrame):
     """Artists, first day, plays matrix and the (artists, days, 3) log1p release-feature tensor."""
-    artists, first, plays = plays_matrix(history)
-    n_days = plays.shape[1]
-    dense = pl.DataFrame(
-        {
-            "artist_id": np.repeat(np.array(artists, dtype=object), n_days).tolist(),
-            "ds": [first + timedelta(days=k) for k in range(n_days)] * len(artists),
-            "plays": plays.reshape(-1),
-        }
-    )
-    feats = build_features(dense, songs).with_columns(pl.col("days_since_release").fill_null(NO_RELEASE_DAYS))
+    artists, first, plays, feats = dense_features(history, songs)
+    feats = feats.with_columns(pl.col("days_since_release").fill_null(NO_RELEASE_DAYS))
     rel = feats.select("releases_7d", "releases_28d", "days_since_release").to_numpy().astype(float)
-    return artists, first, plays, np.log1p(rel).reshape(len(artists), n_days, 3)
+    return artists, first, plays, np.log1p(rel).reshape(len(artists), plays.shape[1], 3)
 
 
 def origin_features(
@@ -125,6 +117,7 @@ def training_set(
     return x, y
 
 
+@dataclass(eq=False)
 class GlobalModel:
     """Direct 60-day log-multiplier curves on top of c*(last 7 days), trained on the metric's own error.
 
@@ -141,46 +134,23 @@ class GlobalModel:
     scored the same as 1 on tianchi-s1 at 5x the cost, hence the default).
     """
 
-    name = "global_direct"
+    name: ClassVar[str] = "global_direct"
+    window: int = 28
+    horizon: int = 60
+    units: int = 16
+    epochs: int = 60
+    batch_size: int = 256
+    learning_rate: float = 0.003
+    l2: float = 1e-3
+    members: int = 1
+    seed: int = 0
+    on_epoch: Callable[[int, float], None] | None = field(default=None, repr=False, compare=False)
 
-    def __init__(
-        self,
-        window: int = 28,
-        horizon: int = 60,
-        units: int = 16,
-        epochs: int = 60,
-        batch_size: int = 256,
-        learning_rate: float = 0.003,
-        l2: float = 1e-3,
-        members: int = 1,
-        seed: int = 0,
-        on_epoch: Callable[[int, float], None] | None = None,
-    ):
-        self.window = window
-        self.horizon = horizon
-        self.units = units
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.l2 = l2
-        self.members = members
-        self.seed = seed
-        self.on_epoch = on_epoch
+    def __post_init__(self) -> None:
         self.keras_model = None
 
     def params(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "horizon": self.horizon,
-            "units": self.units,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "l2": self.l2,
-            "members": self.members,
-            "seed": self.seed,
-            "anchor": f"c_star_last_{ANCHOR_DAYS}",
-        }
+        return {**hyperparameters(self), "anchor": f"c_star_last_{ANCHOR_DAYS}"}
 
     def _build(self, keras, n_features: int):
         """(training model with one curve per member, inference model averaging them in log space)."""
@@ -214,23 +184,13 @@ class GlobalModel:
             return keras.ops.sum(keras.ops.mean(err, axis=1), axis=-1) / self.horizon
 
         model, inference = self._build(keras, x.shape[1])
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=relative_error)
-        callback = epoch_callback(keras, self.on_epoch)
-        hist = model.fit(
-            x,
-            y,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            shuffle=True,
-            verbose=0,
-            callbacks=[callback] if callback else [],
-        )
+        losses = train_keras(keras, model, x, y, relative_error, self)
         self.keras_model = inference
         self._artists = artists
         self._songs_seen = songs
         self._last_day = first + timedelta(days=n_days - 1)
         self._origin_x, self._anchor = origin_features(plays, releases, first, n_days, self.window)
-        return FitInfo(losses=[float(v) for v in hist.history.get("loss", [])])
+        return FitInfo(losses=losses)
 
     def model_input(self, history: pl.DataFrame) -> np.ndarray:
         """Feature rows (artists, features) for the day after `history`'s end, with the songs seen in fit."""

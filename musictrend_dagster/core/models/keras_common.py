@@ -1,16 +1,17 @@
-"""Shared plumbing of the Keras forecasters: a dense artist x day matrix and a repeatable TF setup.
+"""Shared plumbing of the Keras forecasters: a dense artist x day matrix (and its features), a
+repeatable TF setup and one training loop.
 
 TensorFlow is imported only inside `keras_setup`, so importing this module stays cheap.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 
+from musictrend_dagster.core.features import build_features
 from musictrend_dagster.core.models.base import FORECAST_SCHEMA
 
 
@@ -33,6 +34,20 @@ def plays_matrix(history: pl.DataFrame) -> tuple[list[str], date, np.ndarray]:
     cols = (frame["ds"] - first).dt.total_days().to_numpy()
     np.add.at(matrix, (rows, cols), frame["plays"].to_numpy())
     return artists, first, matrix
+
+
+def dense_features(history: pl.DataFrame, songs: pl.DataFrame) -> tuple[list[str], date, np.ndarray, pl.DataFrame]:
+    """`plays_matrix`, plus the feature frame of that zero-filled calendar (artist-major, day order)."""
+    artists, first, matrix = plays_matrix(history)
+    n_days = matrix.shape[1]
+    dense = pl.DataFrame(
+        {
+            "artist_id": np.repeat(np.array(artists, dtype=object), n_days).tolist(),
+            "ds": [first + timedelta(days=k) for k in range(n_days)] * len(artists),
+            "plays": matrix.reshape(-1),
+        }
+    )
+    return artists, first, matrix, build_features(dense, songs)
 
 
 def forecast_frame(artists: list[str], start: date, values: np.ndarray) -> pl.DataFrame:
@@ -65,16 +80,25 @@ def keras_setup(seed: int, threads: int = 2):
     return keras
 
 
-def epoch_callback(keras, on_epoch: Callable[[int, float], None] | None):
-    """A Keras callback that forwards (epoch, loss) to the caller's hook, or None."""
-    if on_epoch is None:
-        return None
+def train_keras(keras, model, x: np.ndarray, y: np.ndarray, loss, forecaster) -> list[float]:
+    """Adam + shuffled mini-batches with the forecaster's learning_rate, epochs, batch_size; per-epoch losses.
 
-    class _Forward(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            on_epoch(epoch, float((logs or {}).get("loss", float("nan"))))
+    The forecaster's `on_epoch` hook, if any, hears (epoch, loss) after every epoch.
+    """
+    model.compile(optimizer=keras.optimizers.Adam(forecaster.learning_rate), loss=loss)
+    callbacks = []
+    if forecaster.on_epoch is not None:
+        on_epoch = forecaster.on_epoch
 
-    return _Forward()
+        class _Forward(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                on_epoch(epoch, float((logs or {}).get("loss", float("nan"))))
+
+        callbacks.append(_Forward())
+    hist = model.fit(
+        x, y, epochs=forecaster.epochs, batch_size=forecaster.batch_size, shuffle=True, verbose=0, callbacks=callbacks
+    )
+    return [float(v) for v in hist.history.get("loss", [])]
 
 
 def forecast_offset(last_day: date, start: date) -> int:

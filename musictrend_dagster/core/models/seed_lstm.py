@@ -2,25 +2,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.features import PLAYS_FEATURES, build_features
-from musictrend_dagster.core.models.base import FitInfo
+from musictrend_dagster.core.features import PLAYS_FEATURES
+from musictrend_dagster.core.models.base import FitInfo, hyperparameters
 from musictrend_dagster.core.models.keras_common import (
-    epoch_callback,
+    dense_features,
     forecast_frame,
     forecast_offset,
     keras_setup,
-    plays_matrix,
+    train_keras,
 )
 
 _EMPTY_SONGS = pl.DataFrame(schema={"artist_id": pl.String, "publish_time": pl.Date})
 
 
+@dataclass(eq=False)
 class SeedLSTM:
     """LSTM(35) -> LSTM(10) -> Dense(3) reading `window` days of [plays, 3-day mean, 3-day variance].
 
@@ -34,53 +36,25 @@ class SeedLSTM:
     shortest backtest history of 63 days).
     """
 
-    name = "seed_lstm"
+    name: ClassVar[str] = "seed_lstm"
+    window: int = 14
+    units1: int = 35
+    units2: int = 10
+    epochs: int = 15
+    batch_size: int = 128
+    learning_rate: float = 0.005
+    seed: int = 0
+    on_epoch: Callable[[int, float], None] | None = field(default=None, repr=False, compare=False)
 
-    def __init__(
-        self,
-        window: int = 14,
-        units1: int = 35,
-        units2: int = 10,
-        epochs: int = 15,
-        batch_size: int = 128,
-        learning_rate: float = 0.005,
-        seed: int = 0,
-        on_epoch: Callable[[int, float], None] | None = None,
-    ):
-        self.window = window
-        self.units1 = units1
-        self.units2 = units2
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.seed = seed
-        self.on_epoch = on_epoch
+    def __post_init__(self) -> None:
         self.keras_model = None
 
     def params(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "units1": self.units1,
-            "units2": self.units2,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "seed": self.seed,
-            "feedback": "carry",
-            "scaling": "log1p+standardise(train)",
-        }
+        return {**hyperparameters(self), "feedback": "carry", "scaling": "log1p+standardise(train)"}
 
     def _vectors(self, history: pl.DataFrame) -> tuple[list[str], date, np.ndarray]:
         """Artists, first day, and the raw (artists, days, 3) [plays, mean3, var3] tensor."""
-        artists, first, matrix = plays_matrix(history)
-        dense = pl.DataFrame(
-            {
-                "artist_id": np.repeat(np.array(artists, dtype=object), matrix.shape[1]).tolist(),
-                "ds": [first + timedelta(days=k) for k in range(matrix.shape[1])] * len(artists),
-                "plays": matrix.reshape(-1),
-            }
-        )
-        feats = build_features(dense, _EMPTY_SONGS)
+        artists, first, _, feats = dense_features(history, _EMPTY_SONGS)
         return artists, first, feats.select(PLAYS_FEATURES).to_numpy().reshape(len(artists), -1, 3)
 
     def _scale(self, raw: np.ndarray) -> np.ndarray:
@@ -118,22 +92,12 @@ class SeedLSTM:
             ],
             name="seed_lstm",
         )
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
-        callback = epoch_callback(keras, self.on_epoch)
-        hist = model.fit(
-            x,
-            y,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            shuffle=True,
-            verbose=0,
-            callbacks=[callback] if callback else [],
-        )
+        losses = train_keras(keras, model, x, y, "mse", self)
         self.keras_model = model
         self._artists = artists
         self._last_day = first + timedelta(days=n_days - 1)
         self._last_window = scaled[:, -self.window :, :]
-        return FitInfo(losses=[float(v) for v in hist.history.get("loss", [])])
+        return FitInfo(losses=losses)
 
     def predict(self, start: date, horizon: int) -> pl.DataFrame:
         if self.keras_model is None:
