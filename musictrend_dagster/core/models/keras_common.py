@@ -66,7 +66,7 @@ def forecast_frame(artists: list[str], start: date, values: np.ndarray) -> pl.Da
 
 def keras_setup(seed: int, threads: int = 2):
     """Import keras, pin thread counts (once per process) and make training repeatable."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter is not progress
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF C++ start-up and graph chatter is not progress; errors still raise
     import keras
     import tensorflow as tf
 
