@@ -66,8 +66,10 @@ def _synthesise_artist_songs(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Songs for an artist known only by daily totals, and a split of those totals over them.
 
-    Catalogue songs get Zipf-like weights; a few new releases are placed on the days where the
-    artist's plays jump most, with a spike that decays, so the split looks like a real catalogue.
+    Catalogue songs get Zipf-like weights; a few songs carry the days where the artist's plays
+    jump most, with a spike that decays, so the split looks like a real catalogue. Every
+    synthesised song is dated BEFORE the log starts: its real release dates are unknown, and
+    dating songs by later jumps would hand the models' release features the future.
     """
     days = days.sort("ds")
     plays = days["plays"].to_numpy().astype(np.float64)
@@ -93,7 +95,7 @@ def _synthesise_artist_songs(
     song_ids = [hashlib.md5(f"musictrend-synthetic-song:{artist_id}:{i}".encode()).hexdigest() for i in range(n_songs)]
     first = FIRST_DAY.toordinal()
     age_days = rng.exponential(700.0, n_songs).astype(np.int64) + 1
-    publish_ord = np.where(release >= 0, first + release, first - age_days)
+    publish_ord = first - age_days
     init_plays = np.rint(rng.lognormal(9.0, 1.8, n_songs) * weight / weight.mean()).astype(np.int64)
     init_plays[release >= 0] //= 10
     # One language and gender for the artist, drawn from the real artists' mix.
