@@ -58,10 +58,11 @@ def raw_songs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
 )
 def raw_user_actions(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     def progress(rows: int) -> None:
-        context.log.info(f"ingest: {rows:,} rows read so far")
+        context.log.info(f"ingest: {rows:,} action rows loaded so far")
 
     with warehouse.connect() as con:
-        reports = [ingest.load_actions(con, path, progress=progress) for path in ingest.discover_action_files(Path(warehouse.raw_dir))]
+        # The songs file was loaded by raw_songs: ingest_raw_dir skips it as unchanged.
+        reports = ingest.ingest_raw_dir(con, Path(warehouse.raw_dir), progress=progress)[1:]
         rows = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
         head = query(con, "SELECT * FROM raw_user_actions LIMIT 10")
         quarantine = query(con, "SELECT * FROM quarantine_user_actions ORDER BY source_file, line_no LIMIT 10")
