@@ -17,26 +17,12 @@ from datetime import date
 from functools import partial
 from pathlib import Path
 
-import polars as pl
-
-import musictrend_dagster
 from musictrend_dagster.core.backtest import BacktestResult, backtest, rolling_origins
 from musictrend_dagster.core.models.registry import MODEL_NAMES, make_model
+from musictrend_dagster.core.sample import packaged_history
 
-DATA = Path(musictrend_dagster.__file__).parent / "data" / "tianchi_s1"
 LAST_DAY = date(2015, 8, 30)
 MODELS = {name: partial(make_model, name) for name in MODEL_NAMES}
-
-
-def load() -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The packaged artist-day totals and songs, as the history/songs frames models expect."""
-    history = pl.read_csv(DATA / "artist_daily.csv", schema_overrides={"ds": pl.String}).with_columns(
-        pl.col("ds").str.to_date("%Y%m%d")
-    )
-    songs = pl.read_csv(DATA / "songs.csv", schema_overrides={"publish_time": pl.String}).with_columns(
-        pl.col("publish_time").str.to_date("%Y%m%d")
-    )
-    return history.sort("artist_id", "ds"), songs
 
 
 def table(results: list[BacktestResult]) -> str:
@@ -91,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown models {unknown}; known: {', '.join(MODELS)}")
 
-    history, songs = load()
+    history, songs = packaged_history()
     origins = rolling_origins(LAST_DAY)
     results = []
     t0 = time.perf_counter()

@@ -16,35 +16,31 @@ def tianchi(tmp_path_factory) -> SampleSummary:
 def five_artists():
     """Five real artists over their first 80 days (packaged tianchi-s1) and their songs: the models' small fixture."""
     from datetime import timedelta
-    from importlib.resources import files
 
     import polars as pl
 
-    data = files("musictrend_dagster") / "data" / "tianchi_s1"
-    frame = pl.read_csv(data / "artist_daily.csv", schema_overrides={"ds": pl.String}).with_columns(
-        pl.col("ds").str.strptime(pl.Date, "%Y%m%d")
-    )
-    songs = pl.read_csv(data / "songs.csv", schema_overrides={"publish_time": pl.String}).with_columns(
-        pl.col("publish_time").str.strptime(pl.Date, "%Y%m%d")
-    )
+    from musictrend_dagster.core.sample import packaged_history
+
+    frame, songs = packaged_history()
     artists = sorted(frame["artist_id"].unique())[:5]
     history = frame.filter(pl.col("artist_id").is_in(artists) & (pl.col("ds") < frame["ds"].min() + timedelta(days=80)))
-    return history.select("artist_id", "ds", "plays").sort("artist_id", "ds"), songs.filter(
+    return history.select("artist_id", "ds", "plays", "downloads", "listeners"), songs.filter(
         pl.col("artist_id").is_in(artists)
     )
 
 
 @pytest.fixture
 def assert_no_lookahead():
-    """check(factory, history, songs, origin, horizon): scrambling the days from `origin` on changes a
+    """check(factory, history, songs, origin, horizon): scrambling the counts from `origin` on changes a
     backtest's score but not its forecast, i.e. the model never saw the test window."""
     import polars as pl
 
     from musictrend_dagster.core.backtest import backtest
 
     def check(factory, history, songs, origin, horizon):
+        counts = [c for c in ("plays", "downloads", "listeners") if c in history.columns]
         scrambled = history.with_columns(
-            pl.when(pl.col("ds") >= origin).then(pl.col("plays") * 3 + 17).otherwise(pl.col("plays")).alias("plays")
+            pl.when(pl.col("ds") >= origin).then(pl.col(c) * 3 + 17).otherwise(pl.col(c)).alias(c) for c in counts
         )
         runs = [backtest(factory, h, songs, [origin], horizon=horizon) for h in (history, scrambled)]
         assert runs[0].origins[0].forecast.equals(runs[1].origins[0].forecast)

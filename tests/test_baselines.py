@@ -1,16 +1,14 @@
 """Baselines against the reference table of the official metric doc, on the packaged real data."""
 from datetime import date, timedelta
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-import musictrend_dagster
 from musictrend_dagster.core.backtest import backtest, rolling_origins
 from musictrend_dagster.core.models.base import FORECAST_SCHEMA
 from musictrend_dagster.core.models.baselines import BestConstantForecaster, MedianForecaster
+from musictrend_dagster.core.sample import packaged_history
 
-DATA = Path(musictrend_dagster.__file__).parent / "data" / "tianchi_s1"
 ORIGINS = rolling_origins(date(2015, 8, 30))
 
 # The metric doc's table: f_norm per test window (origins 2015-05-03, 06-02, 07-02) and mean.
@@ -31,17 +29,18 @@ FACTORIES = {
 
 
 @pytest.fixture(scope="module")
-def history() -> pl.DataFrame:
-    return pl.read_csv(DATA / "artist_daily.csv", schema_overrides={"ds": pl.String}).with_columns(
-        pl.col("ds").str.to_date("%Y%m%d")
-    )
+def packaged() -> tuple[pl.DataFrame, pl.DataFrame]:
+    return packaged_history()
 
 
 @pytest.fixture(scope="module")
-def songs() -> pl.DataFrame:
-    return pl.read_csv(DATA / "songs.csv", schema_overrides={"publish_time": pl.String}).with_columns(
-        pl.col("publish_time").str.to_date("%Y%m%d")
-    )
+def history(packaged) -> pl.DataFrame:
+    return packaged[0]
+
+
+@pytest.fixture(scope="module")
+def songs(packaged) -> pl.DataFrame:
+    return packaged[1]
 
 
 def tiny(values: dict[str, list[int]], first: date = date(2015, 1, 1)) -> pl.DataFrame:

@@ -1,23 +1,20 @@
 """SeedLSTM: the 2016 architecture, recursive non-negative forecasts, repeatable fits, no look-ahead."""
 from datetime import timedelta
-from importlib.resources import files
 
 import numpy as np
 import polars as pl
 import pytest
 
 from musictrend_dagster.core.models.seed_lstm import SeedLSTM
+from musictrend_dagster.core.sample import packaged_history
 
-DATA = files("musictrend_dagster") / "data" / "tianchi_s1"
 TINY = dict(epochs=2, batch_size=64, window=7)
 
 
 @pytest.fixture(scope="module")
 def history() -> pl.DataFrame:
     """Four real artists, 40 days: small enough for a 2-epoch fit in about a second."""
-    frame = pl.read_csv(DATA / "artist_daily.csv", schema_overrides={"ds": pl.String}).with_columns(
-        pl.col("ds").str.strptime(pl.Date, "%Y%m%d")
-    )
+    frame = packaged_history()[0]
     artists = sorted(frame["artist_id"].unique())[:4]
     first = frame["ds"].min()
     return frame.filter(pl.col("artist_id").is_in(artists) & (pl.col("ds") < first + timedelta(days=40))).sort(

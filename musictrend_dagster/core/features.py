@@ -8,9 +8,13 @@ from __future__ import annotations
 import polars as pl
 
 PLAYS_FEATURES = ["plays", "plays_mean_3", "plays_var_3"]
+# Other activity of the same artist-day that the learned models read beside plays.
+ACTIVITY_INPUTS = ["downloads", "listeners"]
+ACTIVITY_FEATURES = ["downloads_per_play_7d", "downloads_trend_7_28", "listeners_per_play_7d", "listeners_trend_7_28"]
 CALENDAR_FEATURES = ["weekday", "is_weekend", "day_index"]
 RELEASE_FEATURES = ["releases_today", "releases_7d", "releases_28d", "days_since_release"]
-FEATURE_COLUMNS = PLAYS_FEATURES + CALENDAR_FEATURES + RELEASE_FEATURES
+FEATURE_COLUMNS = PLAYS_FEATURES + ACTIVITY_INPUTS + ACTIVITY_FEATURES + CALENDAR_FEATURES + RELEASE_FEATURES
+HISTORY_COLUMNS = ["artist_id", "ds", "plays", *ACTIVITY_INPUTS]
 
 
 def _require(frame: pl.DataFrame, columns: list[str], what: str) -> None:
@@ -64,6 +68,22 @@ def _releases(days: pl.DataFrame, songs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _activity() -> list[pl.Expr]:
+    """Log ratios over trailing 7 / 28 calendar days (d-6..d): how many downloads and distinct
+    listeners stand behind the plays, and whether they are rising. A one-day bot burst
+    inflates plays but not listeners; downloads signal intent before plays follow."""
+
+    def total(col: str, days: int) -> pl.Expr:
+        return pl.col(col).rolling_sum_by("ds", f"{days}d").over("artist_id")
+
+    plays_7d = total("plays", 7)
+    out = []
+    for col in ACTIVITY_INPUTS:
+        out.append(((total(col, 7) + 1) / (plays_7d + 1)).log().alias(f"{col}_per_play_7d"))
+        out.append(((4 * total(col, 7) + 1) / (total(col, 28) + 1)).log().alias(f"{col}_trend_7_28"))
+    return out
+
+
 def build_features(history: pl.DataFrame, songs: pl.DataFrame) -> pl.DataFrame:
     """One row per (artist_id, ds) of `history` with FEATURE_COLUMNS, sorted by artist and day.
 
@@ -71,8 +91,9 @@ def build_features(history: pl.DataFrame, songs: pl.DataFrame) -> pl.DataFrame:
     days of an artist use the days that exist. weekday: 1 = Monday .. 7 = Sunday.
     day_index: days since the first day of `history`. Release features count songs with
     publish_time <= d (today, in (d-7, d], in (d-28, d]) and the days since the latest one.
+    Activity features: see `_activity`.
     """
-    _require(history, ["artist_id", "ds", "plays"], "history")
+    _require(history, HISTORY_COLUMNS, "history")
     _require(songs, ["artist_id", "publish_time"], "songs")
     if history.is_empty():
         raise ValueError("history is empty: no features to build")
@@ -80,9 +101,9 @@ def build_features(history: pl.DataFrame, songs: pl.DataFrame) -> pl.DataFrame:
     if dupes.height:
         row = dupes.row(0, named=True)
         raise ValueError(f"history has {dupes.height} duplicate (artist_id, ds) rows, e.g. {row['artist_id']} {row['ds']}")
-    base = history.select("artist_id", pl.col("ds").cast(pl.Date), pl.col("plays").cast(pl.Float64)).sort(
-        "artist_id", "ds"
-    )
+    base = history.select(
+        "artist_id", pl.col("ds").cast(pl.Date), pl.col("plays", *ACTIVITY_INPUTS).cast(pl.Float64)
+    ).sort("artist_id", "ds")
     first_day = base["ds"].min()
     plays = base.with_columns(
         plays_mean_3=pl.col("plays").rolling_mean(3, min_samples=1).over("artist_id"),
@@ -90,7 +111,7 @@ def build_features(history: pl.DataFrame, songs: pl.DataFrame) -> pl.DataFrame:
         weekday=pl.col("ds").dt.weekday().cast(pl.Int8),
         is_weekend=(pl.col("ds").dt.weekday() >= 6).cast(pl.Int8),
         day_index=(pl.col("ds") - pl.lit(first_day)).dt.total_days().cast(pl.Int32),
-    )
+    ).with_columns(_activity())
     releases = _releases(base.select("artist_id", "ds"), songs.with_columns(pl.col("artist_id").cast(pl.String)))
     return (
         plays.join(releases, on=["artist_id", "ds"], how="left")

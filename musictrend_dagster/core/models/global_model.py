@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
+from musictrend_dagster.core.features import ACTIVITY_FEATURES
 from musictrend_dagster.core.models.base import FitInfo, hyperparameters
 from musictrend_dagster.core.models.keras_common import (
     dense_features,
@@ -51,15 +52,17 @@ def horizon_basis(horizon: int) -> np.ndarray:
 
 
 def artist_series(history: pl.DataFrame, songs: pl.DataFrame):
-    """Artists, first day, plays matrix and the (artists, days, 3) log1p release-feature tensor."""
+    """Artists, first day, plays matrix and the (artists, days, k) per-day context tensor:
+    release counts (log1p, / 5) and the activity log ratios (/ 2), both scaled to about +-1."""
     artists, first, plays, feats = dense_features(history, songs)
     feats = feats.with_columns(pl.col("days_since_release").fill_null(NO_RELEASE_DAYS))
-    rel = feats.select("releases_7d", "releases_28d", "days_since_release").to_numpy().astype(float)
-    return artists, first, plays, np.log1p(rel).reshape(len(artists), plays.shape[1], 3)
+    rel = np.log1p(feats.select("releases_7d", "releases_28d", "days_since_release").to_numpy().astype(float)) / 5.0
+    activity = feats.select(ACTIVITY_FEATURES).to_numpy().astype(float) / 2.0
+    return artists, first, plays, np.hstack([rel, activity]).reshape(len(artists), plays.shape[1], -1)
 
 
 def origin_features(
-    plays: np.ndarray, releases: np.ndarray, first: date, t: int, window: int
+    plays: np.ndarray, context: np.ndarray, first: date, t: int, window: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Feature rows for origin index t (history = days < t) for every artist, and the anchors.
 
@@ -85,13 +88,13 @@ def origin_features(
     weekday[:, (first + timedelta(days=t)).weekday()] = 1.0
     stats = np.column_stack(
         [rel(v) for v in levels]
-        + [np.log1p(anchor) / 10.0, np.log1p(past[:, -14:]).std(axis=1), releases[:, t - 1, :] / 5.0, weekday]
+        + [np.log1p(anchor) / 10.0, np.log1p(past[:, -14:]).std(axis=1), context[:, t - 1, :], weekday]
     )
     return np.clip(np.column_stack([rel(seq), stats]), -5, 5).astype(np.float32), anchor
 
 
 def training_set(
-    plays: np.ndarray, releases: np.ndarray, first: date, window: int, horizon: int, end: int | None = None
+    plays: np.ndarray, context: np.ndarray, first: date, window: int, horizon: int, end: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every artist x origin t in [window, end) as a sample: features, and (target, weight) per horizon day.
 
@@ -102,7 +105,7 @@ def training_set(
     end = plays.shape[1] if end is None else end
     xs, ys = [], []
     for t in range(window, end):
-        x, anchor = origin_features(plays, releases, first, t, window)
+        x, anchor = origin_features(plays, context, first, t, window)
         future = np.full((plays.shape[0], horizon), np.nan)
         seen = plays[:, t : min(t + horizon, end)]
         future[:, : seen.shape[1]] = seen
@@ -129,7 +132,8 @@ class GlobalModel:
     the metric rewards. Inputs: the last `window` days as log ratios to the anchor, log
     ratios of other robust levels (median 14/28, c* 14/28, mean 7) to it, the log anchor,
     the volatility of the last 14 days, release counts (7/28 days, days since the last
-    release; publish dates up to the origin only) and the origin weekday. `members` > 1
+    release; publish dates up to the origin only), downloads and distinct listeners per play
+    and their 7-vs-28-day trends, and the origin weekday. `members` > 1
     trains that many independent heads and averages their curves in log space (5 members
     scored the same as 1 on tianchi-s1 at 5x the cost, hence the default).
     """
@@ -171,11 +175,11 @@ class GlobalModel:
     # ---- Forecaster -------------------------------------------------------------------
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
         keras = keras_setup(self.seed)
-        artists, first, plays, releases = artist_series(history, songs)
+        artists, first, plays, context = artist_series(history, songs)
         n_days = plays.shape[1]
         if n_days <= self.window:
             raise ValueError(f"history has {n_days} days; {self.name} needs more than window={self.window}")
-        x, y = training_set(plays, releases, first, self.window, self.horizon)
+        x, y = training_set(plays, context, first, self.window, self.horizon)
 
         def relative_error(y_true, y_pred):
             """Each member's own weighted squared relative error, averaged over members."""
@@ -189,15 +193,15 @@ class GlobalModel:
         self._artists = artists
         self._songs_seen = songs
         self._last_day = first + timedelta(days=n_days - 1)
-        self._origin_x, self._anchor = origin_features(plays, releases, first, n_days, self.window)
+        self._origin_x, self._anchor = origin_features(plays, context, first, n_days, self.window)
         return FitInfo(losses=losses)
 
     def model_input(self, history: pl.DataFrame) -> np.ndarray:
         """Feature rows (artists, features) for the day after `history`'s end, with the songs seen in fit."""
         if self.keras_model is None:
             raise RuntimeError("fit the model before asking for its input")
-        _, first, plays, releases = artist_series(history, self._songs_seen)
-        return origin_features(plays, releases, first, plays.shape[1], self.window)[0]
+        _, first, plays, context = artist_series(history, self._songs_seen)
+        return origin_features(plays, context, first, plays.shape[1], self.window)[0]
 
     def predict(self, start: date, horizon: int) -> pl.DataFrame:
         if self.keras_model is None:

@@ -11,7 +11,7 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.features import build_features
+from musictrend_dagster.core.features import ACTIVITY_INPUTS, HISTORY_COLUMNS, build_features
 from musictrend_dagster.core.models.base import FORECAST_SCHEMA
 
 
@@ -39,6 +39,9 @@ def plays_matrix(history: pl.DataFrame) -> tuple[list[str], date, np.ndarray]:
 def dense_features(history: pl.DataFrame, songs: pl.DataFrame) -> tuple[list[str], date, np.ndarray, pl.DataFrame]:
     """`plays_matrix`, plus the feature frame of that zero-filled calendar (artist-major, day order)."""
     artists, first, matrix = plays_matrix(history)
+    missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
+    if missing:
+        raise ValueError(f"history lacks column(s) {missing}; it has {history.columns}")
     n_days = matrix.shape[1]
     dense = pl.DataFrame(
         {
@@ -47,6 +50,8 @@ def dense_features(history: pl.DataFrame, songs: pl.DataFrame) -> tuple[list[str
             "plays": matrix.reshape(-1),
         }
     )
+    activity = history.select("artist_id", pl.col("ds").cast(pl.Date), *ACTIVITY_INPUTS)
+    dense = dense.join(activity, on=["artist_id", "ds"], how="left").with_columns(pl.col(ACTIVITY_INPUTS).fill_null(0))
     return artists, first, matrix, build_features(dense, songs)
 
 

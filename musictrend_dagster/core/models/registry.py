@@ -62,7 +62,7 @@ SPECS: list[ModelSpec] = [
         GlobalEnsemble,
         "Six global_direct-shaped networks in numpy (3 seeds x 14- and 28-day inputs) trained on the metric's own "
         "sqrt-volume-weighted sigma with recent origins weighted up, their log-multiplier curves averaged over "
-        "c*(last 7 days).",
+        "c*(last 7 days); inputs include downloads and distinct listeners per play.",
     ),
 ]
 MODEL_NAMES = [s.name for s in SPECS]

@@ -5,11 +5,12 @@ from pathlib import Path
 
 from musictrend_dagster.core.sample.next_day import write_next_day
 from musictrend_dagster.core.sample.synthetic import SampleSummary, generate_synthetic
-from musictrend_dagster.core.sample.tianchi import expand_tianchi_s1
+from musictrend_dagster.core.sample.tianchi import expand_tianchi_s1, packaged_history
 
 SOURCES = ("tianchi-s1", "synthetic")
 
-__all__ = ["SOURCES", "SampleSummary", "expand_tianchi_s1", "generate_synthetic", "write_next_day", "write_sample"]
+__all__ = ["SOURCES", "SampleSummary", "expand_tianchi_s1", "generate_synthetic", "packaged_history", "write_next_day",
+           "write_sample"]
 
 
 def write_sample(

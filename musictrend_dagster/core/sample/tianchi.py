@@ -47,7 +47,16 @@ def _read_packaged(name: str) -> pl.DataFrame:
         return pl.read_csv(fh.read(), infer_schema=False)
 
 
-def _load() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def packaged_history() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The real artist-day totals (as the models' history frame: listeners = distinct users)
+    and songs (publish_time as a date), sorted: what benchmarks and model tests fit on."""
+    artist_daily, songs, _ = _load(song_daily=False)
+    history = artist_daily.rename({"distinct_users": "listeners"}).sort("artist_id", "ds")
+    songs = songs.with_columns(pl.col("publish_time").cast(pl.String).str.to_date("%Y%m%d")).sort("song_id")
+    return history, songs
+
+
+def _load(song_daily: bool = True) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
     ints = ["plays", "downloads", "collects"]
     artist_daily = _read_packaged("artist_daily.csv").with_columns(
         pl.col(ints + ["distinct_users"]).cast(pl.Int64), pl.col("ds").str.to_date("%Y%m%d")
@@ -55,10 +64,12 @@ def _load() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     songs = _read_packaged("songs.csv").with_columns(
         pl.col("publish_time", "song_init_plays", "language", "gender").cast(pl.Int64)
     )
-    song_daily = _read_packaged("song_daily_actions.csv.gz").with_columns(
+    if not song_daily:
+        return artist_daily, songs, None
+    daily = _read_packaged("song_daily_actions.csv.gz").with_columns(
         pl.col(ints + ["mean_gmt_create"]).cast(pl.Int64), pl.col("ds").str.to_date("%Y%m%d")
     )
-    return artist_daily, songs, song_daily
+    return artist_daily, songs, daily
 
 
 def _synthesise_artist_songs(

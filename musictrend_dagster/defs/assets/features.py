@@ -15,8 +15,9 @@ from musictrend_dagster.instance import DUCKDB_POOL
     pool=DUCKDB_POOL,
     deps=["artist_daily", "stg_songs"],
     description=(
-        "Per artist and day: plays, 3-day mean and variance (the original LSTM input), calendar and "
-        "release features from the songs table. Every feature at day d uses days <= d only."
+        "Per artist and day: plays, 3-day mean and variance (the original LSTM input), downloads and "
+        "distinct listeners per play and their 7-vs-28-day trends, calendar and release features from the "
+        "songs table. Every feature at day d uses days <= d only."
     ),
 )
 def model_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
