@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from musictrend_dagster.core.owner import HOST_TAG, PID_TAG, owner_gone, owner_tags
 from musictrend_dagster.settings import Paths
 
 
@@ -39,19 +40,6 @@ def _point_environment(home: str | None, raw_dir: str | None) -> Paths:
     return paths
 
 
-_PID_TAG, _HOST_TAG = "musictrend/pid", "musictrend/host"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
 def _reap_dead_runs(instance) -> list[str]:
     """Fail this host's earlier `musictrend run` runs whose process is gone, freeing their pool slots.
 
@@ -63,13 +51,12 @@ def _reap_dead_runs(instance) -> list[str]:
     reaped = []
     records = instance.get_run_records(dg.RunsFilter(
         statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
-        tags={_HOST_TAG: socket.gethostname()},
+        tags={HOST_TAG: socket.gethostname()},
     ))
     for record in records:
         run = record.dagster_run
-        pid = int(run.tags.get(_PID_TAG, "0"))
-        if pid and not _process_alive(pid):
-            instance.report_run_failed(run, f"musictrend run process {pid} is gone (killed?)")
+        if owner_gone(run.tags):
+            instance.report_run_failed(run, f"musictrend run process {run.tags[PID_TAG]} is gone (killed?)")
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
             reaped.append(run.run_id)
     return reaped
@@ -99,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
-            tags={_PID_TAG: str(os.getpid()), _HOST_TAG: socket.gethostname()},
+            tags=owner_tags(),
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
     elapsed = time.perf_counter() - started

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from musictrend_dagster.core.data import query
 from musictrend_dagster.core.sample import generate_synthetic
 from musictrend_dagster.core.submission import read_submission
 from musictrend_dagster.core.tracking import CHAMPION_ALIAS
-from musictrend_dagster.settings import REGISTERED_MODEL, Paths
+from musictrend_dagster.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
 
 ARTISTS, DAYS, ROWS, SEED = 5, 150, 40_000, 3
 MARKER = "FAULT-POINT"
@@ -333,6 +334,14 @@ def champion_version(paths: Paths) -> int | None:
         return None
 
 
+def mlflow_runs_by_status(paths: Paths) -> dict[str, int]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=paths.mlflow_uri)
+    experiment = client.get_experiment_by_name(MLFLOW_EXPERIMENT)
+    return dict(Counter(run.info.status for run in client.search_runs([experiment.experiment_id], max_results=5000)))
+
+
 @dataclass(frozen=True)
 class Baseline:
     """A home after a first run killed inside ingest and a second, complete run; what it held then."""
@@ -415,3 +424,5 @@ def test_the_run_after_the_kills_succeeds_and_reproduces_the_first(baseline):
         assert now[name].equals(frame), f"{name} differs from the first complete run"
     assert digest(paths.submission) == baseline.submission
     assert champion_version(paths) == baseline.champion + 1
+    assert mlflow_runs_by_status(paths).get("RUNNING", 0) == 0, "the killed MLflow logging left a run RUNNING"
+    assert mlflow_runs_by_status(paths).get("KILLED", 0) >= 1

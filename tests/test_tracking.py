@@ -3,6 +3,9 @@
 One store for the module: migrating a fresh SQLite store costs MLflow several seconds.
 """
 import os
+import socket
+import subprocess
+import sys
 from datetime import date, timedelta
 
 import mlflow
@@ -13,6 +16,7 @@ import pytest
 from musictrend_dagster.core import tracking
 from musictrend_dagster.core.backtest import backtest
 from musictrend_dagster.core.models.baselines import BestConstantForecaster, MedianForecaster
+from musictrend_dagster.core.owner import HOST_TAG, PID_TAG, owner_tags
 from musictrend_dagster.core.tracking import CHAMPION_ALIAS, Tracker
 from musictrend_dagster.settings import REGISTERED_MODEL
 
@@ -156,3 +160,21 @@ def test_keras_champion_is_logged_with_the_keras_flavour(tracker, history):
     assert loaded.metadata.flavors.keys() >= {"keras", "python_function"}
     x = model.model_input(history)
     assert loaded.predict(x) == pytest.approx(model.keras_model.predict(x, verbose=0))
+
+
+def test_runs_left_running_by_a_dead_process_are_marked_killed(tracker):
+    """A SIGKILLed writer leaves its run RUNNING; the next Tracker on this host closes it, and only it."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    tags = {
+        "orphan": {PID_TAG: str(gone.pid), HOST_TAG: socket.gethostname()},
+        "live": owner_tags(),
+        "other host": {PID_TAG: str(gone.pid), HOST_TAG: socket.gethostname() + "-elsewhere"},
+        "untagged": {},
+    }
+    runs = {name: tracker.client.create_run(tracker.experiment_id, tags=t).info.run_id for name, t in tags.items()}
+    Tracker(tracker.uri, tracker.artifact_dir)
+    status = {name: tracker.client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert status == {"orphan": "KILLED", "live": "RUNNING", "other host": "RUNNING", "untagged": "RUNNING"}
+    for run_id in runs.values():
+        tracker.client.set_terminated(run_id, "FINISHED")  # leave the module's store tidy

@@ -23,13 +23,14 @@ import mlflow
 import pandas as pd
 import polars as pl
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
 from musictrend_dagster.core.backtest import BacktestResult
 from musictrend_dagster.core.models.base import Forecaster
+from musictrend_dagster.core.owner import owner_gone, owner_tags
 from musictrend_dagster.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
 
 CHAMPION_ALIAS = "champion"
@@ -121,6 +122,24 @@ class Tracker:
         with _quiet():  # a fresh SQLite store is migrated here: a few seconds of alembic INFO lines
             self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
             self.experiment_id = self._experiment(experiment)
+            self._close_orphans()
+
+    def _close_orphans(self) -> list[str]:
+        """Mark KILLED the RUNNING runs whose writer process on this host is gone.
+
+        A process killed between creating a run and closing it (SIGKILL, OOM) would otherwise
+        leave a run that shows as running in the MLflow UI for ever.
+        """
+        running = _retry(
+            self.client.search_runs, [self.experiment_id], filter_string="attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        orphans = [run.info.run_id for run in running if owner_gone(run.data.tags)]
+        for run_id in orphans:
+            _retry(self.client.set_terminated, run_id, "KILLED")
+        if orphans:
+            log.warning("marked %d MLflow run(s) KILLED: their process is gone: %s", len(orphans), ", ".join(orphans))
+        return orphans
 
     def _experiment(self, name: str) -> str:
         """The experiment's id, creating it with our artifact root; a concurrent creator wins harmlessly."""
@@ -160,7 +179,7 @@ class Tracker:
         """One finished run per model: params, f_norm per origin and mean, losses, timings, plot, scores CSV."""
         if not result.origins:
             raise ValueError(f"backtest of {result.model} has no origins: nothing to log")
-        run_tags = {"model": result.model, **{k: str(v) for k, v in (tags or {}).items()}}
+        run_tags = {"model": result.model, **{k: str(v) for k, v in (tags or {}).items()}, **owner_tags()}
         params: dict[str, Any] = dict(result.params)
         if data_range is not None:
             params["data_start"], params["data_end"] = data_range
@@ -221,6 +240,7 @@ class Tracker:
         forecast asset itself made is the input example.
         """
         keras_model = getattr(model, "keras_model", None)
+        _retry(self.client.log_batch, run_id, tags=[RunTag(k, v) for k, v in owner_tags().items()])  # reopened here
         with self._fluent():
             with mlflow.start_run(run_id=run_id):
                 if keras_model is not None:
