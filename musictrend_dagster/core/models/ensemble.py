@@ -30,6 +30,7 @@ import polars as pl
 from musictrend_dagster.core.models.base import FitInfo, hyperparameters
 from musictrend_dagster.core.models.global_model import (
     ANCHOR_DAYS,
+    INPUTS,
     artist_series,
     horizon_basis,
     origin_features,
@@ -144,7 +145,7 @@ class GlobalEnsemble:
         self._members: list[tuple[int, CurveNet]] = []
 
     def params(self) -> dict[str, Any]:
-        return {**hyperparameters(self), "anchor": f"c_star_last_{ANCHOR_DAYS}", "loss": "phi_sigma"}
+        return {**hyperparameters(self), "anchor": f"c_star_last_{ANCHOR_DAYS}", "inputs": INPUTS, "loss": "phi_sigma"}
 
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
         artists, first, plays, context = artist_series(history, songs)

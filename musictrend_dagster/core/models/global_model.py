@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.features import ACTIVITY_FEATURES
+from musictrend_dagster.core.features import ACTIVITY_FEATURES, ACTIVITY_INPUTS
 from musictrend_dagster.core.models.base import FitInfo, hyperparameters
 from musictrend_dagster.core.models.keras_common import (
     dense_features,
@@ -30,6 +30,8 @@ from musictrend_dagster.core.models.keras_common import (
 
 ANCHOR_DAYS = 7
 NO_RELEASE_DAYS = 3650.0  # stands in for "never released" in days_since_release
+# What the global models read, logged with their params so MLflow runs of different inputs compare.
+INPUTS = ",".join(["plays", *ACTIVITY_INPUTS, "song_publish_time"])
 
 
 def c_star(x: np.ndarray) -> np.ndarray:
@@ -154,7 +156,7 @@ class GlobalModel:
         self.keras_model = None
 
     def params(self) -> dict[str, Any]:
-        return {**hyperparameters(self), "anchor": f"c_star_last_{ANCHOR_DAYS}"}
+        return {**hyperparameters(self), "anchor": f"c_star_last_{ANCHOR_DAYS}", "inputs": INPUTS}
 
     def _build(self, keras, n_features: int):
         """(training model with one curve per member, inference model averaging them in log space)."""
