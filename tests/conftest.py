@@ -19,12 +19,13 @@ def five_artists():
 
     import polars as pl
 
+    from musictrend_dagster.core.features import HISTORY_COLUMNS
     from musictrend_dagster.core.sample import packaged_history
 
     frame, songs = packaged_history()
     artists = sorted(frame["artist_id"].unique())[:5]
     history = frame.filter(pl.col("artist_id").is_in(artists) & (pl.col("ds") < frame["ds"].min() + timedelta(days=80)))
-    return history.select("artist_id", "ds", "plays", "downloads", "listeners"), songs.filter(
+    return history.select(HISTORY_COLUMNS), songs.filter(
         pl.col("artist_id").is_in(artists)
     )
 

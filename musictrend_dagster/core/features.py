@@ -14,10 +14,11 @@ ACTIVITY_FEATURES = ["downloads_per_play_7d", "downloads_trend_7_28", "listeners
 CALENDAR_FEATURES = ["weekday", "is_weekend", "day_index"]
 RELEASE_FEATURES = ["releases_today", "releases_7d", "releases_28d", "days_since_release"]
 FEATURE_COLUMNS = PLAYS_FEATURES + ACTIVITY_INPUTS + ACTIVITY_FEATURES + CALENDAR_FEATURES + RELEASE_FEATURES
+# The history frame every model reads: one row per artist and day (the baselines use plays only).
 HISTORY_COLUMNS = ["artist_id", "ds", "plays", *ACTIVITY_INPUTS]
 
 
-def _require(frame: pl.DataFrame, columns: list[str], what: str) -> None:
+def require_columns(frame: pl.DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{what} lacks column(s) {missing}; it has {frame.columns}")
@@ -93,8 +94,8 @@ def build_features(history: pl.DataFrame, songs: pl.DataFrame) -> pl.DataFrame:
     publish_time <= d (today, in (d-7, d], in (d-28, d]) and the days since the latest one.
     Activity features: see `_activity`.
     """
-    _require(history, HISTORY_COLUMNS, "history")
-    _require(songs, ["artist_id", "publish_time"], "songs")
+    require_columns(history, HISTORY_COLUMNS, "history")
+    require_columns(songs, ["artist_id", "publish_time"], "songs")
     if history.is_empty():
         raise ValueError("history is empty: no features to build")
     dupes = history.group_by("artist_id", "ds").len().filter(pl.col("len") > 1)

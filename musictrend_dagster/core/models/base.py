@@ -7,9 +7,6 @@ from typing import Any, Protocol
 
 import polars as pl
 
-# History frames: one row per artist and day, dense calendar, sorted by (artist_id, ds).
-# The baselines read plays only; the learned models also read downloads and listeners.
-HISTORY_SCHEMA = {"artist_id": pl.String, "ds": pl.Date, "plays": pl.Int64, "downloads": pl.Int64, "listeners": pl.Int64}
 # Forecast frames: one row per artist and forecast day; plays is a float >= 0.
 FORECAST_SCHEMA = {"artist_id": pl.String, "ds": pl.Date, "plays": pl.Float64}
 
@@ -23,7 +20,8 @@ class FitInfo:
 
 
 class Forecaster(Protocol):
-    """fit() sees only the history it is given; predict() never looks at anything else."""
+    """fit() sees only the history it is given (`core.features.HISTORY_COLUMNS`, one row per artist
+    and day); predict() never looks at anything else."""
 
     name: str
 

@@ -11,15 +11,13 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.features import ACTIVITY_INPUTS, HISTORY_COLUMNS, build_features
+from musictrend_dagster.core.features import ACTIVITY_INPUTS, HISTORY_COLUMNS, build_features, require_columns
 from musictrend_dagster.core.models.base import FORECAST_SCHEMA
 
 
 def plays_matrix(history: pl.DataFrame) -> tuple[list[str], date, np.ndarray]:
     """(artist ids, first day, float matrix artists x days); missing artist-days count as 0 plays."""
-    for col in ("artist_id", "ds", "plays"):
-        if col not in history.columns:
-            raise ValueError(f"history lacks column {col!r}; it has {history.columns}")
+    require_columns(history, ["artist_id", "ds", "plays"], "history")
     if history.is_empty():
         raise ValueError("history is empty: nothing to fit")
     frame = history.select("artist_id", pl.col("ds").cast(pl.Date), pl.col("plays").cast(pl.Float64))
@@ -38,10 +36,8 @@ def plays_matrix(history: pl.DataFrame) -> tuple[list[str], date, np.ndarray]:
 
 def dense_features(history: pl.DataFrame, songs: pl.DataFrame) -> tuple[list[str], date, np.ndarray, pl.DataFrame]:
     """`plays_matrix`, plus the feature frame of that zero-filled calendar (artist-major, day order)."""
+    require_columns(history, HISTORY_COLUMNS, "history")
     artists, first, matrix = plays_matrix(history)
-    missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
-    if missing:
-        raise ValueError(f"history lacks column(s) {missing}; it has {history.columns}")
     n_days = matrix.shape[1]
     dense = pl.DataFrame(
         {
