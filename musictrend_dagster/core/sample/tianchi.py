@@ -47,29 +47,33 @@ def _read_packaged(name: str) -> pl.DataFrame:
         return pl.read_csv(fh.read(), infer_schema=False)
 
 
+_COUNTS = ["plays", "downloads", "collects"]
+
+
+def _artist_daily() -> pl.DataFrame:
+    return _read_packaged("artist_daily.csv").with_columns(
+        pl.col(_COUNTS + ["distinct_users"]).cast(pl.Int64), pl.col("ds").str.to_date("%Y%m%d")
+    )
+
+
+def _songs() -> pl.DataFrame:
+    return _read_packaged("songs.csv").with_columns(
+        pl.col("publish_time", "song_init_plays", "language", "gender").cast(pl.Int64)
+    )
+
+
+def _song_daily() -> pl.DataFrame:
+    return _read_packaged("song_daily_actions.csv.gz").with_columns(
+        pl.col(_COUNTS + ["mean_gmt_create"]).cast(pl.Int64), pl.col("ds").str.to_date("%Y%m%d")
+    )
+
+
 def packaged_history() -> tuple[pl.DataFrame, pl.DataFrame]:
     """The real artist-day totals (as the models' history frame: listeners = distinct users)
     and songs (publish_time as a date), sorted: what benchmarks and model tests fit on."""
-    artist_daily, songs, _ = _load(song_daily=False)
-    history = artist_daily.rename({"distinct_users": "listeners"}).sort("artist_id", "ds")
-    songs = songs.with_columns(pl.col("publish_time").cast(pl.String).str.to_date("%Y%m%d")).sort("song_id")
+    history = _artist_daily().rename({"distinct_users": "listeners"}).sort("artist_id", "ds")
+    songs = _songs().with_columns(pl.col("publish_time").cast(pl.String).str.to_date("%Y%m%d")).sort("song_id")
     return history, songs
-
-
-def _load(song_daily: bool = True) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
-    ints = ["plays", "downloads", "collects"]
-    artist_daily = _read_packaged("artist_daily.csv").with_columns(
-        pl.col(ints + ["distinct_users"]).cast(pl.Int64), pl.col("ds").str.to_date("%Y%m%d")
-    )
-    songs = _read_packaged("songs.csv").with_columns(
-        pl.col("publish_time", "song_init_plays", "language", "gender").cast(pl.Int64)
-    )
-    if not song_daily:
-        return artist_daily, songs, None
-    daily = _read_packaged("song_daily_actions.csv.gz").with_columns(
-        pl.col(ints + ["mean_gmt_create"]).cast(pl.Int64), pl.col("ds").str.to_date("%Y%m%d")
-    )
-    return artist_daily, songs, daily
 
 
 def _synthesise_artist_songs(
@@ -183,7 +187,7 @@ def expand_tianchi_s1(out_dir: Path, seed: int = 0, progress: bool = True) -> Sa
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7A1C]))
     bar = tqdm(total=TOTAL_ROWS + 4, unit="rows", unit_scale=True, desc="tianchi-s1", disable=not progress)
     bar.set_postfix_str("load")
-    artist_daily, songs, song_daily = _load()
+    artist_daily, songs, song_daily = _artist_daily(), _songs(), _song_daily()
     bar.update(1)
 
     # Artists with day totals but no song rows get synthetic songs; everyone else is checked.
