@@ -124,7 +124,7 @@ class Tracker:
             self.experiment_id = self._experiment(experiment)
             self._close_orphans()
 
-    def _close_orphans(self) -> list[str]:
+    def _close_orphans(self) -> None:
         """Mark KILLED the RUNNING runs whose writer process on this host is gone.
 
         A process killed between creating a run and closing it (SIGKILL, OOM) would otherwise
@@ -139,7 +139,6 @@ class Tracker:
             _retry(self.client.set_terminated, run_id, "KILLED")
         if orphans:
             log.warning("marked %d MLflow run(s) KILLED: their process is gone: %s", len(orphans), ", ".join(orphans))
-        return orphans
 
     def _experiment(self, name: str) -> str:
         """The experiment's id, creating it with our artifact root; a concurrent creator wins harmlessly."""
