@@ -12,9 +12,9 @@ from pydantic import Field
 
 from musictrend_dagster.core import plots
 from musictrend_dagster.core.data import leaderboard, load_forecast, load_history, load_scores, save_forecast
-from musictrend_dagster.core.models.registry import MODEL_NAMES, make_model, spec
+from musictrend_dagster.core.models.registry import MODEL_NAMES
 from musictrend_dagster.core.submission import write_submission
-from musictrend_dagster.defs.assets.models import epoch_logger
+from musictrend_dagster.defs.assets.models import logged_model
 from musictrend_dagster.defs.metadata import png, preview
 from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
 from musictrend_dagster.instance import TRAINING_POOL
@@ -46,8 +46,7 @@ def forecast(
     if start > last_day + timedelta(days=1):
         raise dg.Failure(f"forecast start {start} leaves a gap after the last observed day {last_day}")
     name, params = best["model"], json.loads(best["params"])
-    extra = {"on_epoch": epoch_logger(context, f"{name} refit", params.get("epochs", 0))} if spec(name).uses_tensorflow else {}
-    model = make_model(name, **params, **extra)
+    model = logged_model(context, name, params, f"{name} refit")
     train = history.filter(pl.col("ds") < start)
     model.fit(train, songs)
     predicted = model.predict(start, config.horizon)

@@ -12,13 +12,15 @@ from pydantic import create_model
 from musictrend_dagster.core import plots
 from musictrend_dagster.core.backtest import OriginResult, backtest, rolling_origins
 from musictrend_dagster.core.data import leaderboard, load_history, load_scores, save_backtest
+from musictrend_dagster.core.models.base import Forecaster
 from musictrend_dagster.core.models.registry import MODEL_NAMES, SPECS, ModelSpec, make_model
+from musictrend_dagster.core.models.registry import spec as model_spec
 from musictrend_dagster.defs.metadata import png, preview
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
 from musictrend_dagster.instance import TRAINING_POOL
 
 
-def epoch_logger(context: dg.AssetExecutionContext, label: str, epochs: int) -> Callable[[int, float], None]:
+def _epoch_logger(context: dg.AssetExecutionContext, label: str, epochs: int) -> Callable[[int, float], None]:
     """Every epoch's loss in the run log (debug), every tenth and the last also at info level."""
 
     def log(epoch: int, loss: float) -> None:
@@ -29,6 +31,12 @@ def epoch_logger(context: dg.AssetExecutionContext, label: str, epochs: int) -> 
             context.log.debug(message)
 
     return log
+
+
+def logged_model(context: dg.AssetExecutionContext, name: str, params: dict, label: str) -> Forecaster:
+    """A fresh model from its hyperparameters; TensorFlow models report their epochs to the run log as `label`."""
+    extra = {"on_epoch": _epoch_logger(context, label, params.get("epochs", 0))} if model_spec(name).uses_tensorflow else {}
+    return make_model(name, **params, **extra)
 
 
 def _config_class(spec: ModelSpec) -> type[dg.Config]:
@@ -63,8 +71,9 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 f"{spec.name} @ {r.origin}: f_norm {r.f_norm:.4f} (fit {r.fit_seconds:.1f}s, predict {r.predict_seconds:.1f}s)"
             )
 
-        extra = {"on_epoch": epoch_logger(context, spec.name, params.get("epochs", 0))} if spec.uses_tensorflow else {}
-        result = backtest(lambda: make_model(spec.name, **params, **extra), history, songs, origins, on_origin=on_origin)
+        result = backtest(
+            lambda: logged_model(context, spec.name, params, spec.name), history, songs, origins, on_origin=on_origin
+        )
         with tempfile.TemporaryDirectory() as tmp:
             last = result.origins[-1]
             window = history.filter(pl.col("ds") >= last.origin)
