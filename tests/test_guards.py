@@ -6,7 +6,7 @@ real asset's key writes the doctored table, and the real checks and downstream a
 """
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
