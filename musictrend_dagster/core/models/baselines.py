@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import polars as pl
 
+from musictrend_dagster.core.features import require_columns
 from musictrend_dagster.core.models.base import FORECAST_SCHEMA, FitInfo, hyperparameters
 
 
@@ -42,9 +43,7 @@ class _WindowLevelForecaster:
 
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
         """Keep only what predict needs; songs carry nothing a constant level can use."""
-        missing = {"artist_id", "ds", "plays"} - set(history.columns)
-        if missing:
-            raise ValueError(f"{self.name}: history lacks columns {sorted(missing)}")
+        require_columns(history, ["artist_id", "ds", "plays"], f"{self.name}: history")
         self._history = (
             history.select(
                 pl.col("artist_id").cast(pl.String),
