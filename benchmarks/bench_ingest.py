@@ -10,7 +10,8 @@ costs without validation. The project side = ``ingest_raw_dir`` into a fresh war
 file (validation, quarantine accounting, bookkeeping, all persisted) + building
 stg_songs, stg_user_actions and artist_daily. Each run is its own subprocess so its peak
 RSS is its own; the sides alternate run by run so a busy machine slows them alike, and
-every run's wall time is printed (the spread is the noise). Ratios use the best run of
+every run's wall time is printed (the spread is the noise). Peak RSS is the worker's own
+(``benchmarks/memory.py``: VmHWM, not ``ru_maxrss``, which a child inherits from its parent). Ratios use the best run of
 each side; CPU seconds (user + system) are less sensitive to other load than wall time.
 """
 from __future__ import annotations
@@ -24,6 +25,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import peak_rss_mb  # noqa: E402
 
 MEMORY_LIMIT = "4GB"
 ARTIST_DAILY_DEPS = ("stg_songs", "stg_user_actions", "artist_daily")
@@ -55,8 +59,8 @@ def _cpu_s() -> float:
 
 
 def _usage(cpu0: float) -> dict[str, float]:
-    """CPU seconds since ``cpu0`` (imports excluded) and the process's peak RSS."""
-    return {"cpu_s": _cpu_s() - cpu0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    """CPU seconds since ``cpu0`` (imports excluded) and this worker's own peak RSS."""
+    return {"cpu_s": _cpu_s() - cpu0, "peak_rss_mb": peak_rss_mb()}
 
 
 def _connect_bare(path: str):
