@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.models.base import FitInfo, hyperparameters
+from musictrend_dagster.core.models.base import FitInfo, InsufficientHistory, hyperparameters
 from musictrend_dagster.core.models.global_model import (
     ANCHOR_DAYS,
     INPUTS,
@@ -152,7 +152,7 @@ class GlobalEnsemble:
         n_days = plays.shape[1]
         windows = sorted({self.window_short, self.window_long})
         if n_days <= max(windows):
-            raise ValueError(f"history has {n_days} days; {self.name} needs more than window={max(windows)}")
+            raise InsufficientHistory(f"history has {n_days} days; {self.name} needs more than window={max(windows)}")
         basis = horizon_basis(self.horizon)
         self._members, self._origin_x = [], {}
         member_losses = []
