@@ -56,6 +56,10 @@ def _write(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, wher
         con.unregister("incoming_frame")
 
 
+def _table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0])
+
+
 def _save_run(con: duckdb.DuckDBPyConnection, model: str, plan: BacktestPlan, run_id: str, reason: str | None,
               coverage: Coverage | None) -> None:
     """The model's row in `backtest_runs`: ran or skipped (and why), on which plan, its interval coverage."""
@@ -101,16 +105,18 @@ def save_backtest(con: duckdb.DuckDBPyConnection, result: BacktestResult, run_id
 def save_skipped(con: duckdb.DuckDBPyConnection, skipped: Skipped, run_id: str, plan: BacktestPlan) -> None:
     """A skipped model: its run row says why, and no stale score or calibration of an earlier run stays."""
     for table in ("backtest_scores", "interval_calibration"):
-        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]:
+        if _table_exists(con, table):
             con.execute(f"DELETE FROM {table} WHERE model = ?", [skipped.model])
     _save_run(con, skipped.model, plan, run_id, skipped.reason, None)
 
 
 def load_runs(con: duckdb.DuckDBPyConnection, models: list[str]) -> pl.DataFrame:
     """Every given model's backtest run row (ran or skipped); each must have been backtested."""
-    runs = query(con, "SELECT * FROM backtest_runs WHERE list_contains(?, model) ORDER BY model", [models]) if con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'backtest_runs'"
-    ).fetchone()[0] else pl.DataFrame(schema={"model": pl.String})
+    runs = (
+        query(con, "SELECT * FROM backtest_runs WHERE list_contains(?, model) ORDER BY model", [models])
+        if _table_exists(con, "backtest_runs")
+        else pl.DataFrame(schema={"model": pl.String})
+    )
     missing = sorted(set(models) - set(runs["model"].to_list()))
     if missing:
         raise ValueError(f"no backtest results for {', '.join(missing)}: materialise their backtest assets first")
