@@ -88,10 +88,11 @@ SPECS: list[ModelSpec] = [
     ModelSpec(
         "global_ensemble",
         GlobalEnsemble,
-        "Six global_direct-shaped networks in numpy (3 seeds x 14- and 28-day inputs) trained on the metric's own "
+        "Six global_direct-shaped networks (3 seeds x 14- and 28-day inputs) trained together in TensorFlow on the metric's own "
         "sqrt-volume-weighted sigma with recent origins weighted up, their log-multiplier curves averaged over "
         "c*(last 7 days); inputs include downloads and distinct listeners per play.",
         _window_plus_targets("window_long"),
+        uses_tensorflow=True,
     ),
 ]
 MODEL_NAMES = [s.name for s in SPECS]
