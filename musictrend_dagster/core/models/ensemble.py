@@ -20,6 +20,19 @@ gap to 0.75 was bias, not noise, and more members could not close it. New inform
 activity inputs (mean of 2 seeds each) downloads 0.7528, collects 0.7439, distinct
 listeners 0.7533, all three 0.7519; kept downloads + listeners, the two that had raised
 every origin alone (collects had lowered every origin): 0.7542, SD 0.0003 over 3 seeds.
+Later looks at the 3 origins: the TensorFlow trainer checked against the numpy one on the
+newest origin (0.7473 both: an equivalence check, no choice made); the README table.
+
+Since then design decisions are judged on a development set the 3 reported origins are not
+in: 4 tianchi-s1 origins (2015-05-15, 05-27, 06-08, 06-20, 60-day windows) and 2 synthetic
+logs (50 artists x 183 days, 20 x 120). Current model: dev mean 0.7583 (0.7571 0.7738
+0.7569 0.7456; median14 0.7203, beaten on all 4), synthetic 0.6116 / 0.6266. Tried, none
+adopted (within noise or worse): recency_days 15 (0.7554) and 60 (0.7577), units 32
+(0.7592, synthetic lower), epochs 30 (0.7569); a global shrink of the forecast by 0.95 /
+0.97 / 1.03 (0.7543 / 0.7571 / 0.7561: the sigma loss already sets the bias); geometric
+blends with median14 at 0.2 / 0.4 (0.7575 / 0.7534) and with global_direct at 0.3 / 0.5
+(0.7571 / 0.7552). The hindsight per-artist constant scores 0.7977 there: half of the gap is
+5 of the 50 artists (level shifts inside the window); the median level error is 7-10%.
 """
 from __future__ import annotations
 
