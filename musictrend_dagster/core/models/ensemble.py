@@ -163,12 +163,15 @@ def _group_trainer(keras, nets: list[CurveNet], x: np.ndarray, y: np.ndarray, ba
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return tf.reduce_sum(score, axis=1)
 
-    @tf.function(input_signature=[tf.TensorSpec([members, None], tf.int32), tf.TensorSpec([None], tf.int32)])
+    # autograph=False: an explicit while_loop needs no access to this file's source at trace time
+    @tf.function(input_signature=[tf.TensorSpec([members, None], tf.int32), tf.TensorSpec([None], tf.int32)],
+                 autograph=False)
     def epoch(order, bounds):
         """Every batch of one epoch: batch b of member m is order[m, bounds[b]:bounds[b+1]]."""
-        total = tf.zeros(members, tf.float64)
-        for b in tf.range(tf.shape(bounds)[0] - 1):
-            total += step(order[:, bounds[b] : bounds[b + 1]])
+        def body(b, total):
+            return b + 1, total + step(order[:, bounds[b] : bounds[b + 1]])
+
+        _, total = tf.while_loop(lambda b, _: b < tf.shape(bounds)[0] - 1, body, (0, tf.zeros(members, tf.float64)))
         return total
 
     n_batches = max(1, -(-n // first.batch_size))
