@@ -1,8 +1,10 @@
 """Reads and writes of the warehouse tables the models use (DuckDB <-> polars via Arrow)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
+from collections.abc import Iterator
 
 import duckdb
 import polars as pl
@@ -31,15 +33,26 @@ def load_history(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataF
     return history, songs
 
 
-def _write(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, where: str, params: list) -> None:
-    """Replace the rows of `table` matching `where` by `frame`, atomically.
+@contextlib.contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All writes inside commit together or not at all (a killed run leaves the previous state)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _replace(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, where: str, params: list) -> None:
+    """Replace the rows of `table` matching `where` by `frame` (inside the caller's transaction).
 
     A table left by an older version with other columns is recreated (its rows are derived:
     the run that writes it rewrites them all).
     """
     con.register("incoming_frame", frame.to_arrow())
     try:
-        con.execute("BEGIN TRANSACTION")
         existing = [r[0] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [table]
         ).fetchall()]
@@ -48,10 +61,6 @@ def _write(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, wher
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming_frame LIMIT 0")
         con.execute(f"DELETE FROM {table} WHERE {where}", params)
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_frame")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     finally:
         con.unregister("incoming_frame")
 
@@ -77,7 +86,7 @@ def _save_run(con: duckdb.DuckDBPyConnection, model: str, plan: BacktestPlan, ru
         },
         schema_overrides={"reason": pl.String, "coverage": pl.Float64, "coverage_method": pl.String},
     )
-    _write(con, "backtest_runs", frame, "model = ?", [model])
+    _replace(con, "backtest_runs", frame, "model = ?", [model])
 
 
 def save_backtest(con: duckdb.DuckDBPyConnection, result: BacktestResult, run_id: str, params: dict,
@@ -97,17 +106,20 @@ def save_backtest(con: duckdb.DuckDBPyConnection, result: BacktestResult, run_id
         },
         schema_overrides={"origin": pl.Date},
     )
-    _write(con, "backtest_scores", frame, "model = ?", [result.model])
-    _write(con, "interval_calibration", calibration.with_columns(model=pl.lit(result.model)), "model = ?", [result.model])
-    _save_run(con, result.model, plan, run_id, None, coverage)
+    with _transaction(con):
+        _replace(con, "backtest_scores", frame, "model = ?", [result.model])
+        _replace(con, "interval_calibration", calibration.with_columns(model=pl.lit(result.model)), "model = ?",
+                 [result.model])
+        _save_run(con, result.model, plan, run_id, None, coverage)
 
 
 def save_skipped(con: duckdb.DuckDBPyConnection, skipped: Skipped, run_id: str, plan: BacktestPlan) -> None:
     """A skipped model: its run row says why, and no stale score or calibration of an earlier run stays."""
-    for table in ("backtest_scores", "interval_calibration"):
-        if _table_exists(con, table):
-            con.execute(f"DELETE FROM {table} WHERE model = ?", [skipped.model])
-    _save_run(con, skipped.model, plan, run_id, skipped.reason, None)
+    with _transaction(con):
+        for table in ("backtest_scores", "interval_calibration"):
+            if _table_exists(con, table):
+                con.execute(f"DELETE FROM {table} WHERE model = ?", [skipped.model])
+        _save_run(con, skipped.model, plan, run_id, skipped.reason, None)
 
 
 def load_runs(con: duckdb.DuckDBPyConnection, models: list[str]) -> pl.DataFrame:
@@ -172,7 +184,8 @@ def save_forecast(con: duckdb.DuckDBPyConnection, forecast: pl.DataFrame, model:
     frame = forecast.with_columns(
         pl.lit(None, pl.Float64).alias(c) for c in ("plays_lo", "plays_hi") if c not in forecast.columns
     ).select(FORECAST_COLUMNS).with_columns(model=pl.lit(model))
-    _write(con, "forecast", frame, "TRUE", [])
+    with _transaction(con):
+        _replace(con, "forecast", frame, "TRUE", [])
 
 
 def load_forecast(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
