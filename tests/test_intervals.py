@@ -52,6 +52,14 @@ def test_interval_brackets_the_forecast_in_plays():
     assert out["plays"].to_list() == fc["plays"].to_list()
 
 
+def test_a_zero_quantile_gives_the_forecast_itself_despite_rounding():
+    """(0.1 + 1) * exp(0) - 1 is 0.10000000000000009 in floating point: the bound must still be the forecast."""
+    cal = pl.DataFrame({"day": [0], "lo": [0.0], "hi": [0.0]}, schema={"day": pl.Int32, "lo": pl.Float64, "hi": pl.Float64})
+    fc = pl.DataFrame({"artist_id": ["a", "b"], "ds": [date(2015, 9, 1)] * 2, "plays": [0.1, 0.7]})
+    out = with_interval(fc, cal)
+    assert (out["plays_lo"] <= out["plays"]).all() and (out["plays"] <= out["plays_hi"]).all()
+
+
 def test_coverage_is_leave_one_origin_out():
     """Origin 1's errors are all 0 and origin 2's all log(2): calibrated on the other, each covers nothing
     outside its own range: origin 1 (interval [0, log 2]) covers its zeros, origin 2 ([0, 0]) misses."""

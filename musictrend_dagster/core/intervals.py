@@ -65,8 +65,9 @@ def with_interval(forecast: pl.DataFrame, calibration: pl.DataFrame) -> pl.DataF
         forecast.with_columns(day=(pl.col("ds") - pl.lit(start)).dt.total_days().clip(upper_bound=last).cast(pl.Int32))
         .join(calibration, on="day", how="left")
         .with_columns(
-            plays_lo=((pl.col("plays") + 1) * pl.col("lo").exp() - 1).clip(lower_bound=0.0),
-            plays_hi=((pl.col("plays") + 1) * pl.col("hi").exp() - 1).clip(lower_bound=0.0),
+            # min / max with the forecast: with a quantile of exactly 0, (plays + 1) * 1 - 1 can round past plays
+            plays_lo=pl.min_horizontal((pl.col("plays") + 1) * pl.col("lo").exp() - 1, "plays").clip(lower_bound=0.0),
+            plays_hi=pl.max_horizontal((pl.col("plays") + 1) * pl.col("hi").exp() - 1, "plays"),
         )
         .drop("day", "lo", "hi")
     )
