@@ -177,10 +177,9 @@ class Tracker:
         plot_png: Path | None = None,
         coverage: Coverage | None = None,
         plan: BacktestPlan | None = None,
-        forecasts: list[pl.DataFrame] | None = None,
     ) -> str:
         """One finished run per model: params, f_norm per origin and mean, interval coverage, losses,
-        timings, plot, scores CSV and the forecasts (with their intervals, if given: one frame per origin)."""
+        timings, plot, scores CSV and every origin's forecast (with its interval columns, if it has them)."""
         if not result.origins:
             raise ValueError(f"backtest of {result.model} has no origins: nothing to log")
         run_tags = {"model": result.model, **{k: str(v) for k, v in (tags or {}).items()}, **owner_tags()}
@@ -216,7 +215,7 @@ class Tracker:
         metrics += [Metric("loss", float(v), now, epoch) for epoch, v in enumerate(result.origins[-1].losses)]
 
         run_id = self._finished_run(
-            result.model, run_tags, params, metrics, lambda run_id: self._log_result_files(run_id, result, plot_png, forecasts)
+            result.model, run_tags, params, metrics, lambda run_id: self._log_result_files(run_id, result, plot_png)
         )
         return run_id
 
@@ -248,14 +247,12 @@ class Tracker:
             _retry(self.client.set_terminated, run_id, "FINISHED")
         return run_id
 
-    def _log_result_files(self, run_id: str, result: BacktestResult, plot_png: Path | None,
-                          forecasts: list[pl.DataFrame] | None) -> None:
+    def _log_result_files(self, run_id: str, result: BacktestResult, plot_png: Path | None) -> None:
         """Per-artist scores and forecasts of every origin as CSVs, plus the plot if given."""
-        forecasts = forecasts or [o.forecast for o in result.origins]
         with tempfile.TemporaryDirectory() as tmp:
-            for file, frames in (("artist_scores.csv", [o.scores for o in result.origins]), ("forecasts.csv", forecasts)):
-                tagged = [f.with_columns(origin=pl.lit(o.origin)) for f, o in zip(frames, result.origins)]
-                pl.concat(tagged, how="diagonal").write_csv(Path(tmp) / file)
+            for file, attr in (("artist_scores.csv", "scores"), ("forecasts.csv", "forecast")):
+                frames = [getattr(o, attr).with_columns(origin=pl.lit(o.origin)) for o in result.origins]
+                pl.concat(frames, how="diagonal").write_csv(Path(tmp) / file)
             _retry(self.client.log_artifacts, run_id, tmp, "backtest")
         if plot_png is not None:
             _retry(self.client.log_artifact, run_id, str(plot_png), "plots")

@@ -107,11 +107,12 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
 
         calibration = calibrate(log_errors(result), HORIZON)
         cover = coverage(result, HORIZON)
-        with_band = [with_interval(o.forecast, calibration) for o in result.origins]
+        for o in result.origins:  # every backtest forecast carries its interval too (MLflow CSV, plot)
+            o.forecast = with_interval(o.forecast, calibration)
         with tempfile.TemporaryDirectory() as tmp:
             last = result.origins[-1]
             plot = plots.plot_forecast_vs_actual(
-                history.filter(pl.col("ds") < last.origin), with_band[-1], last.actual, path=Path(tmp) / f"{spec.name}.png"
+                history.filter(pl.col("ds") < last.origin), last.forecast, last.actual, path=Path(tmp) / f"{spec.name}.png"
             )
             run_id = tracker.log_backtest(
                 result,
@@ -121,7 +122,6 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 plot_png=plot,
                 coverage=cover,
                 plan=plan,
-                forecasts=with_band,
             )
             plot_md = png(plot, f"{spec.name} forecast vs actual")
         with warehouse.connect() as con:
