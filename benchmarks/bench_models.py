@@ -1,9 +1,13 @@
-"""Full rolling-origin backtest of every registered model on the packaged tianchi-s1 data.
+"""Every registered model and the off-the-shelf peers a user would pick instead, backtested in one run.
 
-Prints a markdown table (f_norm per origin, mean, fit/predict seconds per origin) and, with
---e2e, the wall time of `musictrend sample` + `musictrend run` on a fresh MUSICTREND_HOME.
+Tables (markdown): the 3 reported tianchi-s1 origins (f_norm per origin, mean, seconds, 80%
+interval coverage), the generalisation check on 6 rolling origins 12 days apart, and the mean
+f_norm on synthetic logs of different shapes. Peers (statsforecast AutoETS, AutoTheta,
+WindowAverage(14) on log1p) need the `bench` extra: pip install -e '.[bench]'.
+With --e2e, also the wall time of `musictrend sample` + `musictrend run` on a fresh MUSICTREND_HOME.
 
-    .venv/bin/python benchmarks/bench_models.py [--models median14,best_constant] [--e2e]
+    .venv/bin/python benchmarks/bench_models.py [--models median14,global_ensemble] [--no-peers]
+        [--sets reported,rolling6,synthetic] [--e2e]
 """
 from __future__ import annotations
 
@@ -13,32 +17,133 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
 
-from musictrend_dagster.core.backtest import BacktestResult, backtest, rolling_origins
-from musictrend_dagster.core.models.registry import MODEL_NAMES, make_model
-from musictrend_dagster.core.sample import packaged_history
+import duckdb
+import numpy as np
+import polars as pl
+
+from musictrend_dagster.core.backtest import BacktestResult, backtest, plan_backtest, rolling_origins
+from musictrend_dagster.core.intervals import coverage
+from musictrend_dagster.core.models.base import FORECAST_SCHEMA, FitInfo
+from musictrend_dagster.core.models.registry import MODEL_NAMES, make_model, required_history
+from musictrend_dagster.core.sample import generate_synthetic, packaged_history
 
 LAST_DAY = date(2015, 8, 30)
 MODELS = {name: partial(make_model, name) for name in MODEL_NAMES}
+# Synthetic logs of different shapes: (artists, days, rows, seed).
+SHAPES = [(50, 183, 2_000_000, 3), (20, 120, 400_000, 11), (100, 183, 2_000_000, 5)]
 
 
-def table(results: list[BacktestResult]) -> str:
+@dataclass(eq=False)
+class Peer:
+    """A statsforecast model behind the project's Forecaster interface (fit keeps the series; predict forecasts)."""
+
+    name: str
+    build: object  # () -> statsforecast model
+    log1p: bool = False
+
+    def params(self) -> dict:
+        return {"peer": self.name, "log1p": self.log1p}
+
+    def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
+        y = pl.col("plays").cast(pl.Float64)
+        self._frame = history.select(
+            unique_id="artist_id", ds=pl.col("ds").cast(pl.Datetime), y=y.log1p() if self.log1p else y
+        ).sort("unique_id", "ds")
+        self._last = history["ds"].max()
+        return FitInfo()
+
+    def predict(self, start: date, horizon: int) -> pl.DataFrame:
+        from statsforecast import StatsForecast
+
+        offset = (start - self._last).days - 1
+        model = self.build()
+        out = StatsForecast(models=[model], freq="1d", n_jobs=1).forecast(df=self._frame, h=offset + horizon)
+        value = pl.col(out.columns[-1]).fill_nan(0.0).fill_null(0.0)
+        return (
+            out.select(artist_id="unique_id", ds=pl.col("ds").cast(pl.Date), plays=value.exp() - 1 if self.log1p else value)
+            .filter(pl.col("ds") >= start)
+            .with_columns(pl.col("plays").clip(lower_bound=0.0))
+            .cast(FORECAST_SCHEMA)
+        )
+
+
+def peers() -> dict[str, partial]:
+    from statsforecast.models import AutoETS, AutoTheta, WindowAverage
+
+    return {
+        "AutoETS (peer)": partial(Peer, "AutoETS (peer)", partial(AutoETS, season_length=7)),
+        "AutoTheta (peer)": partial(Peer, "AutoTheta (peer)", partial(AutoTheta, season_length=7)),
+        "WindowAverage14 log1p (peer)": partial(Peer, "WindowAverage14 log1p (peer)", partial(WindowAverage, window_size=14), log1p=True),
+    }
+
+
+def synthetic_history(shape: tuple[int, int, int, int], tmp: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Generate a synthetic raw log and aggregate it as the pipeline does: a dense artist x day frame."""
+    artists, days, rows, seed = shape
+    summary = generate_synthetic(tmp, artists=artists, days=days, rows=rows, seed=seed, progress=False)
+    con = duckdb.connect()
+    songs = con.sql(
+        f"SELECT column0 AS song_id, column1 AS artist_id, strptime(column2, '%Y%m%d')::DATE AS publish_time "
+        f"FROM read_csv('{summary.songs_file}', header=false, all_varchar=true)"
+    ).pl()
+    con.register("songs", songs)
+    daily = con.sql(
+        f"""SELECT s.artist_id, strptime(a.column4, '%Y%m%d')::DATE AS ds,
+               count(*) FILTER (WHERE a.column3 = '1') AS plays,
+               count(*) FILTER (WHERE a.column3 = '2') AS downloads,
+               count(DISTINCT a.column0) AS listeners
+            FROM read_csv('{summary.actions_file}', header=false, all_varchar=true) a JOIN songs s ON s.song_id = a.column1
+            GROUP BY ALL"""
+    ).pl()
+    calendar = pl.DataFrame({"ds": pl.date_range(daily["ds"].min(), daily["ds"].max(), eager=True)})
+    dense = (
+        daily.select("artist_id").unique().join(calendar, how="cross")
+        .join(daily, on=["artist_id", "ds"], how="left").fill_null(0).sort("artist_id", "ds")
+    )
+    return dense, songs
+
+
+def run_set(factories: dict, history: pl.DataFrame, songs: pl.DataFrame, origins, window: int, label: str) -> list[BacktestResult]:
+    results = []
+    for name, factory in factories.items():
+        started = time.perf_counter()
+        result = backtest(factory, history, songs, origins, horizon=window)
+        result.model = name
+        results.append(result)
+        print(f"[{label}] {name}: {result.mean_f_norm:.4f} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return results
+
+
+def table(results: list[BacktestResult], window: int, timings: bool = True) -> str:
     origins = [o.origin for o in results[0].origins]
-    head = ["model", *(o.strftime("%Y%m%d") for o in origins), "mean", "fit s/origin", "predict s/origin"]
+    head = ["model", *(o.isoformat() for o in origins), "mean f_norm"]
+    if timings:
+        head += ["fit+predict s / origin", "80% coverage"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(results, key=lambda r: -r.mean_f_norm):
         n = len(r.origins)
-        cells = [
-            r.model,
-            *(f"{o.f_norm:.4f}" for o in r.origins),
-            f"**{r.mean_f_norm:.4f}**",
-            f"{sum(o.fit_seconds for o in r.origins) / n:.2f}",
-            f"{sum(o.predict_seconds for o in r.origins) / n:.3f}",
-        ]
+        cells = [r.model, *(f"{o.f_norm:.4f}" for o in r.origins), f"**{r.mean_f_norm:.4f}**"]
+        if timings:
+            cover = coverage(r, window)
+            cells += [f"{sum(o.fit_seconds + o.predict_seconds for o in r.origins) / n:.2f}", f"{cover.overall:.1%}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def beats_median14(results: list[BacktestResult]) -> str:
+    by = {r.model: r for r in results}
+    if "median14" not in by:
+        return ""
+    base = [o.f_norm for o in by["median14"].origins]
+    lines = []
+    for r in sorted(results, key=lambda r: -r.mean_f_norm):
+        wins = sum(o.f_norm >= b for o, b in zip(r.origins, base))
+        lines.append(f"{r.model}: >= median14 on {wins}/{len(base)} origins")
     return "\n".join(lines)
 
 
@@ -70,23 +175,49 @@ def end_to_end() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--no-peers", action="store_true", help="skip the statsforecast peers")
+    parser.add_argument("--sets", default="reported,rolling6,synthetic", help="which tables: reported, rolling6, synthetic")
     parser.add_argument("--e2e", action="store_true", help="also time `musictrend sample` + `musictrend run`")
     args = parser.parse_args(argv)
     names = args.models.split(",") if args.models else list(MODELS)
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         parser.error(f"unknown models {unknown}; known: {', '.join(MODELS)}")
+    factories = {name: MODELS[name] for name in names}
+    if not args.no_peers:
+        try:
+            factories.update(peers())
+        except ImportError:
+            parser.error("the peers need statsforecast: pip install -e '.[bench]' (or pass --no-peers)")
+    sets = args.sets.split(",")
 
     history, songs = packaged_history()
-    origins = rolling_origins(LAST_DAY)
-    results = []
     t0 = time.perf_counter()
-    for name in names:
-        started = time.perf_counter()
-        results.append(backtest(MODELS[name], history, songs, origins))
-        print(f"{name}: {results[-1].mean_f_norm:.4f} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    print(f"## Backtest on tianchi-s1 ({history['artist_id'].n_unique()} artists, 60-day windows)\n")
-    print(table(results))
+    if "reported" in sets:
+        results = run_set(factories, history, songs, rolling_origins(LAST_DAY), 60, "reported")
+        print(f"## tianchi-s1, the 3 reported origins ({history['artist_id'].n_unique()} artists, 60-day windows)\n")
+        print(table(results, 60))
+        print("\n" + beats_median14(results) + "\n")
+    if "rolling6" in sets:
+        plan = plan_backtest(history["ds"].min(), LAST_DAY, required_history(), max_origins=6, step=12)
+        results = run_set(factories, history, songs, plan.origins, plan.window, "rolling6")
+        print("## tianchi-s1, generalisation: 6 rolling origins 12 days apart, 60-day windows\n")
+        print(table(results, plan.window))
+        print("\n" + beats_median14(results) + "\n")
+    if "synthetic" in sets:
+        rows = {}
+        for shape in SHAPES:
+            with tempfile.TemporaryDirectory(prefix="musictrend-synth-") as tmp:
+                synth, synth_songs = synthetic_history(shape, Path(tmp))
+            plan = plan_backtest(synth["ds"].min(), synth["ds"].max(), required_history())
+            label = f"{shape[0]} artists x {shape[1]} days, {shape[2]:,} rows, seed {shape[3]}"
+            for r in run_set(factories, synth, synth_songs, plan.origins, plan.window, label):
+                rows.setdefault(r.model, {})[label] = r.mean_f_norm
+        labels = [f"{s[0]} artists x {s[1]} days, {s[2]:,} rows, seed {s[3]}" for s in SHAPES]
+        print("## synthetic logs of different shapes: mean f_norm over the plan's origins\n")
+        print("| model | " + " | ".join(labels) + " |\n|" + "---|" * (len(labels) + 1))
+        for model, by in sorted(rows.items(), key=lambda kv: -np.mean(list(kv[1].values()))):
+            print(f"| {model} | " + " | ".join(f"{by[label]:.4f}" for label in labels) + " |")
     print(f"\nbacktest wall time: {time.perf_counter() - t0:.1f} s")
     if args.e2e:
         print(end_to_end())

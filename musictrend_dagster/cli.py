@@ -107,20 +107,29 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(paths: Paths, run_id: str, elapsed: float) -> None:
-    from musictrend_dagster.core.data import leaderboard, load_scores
+    import polars as pl
+
+    from musictrend_dagster.core.data import leaderboard, load_history, standings
     from musictrend_dagster.core.models.registry import MODEL_NAMES
+    from musictrend_dagster.defs.assets.models import backtest_plan
     from musictrend_dagster.defs.resources import default_resources
 
     with default_resources(paths)["warehouse"].connect() as con:  # waits for any other run's connection
         loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
-        board = leaderboard(load_scores(con, MODEL_NAMES))
+        plan = backtest_plan(load_history(con)[0])
+        scores, runs = standings(con, MODEL_NAMES, plan)
+    board = leaderboard(scores)
     champion = board.row(0, named=True)
     print(f"\nmusictrend run succeeded in {elapsed:.0f}s (Dagster run {run_id})")
     print(f"  rows ingested     {loaded:,} ({quarantined:,} quarantined)")
+    print(f"  backtest          {plan.describe()}")
     print(f"  champion          {champion['model']}  mean f_norm {champion['f_norm']:.4f}")
+    print(f"    {'model':<16} {'f_norm':>7}  80% interval coverage")
     for row in board.iter_rows(named=True):
-        print(f"    {row['model']:<16} {row['f_norm']:.4f}")
+        print(f"    {row['model']:<16} {row['f_norm']:.4f}  {row['coverage']:.0%}")
+    for row in runs.filter(pl.col("status") == "skipped").iter_rows(named=True):
+        print(f"    {row['model']:<16} skipped: {row['reason']}")
     print(f"  submission        {paths.submission}")
     print(f"  Dagster UI        make ui       (http://127.0.0.1:3000, runs under {paths.dagster_home})")
     print(f"  MLflow UI         make mlflow-ui (http://127.0.0.1:5000, store {paths.mlflow_uri})")

@@ -32,8 +32,12 @@ def five_artists():
 
 @pytest.fixture
 def assert_no_lookahead():
-    """check(factory, history, songs, origin, horizon): scrambling the counts from `origin` on changes a
-    backtest's score but not its forecast, i.e. the model never saw the test window."""
+    """check(factory, history, songs, origin, horizon): a backtest whose test window is scrambled AND
+    whose songs table gains releases published on and after the origin (for every artist) gives
+    the same forecast, while its score changes. The backtest cuts the counts at the origin but
+    passes the catalogue whole, so the songs half checks the model and feature layers themselves."""
+    from datetime import timedelta
+
     import polars as pl
 
     from musictrend_dagster.core.backtest import backtest
@@ -43,7 +47,18 @@ def assert_no_lookahead():
         scrambled = history.with_columns(
             pl.when(pl.col("ds") >= origin).then(pl.col(c) * 3 + 17).otherwise(pl.col(c)).alias(c) for c in counts
         )
-        runs = [backtest(factory, h, songs, [origin], horizon=horizon) for h in (history, scrambled)]
+        artists = sorted(history["artist_id"].unique().to_list())
+        days = [origin + timedelta(days=k) for k in (0, 1, 2, 5, 9)]
+        future = pl.DataFrame(
+            {
+                "song_id": [f"future-{a}-{d}" for a in artists for d in days],
+                "artist_id": [a for a in artists for _ in days],
+                "publish_time": [d for _ in artists for d in days],
+            }
+        ).with_columns(pl.col("publish_time").cast(songs.schema["publish_time"]))
+        later = pl.concat([songs, future.select([c for c in future.columns if c in songs.columns])], how="diagonal_relaxed")
+        runs = [backtest(factory, h, s, [origin], horizon=horizon) for h, s in ((history, songs), (scrambled, later))]
+        assert runs[0].origins[0].forecast["plays"].is_finite().all()  # NaN == NaN would hide a change
         assert runs[0].origins[0].forecast.equals(runs[1].origins[0].forecast)
         assert runs[0].origins[0].f_norm != runs[1].origins[0].f_norm
 

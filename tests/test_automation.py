@@ -35,8 +35,15 @@ def test_sensor_triggers_once_per_drop_file(tmp_path):
 
 
 def test_daily_schedule_targets_the_whole_graph():
+    """The schedule's job selects every asset and every check of the definitions, not just a job name."""
+    from musictrend_dagster.definitions import defs
+
     assert daily_refresh.cron_schedule == "0 3 * * *"
     assert daily_refresh.job_name == "refresh_all"
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_job_def(daily_refresh.job_name)
+    assert job.asset_layer.selected_asset_keys == graph.get_all_asset_keys()
+    assert job.asset_layer.asset_graph.asset_check_keys == graph.asset_check_keys
 
 
 def test_instance_yaml_is_written_once_with_pools_and_no_telemetry(tmp_path):

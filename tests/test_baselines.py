@@ -1,5 +1,7 @@
-"""Baselines against the reference table of the official metric doc, on the packaged real data."""
+"""Baselines against the reference table of the official metric doc (copied into
+tests/reference/metric_reference.md), on the packaged real data."""
 from datetime import date, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -10,15 +12,20 @@ from musictrend_dagster.core.models.baselines import BestConstantForecaster, Med
 from musictrend_dagster.core.sample import packaged_history
 
 ORIGINS = rolling_origins(date(2015, 8, 30))
+REFERENCE_FILE = Path(__file__).parent / "reference" / "metric_reference.md"
 
-# The metric doc's table: f_norm per test window (origins 2015-05-03, 06-02, 07-02) and mean.
-REFERENCE = {
-    "median14": ([0.7215, 0.7415, 0.6947], 0.7192),
-    "median21": ([0.7037, 0.7379, 0.7113], 0.7176),
-    "median30": ([0.6945, 0.7414, 0.7042], 0.7134),
-    "median60": ([0.6470, 0.7133, 0.7166], 0.6923),
-    "best_constant": ([0.6604, 0.7226, 0.7337], 0.7056),
-}
+
+def read_reference() -> dict[str, tuple[list[float], float]]:
+    """The metric doc's table (tests/reference/metric_reference.md): per model, f_norm per test window and mean."""
+    rows = [line.strip("|").split("|") for line in REFERENCE_FILE.read_text().splitlines() if line.startswith("| ")]
+    header, *body = [[cell.strip() for cell in row] for row in rows]
+    names = {"c* over last 60": "best_constant"}
+    table = {names.get(col, col): [float(row[i]) for row in body] for i, col in enumerate(header) if i}
+    assert [row[0] for row in body] == ["20150503..20150701", "20150602..20150731", "20150702..20150830", "mean"]
+    return {name: (values[:3], values[3]) for name, values in table.items()}
+
+
+REFERENCE = read_reference()
 FACTORIES = {
     "median14": lambda: MedianForecaster(14),
     "median21": lambda: MedianForecaster(21),
@@ -46,6 +53,12 @@ def songs(packaged) -> pl.DataFrame:
 def tiny(values: dict[str, list[int]], first: date = date(2015, 1, 1)) -> pl.DataFrame:
     rows = [(a, first + timedelta(days=k), v) for a, vs in values.items() for k, v in enumerate(vs)]
     return pl.DataFrame(rows, schema={"artist_id": pl.String, "ds": pl.Date, "plays": pl.Int64}, orient="row")
+
+
+def test_reference_file_holds_the_published_table():
+    assert set(REFERENCE) == set(FACTORIES)
+    assert REFERENCE["median14"] == ([0.7215, 0.7415, 0.6947], 0.7192)
+    assert REFERENCE["best_constant"] == ([0.6604, 0.7226, 0.7337], 0.7056)
 
 
 @pytest.mark.parametrize("name", list(REFERENCE))

@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from musictrend_dagster.core.models.ensemble import CurveNet, GlobalEnsemble
-from musictrend_dagster.core.models.global_model import c_star, horizon_basis
+from musictrend_dagster.core.models.ensemble import CurveNet, GlobalEnsemble, fit_members
+from musictrend_dagster.core.models.global_model import horizon_basis
 from musictrend_dagster.core.models.registry import make_model
 
 TINY = {"epochs": 2, "seeds": 2, "window_short": 7, "window_long": 14}
@@ -43,7 +43,9 @@ def test_untrained_ensemble_is_the_anchor(five_artists):
     model.fit(history, songs)
     fc = model.predict(history["ds"].max() + timedelta(days=1), 30)
     last7 = history.filter(pl.col("ds") > history["ds"].max() - timedelta(days=7)).sort("artist_id", "ds")
-    expected = np.maximum(c_star(last7["plays"].to_numpy().astype(float).reshape(5, 7)), 1.0)
+    # the metric-optimal constant by hand: sum(1/x) / sum(1/x^2), 0-play days counted as 1
+    inv = [[1 / max(float(v), 1.0) for v in g["plays"]] for _, g in last7.group_by("artist_id", maintain_order=True)]
+    expected = [max(sum(r) / sum(v * v for v in r), 1.0) for r in inv]
     got = fc.group_by("artist_id", maintain_order=True).agg(lo=pl.col("plays").min(), hi=pl.col("plays").max())
     assert got["lo"].to_numpy() == pytest.approx(expected, rel=1e-9)
     assert got["hi"].to_numpy() == pytest.approx(expected, rel=1e-9)
@@ -85,3 +87,37 @@ def test_bad_requests_are_refused(five_artists):
 def test_registered_with_editable_defaults():
     model = make_model("global_ensemble", seeds=1, recency_days=0.0)
     assert model.params()["seeds"] == 1 and model.params()["recency_days"] == 0.0
+
+
+def _toy(n: int = 300, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 10), dtype=np.float32)
+    x[:, :3] = rng.normal(size=(n, 3))
+    x[np.arange(n), 3 + rng.integers(0, 7, n)] = 1.0
+    target = 0.3 * x[:, :1] - 0.2 + rng.normal(scale=0.1, size=(n, 10))
+    return x, np.stack([target, np.ones((n, 10))], axis=-1).astype(np.float32)
+
+
+def test_members_trained_together_equal_members_trained_alone():
+    """Stacking members in one graph changes nothing: each one's weights are what it gets trained alone."""
+    x, y = _toy()
+    basis = horizon_basis(10)
+    make = lambda seed: CurveNet(units=4, epochs=5, batch_size=64, learning_rate=0.01, l2=1e-3, seed=seed)  # noqa: E731
+    together = [make(1), make(2)]
+    losses = fit_members([(together, x, y)], basis)
+    for net, loss in zip(together, losses):
+        alone = make(net.seed)
+        assert alone.fit(x, y, basis) == pytest.approx(loss, rel=1e-9)
+        for a, b in zip(alone.weights, net.weights):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(together[0].weights[0], together[1].weights[0])
+
+
+def test_epoch_hook_hears_every_epoch_and_is_not_pickled(five_artists):
+    history, songs = five_artists
+    seen = []
+    model = GlobalEnsemble(on_epoch=lambda epoch, loss: seen.append((epoch, loss)), **TINY)
+    info = model.fit(history, songs)
+    assert [e for e, _ in seen] == [0, 1]
+    assert [loss for _, loss in seen] == pytest.approx(info.losses)  # the mean over all six members, per epoch
+    assert pickle.loads(pickle.dumps(model)).on_epoch is None

@@ -91,11 +91,11 @@ elif fault == "sql":
 elif fault == "train":
     from musictrend_dagster.defs.assets import models
     _backtest = models.backtest
-    def backtest_then_die(factory, history, songs, origins, on_origin=None):
+    def backtest_then_die(factory, history, songs, origins, on_origin=None, **kwargs):
         def first_origin_done(result):
             on_origin(result)
             hit()
-        return _backtest(factory, history, songs, origins, on_origin=first_origin_done)
+        return _backtest(factory, history, songs, origins, on_origin=first_origin_done, **kwargs)
     models.backtest = backtest_then_die
 elif fault == "mlflow":
     from musictrend_dagster.core.tracking import Tracker

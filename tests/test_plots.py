@@ -1,22 +1,44 @@
-"""Charts are valid, small, deterministic PNGs."""
+"""Charts: what each one draws (panels, series, values, the interval band) and byte-identical PNGs per input."""
 from datetime import date, timedelta
 
 import polars as pl
 import pytest
+from matplotlib.collections import PolyCollection
 
-from musictrend_dagster.core.plots import plot_artist_daily, plot_backtest_table, plot_forecast_vs_actual
+from musictrend_dagster.core.plots import (
+    artist_daily_figure,
+    backtest_figure,
+    forecast_figure,
+    plot_artist_daily,
+    plot_backtest_table,
+    plot_forecast_vs_actual,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_BYTES = 150_000
+START = date(2015, 6, 1)
 
 
 def daily(n_artists: int = 9, days: int = 120, first: date = date(2015, 3, 1)) -> pl.DataFrame:
+    """artistNN plays about (NN + 1) * 100 a day: artist08 is the largest, then artist07, ..."""
     rows = [
         (f"artist{a:02d}", first + timedelta(days=k), (a + 1) * 100 + (k * 37 + a * 11) % 50)
         for a in range(n_artists)
         for k in range(days)
     ]
     return pl.DataFrame(rows, schema={"artist_id": pl.String, "ds": pl.Date, "plays": pl.Int64}, orient="row")
+
+
+def split():
+    full = daily()
+    history, actual = full.filter(pl.col("ds") < START), full.filter(pl.col("ds") >= START)
+    forecast = actual.with_columns(pl.col("plays").cast(pl.Float64) * 0.9)
+    banded = forecast.with_columns(plays_lo=pl.col("plays") * 0.5, plays_hi=pl.col("plays") * 1.5)
+    return history, actual, forecast, banded
+
+
+def lines(ax) -> dict[str, list]:
+    return {line.get_label(): list(line.get_ydata()) for line in ax.get_lines() if not line.get_label().startswith("_")}
 
 
 def check_png(path) -> bytes:
@@ -26,33 +48,62 @@ def check_png(path) -> bytes:
     return data
 
 
-def test_forecast_vs_actual(tmp_path):
-    full = daily()
-    start = date(2015, 6, 1)
-    history, actual = full.filter(pl.col("ds") < start), full.filter(pl.col("ds") >= start)
-    forecast = actual.with_columns(pl.col("plays").cast(pl.Float64) * 0.9)
-    out = plot_forecast_vs_actual(history, forecast, actual, path=tmp_path / "sub" / "f.png")
-    first = check_png(out)
-    again = plot_forecast_vs_actual(history, forecast, actual, path=tmp_path / "f2.png")
-    assert again.read_bytes() == first  # deterministic
-    # without actuals (production forecast) and for chosen artists
-    check_png(plot_forecast_vs_actual(history, forecast, None, artists=["artist00"], path=tmp_path / "one.png"))
+def test_forecast_panels_show_the_largest_artists_with_their_series_and_band():
+    history, actual, forecast, banded = split()
+    fig = forecast_figure(history, banded, actual, top_n=6)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["artist08", "artist07", "artist06", "artist05", "artist04", "artist03"]
+    first = panels[0]
+    series = lines(first)
+    one = lambda frame: frame.filter(pl.col("artist_id") == "artist08").sort("ds")  # noqa: E731
+    assert series["history"] == one(history).filter(pl.col("ds") >= START - timedelta(days=90))["plays"].to_list()
+    assert series["actual"] == one(actual)["plays"].to_list()
+    assert series["forecast"] == one(banded)["plays"].to_list()
+    bands = [c for c in first.collections if isinstance(c, PolyCollection) and c.get_label() == "80% interval"]
+    assert len(bands) == 1
+    ys = bands[0].get_paths()[0].vertices[:, 1]
+    assert min(ys) == pytest.approx(min(one(banded)["plays_lo"])) and max(ys) == pytest.approx(max(one(banded)["plays_hi"]))
+    assert fig.get_suptitle() == "Daily plays: forecast from 2015-06-01"
+    # no actuals (the production forecast), no band, one chosen artist
+    alone = forecast_figure(history, forecast, None, artists=["artist00"])
+    (ax,) = [a for a in alone.axes if a.get_visible()]
+    assert ax.get_title() == "artist00" and set(lines(ax)) == {"history", "forecast"}
+    assert not [c for c in ax.collections if c.get_label() == "80% interval"]
 
 
-def test_artist_daily(tmp_path):
-    check_png(plot_artist_daily(daily(), top_n=8, path=tmp_path / "d.png"))
+def test_artist_daily_draws_the_largest_artists_largest_first():
+    frame = daily()
+    fig = artist_daily_figure(frame, top_n=3)
+    series = lines(fig.axes[0])
+    assert list(series) == ["artist08", "artist07", "artist06"]
+    assert series["artist07"] == frame.filter(pl.col("artist_id") == "artist07").sort("ds")["plays"].to_list()
 
 
-def test_backtest_table(tmp_path):
+def test_backtest_bars_are_the_means_best_on_top_and_show_negative_scores():
     origins = [date(2015, 5, 3) + timedelta(days=30 * i) for i in range(3)]
     scores = pl.DataFrame(
-        {
-            "model": ["median14"] * 3 + ["lstm"] * 3,
-            "origin": origins * 2,
-            "f_norm": [0.72, 0.74, 0.69, 0.75, 0.70, -0.2],
-        }
+        {"model": ["median14"] * 3 + ["lstm"] * 3, "origin": origins * 2, "f_norm": [0.72, 0.74, 0.69, 0.75, 0.70, -0.2]}
     )
-    check_png(plot_backtest_table(scores, tmp_path / "t.png"))
+    ax = backtest_figure(scores).axes[0]
+    bars = {t.get_text(): p.get_width() for t, p in zip(ax.get_yticklabels(), ax.patches)}
+    assert bars == pytest.approx({"lstm": (0.75 + 0.70 - 0.2) / 3, "median14": (0.72 + 0.74 + 0.69) / 3})
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["lstm", "median14"]  # bottom to top: best on top
+    dots = sorted(x for line in ax.get_lines() for x in line.get_xdata())
+    assert dots == pytest.approx(sorted(scores["f_norm"].to_list()))
+    assert ax.get_xlim()[0] < -0.2  # the negative score is inside the chart
+
+
+@pytest.mark.parametrize("chart", ["forecast", "artist_daily", "backtest"])
+def test_every_chart_is_a_small_png_with_the_same_bytes_for_the_same_input(chart, tmp_path):
+    history, actual, _, banded = split()
+    scores = pl.DataFrame({"model": ["a", "b"], "origin": [START, START], "f_norm": [0.7, 0.6]})
+    draw = {
+        "forecast": lambda path: plot_forecast_vs_actual(history, banded, actual, path=path),
+        "artist_daily": lambda path: plot_artist_daily(daily(), top_n=8, path=path),
+        "backtest": lambda path: plot_backtest_table(scores, path),
+    }[chart]
+    first = check_png(draw(tmp_path / "sub" / "one.png"))
+    assert draw(tmp_path / "two.png").read_bytes() == first
 
 
 def test_empty_input_is_a_clear_error(tmp_path):
@@ -60,3 +111,5 @@ def test_empty_input_is_a_clear_error(tmp_path):
         plot_backtest_table(pl.DataFrame(schema={"model": pl.String, "origin": pl.Date, "f_norm": pl.Float64}), tmp_path / "x.png")
     with pytest.raises(ValueError, match="empty"):
         plot_artist_daily(daily().head(0), path=tmp_path / "x.png")
+    with pytest.raises(ValueError, match="empty"):
+        plot_forecast_vs_actual(daily(), daily().head(0), path=tmp_path / "x.png")

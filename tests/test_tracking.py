@@ -178,3 +178,28 @@ def test_runs_left_running_by_a_dead_process_are_marked_killed(tracker):
     assert status == {"orphan": "KILLED", "live": "RUNNING", "other host": "RUNNING", "untagged": "RUNNING"}
     for run_id in runs.values():
         tracker.client.set_terminated(run_id, "FINISHED")  # leave the module's store tidy
+
+
+def test_coverage_metrics_and_skipped_runs(tracker, history):
+    from musictrend_dagster.core.backtest import Skipped, plan_backtest
+    from musictrend_dagster.core.intervals import calibrate, coverage, log_errors, with_interval
+
+    result = backtest(lambda: MedianForecaster(14), history, pl.DataFrame(), ORIGINS, horizon=10)
+    cover = coverage(result, 10)
+    plan = plan_backtest(date(2015, 1, 1), date(2015, 3, 1), 14, step=10)
+    for o in result.origins:
+        o.forecast = with_interval(o.forecast, calibrate(log_errors(result), 10))
+    run = tracker.client.get_run(tracker.log_backtest(result, coverage=cover, plan=plan))
+    assert run.data.metrics["coverage_80"] == pytest.approx(cover.overall)
+    assert run.data.metrics["coverage_80_20150211"] == pytest.approx(cover.per_origin[date(2015, 2, 11)])
+    assert run.data.tags["coverage_method"] == "leave-one-origin-out"
+    assert run.data.params["train_days"] == str(plan.train_days)
+    path = tracker.client.download_artifacts(run.info.run_id, "backtest/forecasts.csv", str(tracker.artifact_dir.parent))
+    assert {"plays_lo", "plays_hi", "origin"} <= set(pl.read_csv(path).columns)
+
+    skipped = Skipped("global_ensemble", {"window_long": 28}, "needs 42 days of history before an origin; the plan leaves 28")
+    run = tracker.client.get_run(tracker.log_skipped(skipped, plan, {"dagster_run_id": "d-2"}))
+    assert run.info.status == "FINISHED"
+    assert (run.data.tags["status"], run.data.tags["skip_reason"]) == ("skipped", skipped.reason)
+    assert run.data.params["skip_reason"] == skipped.reason and run.data.params["window_long"] == "28"
+    assert not run.data.metrics

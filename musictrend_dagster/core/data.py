@@ -1,13 +1,16 @@
 """Reads and writes of the warehouse tables the models use (DuckDB <-> polars via Arrow)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
+from collections.abc import Iterator
 
 import duckdb
 import polars as pl
 
-from musictrend_dagster.core.backtest import BacktestResult
+from musictrend_dagster.core.backtest import BacktestPlan, BacktestResult, Skipped
+from musictrend_dagster.core.intervals import Coverage
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> pl.DataFrame:
@@ -30,29 +33,72 @@ def load_history(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataF
     return history, songs
 
 
-def _write(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, where: str, params: list) -> None:
-    """Replace the rows of `table` matching `where` by `frame`, atomically."""
+@contextlib.contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All writes inside commit together or not at all (a killed run leaves the previous state)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _replace(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, where: str, params: list) -> None:
+    """Replace the rows of `table` matching `where` by `frame` (inside the caller's transaction).
+
+    A table left by an older version with other columns is recreated (its rows are derived:
+    the run that writes it rewrites them all).
+    """
     con.register("incoming_frame", frame.to_arrow())
     try:
-        con.execute("BEGIN TRANSACTION")
+        existing = [r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [table]
+        ).fetchall()]
+        if existing and sorted(existing) != sorted(frame.columns):
+            con.execute(f"DROP TABLE {table}")
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming_frame LIMIT 0")
         con.execute(f"DELETE FROM {table} WHERE {where}", params)
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_frame")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     finally:
         con.unregister("incoming_frame")
 
 
-def save_backtest(con: duckdb.DuckDBPyConnection, result: BacktestResult, run_id: str, params: dict) -> None:
-    """One row per model and origin in `backtest_scores`; a model's previous rows are replaced."""
+def _table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0])
+
+
+def _save_run(con: duckdb.DuckDBPyConnection, model: str, plan: BacktestPlan, run_id: str, reason: str | None,
+              coverage: Coverage | None) -> None:
+    """The model's row in `backtest_runs`: ran or skipped (and why), on which plan, its interval coverage."""
+    frame = pl.DataFrame(
+        {
+            "model": [model],
+            "status": ["skipped" if reason else "ran"],
+            "reason": [reason],
+            "origins": [",".join(o.isoformat() for o in plan.origins)],
+            "window": [plan.window],
+            "train_days": [plan.train_days],
+            "coverage": [coverage.overall if coverage else None],
+            "coverage_method": [coverage.method if coverage else None],
+            "mlflow_run_id": [run_id],
+        },
+        schema_overrides={"reason": pl.String, "coverage": pl.Float64, "coverage_method": pl.String},
+    )
+    _replace(con, "backtest_runs", frame, "model = ?", [model])
+
+
+def save_backtest(con: duckdb.DuckDBPyConnection, result: BacktestResult, run_id: str, params: dict,
+                  plan: BacktestPlan, calibration: pl.DataFrame, coverage: Coverage) -> None:
+    """One row per model and origin in `backtest_scores`, the interval calibration and the run row;
+    the model's previous rows are replaced."""
     frame = pl.DataFrame(
         {
             "model": [result.model] * len(result.origins),
             "origin": [o.origin for o in result.origins],
             "f_norm": [o.f_norm for o in result.origins],
+            "coverage": [coverage.per_origin[o.origin] for o in result.origins],
             "fit_seconds": [o.fit_seconds for o in result.origins],
             "predict_seconds": [o.predict_seconds for o in result.origins],
             "mlflow_run_id": [run_id] * len(result.origins),
@@ -60,24 +106,42 @@ def save_backtest(con: duckdb.DuckDBPyConnection, result: BacktestResult, run_id
         },
         schema_overrides={"origin": pl.Date},
     )
-    _write(con, "backtest_scores", frame, "model = ?", [result.model])
+    with _transaction(con):
+        _replace(con, "backtest_scores", frame, "model = ?", [result.model])
+        _replace(con, "interval_calibration", calibration.with_columns(model=pl.lit(result.model)), "model = ?",
+                 [result.model])
+        _save_run(con, result.model, plan, run_id, None, coverage)
 
 
-def load_scores(con: duckdb.DuckDBPyConnection, models: list[str]) -> pl.DataFrame:
-    """Per model and origin scores of the given models; every one of them must have been backtested."""
-    scores = query(con, "SELECT * FROM backtest_scores WHERE list_contains(?, model) ORDER BY model, origin", [models])
-    missing = sorted(set(models) - set(scores["model"].unique().to_list()))
+def save_skipped(con: duckdb.DuckDBPyConnection, skipped: Skipped, run_id: str, plan: BacktestPlan) -> None:
+    """A skipped model: its run row says why, and no stale score or calibration of an earlier run stays."""
+    with _transaction(con):
+        for table in ("backtest_scores", "interval_calibration"):
+            if _table_exists(con, table):
+                con.execute(f"DELETE FROM {table} WHERE model = ?", [skipped.model])
+        _save_run(con, skipped.model, plan, run_id, skipped.reason, None)
+
+
+def load_runs(con: duckdb.DuckDBPyConnection, models: list[str]) -> pl.DataFrame:
+    """Every given model's backtest run row (ran or skipped); each must have been backtested."""
+    runs = (
+        query(con, "SELECT * FROM backtest_runs WHERE list_contains(?, model) ORDER BY model", [models])
+        if _table_exists(con, "backtest_runs")
+        else pl.DataFrame(schema={"model": pl.String})
+    )
+    missing = sorted(set(models) - set(runs["model"].to_list()))
     if missing:
         raise ValueError(f"no backtest results for {', '.join(missing)}: materialise their backtest assets first")
-    return scores
+    return runs
 
 
 def leaderboard(scores: pl.DataFrame) -> pl.DataFrame:
-    """Mean f_norm over origins per model, best first (ties by name)."""
+    """Mean f_norm (and interval coverage) over origins per model, best first (ties by name)."""
     return (
         scores.group_by("model")
         .agg(
             f_norm=pl.col("f_norm").mean(),
+            coverage=pl.col("coverage").mean(),
             origins=pl.len(),
             fit_seconds=pl.col("fit_seconds").sum(),
             predict_seconds=pl.col("predict_seconds").sum(),
@@ -88,11 +152,41 @@ def leaderboard(scores: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def standings(con: duckdb.DuckDBPyConnection, models: list[str], plan: BacktestPlan) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(per model and origin scores of the models that ran on `plan`'s origins, every model's run row).
+
+    A model whose stored backtest was made on other origins (an earlier, shorter log) is left
+    out of the leaderboard: scores on different windows do not compare.
+    """
+    runs = load_runs(con, models).with_columns(
+        current=pl.col("origins") == ",".join(o.isoformat() for o in plan.origins)
+    )
+    ran = runs.filter((pl.col("status") == "ran") & pl.col("current"))["model"].to_list()
+    if not ran:
+        raise ValueError(f"no model has a backtest on the current plan ({plan.describe()}): materialise the backtests")
+    scores = query(con, "SELECT * FROM backtest_scores WHERE list_contains(?, model) ORDER BY model, origin", [ran])
+    return scores, runs
+
+
+def load_calibration(con: duckdb.DuckDBPyConnection, model: str) -> pl.DataFrame:
+    calibration = query(con, "SELECT day, lo, hi FROM interval_calibration WHERE model = ? ORDER BY day", [model])
+    if calibration.is_empty():
+        raise ValueError(f"no interval calibration for {model}: materialise backtest_{model} first")
+    return calibration
+
+
+FORECAST_COLUMNS = ["artist_id", "ds", "plays", "plays_lo", "plays_hi"]
+
+
 def save_forecast(con: duckdb.DuckDBPyConnection, forecast: pl.DataFrame, model: str) -> None:
-    """The forecast table holds one forecast: the latest, replaced atomically."""
-    frame = forecast.select("artist_id", "ds", "plays").with_columns(model=pl.lit(model))
-    _write(con, "forecast", frame, "TRUE", [])
+    """The forecast table holds one forecast, the latest, replaced atomically: plays and its 80%
+    interval (plays_lo, plays_hi; null only for a forecast written without one)."""
+    frame = forecast.with_columns(
+        pl.lit(None, pl.Float64).alias(c) for c in ("plays_lo", "plays_hi") if c not in forecast.columns
+    ).select(FORECAST_COLUMNS).with_columns(model=pl.lit(model))
+    with _transaction(con):
+        _replace(con, "forecast", frame, "TRUE", [])
 
 
 def load_forecast(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    return query(con, "SELECT artist_id, ds, plays, model FROM forecast ORDER BY artist_id, ds")
+    return query(con, f"SELECT {', '.join(FORECAST_COLUMNS)}, model FROM forecast ORDER BY artist_id, ds")

@@ -46,21 +46,22 @@ def _short(artist_id: str) -> str:
     return artist_id[:8]
 
 
-def plot_forecast_vs_actual(
+def forecast_figure(
     history: pl.DataFrame,
     forecast: pl.DataFrame,
     actual: pl.DataFrame | None = None,
     artists: list[str] | None = None,
     top_n: int = 6,
-    *,
-    path: Path,
-) -> Path:
-    """One panel per artist: the last 90 days of history, the actuals if known, the forecast."""
+) -> Figure:
+    """One panel per artist (the largest `top_n` unless `artists` is given, largest first): the last
+    90 days of history, the actuals if known, the forecast and its 80% interval band if the
+    forecast carries one (plays_lo, plays_hi)."""
     if not forecast.height:
         raise ValueError("forecast is empty: nothing to plot")
     start = forecast["ds"].min()
     tail = history.filter((pl.col("ds") < start) & (pl.col("ds") >= start - timedelta(days=HISTORY_TAIL_DAYS)))
     chosen = artists or _largest(history if history.height else forecast, top_n)
+    has_band = {"plays_lo", "plays_hi"} <= set(forecast.columns)
     rows, cols = _grid(len(chosen))
     fig = Figure(figsize=(5 * cols, 2.4 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -71,6 +72,9 @@ def plot_forecast_vs_actual(
         if actual is not None:
             a = actual.filter(pl.col("artist_id") == artist).sort("ds")
             ax.plot(a["ds"].to_list(), a["plays"].to_list(), color="tab:blue", lw=1, label="actual")
+        if has_band:
+            ax.fill_between(f["ds"].to_list(), f["plays_lo"].to_list(), f["plays_hi"].to_list(), color="tab:red",
+                            alpha=0.15, lw=0, label="80% interval")
         ax.plot(f["ds"].to_list(), f["plays"].to_list(), color="tab:red", lw=1.5, label="forecast")
         ax.axvline(start, color="0.7", lw=0.8, ls="--")
         ax.set_title(_short(artist), fontsize=9)
@@ -80,11 +84,29 @@ def plot_forecast_vs_actual(
         ax.set_visible(False)
     axes[0].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"Daily plays: forecast from {start.isoformat()}", fontsize=10)
-    return _save(fig, path)
+    return fig
+
+
+def plot_forecast_vs_actual(
+    history: pl.DataFrame,
+    forecast: pl.DataFrame,
+    actual: pl.DataFrame | None = None,
+    artists: list[str] | None = None,
+    top_n: int = 6,
+    *,
+    path: Path,
+) -> Path:
+    """`forecast_figure` as a PNG at `path`."""
+    return _save(forecast_figure(history, forecast, actual, artists, top_n), path)
 
 
 def plot_artist_daily(daily: pl.DataFrame, top_n: int = 8, *, path: Path) -> Path:
-    """Plays per day of the largest artists on one chart: the shape of the data at a glance."""
+    """`artist_daily_figure` as a PNG at `path`."""
+    return _save(artist_daily_figure(daily, top_n), path)
+
+
+def artist_daily_figure(daily: pl.DataFrame, top_n: int = 8) -> Figure:
+    """Plays per day of the largest artists on one chart (largest first): the shape of the data at a glance."""
     if not daily.height:
         raise ValueError("daily frame is empty: nothing to plot")
     fig = Figure(figsize=(10, 4.5), layout="constrained")
@@ -96,10 +118,15 @@ def plot_artist_daily(daily: pl.DataFrame, top_n: int = 8, *, path: Path) -> Pat
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.set_title(f"Daily plays, {min(top_n, daily['artist_id'].n_unique())} largest artists", fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def plot_backtest_table(scores: pl.DataFrame, path: Path) -> Path:
+    """`backtest_figure` as a PNG at `path`."""
+    return _save(backtest_figure(scores), path)
+
+
+def backtest_figure(scores: pl.DataFrame) -> Figure:
     """Mean f_norm per model as bars (best on top), each origin's score as a dot.
 
     `scores` has one row per model and origin: model, origin, f_norm (the `backtest_scores` table).
@@ -129,4 +156,4 @@ def plot_backtest_table(scores: pl.DataFrame, path: Path) -> Path:
     ax.set_xlabel("f_norm (1.0 = perfect)")
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Backtest: mean f_norm per model, dots per origin", fontsize=10)
-    return _save(fig, path)
+    return fig

@@ -28,7 +28,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
-from musictrend_dagster.core.backtest import BacktestResult
+from musictrend_dagster.core.backtest import BacktestPlan, BacktestResult, Skipped
+from musictrend_dagster.core.intervals import Coverage
 from musictrend_dagster.core.models.base import Forecaster
 from musictrend_dagster.core.owner import owner_gone, owner_tags
 from musictrend_dagster.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
@@ -174,8 +175,11 @@ class Tracker:
         data_range: tuple[date, date] | None = None,
         seed: int | None = None,
         plot_png: Path | None = None,
+        coverage: Coverage | None = None,
+        plan: BacktestPlan | None = None,
     ) -> str:
-        """One finished run per model: params, f_norm per origin and mean, losses, timings, plot, scores CSV."""
+        """One finished run per model: params, f_norm per origin and mean, interval coverage, losses,
+        timings, plot, scores CSV and every origin's forecast (with its interval columns, if it has them)."""
         if not result.origins:
             raise ValueError(f"backtest of {result.model} has no origins: nothing to log")
         run_tags = {"model": result.model, **{k: str(v) for k, v in (tags or {}).items()}, **owner_tags()}
@@ -185,6 +189,8 @@ class Tracker:
         params["seed"] = seed
         params["origins"] = ",".join(_ymd(o.origin) for o in result.origins)
         params["horizon"] = result.origins[0].forecast["ds"].n_unique()
+        if plan is not None:
+            params["train_days"], params["history_days"] = plan.train_days, plan.history_days
 
         now = int(time.time() * 1000)
         metrics = [Metric("f_norm", result.mean_f_norm, now, 0)]
@@ -201,11 +207,31 @@ class Tracker:
             Metric("fit_seconds", sum(o.fit_seconds for o in result.origins) / n, now, 0),
             Metric("predict_seconds", sum(o.predict_seconds for o in result.origins) / n, now, 0),
         ]
+        if coverage is not None:
+            run_tags["coverage_method"] = coverage.method
+            metrics.append(Metric("coverage_80", coverage.overall, now, 0))
+            metrics += [Metric(f"coverage_80_{_ymd(o)}", v, now, 0) for o, v in coverage.per_origin.items()]
         # `loss` is the newest origin's curve: the one closest to the production fit.
         metrics += [Metric("loss", float(v), now, epoch) for epoch, v in enumerate(result.origins[-1].losses)]
 
+        run_id = self._finished_run(
+            result.model, run_tags, params, metrics, lambda run_id: self._log_result_files(run_id, result, plot_png)
+        )
+        return run_id
+
+    def log_skipped(self, skipped: Skipped, plan: BacktestPlan, tags: dict[str, str] | None = None) -> str:
+        """A finished run for a model the plan could not score: tag status=skipped and the reason, no metrics."""
+        run_tags = {"model": skipped.model, "status": "skipped", "skip_reason": skipped.reason,
+                    **{k: str(v) for k, v in (tags or {}).items()}, **owner_tags()}
+        params = {**skipped.params, "origins": ",".join(_ymd(o) for o in plan.origins), "train_days": plan.train_days,
+                  "history_days": plan.history_days, "skip_reason": skipped.reason}
+        return self._finished_run(skipped.model, run_tags, params, [], None)
+
+    def _finished_run(self, name: str, tags: dict[str, str], params: dict[str, Any], metrics: list[Metric],
+                      log_files: Callable[[str], None] | None) -> str:
+        """Create a run, log params and metrics in batches (and files), close it FINISHED (FAILED on error)."""
         with _quiet():
-            run = _retry(self.client.create_run, self.experiment_id, run_name=result.model, tags=run_tags)
+            run = _retry(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
             run_id = run.info.run_id
             try:
                 param_list = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -213,7 +239,8 @@ class Tracker:
                     _retry(self.client.log_batch, run_id, params=chunk)
                 for chunk in _chunks(metrics, _MAX_METRICS):
                     _retry(self.client.log_batch, run_id, metrics=chunk)
-                self._log_result_files(run_id, result, plot_png)
+                if log_files is not None:
+                    log_files(run_id)
             except BaseException:
                 _retry(self.client.set_terminated, run_id, "FAILED")
                 raise

@@ -58,14 +58,29 @@ def _forecast_problems(predicted: pl.DataFrame, artists: list[str]) -> dict[str,
     }
 
 
+def _interval_problems(predicted: pl.DataFrame) -> dict[str, int]:
+    """Rows without an 80% interval, and rows whose interval does not hold the forecast (0 <= lo <= plays <= hi, finite)."""
+    lo, hi, plays = pl.col("plays_lo"), pl.col("plays_hi"), pl.col("plays")
+    return {
+        "interval_missing": predicted.filter(lo.is_null() | hi.is_null()).height,
+        "interval_not_around_forecast": predicted.filter(
+            ~((lo >= 0) & (lo <= plays) & (plays <= hi) & hi.is_finite())
+        ).height,
+    }
+
+
 @dg.asset_check(asset="forecast", blocking=True, pool=DUCKDB_POOL,
-                description="Every artist, every forecast day, once; plays finite and >= 0.")
+                description="Every artist, every forecast day, once; plays finite and >= 0; where an 80% interval "
+                            "is given, 0 <= plays_lo <= plays <= plays_hi (rows without one are counted).")
 def forecast_complete_and_valid(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        predicted = query(con, "SELECT artist_id, ds, plays FROM forecast")
+        predicted = query(con, "SELECT artist_id, ds, plays, plays_lo, plays_hi FROM forecast")
         artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
     problems = _forecast_problems(predicted, artists)
-    return dg.AssetCheckResult(passed=not any(problems.values()), metadata=problems)
+    intervals = _interval_problems(predicted)
+    # a forecast written without an interval is reported, not blocked; a wrong interval is blocked
+    passed = not any(problems.values()) and not intervals["interval_not_around_forecast"]
+    return dg.AssetCheckResult(passed=passed, metadata={**problems, **intervals})
 
 
 @dg.asset_check(asset="submission", blocking=True, pool=DUCKDB_POOL,

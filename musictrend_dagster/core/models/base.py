@@ -19,6 +19,10 @@ class FitInfo:
     val_losses: list[float] = field(default_factory=list)
 
 
+class InsufficientHistory(ValueError):
+    """The history is too short for this model (or for any backtest): a reason to skip, not a bug."""
+
+
 class Forecaster(Protocol):
     """fit() sees only the history it is given (`core.features.HISTORY_COLUMNS`, one row per artist
     and day); predict() never looks at anything else."""

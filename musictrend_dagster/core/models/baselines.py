@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import polars as pl
 
 from musictrend_dagster.core.features import require_columns
-from musictrend_dagster.core.models.base import FORECAST_SCHEMA, FitInfo, hyperparameters
+from musictrend_dagster.core.models.base import FORECAST_SCHEMA, FitInfo, InsufficientHistory, hyperparameters
 
 
 @dataclass(eq=False)
@@ -54,7 +54,7 @@ class _WindowLevelForecaster:
             .sort("artist_id", "ds")
         )
         if not self._history.height:
-            raise ValueError(f"{self.name}: history is empty")
+            raise InsufficientHistory(f"{self.name}: history is empty")
         return FitInfo()
 
     def predict(self, start: date, horizon: int) -> pl.DataFrame:

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from musictrend_dagster.core.features import ACTIVITY_FEATURES, ACTIVITY_INPUTS
-from musictrend_dagster.core.models.base import FitInfo, hyperparameters
+from musictrend_dagster.core.models.base import FitInfo, InsufficientHistory, hyperparameters
 from musictrend_dagster.core.models.keras_common import (
     dense_features,
     forecast_frame,
@@ -180,7 +180,7 @@ class GlobalModel:
         artists, first, plays, context = artist_series(history, songs)
         n_days = plays.shape[1]
         if n_days <= self.window:
-            raise ValueError(f"history has {n_days} days; {self.name} needs more than window={self.window}")
+            raise InsufficientHistory(f"history has {n_days} days; {self.name} needs more than window={self.window}")
         x, y = training_set(plays, context, first, self.window, self.horizon)
 
         def relative_error(y_true, y_pred):

@@ -1,4 +1,9 @@
-"""Every forecaster the project backtests, by name; defaults come from the constructors."""
+"""Every forecaster the project backtests, by name; defaults come from the constructors.
+
+Each spec declares the history it needs (`min_history`, training days as a function of its
+hyperparameters): the backtest plan leaves that much before its oldest origin, and a model
+configured to need more than the plan leaves is skipped with the reason, not failed.
+"""
 from __future__ import annotations
 
 import inspect
@@ -10,6 +15,7 @@ from musictrend_dagster.core.models.base import Forecaster
 from musictrend_dagster.core.models.baselines import BestConstantForecaster, MedianForecaster
 from musictrend_dagster.core.models.ensemble import GlobalEnsemble
 from musictrend_dagster.core.models.global_model import GlobalModel
+from musictrend_dagster.core.models.recent import RecentLevel
 from musictrend_dagster.core.models.seed_lstm import SeedLSTM
 
 _NOT_HYPERPARAMETERS = {"on_epoch"}
@@ -20,6 +26,8 @@ class ModelSpec:
     name: str
     build: Callable[..., Forecaster]
     description: str
+    # Training days the model needs before an origin, from its hyperparameters.
+    min_history: Callable[[dict[str, Any]], int]
     uses_tensorflow: bool = False
     fixed: dict[str, Any] = field(default_factory=dict)
 
@@ -33,21 +41,40 @@ class ModelSpec:
         }
         return {**params, **self.fixed}
 
+    def skip_reason(self, params: dict[str, Any], train_days: int) -> str | None:
+        """Why this model cannot be backtested with `train_days` before the oldest origin, or None."""
+        need = self.min_history({**self.defaults, **params})
+        if need > train_days:
+            return f"needs {need} days of history before an origin; the backtest plan leaves {train_days}"
+        return None
+
+
+def _window(params: dict[str, Any]) -> int:
+    """A level over the last `window` days needs those days."""
+    return params["window"]
+
+
+def _window_plus_targets(key: str) -> Callable[[dict[str, Any]], int]:
+    """A network reading `key` days of input needs them plus two weeks of days to learn from."""
+    return lambda params: params[key] + 14
+
 
 SPECS: list[ModelSpec] = [
-    ModelSpec("median14", MedianForecaster, "Median of the last 14 days, repeated.", fixed={"window": 14}),
-    ModelSpec("median21", MedianForecaster, "Median of the last 21 days, repeated.", fixed={"window": 21}),
-    ModelSpec("median30", MedianForecaster, "Median of the last 30 days, repeated.", fixed={"window": 30}),
+    ModelSpec("median14", MedianForecaster, "Median of the last 14 days, repeated.", _window, fixed={"window": 14}),
+    ModelSpec("median21", MedianForecaster, "Median of the last 21 days, repeated.", _window, fixed={"window": 21}),
+    ModelSpec("median30", MedianForecaster, "Median of the last 30 days, repeated.", _window, fixed={"window": 30}),
     ModelSpec(
         "best_constant",
         BestConstantForecaster,
         "The constant that is optimal for this metric: sum(1/x)/sum(1/x^2) over the last 60 days.",
+        _window,
     ),
     ModelSpec(
         "seed_lstm",
         SeedLSTM,
         "The 2016 design: per day [plays, 3-day mean, 3-day variance], LSTM(35) -> LSTM(10) -> Dense(3) "
         "trained to reconstruct the next day, 60 days forecast by feeding predictions back.",
+        _window_plus_targets("window"),
         uses_tensorflow=True,
     ),
     ModelSpec(
@@ -55,14 +82,17 @@ SPECS: list[ModelSpec] = [
         GlobalModel,
         "One network over all artists: a smooth 60-day log-multiplier curve (level, trend, weekday) on top of "
         "the metric-optimal constant of the last 7 days, trained with the metric's own relative error.",
+        _window_plus_targets("window"),
         uses_tensorflow=True,
     ),
     ModelSpec(
         "global_ensemble",
         GlobalEnsemble,
-        "Six global_direct-shaped networks in numpy (3 seeds x 14- and 28-day inputs) trained on the metric's own "
+        "Six global_direct-shaped networks (3 seeds x 14- and 28-day inputs) trained together in TensorFlow on the metric's own "
         "sqrt-volume-weighted sigma with recent origins weighted up, their log-multiplier curves averaged over "
         "c*(last 7 days); inputs include downloads and distinct listeners per play.",
+        _window_plus_targets("window_long"),
+        uses_tensorflow=True,
     ),
 ]
 MODEL_NAMES = [s.name for s in SPECS]
@@ -75,9 +105,15 @@ def spec(name: str) -> ModelSpec:
     raise KeyError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
 
 
+def required_history() -> int:
+    """Training days that let every model run with its default hyperparameters: the plan's target."""
+    return max(s.min_history(s.defaults) for s in SPECS)
+
+
 def make_model(name: str, **overrides: Any) -> Forecaster:
+    """The named forecaster with its defaults overridden, new and returning artists at their own level."""
     s = spec(name)
     unknown = set(overrides) - set(s.defaults) - _NOT_HYPERPARAMETERS
     if unknown:
         raise ValueError(f"model {name}: unknown hyperparameters {sorted(unknown)}")
-    return s.build(**{**s.defaults, **overrides})
+    return RecentLevel(s.build(**{**s.defaults, **overrides}))
