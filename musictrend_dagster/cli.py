@@ -62,16 +62,24 @@ def _reap_dead_runs(instance) -> list[str]:
     return reaped
 
 
-def _run(args: argparse.Namespace) -> int:
-    paths = _point_environment(args.home, args.raw_dir)
-    from musictrend_dagster.core.ingest import IngestError, discover_action_files
+def _start(paths: Paths, verb: str) -> int | None:
+    """Checks before any run: configuration, and a raw folder to ingest (else a hint)."""
+    from musictrend_dagster.core.rawdir import IngestError, list_raw_dir
+    from musictrend_dagster.settings import check_environment
+
+    check_environment()
+    try:
+        list_raw_dir(paths.raw_dir)
+    except IngestError as exc:
+        print(f"musictrend {verb}: {exc}\n  (make sample data with: musictrend sample --source tianchi-s1 --out {paths.raw_dir})", file=sys.stderr)
+        return 2
+    return None
+
+
+def _execute(paths: Paths, verb: str, groups: tuple[str, ...] = (), run_config: dict | None = None):
+    """Run the refresh_all job (or the asset groups given) in the project's Dagster instance; None on failure."""
     from musictrend_dagster.instance import ensure_instance
 
-    try:
-        discover_action_files(paths.raw_dir)
-    except IngestError as exc:
-        print(f"musictrend run: {exc}\n  (make sample data with: musictrend sample --source tianchi-s1 --out {paths.raw_dir})", file=sys.stderr)
-        return 2
     ensure_instance(paths.dagster_home)
 
     import dagster as dg
@@ -81,17 +89,19 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         for run_id in _reap_dead_runs(instance):
-            print(f"musictrend run: marked run {run_id} failed (its process is gone) and freed its pool slots", file=sys.stderr)
+            print(f"musictrend {verb}: marked run {run_id} failed (its process is gone) and freed its pool slots", file=sys.stderr)
         job = defs.resolve_job_def("refresh_all")
+        selection = list(dg.AssetSelection.groups(*groups).resolve(defs.resolve_asset_graph())) if groups else None
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
             tags=owner_tags(),
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            asset_selection=selection,
+            run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
     elapsed = time.perf_counter() - started
     if not result.success:
-        print(f"\nmusictrend run FAILED after {elapsed:.0f}s (Dagster run {result.run_id}):", file=sys.stderr)
+        print(f"\nmusictrend {verb} FAILED after {elapsed:.0f}s (Dagster run {result.run_id}):", file=sys.stderr)
         for event in result.all_events:
             if event.is_step_failure:
                 error = event.step_failure_data.error
@@ -101,8 +111,48 @@ def _run(args: argparse.Namespace) -> int:
             elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
                 evaluation = event.event_specific_data
                 print(f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: {evaluation.metadata}", file=sys.stderr)
+        return None, elapsed
+    return result, elapsed
+
+
+def _run(args: argparse.Namespace) -> int:
+    paths = _point_environment(args.home, args.raw_dir)
+    if (code := _start(paths, "run")) is not None:
+        return code
+    result, elapsed = _execute(paths, "run")
+    if result is None:
         return 1
     _print_summary(paths, result.run_id, elapsed)
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    """The data layer only: the lake and the SQL models brought up to date with the raw folder."""
+    paths = _point_environment(args.home, args.raw_dir)
+    if (code := _start(paths, "ingest")) is not None:
+        return code
+    from musictrend_dagster.defs.assets.transform import MODELS
+
+    config = {"config": {"full_refresh": bool(args.full_refresh)}}
+    ops = {name: config for name in ("raw_songs", "raw_user_actions", *(m.name for m in MODELS))}
+    result, elapsed = _execute(paths, "ingest", ("ingest", "transform"), {"ops": ops})
+    if result is None:
+        return 1
+    reports = []
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() in ("raw_songs", "raw_user_actions"):
+            reports += materialization.metadata["file_reports"].value
+    print(f"musictrend ingest succeeded in {elapsed:.0f}s (Dagster run {result.run_id})")
+    print(f"  {'file':<46} {'status':<10} {'lines':>12} {'loaded':>12} {'quarantined':>12} {'removed':>10}")
+    seen = set()
+    for r in reports:
+        if r["file"] in seen:  # raw_user_actions repeats the songs file (unchanged by then)
+            continue
+        seen.add(r["file"])
+        print(f"  {r['file']:<46} {r['status']:<10} {r['lines_read']:>12,} {r['loaded']:>12,} {r['quarantined']:>12,} {r['removed']:>10,}")
+    print(f"  lake              {paths.lake}")
+    print(f"  warehouse         {paths.warehouse}")
     return 0
 
 
@@ -175,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--raw-dir", help="raw CSV folder (default $MUSICTREND_RAW_DIR or HOME/raw)")
     run.set_defaults(func=_run)
 
+    ingest = sub.add_parser("ingest", help="bring the Parquet lake and the SQL models up to date with the raw folder (no models)")
+    ingest.add_argument("--home", help="state folder (default $MUSICTREND_HOME or ./.musictrend)")
+    ingest.add_argument("--raw-dir", help="raw CSV folder (default $MUSICTREND_RAW_DIR or HOME/raw)")
+    ingest.add_argument("--full-refresh", action="store_true", help="re-validate every raw file and rebuild every SQL model")
+    ingest.set_defaults(func=_ingest)
+
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project's instance")
     ui.add_argument("--home")
     ui.add_argument("--raw-dir")
@@ -192,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError: it names the variable or path
         print(f"musictrend {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except PermissionError as exc:
+        print(f"musictrend {args.command}: {exc.filename or ''}: permission denied ({exc.strerror})", file=sys.stderr)
         return 2
 
 

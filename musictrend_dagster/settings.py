@@ -13,6 +13,28 @@ SONGS_FILE = "mars_tianchi_songs.csv"
 SUBMISSION_FILE = "mars_tianchi_artist_plays_predict.csv"
 MLFLOW_EXPERIMENT = "musictrend"
 REGISTERED_MODEL = "musictrend-forecaster"
+MAX_QUARANTINE_SHARE_VAR = "MUSICTREND_MAX_QUARANTINE_SHARE"
+
+
+class ConfigError(ValueError):
+    """A configuration value or a configured path is unusable; the message names the variable or path."""
+
+
+def max_quarantine_share() -> float:
+    """The share of quarantined action lines above which the run stops (0..1, default 1%)."""
+    raw = os.environ.get(MAX_QUARANTINE_SHARE_VAR, "0.01")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{MAX_QUARANTINE_SHARE_VAR} must be a number between 0 and 1, got {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{MAX_QUARANTINE_SHARE_VAR} must be a number between 0 and 1, got {raw!r}")
+    return value
+
+
+def check_environment() -> None:
+    """Fail at start, naming the variable, rather than deep inside a run."""
+    max_quarantine_share()
 
 
 @dataclass(frozen=True)
@@ -31,6 +53,10 @@ class Paths:
     @property
     def warehouse(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    @property
+    def lake(self) -> Path:
+        return self.home / "lake"
 
     @property
     def dagster_home(self) -> Path:

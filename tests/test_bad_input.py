@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from musictrend_dagster.core import ingest
+from musictrend_dagster.core import ingest, warehouse
 from musictrend_dagster.settings import ACTIONS_PREFIX, SONGS_FILE
 
 NOON = 1425168000 + 4 * 3600  # 2015-03-01 12:00 UTC+8
@@ -21,26 +21,35 @@ BULK = f"{ACTIONS_PREFIX}.csv"
 
 @pytest.fixture
 def con(tmp_path):
-    c = ingest.connect(tmp_path / "wh.duckdb", memory_limit="1GB")
+    c = warehouse.connect(tmp_path / "wh.duckdb", memory_limit="1GB")
     yield c
     c.close()
 
 
 @pytest.fixture
-def raw(tmp_path, con) -> Path:
+def raw(tmp_path) -> Path:
     d = tmp_path / "raw"
     d.mkdir()
     (d / SONGS_FILE).write_text("\n".join(SONGS) + "\n")
-    ingest.load_songs(con, d / SONGS_FILE)
     return d
 
 
-def load(con, raw: Path, body: bytes, name: str = BULK) -> ingest.LoadReport:
+def ingest_dir(con, raw: Path) -> ingest.IngestResult:
+    if not any(p.name.startswith(BULK) for p in raw.iterdir()):
+        (raw / BULK).write_bytes(b"")
+    return ingest.ingest_raw_dir(con, raw, raw.parent / "lake")
+
+
+def load(con, raw: Path, body: bytes, name: str = BULK) -> ingest.FileReport:
+    """Write one raw file and ingest the folder; the file's report, with loaded + quarantined = lines on disk."""
     path = raw / name
     path.write_bytes(body)
-    report = ingest.load_actions(con, path)
+    report = ingest_dir(con, raw).report(name.removesuffix(".gz"))
+    plain = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
+    assert report.lines_read == plain.count(b"\n") + (not plain.endswith(b"\n") and bool(plain))
     assert report.loaded + report.quarantined == report.lines_read
-    assert con.execute("SELECT count(*) FROM raw_user_actions WHERE source_file = $f", {"f": name}).fetchone()[0] == report.loaded
+    counted = con.execute("SELECT count(*) FROM raw_user_actions WHERE source_file = $f", {"f": report.file}).fetchone()[0]
+    assert counted == report.loaded
     return report
 
 
@@ -67,6 +76,18 @@ ACTION_CASES = {
     "unknown_song_id": (f"u1,s9,{NOON},1,20150301", "unknown song_id"),
     "blank_line": ("", "empty line"),
     "invalid_utf8": (None, "invalid UTF-8"),
+    # Case 7: ids that would inflate distinct listeners.
+    "user_id_whitespace_only": (f"   ,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
+    "user_id_tab": (f"u\t1,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
+    "user_id_nbsp": (f"u\u00a01,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
+    "user_id_line_separator": (f"u\u20281,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
+    "user_id_nul": (f"u\x001,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
+    "user_id_double_quote": (f'"u1",s1,{NOON},1,20150301', "user_id holds whitespace, a control character or a quote"),
+    "user_id_single_quote": (f"u'1,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
+    "user_id_65_chars": (f"{'u' * 65},s1,{NOON},1,20150301", "user_id longer than 64 characters"),
+    "song_id_zero_width_space": (f"u1,s\u200b1,{NOON},1,20150301", "song_id holds whitespace, a control character or a quote"),
+    # Case 4: a contract-valid line far in the future.
+    "ds_in_the_future": ("u1,s1,4102358400,1,20991231", "ds in the future"),
 }
 
 
@@ -80,21 +101,49 @@ def test_bad_action_line_is_quarantined(con, raw, case):
     assert quarantine(con) == [(BULK, 2, bad.decode("utf-8", "replace"), reason)]
 
 
+def test_a_user_id_of_64_printable_characters_loads(con, raw):
+    report = load(con, raw, f"{'é' * 64},s1,{NOON},1,20150301\n{GOOD}\n".encode())
+    assert (report.loaded, report.quarantined) == (2, 0)
+
+
+def test_an_over_long_line_is_quarantined_alone_with_its_line_number(con, raw):
+    """Case 5: one 3 MiB line with five valid-looking fields fails that line, not the file."""
+    huge = f"{'u' * (3 << 20)},s1,{NOON},1,20150301"
+    report = load(con, raw, "\n".join([GOOD, huge, GOOD, GOOD]).encode() + b"\n")
+    assert (report.lines_read, report.loaded, report.quarantined) == (4, 3, 1)
+    ((source, line_no, text, reason),) = quarantine(con)
+    assert (source, line_no, reason) == (BULK, 2, "line longer than 1048576 bytes")
+    assert text == "u" * 4096, "only the first bytes of an endless line are kept"
+
+
+def test_a_future_day_is_checked_again_once_it_has_come(con, raw):
+    """Case 4: quarantined while in the future, loaded on the first run on or after that day."""
+    from datetime import datetime, timezone
+
+    tomorrow = f"u1,s1,{NOON + 86400},1,20150302"
+    (raw / BULK).write_text(f"{GOOD}\n{tomorrow}\n")
+    today = datetime(2015, 3, 1, 12, tzinfo=timezone.utc)
+    first = ingest.ingest_raw_dir(con, raw, raw.parent / "lake", now=today).report(BULK)
+    assert (first.loaded, first.reasons) == (1, {"ds in the future": 1})
+    assert ingest.ingest_raw_dir(con, raw, raw.parent / "lake", now=today).report(BULK).status == "unchanged"
+    later = ingest.ingest_raw_dir(con, raw, raw.parent / "lake", now=today.replace(day=2)).report(BULK)
+    assert (later.status, later.loaded, later.quarantined) == ("replaced", 2, 0)
+
+
 def test_missing_bulk_file_is_an_error_naming_it(con, raw):
     with pytest.raises(ingest.IngestError, match=f"{BULK}: bulk actions file not found"):
-        ingest.ingest_raw_dir(con, raw)
+        ingest.ingest_raw_dir(con, raw, raw.parent / "lake")
 
 
 def test_missing_songs_file_is_an_error_naming_it(con, tmp_path):
     (tmp_path / BULK).write_text(GOOD + "\n")
     with pytest.raises(ingest.IngestError, match=f"{SONGS_FILE}: songs file not found"):
-        ingest.ingest_raw_dir(con, tmp_path)
+        ingest.ingest_raw_dir(con, tmp_path, tmp_path / "lake")
 
 
 def test_no_drop_files_is_fine(con, raw):
     (raw / BULK).write_text(GOOD + "\n")
-    reports = ingest.ingest_raw_dir(con, raw)
-    assert [r.file for r in reports] == [SONGS_FILE, BULK]
+    assert [r.file for r in ingest_dir(con, raw).files] == [SONGS_FILE, BULK]
 
 
 def test_empty_file_loads_zero_lines(con, raw):
@@ -102,14 +151,15 @@ def test_empty_file_loads_zero_lines(con, raw):
     assert (report.lines_read, report.loaded, report.quarantined) == (0, 0, 0)
 
 
-def test_zero_byte_drop_file_next_to_the_bulk_file(con, raw):
+def test_zero_byte_drop_files_next_to_the_bulk_file(con, raw):
+    """Two empty drops hold the same (empty) content: not a duplicate."""
     (raw / BULK).write_text(GOOD + "\n")
-    drop = "mars_tianchi_user_actions_20150302.csv"
-    (raw / drop).write_bytes(b"")
-    reports = {r.file: r for r in ingest.ingest_raw_dir(con, raw)}
-    assert (reports[BULK].loaded, reports[drop].lines_read, reports[drop].loaded) == (1, 0, 0)
-    again = {r.file: r for r in ingest.ingest_raw_dir(con, raw)}
-    assert again[drop].skipped_unchanged and again[BULK].skipped_unchanged
+    drops = [f"{ACTIONS_PREFIX}_20150302.csv", f"{ACTIONS_PREFIX}_20150303.csv"]
+    for drop in drops:
+        (raw / drop).write_bytes(b"")
+    result = ingest_dir(con, raw)
+    assert [(result.report(n).lines_read, result.report(n).loaded) for n in [BULK, *drops]] == [(1, 1), (0, 0), (0, 0)]
+    assert all(r.skipped_unchanged for r in ingest_dir(con, raw).files)
 
 
 def test_header_line_is_quarantined(con, raw):
@@ -122,16 +172,16 @@ def test_header_line_is_quarantined(con, raw):
 def test_wrong_delimiter_is_one_clear_error(con, raw, delim, name):
     (raw / BULK).write_text(GOOD.replace(",", delim) + "\n")
     with pytest.raises(ingest.IngestError, match=f"{BULK}: line 1 is delimited by {name}, expected ','"):
-        ingest.load_actions(con, raw / BULK)
+        ingest_dir(con, raw)
     assert con.execute("SELECT count(*) FROM ingested_files WHERE file = $f", {"f": BULK}).fetchone() == (0,)
 
 
 def test_gzip_detected_by_magic_bytes(con, raw):
     body = f"{GOOD}\nu1,s9,{NOON},1,20150301\n{GOOD}\n".encode()
-    report = load(con, raw, gzip.compress(body), name=f"{ACTIONS_PREFIX}_20150302.csv.gz")
-    assert (report.lines_read, report.loaded, report.quarantined) == (3, 2, 1)
+    report = load(con, raw, gzip.compress(body), name=f"{ACTIONS_PREFIX}_20150301.csv.gz")
+    assert (report.file, report.lines_read, report.loaded, report.quarantined) == (f"{ACTIONS_PREFIX}_20150301.csv", 3, 2, 1)
     assert quarantine(con)[0][1:] == (2, f"u1,s9,{NOON},1,20150301", "unknown song_id")
-    plain_named = load(con, raw, gzip.compress(body), name=f"{ACTIONS_PREFIX}_20150303.csv")
+    plain_named = load(con, raw, gzip.compress(body.replace(b"u1,", b"u2,")), name=BULK)
     assert plain_named.loaded == 2
 
 
@@ -159,10 +209,10 @@ def test_mixed_line_endings(con, raw):
     assert (report.lines_read, report.loaded, report.quarantined) == (3, 2, 1)
 
 
-def songs_load(con, raw: Path, lines: list[str]) -> ingest.LoadReport:
+def songs_load(con, raw: Path, lines: list[str]) -> ingest.FileReport:
     (raw / SONGS_FILE).write_text("\n".join(lines) + "\n")
-    report = ingest.load_songs(con, raw / SONGS_FILE)
-    assert report.loaded + report.quarantined == report.lines_read
+    report = ingest_dir(con, raw).report(SONGS_FILE)
+    assert report.loaded + report.quarantined == report.lines_read == len(lines)
     return report
 
 
@@ -198,7 +248,7 @@ def test_songs_header_and_wrong_delimiter(con, raw):
     assert report.reasons == {"header line": 1}
     (raw / SONGS_FILE).write_text(SONGS[0].replace(",", ";") + "\n")
     with pytest.raises(ingest.IngestError, match=f"{SONGS_FILE}: line 1 is delimited by ';'"):
-        ingest.load_songs(con, raw / SONGS_FILE)
+        ingest_dir(con, raw)
 
 
 BROKEN = st.sampled_from([
@@ -217,15 +267,14 @@ GOOD_LINES = st.builds(
        ending=st.sampled_from(["\n", "\r\n"]), trailing=st.booleans())
 def test_random_mixes_of_good_and_broken_lines(tmp_path_factory, lines, ending, trailing):
     d = tmp_path_factory.mktemp("mix")
-    con = ingest.connect(d / "wh.duckdb", memory_limit="1GB")
+    con = warehouse.connect(d / "wh.duckdb", memory_limit="1GB")
     (d / SONGS_FILE).write_text("\n".join(SONGS) + "\n")
-    ingest.load_songs(con, d / SONGS_FILE)
     chosen = [good if is_good else bad for is_good, good, bad in lines]
     if chosen[0].startswith("a;b"):  # a wrong-delimiter first line fails the whole file by design
         chosen[0] = GOOD
     body = ending.join(chosen) + (ending if trailing else "")
     (d / BULK).write_bytes(body.encode())
-    report = ingest.load_actions(con, d / BULK)
+    report = ingest.ingest_raw_dir(con, d, d / "lake").report(BULK)
     expected_lines = len(chosen) - (not trailing and chosen[-1] == "")  # an unterminated empty last line is no line
     assert report.loaded + report.quarantined == report.lines_read
     good_texts = [line for (is_good, _, _), line in zip(lines, chosen) if is_good or line == GOOD]

@@ -30,8 +30,11 @@ def test_every_asset_has_group_description_and_kind():
 
 def test_sql_models_depend_on_what_their_sql_reads():
     graph = defs.resolve_asset_graph()
-    parents = {p.to_user_string() for p in graph.get(dg.AssetKey("artist_daily")).parent_keys}
-    assert "stg_user_actions" in parents
+    def parents(name: str) -> set[str]:
+        return {p.to_user_string() for p in graph.get(dg.AssetKey(name)).parent_keys}
+
+    assert parents("artist_day_actions") == {"stg_user_actions", "stg_songs"}
+    assert parents("artist_daily") == {"artist_day_actions"}
     description = graph.get(dg.AssetKey("artist_daily")).description
     assert "```sql" in description and "select" in description.lower()
 

@@ -11,7 +11,7 @@ import pytest
 
 import musictrend_dagster
 from musictrend_dagster import cli
-from musictrend_dagster.core import ingest, sql_models
+from musictrend_dagster.core import sql_models, warehouse
 from musictrend_dagster.core.sql_models import SqlModel, SqlModelError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -88,12 +88,12 @@ def test_a_sql_model_must_be_one_select(tmp_path, sql):
 
 
 def test_build_model_refuses_a_name_that_bypassed_loading(tmp_path):
-    con = ingest.connect(tmp_path / "w.duckdb")
+    con = warehouse.connect(tmp_path / "w.duckdb")
     try:
-        model = SqlModel('x" AS SELECT 1; DROP TABLE raw_songs; --', "SELECT 1 AS x", tmp_path / "x.sql", frozenset())
+        model = SqlModel('x" AS SELECT 1; DROP TABLE ingested_files; --', "SELECT 1 AS x", tmp_path / "x.sql", frozenset())
         with pytest.raises(SqlModelError, match="refusing to use"):
             sql_models.build_model(con, model)
-        assert con.execute("SELECT count(*) FROM raw_songs").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM ingested_files").fetchone() == (0,)
     finally:
         con.close()
 
@@ -101,7 +101,7 @@ def test_build_model_refuses_a_name_that_bypassed_loading(tmp_path):
 @pytest.mark.parametrize("value", ["4GB'; DROP TABLE raw_songs; --", "4GB' ", "lots"])
 def test_memory_limit_config_cannot_inject_sql(tmp_path, value):
     with pytest.raises(ValueError, match="memory_limit must look like"):
-        ingest.connect(tmp_path / "w.duckdb", memory_limit=value)
+        warehouse.connect(tmp_path / "w.duckdb", memory_limit=value)
 
 
 # Calls that turn data into code. `x.compile(...)` (Keras) is a method, not the builtin.

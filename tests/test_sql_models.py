@@ -8,7 +8,7 @@ from statistics import median, pvariance
 
 import pytest
 
-from musictrend_dagster.core import ingest
+from musictrend_dagster.core import ingest, lake, warehouse
 from musictrend_dagster.core import sql_models as sm
 
 PACKAGED_ARTIST_DAILY = Path(sm.__file__).resolve().parent.parent / "data" / "tianchi_s1" / "artist_daily.csv"
@@ -19,11 +19,14 @@ def test_loader_finds_models_deps_and_order():
     models = sm.load_models(sm.SQL_DIR)
     by_name = {m.name: m for m in models}
     assert {"stg_user_actions", "stg_songs", "artist_daily", "artist_rolling_stats"} <= by_name.keys()
-    assert by_name["artist_daily"].deps == {"stg_user_actions", "stg_songs"}  # CTE names excluded
+    assert by_name["artist_day_actions"].deps == {"stg_user_actions", "stg_songs"}
+    assert by_name["artist_daily"].deps == {"artist_day_actions"}  # CTE names excluded
     assert by_name["artist_rolling_stats"].deps == {"artist_daily"}
     assert by_name["stg_user_actions"].materialized == "view"
+    assert (by_name["artist_day_actions"].materialized, by_name["artist_day_actions"].partition_by) == ("incremental", "ds")
+    assert by_name["artist_daily"].sources == {"user_actions", "songs"}
     order = [m.name for m in sm.topo_order(models)]
-    assert order.index("stg_songs") < order.index("artist_daily") < order.index("artist_rolling_stats")
+    assert order.index("stg_songs") < order.index("artist_day_actions") < order.index("artist_daily") < order.index("artist_rolling_stats")
     tests = {t.name: t.model for t in sm.load_tests(sm.SQL_DIR / "tests")}
     assert tests["artist_daily__no_calendar_gaps"] == "artist_daily"
     assert tests["artist_rolling_stats__row_count_matches"] == "artist_rolling_stats"
@@ -64,23 +67,29 @@ PLAYS_A1 = [3, 0, 6, 1, 5, 0, 0, 9, 2, 4]  # a1 on days 0..9; day 1, 5, 6 have n
 
 
 @pytest.fixture
-def warehouse(tmp_path):
-    con = ingest.connect(tmp_path / "wh.duckdb", memory_limit="1GB")
-    con.execute("INSERT INTO raw_songs VALUES ('s1','a1','2014-01-01',1,1,1,'f'), ('s2','a1','2014-01-01',1,1,1,'f'), "
-                "('s3','a2','2014-01-01',1,1,1,'f'), ('s3','a2','2014-01-01',1,1,1,'f'), ('s4','a3','2014-01-01',1,1,1,'f')")
+def warehouse_db(tmp_path):
+    """A warehouse whose raw views are plain tables of hand-made rows (the models only read the views)."""
+    con = warehouse.connect(tmp_path / "wh.duckdb", memory_limit="1GB")
+    lake.Lake(tmp_path / "lake").ensure(con)
+    con.execute("CREATE TABLE raw_songs AS SELECT * FROM (VALUES ('s1','a1','2014-01-01'::DATE,1,1,1,'f'), "
+                "('s2','a1','2014-01-01'::DATE,1,1,1,'f'), ('s3','a2','2014-01-01'::DATE,1,1,1,'f'), "
+                "('s3','a2','2014-01-01'::DATE,1,1,1,'f'), ('s4','a3','2014-01-01'::DATE,1,1,1,'f')) "
+                "AS t(song_id, artist_id, publish_time, song_init_plays, language, gender, source_file)")
     rows = []
     for day, n in enumerate(PLAYS_A1):
         ds = D0 + timedelta(days=day)
         rows += [(f"u{i % 2}", "s1" if i % 3 else "s2", 0, 1, ds) for i in range(n)]
     rows += [("u1", "s3", 0, 2, D0 + timedelta(days=4)), ("u1", "s3", 0, 3, D0 + timedelta(days=4))]
+    con.execute("CREATE TABLE raw_user_actions (user_id VARCHAR, song_id VARCHAR, gmt_create BIGINT, "
+                "action_type TINYINT, ds DATE, source_file VARCHAR)")
     con.executemany("INSERT INTO raw_user_actions VALUES (?, ?, ?, ?, ?, 'f')", rows)
-    counts = sm.build_all(con, sm.SQL_DIR)
+    counts = {name: built.rows for name, built in sm.build_all(con, sm.SQL_DIR).items()}
     yield con, counts
     con.close()
 
 
-def test_dense_calendar_with_zeros(warehouse):
-    con, counts = warehouse
+def test_dense_calendar_with_zeros(warehouse_db):
+    con, counts = warehouse_db
     assert counts["artist_daily"] == 2 * 10  # a1 and a2 (a3 has no actions), every day of the log
     a1 = con.execute("SELECT plays FROM artist_daily WHERE artist_id = 'a1' ORDER BY ds").fetchall()
     assert [p for (p,) in a1] == PLAYS_A1
@@ -91,8 +100,8 @@ def test_dense_calendar_with_zeros(warehouse):
                        {"d": D0 + timedelta(days=2)}).fetchone() == (2, 2)
 
 
-def test_rolling_stats_match_hand_computation(warehouse):
-    con, _ = warehouse
+def test_rolling_stats_match_hand_computation(warehouse_db):
+    con, _ = warehouse_db
     got = con.execute("SELECT plays_mean_3, plays_var_3, plays_median_7, plays_median_14, plays_median_28 "
                       "FROM artist_rolling_stats WHERE artist_id = 'a1' ORDER BY ds").fetchall()
     for d, row in enumerate(got):
@@ -104,8 +113,8 @@ def test_rolling_stats_match_hand_computation(warehouse):
         assert row[4] == pytest.approx(median(PLAYS_A1[: d + 1]))
 
 
-def test_singular_tests_pass_on_good_data_and_catch_broken_data(warehouse):
-    con, _ = warehouse
+def test_singular_tests_pass_on_good_data_and_catch_broken_data(warehouse_db):
+    con, _ = warehouse_db
     tests = {t.name: t for t in sm.load_tests(sm.SQL_DIR / "tests")}
     assert {name: sm.run_test(con, t)[0] for name, t in tests.items()} == {name: 0 for name in tests}
     breakages = {
@@ -123,20 +132,20 @@ def test_singular_tests_pass_on_good_data_and_catch_broken_data(warehouse):
         assert n > 0 and len(sample) == 1, name
 
 
-def test_build_model_replaces_and_returns_row_count(warehouse):
-    con, _ = warehouse
+def test_build_model_replaces_and_returns_row_count(warehouse_db):
+    con, _ = warehouse_db
     model = next(m for m in sm.load_models(sm.SQL_DIR) if m.name == "artist_daily")
-    assert sm.build_model(con, model) == 20
-    assert sm.build_model(con, model) == 20
+    assert sm.build_model(con, model).rows == 20
+    assert sm.build_model(con, model).rows == 20
 
 
 def test_artist_daily_matches_real_tianchi_s1_exactly(tianchi, tmp_path):
-    con = ingest.connect(tmp_path / "wh.duckdb")
-    reports = ingest.ingest_raw_dir(con, tianchi.actions_file.parent)
-    assert sum(r.loaded for r in reports[1:]) == 5_652_232
-    assert sum(r.quarantined for r in reports) == 0
+    con = warehouse.connect(tmp_path / "wh.duckdb")
+    result = ingest.ingest_raw_dir(con, tianchi.actions_file.parent, tmp_path / "lake")
+    assert sum(r.loaded for r in result.files[1:]) == 5_652_232
+    assert sum(r.quarantined for r in result.files) == 0
     counts = sm.build_all(con, sm.SQL_DIR)
-    assert counts["artist_daily"] == 9150
+    assert counts["artist_daily"].rows == 9150
     mismatches = con.execute("""
         SELECT e.artist_id, e.ds, e.plays, a.plays, e.downloads, a.downloads, e.collects, a.collects
         FROM read_csv($p, header = true, auto_detect = false, columns = {'artist_id': 'VARCHAR', 'ds': 'VARCHAR',

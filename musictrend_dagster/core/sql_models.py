@@ -6,15 +6,28 @@ dbt "singular" tests in ``dbt_like_sql/tests/<model>__<what>.sql``: a query retu
 offending rows; zero rows means pass. The model a test checks is the part of its file name
 before ``__``, and it must be one of the tables the test reads (checked on load).
 
-A model is a table unless its file starts with a ``-- materialized: view`` comment line
-(used for the staging models over the raw tables, which would otherwise copy the whole
-action log once more on every build).
+A model's configuration is a block of ``-- key: value`` comment lines at the top of its file
+(dbt's ``config()``, in comments so the file stays plain SQL):
+
+- ``materialized: table`` (the default) is rebuilt in full; ``view`` is a view (the staging
+  models over the lake, which would otherwise copy the whole action log once more);
+- ``materialized: incremental`` with ``partition_by: <column>`` (and a ``unique_key``, checked
+  on every build) is dbt's insert_overwrite strategy: the SELECT says where the increment is
+  cut with ``WHERE incremental_filter(<source column>)``. A full build replaces it with TRUE;
+  an incremental build with ``<column> IN (<days the lake changed since the last build>)``
+  and replaces exactly those partitions of the table, in one transaction. The days come
+  from the lake's change log (``lake_changes``) since the watermark the model stored in
+  ``model_state``. A full build happens on the first build, on ``full_refresh``, when the
+  SQL of the model or of any model upstream of it changed, and when an unpartitioned source
+  (the songs) changed. One SQL file serves both modes; a test holds them equal.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +35,14 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
+from musictrend_dagster.core import lake
+
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
-_MATERIALIZATIONS = ("table", "view")
+_MATERIALIZATIONS = ("table", "view", "incremental")
+_CONFIG_KEYS = ("materialized", "partition_by", "unique_key")
+_FILTER_RE = re.compile(r"\bincremental_filter\s*\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)", re.IGNORECASE)
+# The lake datasets behind the raw views the models read.
+_SOURCES = {d.view: d.name for d in lake.DATASETS.values()}
 
 
 def _default_sql_dir() -> Path:
@@ -45,6 +64,17 @@ class SqlModel:
     path: Path
     deps: frozenset[str]
     materialized: str = "table"
+    partition_by: str | None = None
+    unique_key: tuple[str, ...] = ()
+    sources: frozenset[str] = frozenset()  # lake datasets it reads, directly or through other models
+    definition: str = ""  # hash of its SQL and of every model upstream of it
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    rows: int
+    mode: str  # "view" | "full" | "incremental" | "unchanged"
+    days: tuple[date, ...] = ()  # the partitions an incremental build replaced
 
 
 @dataclass(frozen=True)
@@ -81,8 +111,9 @@ def _checked_name(path: Path, name: str) -> str:
     return name
 
 
-def _materialization(path: Path, sql: str) -> str:
-    """Read a leading ``-- materialized: table|view`` comment (dbt's config, in a comment)."""
+def _config(path: Path, sql: str) -> dict[str, str]:
+    """The ``-- key: value`` lines of the leading comment block (dbt's config, in comments)."""
+    config: dict[str, str] = {}
     for line in sql.splitlines():
         stripped = line.strip()
         if not stripped:
@@ -90,12 +121,21 @@ def _materialization(path: Path, sql: str) -> str:
         if not stripped.startswith("--"):
             break
         key, sep, value = stripped[2:].partition(":")
-        if sep and key.strip() == "materialized":
-            value = value.strip()
-            if value not in _MATERIALIZATIONS:
-                raise SqlModelError(f"{path}: materialized must be one of {_MATERIALIZATIONS}, got {value!r}")
-            return value
-    return "table"
+        if sep and key.strip() in _CONFIG_KEYS:
+            config[key.strip()] = value.strip()
+    materialized = config.setdefault("materialized", "table")
+    if materialized not in _MATERIALIZATIONS:
+        raise SqlModelError(f"{path}: materialized must be one of {_MATERIALIZATIONS}, got {materialized!r}")
+    filters = _FILTER_RE.findall(sql)
+    if materialized == "incremental":
+        if not config.get("partition_by") or not _NAME_RE.fullmatch(config["partition_by"]):
+            raise SqlModelError(f"{path}: an incremental model needs '-- partition_by: <column>'")
+        if not filters:
+            raise SqlModelError(f"{path}: an incremental model must say where to cut the increment: "
+                                "WHERE incremental_filter(<source day column>)")
+    elif filters:
+        raise SqlModelError(f"{path}: incremental_filter() is only for '-- materialized: incremental' models")
+    return config
 
 
 def load_models(sql_dir: Path = SQL_DIR) -> list[SqlModel]:
@@ -109,8 +149,24 @@ def load_models(sql_dir: Path = SQL_DIR) -> list[SqlModel]:
         sql = path.read_text(encoding="utf-8")
         tree = _parse_select(path, sql)
         deps = _table_refs(tree) - {name}
-        models.append(SqlModel(name, sql, path, deps, _materialization(path, sql)))
-    return models
+        config = _config(path, sql)
+        unique_key = tuple(k.strip() for k in config.get("unique_key", "").split(",") if k.strip())
+        for key in unique_key:
+            _checked_name(path, key)
+        models.append(SqlModel(name, sql, path, deps, config["materialized"], config.get("partition_by"), unique_key))
+    return _with_lineage(models)
+
+
+def _with_lineage(models: list[SqlModel]) -> list[SqlModel]:
+    """Each model's lake sources and definition hash, through every model upstream of it."""
+    by_name = {m.name: m for m in models}
+    done: dict[str, SqlModel] = {}
+    for m in topo_order(models):
+        ups = [done[d] for d in sorted(m.deps) if d in done]
+        sources = frozenset({_SOURCES[d] for d in m.deps if d in _SOURCES}).union(*(u.sources for u in ups))
+        definition = hashlib.sha256("\n".join([m.sql, *(u.definition for u in ups)]).encode()).hexdigest()[:16]
+        done[m.name] = replace(m, sources=sources, definition=definition)
+    return [done[m.name] for m in models if m.name in by_name]
 
 
 def load_tests(tests_dir: Path = SQL_DIR / "tests") -> list[SqlTest]:
@@ -160,31 +216,77 @@ def _quote_ident(name: str) -> str:
     return f'"{name}"'
 
 
-def build_model(con: duckdb.DuckDBPyConnection, model: SqlModel) -> int:
-    """(Re)create the model's table or view in one transaction; returns its row count."""
+def build_model(con: duckdb.DuckDBPyConnection, model: SqlModel, full_refresh: bool = False) -> BuildResult:
+    """(Re)create the model's table or view, or replace its changed partitions, in one transaction."""
     ident = _quote_ident(model.name)
-    kind = "VIEW" if model.materialized == "view" else "TABLE"
-    body = model.sql.strip().rstrip(";")
     con.execute("BEGIN TRANSACTION")
     try:
         existing = con.execute(
             "SELECT table_type FROM information_schema.tables "
             "WHERE table_name = $n AND table_schema = current_schema()", {"n": model.name},
         ).fetchone()
-        if existing and (existing[0] == "VIEW") != (kind == "VIEW"):  # no in-place replace across kinds
+        kind = "VIEW" if model.materialized == "view" else "BASE TABLE"
+        if existing and existing[0] != kind:  # no in-place replace across kinds
             con.execute(f"DROP {'VIEW' if existing[0] == 'VIEW' else 'TABLE'} {ident}")
-        con.execute(f"CREATE OR REPLACE {kind} {ident} AS\n{body}")
-        (count,) = con.execute(f"SELECT count(*) FROM {ident}").fetchone()
+            existing = None
+        watermark = con.execute("SELECT coalesce(max(seq), 0) FROM lake_changes").fetchone()[0]
+        if model.materialized == "incremental":
+            result = _build_incremental(con, model, ident, existing is not None and not full_refresh, watermark)
+        else:
+            con.execute(f"CREATE OR REPLACE {'VIEW' if kind == 'VIEW' else 'TABLE'} {ident} AS\n{_body(model, None)}")
+            result = BuildResult(_count(con, ident), "view" if kind == "VIEW" else "full")
+        con.execute("DELETE FROM model_state WHERE model = $m", {"m": model.name})
+        con.execute("INSERT INTO model_state VALUES ($m, $h, $w, now()::TIMESTAMP)",
+                    {"m": model.name, "h": model.definition, "w": watermark})
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return int(count)
+    return result
 
 
-def build_all(con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR) -> dict[str, int]:
-    """Build every model in dependency order; returns row counts by model name."""
-    return {m.name: build_model(con, m) for m in topo_order(load_models(sql_dir))}
+def _body(model: SqlModel, days: list[date] | None) -> str:
+    """The SELECT with its increment cut: every row (days None) or only these days' rows."""
+    if days is None:
+        cut = "TRUE"
+    else:
+        cut = r"\1 IN (" + ", ".join(f"DATE '{d.isoformat()}'" for d in days) + ")" if days else "FALSE"
+    return _FILTER_RE.sub(cut, model.sql.strip().rstrip(";"))
+
+
+def _count(con: duckdb.DuckDBPyConnection, ident: str) -> int:
+    return int(con.execute(f"SELECT count(*) FROM {ident}").fetchone()[0])
+
+
+def _build_incremental(con: duckdb.DuckDBPyConnection, model: SqlModel, ident: str, incremental: bool,
+                       watermark: int) -> BuildResult:
+    state = con.execute("SELECT sql_hash, last_change FROM model_state WHERE model = $m", {"m": model.name}).fetchone()
+    days: list[date] | None = None
+    if incremental and state is not None and state[0] == model.definition:
+        changed = [d for (d,) in con.execute(
+            "SELECT DISTINCT ds FROM lake_changes WHERE seq > $s AND list_contains($src, dataset)",
+            {"s": state[1], "src": sorted(model.sources)}).fetchall()]
+        if None not in changed:  # an unpartitioned source (the songs) changed: everything may have
+            days = sorted(changed)
+    if days is None:
+        con.execute(f"CREATE OR REPLACE TABLE {ident} AS\n{_body(model, None)}")
+    elif days:
+        part = _quote_ident(model.partition_by)
+        con.execute(f"DELETE FROM {ident} WHERE {part} IN (SELECT unnest($days))", {"days": days})
+        con.execute(f"INSERT INTO {ident} BY NAME\n{_body(model, days)}")
+    if model.unique_key:
+        keys = ", ".join(_quote_ident(k) for k in model.unique_key)
+        dupes = con.execute(f"SELECT {keys}, count(*) FROM {ident} GROUP BY ALL HAVING count(*) > 1 LIMIT 3").fetchall()
+        if dupes:
+            raise SqlModelError(f"{model.path}: unique_key ({', '.join(model.unique_key)}) repeats: {dupes}")
+    if days is None:
+        return BuildResult(_count(con, ident), "full")
+    return BuildResult(_count(con, ident), "incremental" if days else "unchanged", tuple(days))
+
+
+def build_all(con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR, full_refresh: bool = False) -> dict[str, BuildResult]:
+    """Build every model in dependency order."""
+    return {m.name: build_model(con, m, full_refresh) for m in topo_order(load_models(sql_dir))}
 
 
 def run_test(con: duckdb.DuckDBPyConnection, test: SqlTest, limit: int = 20) -> tuple[int, list[tuple[Any, ...]]]:

@@ -1,6 +1,6 @@
 """Blocking asset checks that stop bad data from flowing downstream."""
 
-import os
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -11,13 +11,15 @@ from musictrend_dagster.core.submission import read_submission
 from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import OutputResource, WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
+from musictrend_dagster.settings import MAX_QUARANTINE_SHARE_VAR, max_quarantine_share
 
-MAX_QUARANTINE_SHARE = float(os.environ.get("MUSICTREND_MAX_QUARANTINE_SHARE", "0.01"))
+OUTAGE_DAYS_SHOWN = 10
 
 
 @dg.asset_check(asset="raw_user_actions", blocking=True, pool=DUCKDB_POOL,
-                description=f"At most {MAX_QUARANTINE_SHARE:.1%} of all action lines quarantined (env MUSICTREND_MAX_QUARANTINE_SHARE).")
+                description=f"At most 1% of all action lines quarantined (or the share in env {MAX_QUARANTINE_SHARE_VAR}).")
 def quarantine_share(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    limit = max_quarantine_share()
     with warehouse.connect() as con:
         loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
@@ -26,21 +28,45 @@ def quarantine_share(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         )
     share = quarantined / max(loaded + quarantined, 1)
     return dg.AssetCheckResult(
-        passed=share <= MAX_QUARANTINE_SHARE,
-        metadata={"share": share, "quarantined": quarantined, "loaded": loaded, "reasons": preview(reasons, rows=20)},
+        passed=share <= limit,
+        metadata={"share": share, "limit": limit, "quarantined": quarantined, "loaded": loaded,
+                  "reasons": preview(reasons, rows=20)},
     )
 
 
 @dg.asset_check(asset="artist_daily", blocking=True, pool=DUCKDB_POOL,
-                description="No day inside the calendar on which no artist had any action (an outage or a lost file).")
+                description="No day inside the calendar on which no artist had any action (an outage or a lost file); "
+                            "names the files of the days around each gap.")
 def no_outage_day(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        dead = query(
-            con, "SELECT ds FROM artist_daily GROUP BY ds HAVING sum(plays + downloads + collects) = 0 ORDER BY ds"
-        )
-    return dg.AssetCheckResult(
-        passed=dead.is_empty(), metadata={"outage_days": dg.MetadataValue.json([str(d) for d in dead["ds"]])}
-    )
+        dead = [d for (d,) in con.execute(
+            "SELECT ds FROM artist_daily GROUP BY ds HAVING sum(plays + downloads + collects) = 0 ORDER BY ds").fetchall()]
+        gaps = _gaps(dead)
+        edges = sorted({d for lo, hi in gaps[:OUTAGE_DAYS_SHOWN] for d in (lo - timedelta(days=1), hi + timedelta(days=1))})
+        sources = con.execute(
+            "SELECT ds, string_agg(DISTINCT source_file, ', ' ORDER BY source_file) FROM raw_user_actions "
+            "WHERE ds IN (SELECT unnest($d)) GROUP BY ds ORDER BY ds", {"d": edges}).fetchall() if edges else []
+    by_day = {str(d): files for d, files in sources}
+    metadata = {
+        "outage_day_count": len(dead),
+        "outage_days": dg.MetadataValue.json([str(d) for d in dead[:OUTAGE_DAYS_SHOWN]]),
+        "gaps": dg.MetadataValue.json([
+            {"from": str(lo), "to": str(hi), "days": (hi - lo).days + 1,
+             "before_from": by_day.get(str(lo - timedelta(days=1)), ""), "after_from": by_day.get(str(hi + timedelta(days=1)), "")}
+            for lo, hi in gaps[:OUTAGE_DAYS_SHOWN]]),
+    }
+    return dg.AssetCheckResult(passed=not dead, metadata=metadata)
+
+
+def _gaps(days: list[date]) -> list[tuple[date, date]]:
+    """Consecutive runs of days, as (first, last)."""
+    gaps: list[tuple[date, date]] = []
+    for d in days:
+        if gaps and gaps[-1][1] + timedelta(days=1) == d:
+            gaps[-1] = (gaps[-1][0], d)
+        else:
+            gaps.append((d, d))
+    return gaps
 
 
 def _forecast_problems(predicted: pl.DataFrame, artists: list[str]) -> dict[str, int]:

@@ -9,12 +9,12 @@ import duckdb
 from filelock import FileLock
 from pydantic import Field
 
-from musictrend_dagster.core import ingest
-from musictrend_dagster.settings import Paths
+from musictrend_dagster.core import warehouse
+from musictrend_dagster.settings import ConfigError, Paths
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """DuckDB file plus the raw-file folder it is loaded from.
+    """DuckDB warehouse file, the raw-file folder and the Parquet lake it mirrors them into.
 
     DuckDB allows one process per database file, so every connection (read or write)
     holds an inter-process file lock next to the database; a second run waits instead
@@ -24,19 +24,31 @@ class WarehouseResource(dg.ConfigurableResource):
 
     database: str = Field(description="Path of the DuckDB warehouse file.")
     raw_dir: str = Field(description="Folder holding mars_tianchi_*.csv raw files.")
+    lake_dir: str = Field(description="Root of the Parquet lake (Hive-partitioned by day) the raw files are mirrored into.")
     memory_limit: str = Field(default="4GB", description="DuckDB memory_limit for each connection.")
     lock_timeout_s: float = Field(default=3600, description="How long to wait for another process's connection.")
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         path = Path(self.database)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock", timeout=self.lock_timeout_s):
-            con = ingest.connect(path, memory_limit=self.memory_limit)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(path) + ".lock", timeout=self.lock_timeout_s)
+            lock.acquire()
+        except PermissionError as exc:
+            raise ConfigError(f"{exc.filename or path.parent}: cannot write there (permission denied); "
+                              "point MUSICTREND_HOME at a writable folder") from None
+        try:
+            try:
+                con = warehouse.connect(path, memory_limit=self.memory_limit)
+            except duckdb.IOException as exc:
+                raise ConfigError(f"{path}: cannot open the warehouse: {exc}") from None
             try:
                 yield con
             finally:
                 con.close()
+        finally:
+            lock.release()
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -65,7 +77,7 @@ def default_resources(paths: Paths | None = None) -> dict:
     """Resources for this process's environment (MUSICTREND_HOME, MUSICTREND_RAW_DIR, MLFLOW_TRACKING_URI)."""
     paths = paths or Paths.from_env()
     return {
-        "warehouse": WarehouseResource(database=str(paths.warehouse), raw_dir=str(paths.raw_dir)),
+        "warehouse": WarehouseResource(database=str(paths.warehouse), raw_dir=str(paths.raw_dir), lake_dir=str(paths.lake)),
         "mlflow": MlflowResource(tracking_uri=paths.mlflow_uri, artifact_dir=str(paths.mlflow_artifacts)),
         "output": OutputResource(submission_path=str(paths.submission)),
     }

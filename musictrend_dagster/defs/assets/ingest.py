@@ -1,4 +1,4 @@
-"""Ingest group: the raw CSVs into DuckDB with an explicit schema; bad lines to quarantine."""
+"""Ingest group: the raw CSVs validated into the Parquet lake (Hive-partitioned by day); bad lines to quarantine."""
 
 from pathlib import Path
 
@@ -9,66 +9,103 @@ from musictrend_dagster.core.data import query
 from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
-from musictrend_dagster.settings import SONGS_FILE
 
 
-def _report_metadata(reports: list[ingest.LoadReport]) -> dict:
-    lines = sum(r.lines_read for r in reports)
-    loaded = sum(r.loaded for r in reports)
-    quarantined = sum(r.quarantined for r in reports)
+class RefreshConfig(dg.Config):
+    """Launchpad option shared by the ingest and SQL model assets."""
+
+    full_refresh: bool = False  # re-validate every raw file / rebuild every model from scratch
+
+
+def _report_metadata(result: ingest.IngestResult) -> dict:
+    files = result.files
     reasons: dict[str, int] = {}
-    for r in reports:
+    for r in files:
         for reason, n in r.reasons.items():
             reasons[reason] = reasons.get(reason, 0) + n
-    table = ["| file | lines | loaded | quarantined | unchanged, skipped |", "|---|---|---|---|---|"]
-    table += [f"| {r.file} | {r.lines_read:,} | {r.loaded:,} | {r.quarantined:,} | {r.skipped_unchanged} |" for r in reports]
-    return {
-        "lines_read": lines,
-        "loaded": loaded,
-        "quarantined": quarantined,
+    table = ["| file | status | lines | loaded | quarantined | rows removed |", "|---|---|---|---|---|---|"]
+    table += [f"| {r.file} | {r.status} | {r.lines_read:,} | {r.loaded:,} | {r.quarantined:,} | {r.removed:,} |" for r in files]
+    metadata = {
+        "lines_read": sum(r.lines_read for r in files if r.status != "removed"),
+        "loaded": sum(r.loaded for r in files),
+        "quarantined": sum(r.quarantined for r in files),
+        "rows_removed": sum(r.removed for r in files),
+        "removed_files": dg.MetadataValue.json([r.file for r in files if r.status == "removed"]),
         "quarantine_reasons": dg.MetadataValue.json(reasons),
         "files": dg.MetadataValue.md("\n".join(table)),
+        "file_reports": dg.MetadataValue.json([
+            {"file": r.file, "status": r.status, "lines_read": r.lines_read, "loaded": r.loaded,
+             "quarantined": r.quarantined, "removed": r.removed} for r in files]),
+        "warnings": dg.MetadataValue.json(result.warnings),
     }
+    if result.garbage:
+        metadata["crash_leftovers_deleted"] = dg.MetadataValue.json(result.garbage)
+    return metadata
 
 
-@dg.asset(
-    group_name="ingest",
-    kinds={"duckdb", "csv"},
-    pool=DUCKDB_POOL,
-    description="mars_tianchi_songs.csv loaded as read into `raw_songs`; bad lines in `quarantine_songs`.",
-)
-def raw_songs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def _log(context: dg.AssetExecutionContext, result: ingest.IngestResult) -> None:
+    for path in result.garbage:
+        context.log.warning(f"deleted {path}: left in the lake by a run that was killed")
+    for warning in result.warnings:
+        context.log.warning(warning)
+    for r in result.files:
+        if r.status == "removed":
+            context.log.warning(r.message)
+        elif r.status != "refused":
+            context.log.info(f"{r.file}: {r.status}, {r.lines_read:,} lines, {r.loaded:,} loaded, "
+                             f"{r.quarantined:,} quarantined" + (f", {r.removed:,} old rows replaced" if r.removed else ""))
+
+
+def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource, config: RefreshConfig,
+            songs_only: bool) -> tuple[ingest.IngestResult, int]:
+    def progress(rows: int) -> None:
+        context.log.info(f"ingest: {rows:,} action rows in the lake so far")
+
     with warehouse.connect() as con:
-        report = ingest.load_songs(con, Path(warehouse.raw_dir) / SONGS_FILE)
-        rows = con.execute("SELECT count(*) FROM raw_songs").fetchone()[0]
-    context.log.info(f"songs: {report.loaded:,} loaded, {report.quarantined:,} quarantined")
-    return dg.MaterializeResult(metadata={**_report_metadata([report]), "dagster/row_count": rows})
+        try:
+            result = ingest.ingest_raw_dir(con, Path(warehouse.raw_dir), Path(warehouse.lake_dir),
+                                           full_refresh=config.full_refresh, songs_only=songs_only,
+                                           progress=None if songs_only else progress)
+        except ingest.IngestFailed as exc:
+            _log(context, exc.result)
+            raise
+        table = "raw_songs" if songs_only else "raw_user_actions"
+        rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    _log(context, result)
+    return result, rows
 
 
 @dg.asset(
     group_name="ingest",
-    kinds={"duckdb", "csv"},
+    kinds={"duckdb", "parquet", "csv"},
+    pool=DUCKDB_POOL,
+    description="mars_tianchi_songs.csv validated into the lake (`lake/songs/`), seen as the view `raw_songs`; "
+                "bad lines in `quarantine_songs`.",
+)
+def raw_songs(context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    result, rows = _ingest(context, warehouse, config, songs_only=True)
+    return dg.MaterializeResult(metadata={**_report_metadata(result), "dagster/row_count": rows})
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"duckdb", "parquet", "csv"},
     pool=DUCKDB_POOL,
     deps=[raw_songs],
     description=(
-        "Every mars_tianchi_user_actions*.csv (the bulk file and daily drops) loaded once each into "
-        "`raw_user_actions`; lines that break the contract go to `quarantine_user_actions` with file, "
-        "line, raw text and reason. Loaded + quarantined = lines read."
+        "The lake mirrors the raw folder: every mars_tianchi_user_actions*.csv[.gz] (the bulk file and daily "
+        "drops) validated into `lake/user_actions/ds=YYYY-MM-DD/`, seen as the view `raw_user_actions`; new "
+        "files loaded, changed ones replaced, removed ones' rows removed, each in one transaction. Lines "
+        "that break the contract go to `quarantine_user_actions` with file, line, raw text and reason. "
+        "Loaded + quarantined = lines read."
     ),
 )
-def raw_user_actions(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    def progress(rows: int) -> None:
-        context.log.info(f"ingest: {rows:,} action rows loaded so far")
-
+def raw_user_actions(context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    result, rows = _ingest(context, warehouse, config, songs_only=False)
     with warehouse.connect() as con:
-        # The songs file was loaded by raw_songs: ingest_raw_dir skips it as unchanged.
-        reports = ingest.ingest_raw_dir(con, Path(warehouse.raw_dir), progress=progress)[1:]
-        rows = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
         head = query(con, "SELECT * FROM raw_user_actions LIMIT 10")
         quarantine = query(con, "SELECT * FROM quarantine_user_actions ORDER BY source_file, line_no LIMIT 10")
-    for r in reports:
-        context.log.info(f"{r.file}: {r.loaded:,} loaded, {r.quarantined:,} quarantined" + (" (unchanged, skipped)" if r.skipped_unchanged else ""))
-    metadata = {**_report_metadata(reports), "dagster/row_count": rows, "preview": preview(head)}
+    metadata = {**_report_metadata(result), "dagster/row_count": rows, "preview": preview(head)}
     if not quarantine.is_empty():
         metadata["quarantine_preview"] = preview(quarantine)
     return dg.MaterializeResult(metadata=metadata)

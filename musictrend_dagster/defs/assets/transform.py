@@ -12,6 +12,7 @@ import dagster as dg
 
 from musictrend_dagster.core import plots, sql_models
 from musictrend_dagster.core.data import query
+from musictrend_dagster.defs.assets.ingest import RefreshConfig
 from musictrend_dagster.defs.metadata import png, preview
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
@@ -27,22 +28,32 @@ def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
         kinds={"duckdb", "sql"},
         pool=DUCKDB_POOL,
         deps=sorted(model.deps),
-        description=f"`CREATE OR REPLACE {model.materialized.upper()} {model.name} AS` the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```",
+        description=f"{_what(model)} the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```",
         code_version=hashlib.sha256(model.sql.encode()).hexdigest()[:12],
     )
-    def _build(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def _build(context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect() as con:
-            rows = sql_models.build_model(con, model)
+            built = sql_models.build_model(con, model, full_refresh=config.full_refresh)
             head = query(con, f'SELECT * FROM "{model.name}" LIMIT 10')
             full = query(con, f'SELECT * FROM "{model.name}"') if model.name in PLOTS else None
-        context.log.info(f"{model.name}: {rows:,} rows")
-        metadata = {"dagster/row_count": rows, "preview": preview(head)}
+        days = f" ({len(built.days)} days: {', '.join(map(str, built.days[:5]))}{' ...' if len(built.days) > 5 else ''})" if built.days else ""
+        context.log.info(f"{model.name}: {built.rows:,} rows, {built.mode} build{days}")
+        metadata = {"dagster/row_count": built.rows, "build": built.mode, "preview": preview(head)}
+        if model.materialized == "incremental":
+            metadata["days_rebuilt"] = dg.MetadataValue.json([str(d) for d in built.days])
         if full is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 metadata["plot"] = png(PLOTS[model.name](full, path=Path(tmp) / "plot.png"), model.name)
         return dg.MaterializeResult(metadata=metadata)
 
     return _build
+
+
+def _what(model: sql_models.SqlModel) -> str:
+    if model.materialized == "incremental":
+        return (f"Incremental (partitions by `{model.partition_by}`): only the days the lake changed on are "
+                "re-derived (`full_refresh` in the launchpad rebuilds it all) from")
+    return f"`CREATE OR REPLACE {model.materialized.upper()} {model.name} AS`"
 
 
 def _test_check(test: sql_models.SqlTest) -> dg.AssetChecksDefinition:

@@ -1,0 +1,203 @@
+"""Ingest on DuckDB: one raw file -> validated Parquet in the load's staging folder + its quarantine.
+
+Why it is built this way:
+- DuckDB parses the file (all columns VARCHAR, explicit schema, no sniffing) and the
+  contract's field rules run as SQL in the same pass that writes the good rows as Parquet,
+  so a clean file costs one ``read_csv`` + one Parquet write. The reader declares one column
+  more than the format has, with ``null_padding`` and a NULL string that can never occur in
+  a field (a newline), so an extra field is visible to SQL (DuckDB otherwise accepts a
+  trailing delimiter); ``nfields`` is computed exactly only for lines that fail the cheap
+  test ``cN IS NOT NULL AND cN+1 IS NULL``.
+- "Lines read" comes from a Python pass running beside the DuckDB scan (it also hashes the
+  content, see ``rawdir.scan``), not from DuckDB: ``ignore_errors`` drops lines (blank,
+  undecodable, too many fields, too long) without counting them.
+- Only when some line failed (loaded < lines read) does a second pass give every failing
+  line its 1-based line number and its reason: the texts of the failing rows come from
+  DuckDB, the lines DuckDB dropped are recognised in Python, and then ALL the contract's
+  rules, line rules included, are evaluated in SQL on those lines' text. A line counted good
+  in Python must be one DuckDB wrote and vice versa: loaded + quarantined = lines read, or
+  the load fails naming the file ("accounting mismatch"), never a silent drop.
+"""
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from musictrend_dagster.core import contract
+from musictrend_dagster.core.contract import RawFormat
+from musictrend_dagster.core.lake import StagedFile, literal_path, sql_literal
+from musictrend_dagster.core.rawdir import ContentScan, IngestError, RawFile, check_delimiter, is_gzip, iter_lines
+
+PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd"
+
+
+@dataclass
+class Staged:
+    """One raw file, validated and written aside: what publishing it needs."""
+
+    files: list[StagedFile]
+    lines_read: int
+    loaded: int
+    quarantine: pa.Table  # line_no, raw_line, reason
+    content_hash: str
+    recheck_on: date | None = None  # the first day on which a quarantined line may pass (a future Ds)
+
+    @property
+    def quarantined(self) -> int:
+        return self.quarantine.num_rows
+
+    def reasons(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.quarantine.column("reason").to_pylist()).items()))
+
+
+def stage(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date) -> Staged:
+    """Validate `raw` and write its good rows under `staging` (Parquet, zstd, Hive-partitioned if the format is)."""
+    gz = is_gzip(raw.real)
+    check_delimiter(raw.real, gz, fmt.n_fields)
+    counter = ContentScan(raw.real, gz)  # overlaps the DuckDB scan (DuckDB releases the GIL)
+    params = {"path": literal_path(raw.real), "compression": "gzip" if gz else "none"}
+    try:
+        for name, sql in fmt.relations:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS WITH lines AS ({_parsed(fmt, strict=False)}) {sql}",
+                        params)
+        try:
+            loaded, strict = _write_good(con, fmt, raw, staging, today, params, strict=True), True
+        except duckdb.InvalidInputException:
+            # Mixed or stray line endings break DuckDB's strict parser; the lenient one copes,
+            # and the accounting check still guards every line.
+            for child in staging.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            loaded, strict = _write_good(con, fmt, raw, staging, today, params, strict=False), False
+        lines_read, content_hash = counter.result()
+        quarantine, recheck_on = _empty_quarantine(), None
+        if loaded != lines_read:
+            quarantine, recheck_on = _quarantine(con, fmt, raw, gz, today, params, strict, loaded)
+        if loaded + quarantine.num_rows != lines_read:
+            raise IngestError(f"{raw.path}: accounting mismatch: {lines_read} lines read, "
+                              f"{loaded} loaded + {quarantine.num_rows} quarantined")
+    except duckdb.Error as exc:
+        raise IngestError(f"{raw.path}: DuckDB could not read it: {exc}") from exc
+    finally:
+        counter.join()
+        for name, _ in fmt.relations:
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+    return Staged(_staged_files(fmt, staging), lines_read, loaded, quarantine, content_hash, recheck_on)
+
+
+def _parsed(fmt: RawFormat, strict: bool) -> str:
+    """Every line DuckDB can split, as fields c1..cN+1, the exact field count and the derived values."""
+    n = fmt.n_fields + 1  # one spare column makes extra fields visible
+    cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(1, n + 1))
+    count = " + ".join(f"CAST(c{i} IS NOT NULL AS INTEGER)" for i in range(1, n + 1))
+    derived = ", ".join(f"{expr} AS {name}" for name, expr in fmt.derived)
+    return f"""
+    SELECT *, CASE WHEN c{n - 1} IS NOT NULL AND c{n} IS NULL THEN {n - 1} ELSE {count} END AS nfields, {derived}
+    FROM read_csv($path, header = false, delim = ',', quote = '', escape = '', auto_detect = false,
+        columns = {{{cols}}}, null_padding = true, nullstr = '\n', ignore_errors = true,
+        max_line_size = {contract.MAX_LINE_BYTES}, strict_mode = {str(strict).lower()}, compression = $compression)
+    """
+
+
+def _checked(fmt: RawFormat, raw: RawFile, today: date, strict: bool) -> str:
+    """The parsed lines with their reason (NULL = good) from the field rules."""
+    reason = contract.reason_case(fmt, today, raw.day, contract.field_rules(fmt))
+    return f"SELECT *, {reason} AS reason FROM ({_parsed(fmt, strict)}) AS lines"
+
+
+def _write_good(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date,
+                params: dict, strict: bool) -> int:
+    cols = ", ".join(f"CAST({expr} AS {typ}) AS {name}" for name, typ, expr in fmt.columns)
+    select = f"SELECT {cols}, {sql_literal(raw.name)} AS source_file FROM ({_checked(fmt, raw, today, strict)}) WHERE reason IS NULL"
+    if fmt.partition_by:
+        target = sql_literal(str(staging))
+        options = f"{PARQUET_OPTIONS}, PARTITION_BY ({fmt.partition_by}), FILENAME_PATTERN 'part_{{i}}'"
+    else:
+        target = sql_literal(str(staging / "part_0.parquet"))
+        options = PARQUET_OPTIONS
+    (count,) = con.execute(f"COPY ({select}) TO {target} ({options})", params).fetchone()
+    return int(count)
+
+
+def _staged_files(fmt: RawFormat, staging: Path) -> list[StagedFile]:
+    files = []
+    for path in sorted(staging.rglob("*.parquet")):
+        rows = pq.read_metadata(path).num_rows
+        if rows == 0:
+            continue
+        ds = date.fromisoformat(path.parent.name.split("=", 1)[1]) if fmt.partition_by else None
+        files.append(StagedFile(path, ds, rows))
+    return files
+
+
+def _empty_quarantine() -> pa.Table:
+    return pa.table({"line_no": pa.array([], pa.int64()), "raw_line": pa.array([], pa.string()),
+                     "reason": pa.array([], pa.string())})
+
+
+def _quarantine(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, gz: bool, today: date,
+                params: dict, strict: bool, loaded: int) -> tuple[pa.Table, date | None]:
+    """Slow path, only when some line failed: every failing line with its number and reason."""
+    n = fmt.n_fields + 1
+    text = "concat_ws(',', " + ", ".join(f"c{i}" for i in range(1, n + 1)) + ")"
+    failing = {
+        row[0].encode("utf-8")
+        for row in con.execute(f"SELECT DISTINCT {text} FROM ({_checked(fmt, raw, today, strict)}) WHERE reason IS NOT NULL",
+                               params).fetchall()
+    }
+    commas = fmt.n_fields - 1
+    numbers: list[int] = []
+    lines: list[str] = []
+    sizes: list[int] = []
+    good = 0
+    for line_no, line, size in iter_lines(raw.real, gz):
+        suspect = (size > contract.MAX_LINE_BYTES or line in failing or line.count(b",") != commas
+                   or b"\r" in line or not line.strip() or not _utf8(line))
+        if not suspect:
+            good += 1
+            continue
+        numbers.append(line_no)
+        lines.append(line.decode("utf-8", "replace"))
+        sizes.append(size)
+    if good != loaded:
+        raise IngestError(f"{raw.path}: accounting mismatch: DuckDB loaded {loaded} rows but {good} lines pass the rules")
+    batch = pa.table({"line_no": pa.array(numbers, pa.int64()), "line": pa.array(lines, pa.string()),
+                      "line_bytes": pa.array(sizes, pa.int64())})
+    split = ", ".join(f"f[{i}] AS c{i}" for i in range(1, n + 1))
+    derived = ", ".join(f"{expr} AS {name}" for name, expr in fmt.derived)
+    reason = contract.reason_case(fmt, today, raw.day)
+    sql = f"""
+    WITH fields AS (SELECT line_no, line, line_bytes, string_split(line, ',') AS f FROM _quarantine_batch),
+    lines AS (SELECT line_no, line, line_bytes, len(f) AS nfields, {split} FROM fields),
+    typed AS (SELECT *, {derived} FROM lines)
+    SELECT line_no, left(line, {contract.QUARANTINED_TEXT_BYTES}) AS raw_line, {reason} AS reason,
+        {contract.recheck_case(fmt, today, raw.day)} AS recheck
+    FROM typed ORDER BY line_no
+    """
+    con.register("_quarantine_batch", batch)
+    try:
+        result = con.sql(sql).to_arrow_table()
+    finally:
+        con.unregister("_quarantine_batch")
+    unexplained = [n for n, r in zip(result.column("line_no").to_pylist(), result.column("reason").to_pylist()) if r is None]
+    if unexplained:
+        raise IngestError(f"{raw.path}: accounting mismatch: line(s) {unexplained[:5]} were not loaded "
+                          "but break no rule of the contract")
+    rechecks = [d for d in result.column("recheck").to_pylist() if d is not None]
+    return result.select(["line_no", "raw_line", "reason"]), min(rechecks, default=None)
+
+
+def _utf8(line: bytes) -> bool:
+    if line.isascii():
+        return True
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -1,0 +1,227 @@
+"""The Parquet lake: layout, manifest, atomic publish and removal of one source file's rows.
+
+Layout under ``$MUSICTREND_HOME/lake`` (any engine that reads Parquet reads it as is):
+
+    user_actions/ds=YYYY-MM-DD/<source file>.<load id>.<n>.parquet   Hive-partitioned by day
+    songs/<source file>.<load id>.<n>.parquet
+    _staging/<load id>/...                                            being written
+
+Every Parquet file holds the rows of one raw file (``source_file`` is a column) for one
+day. The warehouse table ``lake_files`` (the manifest) lists the published files; readers
+follow it, never a directory listing: the warehouse views ``raw_user_actions`` and
+``raw_songs`` name exactly the manifest's files. A load writes aside (``_staging``), moves
+the files to names unique to the load (invisible: the manifest does not list them yet),
+then ONE warehouse transaction swaps the source file's manifest rows, its bookkeeping and
+the views. Files the manifest no longer lists are deleted after the commit; files that a
+crash left behind (listed nowhere) are deleted by ``collect_garbage`` at the start of the
+next run. Every step that touches the lake runs under the warehouse's inter-process lock,
+so no run ever collects another's files in flight.
+
+Each publish also appends the days it touched to ``lake_changes``: incremental SQL models
+read it to re-derive only those days.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+STAGING = "_staging"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str  # folder under the lake root
+    view: str  # the warehouse view over its published files
+    columns: tuple[tuple[str, str], ...]  # (name, SQL type) in the view's order, partition column included
+    partition_by: str | None = None
+
+
+USER_ACTIONS = Dataset(
+    "user_actions", "raw_user_actions",
+    (("user_id", "VARCHAR"), ("song_id", "VARCHAR"), ("gmt_create", "BIGINT"), ("action_type", "TINYINT"),
+     ("ds", "DATE"), ("source_file", "VARCHAR")),
+    partition_by="ds",
+)
+SONGS = Dataset(
+    "songs", "raw_songs",
+    (("song_id", "VARCHAR"), ("artist_id", "VARCHAR"), ("publish_time", "DATE"), ("song_init_plays", "BIGINT"),
+     ("language", "INTEGER"), ("gender", "INTEGER"), ("source_file", "VARCHAR")),
+)
+DATASETS = {d.name: d for d in (USER_ACTIONS, SONGS)}
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS lake_files (
+    dataset VARCHAR, source_file VARCHAR, path VARCHAR, ds DATE, rows BIGINT, load_id VARCHAR);
+CREATE SEQUENCE IF NOT EXISTS lake_change_seq;
+CREATE TABLE IF NOT EXISTS lake_changes (
+    seq BIGINT, dataset VARCHAR, ds DATE, source_file VARCHAR, change VARCHAR, changed_at TIMESTAMP);
+"""
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    path: Path  # where the engine wrote it, under the load's staging folder
+    ds: date | None  # its partition value
+    rows: int
+
+
+def new_load_id() -> str:
+    """Unique per load: names published files so that no two loads ever collide."""
+    return uuid.uuid4().hex[:16]
+
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def literal_path(path: str | os.PathLike) -> str:
+    """A path that DuckDB's readers take literally: its glob characters escaped as [*], [?], [[].
+
+    DuckDB expands *, ?, [...] and ** in every path given to read_csv/read_parquet; there is
+    no switch to turn that off, but a bracketed character matches only itself.
+    """
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in str(path))
+
+
+class Lake:
+    """One lake root: where files go, and the warehouse records that make them visible."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).resolve()
+
+    def ensure(self, con: duckdb.DuckDBPyConnection) -> None:
+        for d in DATASETS.values():
+            (self.root / d.name).mkdir(parents=True, exist_ok=True)
+        con.execute(SCHEMA_SQL)
+
+    # ------------------------------------------------------------------ writing
+
+    def staging_dir(self, load_id: str) -> Path:
+        path = self.root / STAGING / load_id
+        path.mkdir(parents=True, exist_ok=False)
+        return path
+
+    def discard(self, load_id: str) -> None:
+        shutil.rmtree(self.root / STAGING / load_id, ignore_errors=True)
+
+    def place(self, dataset: Dataset, source_file: str, load_id: str, staged: list[StagedFile]) -> list[tuple[str, date | None, int]]:
+        """Move staged files to their final, load-unique names; not yet visible (the manifest decides).
+
+        Each file is fsynced before the rename and each folder after it, so a published file
+        survives a power cut as well as a killed process.
+        """
+        placed = []
+        for n, f in enumerate(sorted(staged, key=lambda f: (f.ds or date.min, str(f.path)))):
+            folder = self.root / dataset.name
+            if dataset.partition_by:
+                folder = folder / f"{dataset.partition_by}={f.ds.isoformat()}"
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{source_file}.{load_id}.{n}.parquet"
+            _fsync(f.path)
+            os.rename(f.path, target)
+            _fsync(folder)
+            placed.append((str(target.relative_to(self.root)), f.ds, f.rows))
+        return placed
+
+    def swap(self, con: duckdb.DuckDBPyConnection, dataset: Dataset, source_file: str, load_id: str | None,
+             placed: list[tuple[str, date | None, int]], change: str) -> list[str]:
+        """Inside the caller's transaction: the source file's manifest rows become `placed`.
+
+        Returns the relative paths it no longer lists (delete them after the commit). The
+        days of both the old and the new files are recorded in `lake_changes`.
+        """
+        old = con.execute("SELECT path, ds FROM lake_files WHERE dataset = $d AND source_file = $f",
+                          {"d": dataset.name, "f": source_file}).fetchall()
+        con.execute("DELETE FROM lake_files WHERE dataset = $d AND source_file = $f", {"d": dataset.name, "f": source_file})
+        if placed:
+            con.executemany("INSERT INTO lake_files VALUES (?, ?, ?, ?, ?, ?)",
+                            [(dataset.name, source_file, p, ds, rows, load_id) for p, ds, rows in placed])
+        days = sorted({ds for _, ds in old} | {ds for _, ds, _ in placed}, key=lambda d: d or date.min)
+        con.executemany(
+            "INSERT INTO lake_changes VALUES (nextval('lake_change_seq'), ?, ?, ?, ?, now()::TIMESTAMP)",
+            [(dataset.name, ds, source_file, change) for ds in days] or [(dataset.name, None, source_file, change)],
+        )
+        self.refresh_view(con, dataset)
+        return [p for p, _ in old]
+
+    def delete(self, relative_paths: list[str]) -> None:
+        """Remove files the manifest no longer lists (after the commit that unlisted them)."""
+        for rel in relative_paths:
+            path = self.root / rel
+            path.unlink(missing_ok=True)
+            _remove_empty_parents(path.parent, self.root)
+
+    # ------------------------------------------------------------------ reading
+
+    def files(self, con: duckdb.DuckDBPyConnection, dataset: Dataset) -> list[Path]:
+        rows = con.execute("SELECT path FROM lake_files WHERE dataset = $d ORDER BY path", {"d": dataset.name}).fetchall()
+        return [self.root / p for (p,) in rows]
+
+    def view_sql(self, con: duckdb.DuckDBPyConnection, dataset: Dataset) -> str:
+        """The SELECT behind a dataset's warehouse view: exactly the manifest's files."""
+        cols = ", ".join(name for name, _ in dataset.columns)
+        files = self.files(con, dataset)
+        if not files:
+            nulls = ", ".join(f"CAST(NULL AS {typ}) AS {name}" for name, typ in dataset.columns)
+            return f"SELECT {nulls} WHERE false"
+        listed = ", ".join(sql_literal(literal_path(p)) for p in files)
+        hive = ""
+        if dataset.partition_by:
+            typ = dict(dataset.columns)[dataset.partition_by]
+            hive = f", hive_partitioning = true, hive_types = {{'{dataset.partition_by}': '{typ}'}}"
+        else:
+            hive = ", hive_partitioning = false"
+        return f"SELECT {cols} FROM read_parquet([{listed}]{hive})"
+
+    def refresh_view(self, con: duckdb.DuckDBPyConnection, dataset: Dataset) -> None:
+        con.execute(f"CREATE OR REPLACE VIEW {dataset.view} AS {self.view_sql(con, dataset)}")
+
+    def refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Point the views at this lake root (after the home folder moved, say): one transaction."""
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for d in DATASETS.values():
+                self.refresh_view(con, d)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ recovery
+
+    def collect_garbage(self, con: duckdb.DuckDBPyConnection) -> list[Path]:
+        """Delete what a killed run left: staging folders and files the manifest does not list."""
+        shutil.rmtree(self.root / STAGING, ignore_errors=True)
+        listed = {self.root / p for (p,) in con.execute("SELECT path FROM lake_files").fetchall()}
+        removed = []
+        for d in DATASETS.values():
+            base = self.root / d.name
+            for path in sorted(base.rglob("*")) if base.is_dir() else []:
+                if path.is_file() and path not in listed:
+                    path.unlink()
+                    removed.append(path)
+            for folder in sorted((p for p in base.rglob("*") if p.is_dir()), reverse=True) if base.is_dir() else []:
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+        return removed
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    """Drop a day's folder once its last file is gone (never the dataset folder itself)."""
+    while folder != root and folder.parent != root and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
