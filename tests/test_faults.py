@@ -1,16 +1,20 @@
-"""Kill -9 a `musictrend run` at its worst moments; the next run must succeed on a consistent warehouse.
+"""Kill -9 a `musictrend run` / `musictrend ingest` at its worst moments; the next run must succeed
+on a consistent warehouse and lake.
 
-The run is the real CLI (`musictrend_dagster.cli.main(["run", ...])`) in a subprocess, with two
+The run is the real CLI (`musictrend_dagster.cli.main([verb, ...])`) in a subprocess, with two
 additions injected by a small driver: one-epoch training (the launchpad config a user would
 type) and, optionally, a fault point. A fault point wraps one product function so that the
-process prints a marker and sleeps at the most damaging place: ingest after the file's rows
-were inserted but before COMMIT, a SQL model after CREATE OR REPLACE but before COMMIT, a
-backtest between two origins with TensorFlow mid-training, MLflow between create_run and
-set_terminated, the submission after the temp file is written but before the rename. The test
-SIGKILLs the process on the marker, so the kill lands inside the step every time.
+process prints a marker and sleeps at the most damaging place: ingest while a file's Parquet is
+written aside (before anything is published), after the new files were moved into the lake but
+before the manifest COMMIT, after the COMMIT but before the replaced files are deleted, inside
+the transaction that removes a deleted drop's rows; a SQL model after CREATE OR REPLACE but
+before COMMIT, a backtest between two origins with TensorFlow mid-training, MLflow between
+create_run and set_terminated, the submission after the temp file is written but before the
+rename. The test SIGKILLs the process on the marker, so the kill lands inside the step every time.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -19,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,11 +43,11 @@ MARKER = "FAULT-POINT"
 RUN_TIMEOUT_S = 300
 STALL_S = 90  # no run is silent this long (the slowest step logs every few seconds)
 
-# argv: home, fault ("" = none), extra run config (JSON), asset selection (comma-separated, "" = all).
+# argv: home, fault ("" = none), extra run config (JSON), asset selection (comma-separated, "" = all), verb.
 # Prints "FAULT-POINT <fault>" on stdout when the fault point is reached, then sleeps there.
 DRIVER = r"""
 import json, os, sys, time
-home, fault, extra, selection = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+home, fault, extra, selection, verb = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
 
 def hit():
     print("FAULT-POINT " + fault, flush=True)
@@ -56,25 +60,53 @@ _execute = dg.JobDefinition.execute_in_process
 def execute_in_process(self, run_config=None, **kwargs):
     # Imported here, as late as the CLI imports it, so the CLI sets its environment first.
     from musictrend_dagster.core.models.registry import SPECS
-    keys = [dg.AssetKey(k) for k in selection.split(",")] if selection else None
+    run_config = dict(run_config or {})
     ops = {f"backtest_{s.name}": {"config": {**s.defaults, "epochs": 1}} for s in SPECS if s.uses_tensorflow}
-    for op, cfg in extra.get("ops", {}).items():
+    for op, cfg in [*run_config.get("ops", {}).items(), *extra.get("ops", {}).items()]:
         ops[op] = {"config": {**ops.get(op, {}).get("config", {}), **cfg["config"]}}
-    if keys:
-        ops = {op: cfg for op, cfg in ops.items() if dg.AssetKey(op) in keys}
-    return _execute(self, run_config={**(run_config or {}), "ops": ops}, asset_selection=keys, **kwargs)
+    if selection:
+        kwargs["asset_selection"] = [dg.AssetKey(k) for k in selection.split(",")]
+    if kwargs.get("asset_selection"):
+        ops = {op: cfg for op, cfg in ops.items() if dg.AssetKey(op) in kwargs["asset_selection"]}
+    return _execute(self, run_config={**run_config, "ops": ops}, **kwargs)
 
 dg.JobDefinition.execute_in_process = execute_in_process
 
-if fault == "ingest":
-    from musictrend_dagster.core import ingest
-    _insert_good = ingest._insert_good
-    def insert_then_die(con, spec, *args, **kwargs):
-        loaded = _insert_good(con, spec, *args, **kwargs)
-        if spec.kind == "actions":
+if fault == "ingest":  # the bulk file's Parquet written aside, nothing published
+    from musictrend_dagster.core.engines import duckdb as engine
+    _write_good = engine._write_good
+    def write_then_die(con, fmt, *args, **kwargs):
+        loaded = _write_good(con, fmt, *args, **kwargs)
+        if fmt.kind == "actions":
             hit()
         return loaded
-    ingest._insert_good = insert_then_die
+    engine._write_good = write_then_die
+elif fault == "lake_place":  # new files moved into the lake, the manifest not yet swapped
+    from musictrend_dagster.core.lake import Lake
+    _place = Lake.place
+    def place_then_die(self, dataset, *args, **kwargs):
+        placed = _place(self, dataset, *args, **kwargs)
+        if dataset.name == "user_actions":
+            hit()
+        return placed
+    Lake.place = place_then_die
+elif fault == "lake_commit":  # the manifest committed, the replaced files not yet deleted
+    from musictrend_dagster.core.lake import Lake
+    _delete = Lake.delete
+    def delete_then_die(self, paths):
+        if any(p.startswith("user_actions/") for p in paths):
+            hit()
+        return _delete(self, paths)
+    Lake.delete = delete_then_die
+elif fault == "lake_remove":  # inside the transaction that removes a deleted drop's rows
+    from musictrend_dagster.core.lake import Lake
+    _swap = Lake.swap
+    def swap_then_die(self, con, dataset, source_file, load_id, placed, change):
+        superseded = _swap(self, con, dataset, source_file, load_id, placed, change)
+        if change == "removed":
+            hit()
+        return superseded
+    Lake.swap = swap_then_die
 elif fault == "sql":
     from musictrend_dagster.core import sql_models
     _build_model = sql_models.build_model
@@ -113,7 +145,7 @@ elif fault:
     raise SystemExit(f"unknown fault {fault!r}")
 
 from musictrend_dagster import cli
-sys.exit(cli.main(["run", "--home", home]))
+sys.exit(cli.main([verb, "--home", home]))
 """
 
 
@@ -148,13 +180,13 @@ class Run:
     or any other command (`argv`) run in the sandbox."""
 
     def __init__(self, box: Sandbox, fault: str = "", config: dict | None = None, select: list[str] | None = None,
-                 argv: list[str] | None = None, extra_env: dict[str, str] | None = None) -> None:
+                 argv: list[str] | None = None, extra_env: dict[str, str] | None = None, verb: str = "run") -> None:
         self.box = box
         stamp = time.time_ns()
         self.out_path = box.root / "logs" / f"{stamp}.stdout"
         self.err_path = box.root / "logs" / f"{stamp}.stderr"
         argv = argv or [sys.executable, "-c", DRIVER, str(box.paths.home), fault, json.dumps(config or {}),
-                        ",".join(select or [])]
+                        ",".join(select or []), verb]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=err, env=box.env() | (extra_env or {}), cwd=box.root / "cwd",
                                          start_new_session=True)
@@ -215,7 +247,7 @@ def run_ok(box: Sandbox, **kwargs) -> Run:
 
 
 def kill_at(box: Sandbox, fault: str, **kwargs) -> Run:
-    """Start a run and SIGKILL it the moment it reaches the fault point."""
+    """Start a run (or `verb=...`) and SIGKILL it the moment it reaches the fault point."""
     run = Run(box, fault, **kwargs)
     code = run.wait(marker=f"{MARKER} {fault}")
     if code is not None:
@@ -229,21 +261,42 @@ def read_only(paths: Paths) -> duckdb.DuckDBPyConnection:
 
 
 def count_lines(path: Path) -> int:
-    data = path.read_bytes()
-    return data.count(b"\n") + (not data.endswith(b"\n") and bool(data))
+    """Lines on disk of a raw source (its plain or gzip file), counted here, not by the product."""
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        if candidate.is_file():
+            data = candidate.read_bytes()
+            data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+            return data.count(b"\n") + (not data.endswith(b"\n") and bool(data))
+    return -1
 
 
-def warehouse_problems(paths: Paths) -> list[str]:
-    """Everything inconsistent in the warehouse: empty list = consistent.
+def warehouse_problems(paths: Paths, complete: bool = True) -> list[str]:
+    """Everything inconsistent in the warehouse and the lake: empty list = consistent.
 
-    Every loaded file's rows and quarantine entries match its `ingested_files` row and its
-    line count on disk; no rows from a file that is not recorded; every SQL table model equals
-    a fresh rebuild from its SELECT; model_features has a row per artist_daily row.
+    Always (also right after a kill): every file the manifest lists exists and holds the rows it
+    says; each source's rows in the views and quarantine entries match its `ingested_files` row;
+    no rows from a source that is not recorded; model_features has a row per artist_daily row.
+    After a complete run (`complete`) also: the lake holds no file the manifest does not list,
+    every recorded source's line count is the line count of the file on disk now, and every SQL
+    table model equals a fresh rebuild from its SELECT (incremental ones included). (A kill
+    between ingest and the SQL models leaves the models a step behind: derived, not corrupt.)
     """
+    import pyarrow.parquet as pq
+
     problems: list[str] = []
     con = read_only(paths)
     try:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        manifest = con.execute("SELECT path, rows FROM lake_files").fetchall()
+        for rel, rows in manifest:
+            path = paths.lake / rel
+            if not path.is_file():
+                problems.append(f"lake_files lists {rel}, which does not exist")
+            elif pq.read_metadata(path).num_rows != rows:
+                problems.append(f"{rel}: {pq.read_metadata(path).num_rows} rows, lake_files says {rows}")
+        on_disk = {str(p.relative_to(paths.lake)) for p in paths.lake.rglob("*") if p.is_file()}
+        if complete and on_disk != {rel for rel, _ in manifest}:
+            problems.append(f"lake files the manifest does not list: {sorted(on_disk - {rel for rel, _ in manifest})[:5]}")
         for kind, table, quarantine in (("songs", "raw_songs", "quarantine_songs"),
                                         ("actions", "raw_user_actions", "quarantine_user_actions")):
             files = query(con, "SELECT file, lines_read, loaded, quarantined FROM ingested_files WHERE kind = ?", [kind])
@@ -255,15 +308,17 @@ def warehouse_problems(paths: Paths) -> list[str]:
                     problems.append(f"{table}: {got.get(name, 0)} rows from {name}, ingested_files says {row['loaded']}")
                 if bad.get(name, 0) != row["quarantined"]:
                     problems.append(f"{quarantine}: {bad.get(name, 0)} rows from {name}, ingested_files says {row['quarantined']}")
-                on_disk = count_lines(paths.raw_dir / name)
-                if row["lines_read"] != on_disk or row["loaded"] + row["quarantined"] != on_disk:
-                    problems.append(f"{name}: {on_disk} lines on disk, ingested_files {row}")
+                if row["loaded"] + row["quarantined"] != row["lines_read"]:
+                    problems.append(f"{name}: loaded + quarantined != lines read in {row}")
+                on_disk_lines = count_lines(paths.raw_dir / name)
+                if complete and row["lines_read"] != on_disk_lines:
+                    problems.append(f"{name}: {on_disk_lines} lines on disk, ingested_files {row}")
             for name in (set(got) | set(bad)) - set(files["file"].to_list()):
                 problems.append(f"{table}: rows from {name}, which ingested_files does not record")
-        for model in sql_models.load_models(sql_models.SQL_DIR):
-            if model.materialized != "table" or model.name not in tables:
+        for model in sql_models.load_models(sql_models.SQL_DIR) if complete else []:
+            if model.materialized == "view" or model.name not in tables:
                 continue
-            body = model.sql.strip().rstrip(";")
+            body = sql_models.full_select(model)
             for a, b in (("t", "fresh"), ("fresh", "t")):
                 diff = con.execute(
                     f'WITH fresh AS ({body}), t AS (SELECT * FROM "{model.name}") '
@@ -348,9 +403,11 @@ class Baseline:
 
     box: Sandbox
     after_kill: tuple[int, int]  # (actions files recorded, raw rows) right after the ingest kill
+    after_kill_problems: list[str]
     tables: dict[str, pl.DataFrame]
     submission: str
     champion: int
+    mlflow_kills: list[str] = field(default_factory=list)  # kills that left an MLflow run RUNNING
 
     def assert_unchanged(self) -> None:
         """A killed run changed nothing a reader can see: tables, submission bytes, champion alias."""
@@ -374,12 +431,14 @@ def baseline(tmp_path_factory) -> Baseline:
                       con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0])
     finally:
         con.close()
+    problems = warehouse_problems(paths, complete=False)
     run_ok(box)
-    return Baseline(box, after_kill, tables_snapshot(paths), digest(paths.submission), champion_version(paths))
+    return Baseline(box, after_kill, problems, tables_snapshot(paths), digest(paths.submission), champion_version(paths))
 
 
 def test_kill_inside_ingest_leaves_nothing_half_loaded_and_the_rerun_loads_once(baseline):
-    assert baseline.after_kill == (0, 0), "the killed ingest transaction left rows behind"
+    assert baseline.after_kill == (0, 0), "the killed ingest left rows behind"
+    assert baseline.after_kill_problems == []
     paths = baseline.box.paths
     assert warehouse_problems(paths) == []
     assert submission_problems(paths) == []
@@ -394,6 +453,8 @@ def test_kill_inside_a_sql_model_rebuild_keeps_the_previous_table(baseline):
 @pytest.mark.parametrize(("fault", "model"), [("train", "global_direct"), ("mlflow", "best_constant")])
 def test_kill_during_a_backtest_keeps_scores_champion_and_submission(baseline, fault, model):
     kill_at(baseline.box, fault, select=[f"backtest_{model}"])
+    if fault == "mlflow":  # killed between create_run and set_terminated: one run left RUNNING
+        baseline.mlflow_kills.append(model)
     baseline.assert_unchanged()
 
 
@@ -426,4 +487,58 @@ def test_the_run_after_the_kills_succeeds_and_reproduces_the_first(baseline):
     assert champion_version(paths) == baseline.champion + 1
     statuses = mlflow_runs_by_status(paths)
     assert statuses.get("RUNNING", 0) == 0, "the killed MLflow logging left a run RUNNING"
-    assert statuses.get("KILLED", 0) >= 1
+    assert statuses.get("KILLED", 0) == len(baseline.mlflow_kills), "each run a kill left RUNNING, and no other, is KILLED"
+
+
+# ---------------------------------------------------------------------------- the lake, through `musictrend ingest`
+
+def ingest_ok(box: Sandbox) -> Run:
+    run = Run(box, verb="ingest")
+    assert run.wait() == 0, f"musictrend ingest failed:\n{run.stdout()}\n{run.stderr()[-4000:]}"
+    assert "musictrend ingest succeeded" in run.stdout()
+    return run
+
+
+def visible_rows(paths: Paths) -> dict[str, int]:
+    con = read_only(paths)
+    try:
+        return dict(con.execute("SELECT source_file, count(*) FROM raw_user_actions GROUP BY 1").fetchall())
+    finally:
+        con.close()
+
+
+def test_kills_while_a_drop_is_replaced_or_removed_show_old_or_new_never_half(tmp_path):
+    """The lake's publish and removal, killed at each step, then `musictrend ingest` again: after every
+    kill the views show the old or the new rows of the file, consistently; the rerun cleans up."""
+    from musictrend_dagster.core.sample import write_next_day
+
+    box = make_sandbox(tmp_path, rows=20_000)
+    paths = box.paths
+    ingest_ok(box)
+    drop = write_next_day(paths.raw_dir, seed=1)
+    ingest_ok(box)
+    bulk = {f"{s}": n for s, n in visible_rows(paths).items() if s != drop.name}
+    old = count_lines(drop)
+    lines = drop.read_bytes().splitlines(keepends=True)
+    drop.write_bytes(b"".join(lines[: len(lines) // 2]))  # the drop rewritten: half its lines
+    new = count_lines(drop)
+
+    kill_at(box, "lake_place", verb="ingest")
+    assert warehouse_problems(paths, complete=False) == []
+    assert visible_rows(paths) == {**bulk, drop.name: old}, "killed before the commit: the old rows"
+    kill_at(box, "lake_commit", verb="ingest")
+    assert warehouse_problems(paths, complete=False) == []
+    assert visible_rows(paths) == {**bulk, drop.name: new}, "killed after the commit: the new rows"
+    leftovers = {p for p in paths.lake.rglob("*.parquet")}
+    ingest_ok(box)
+    assert warehouse_problems(paths) == [], "the rerun deletes what the kills left"
+    assert {p for p in paths.lake.rglob("*.parquet")} < leftovers
+
+    drop.unlink()
+    kill_at(box, "lake_remove", verb="ingest")
+    assert warehouse_problems(paths, complete=False) == []
+    assert visible_rows(paths) == {**bulk, drop.name: new}, "killed inside the removal: nothing removed"
+    run = ingest_ok(box)
+    assert drop.name in run.stdout() and "removed" in run.stdout()
+    assert visible_rows(paths) == bulk
+    assert warehouse_problems(paths) == []

@@ -156,3 +156,110 @@ def test_artist_daily_matches_real_tianchi_s1_exactly(tianchi, tmp_path):
     """, {"p": str(PACKAGED_ARTIST_DAILY)}).fetchall()
     assert mismatches == []
     con.close()
+
+
+# ---------------------------------------------------------------------------- incremental
+
+INCREMENTAL_TABLES = ("artist_day_actions", "artist_daily", "artist_rolling_stats")
+DAY_MS = 86400
+
+
+def _write(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def _day(day: int, counts: dict[str, int]) -> list[str]:
+    """Actions on 2015-03-<day>: counts per song, users cycling u0..u3, kinds 1, 1, 2, 3, ..."""
+    noon = 1425182400 + (day - 1) * DAY_MS
+    return [f"u{i % 4},{song},{noon},{(1, 1, 2, 3)[i % 4]},201503{day:02d}"
+            for song, n in counts.items() for i in range(n)]
+
+
+def _drop(raw: Path, day: int) -> Path:
+    return raw / f"mars_tianchi_user_actions_201503{day:02d}.csv"
+
+
+def _differences(con, other) -> dict[str, int]:
+    """Rows in one warehouse's table and not in the other's, both ways (EXCEPT ALL)."""
+    found = {}
+    for table in INCREMENTAL_TABLES:
+        mine = con.execute(f"SELECT * FROM {table}").fetchall()
+        theirs = other.execute(f"SELECT * FROM {table}").fetchall()
+        con.execute("CREATE OR REPLACE TEMP TABLE theirs AS SELECT * FROM (SELECT * FROM " + table + ") LIMIT 0")
+        if theirs:
+            con.executemany(f"INSERT INTO theirs VALUES ({', '.join('?' * len(theirs[0]))})", theirs)
+        n = con.execute(f"SELECT count(*) FROM (SELECT * FROM {table} EXCEPT ALL SELECT * FROM theirs) "
+                        f"UNION ALL SELECT count(*) FROM (SELECT * FROM theirs EXCEPT ALL SELECT * FROM {table})").fetchall()
+        if n[0][0] or n[1][0] or len(mine) != len(theirs):
+            found[table] = (n[0][0], n[1][0])
+    return found
+
+
+def test_incremental_builds_equal_full_rebuilds_through_drops_rewrites_and_removals(tmp_path):
+    """Case 11 and the incremental contract: after every step, the incrementally maintained tables
+    equal a full rebuild from scratch of the same raw folder, and only the touched days were re-derived."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _write(raw / "mars_tianchi_songs.csv", ["s1,a1,20140101,1,1,1", "s2,a2,20140101,1,1,1", "s3,a3,20140101,1,1,1"])
+    _write(raw / "mars_tianchi_user_actions.csv", _day(1, {"s1": 5, "s2": 2}) + _day(2, {"s1": 3}) + _day(3, {"s2": 4}))
+    con = warehouse.connect(tmp_path / "incremental.duckdb", memory_limit="1GB")
+    steps = [
+        ("first load", lambda: None, None),
+        ("a drop for the next day", lambda: _write(_drop(raw, 4), _day(4, {"s1": 2, "s2": 1})), [date(2015, 3, 4)]),
+        ("a new artist and a gap day", lambda: _write(_drop(raw, 6), _day(6, {"s3": 3})), [date(2015, 3, 6)]),
+        ("a drop for a day the bulk file holds", lambda: _write(_drop(raw, 2), _day(2, {"s2": 7})), [date(2015, 3, 2)]),
+        ("a rewritten drop", lambda: _write(_drop(raw, 4), _day(4, {"s2": 9})), [date(2015, 3, 4)]),
+        ("a removed drop (the calendar shrinks)", lambda: _drop(raw, 6).unlink(), [date(2015, 3, 6)]),
+        ("nothing new", lambda: None, []),
+    ]
+    for i, (what, change, touched) in enumerate(steps):
+        change()
+        ingest.ingest_raw_dir(con, raw, tmp_path / "lake")
+        built = sm.build_all(con, sm.SQL_DIR)
+        expected_mode = "full" if touched is None else ("incremental" if touched else "unchanged")
+        assert (built["artist_day_actions"].mode, list(built["artist_day_actions"].days)) == (expected_mode, touched or []), what
+        fresh = warehouse.connect(tmp_path / f"full{i}.duckdb", memory_limit="1GB")
+        ingest.ingest_raw_dir(fresh, raw, tmp_path / f"lake{i}")
+        assert sm.build_all(fresh, sm.SQL_DIR)["artist_day_actions"].mode == "full"
+        assert _differences(con, fresh) == {}, what
+        fresh.close()
+    calendar = con.execute("SELECT artist_id, min(ds), max(ds), count(*), sum(plays + downloads + collects) "
+                           "FROM artist_daily GROUP BY 1 ORDER BY 1").fetchall()
+    # after the removal: days 1..4, a3 kept no action (its only day was removed) and is gone
+    assert calendar == [("a1", date(2015, 3, 1), date(2015, 3, 4), 4, 8), ("a2", date(2015, 3, 1), date(2015, 3, 4), 4, 22)]
+    con.close()
+
+
+def test_full_refresh_and_changed_sql_rebuild_everything(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _write(raw / "mars_tianchi_songs.csv", ["s1,a1,20140101,1,1,1"])
+    _write(raw / "mars_tianchi_user_actions.csv", _day(1, {"s1": 2}) + _day(2, {"s1": 1}))
+    con = warehouse.connect(tmp_path / "wh.duckdb", memory_limit="1GB")
+    ingest.ingest_raw_dir(con, raw, tmp_path / "lake")
+    assert sm.build_all(con, sm.SQL_DIR)["artist_day_actions"].mode == "full"
+    assert sm.build_all(con, sm.SQL_DIR)["artist_day_actions"].mode == "unchanged"
+    assert sm.build_all(con, sm.SQL_DIR, full_refresh=True)["artist_day_actions"].mode == "full"
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    for path in sm.SQL_DIR.glob("*.sql"):
+        text = path.read_text()
+        (sql_dir / path.name).write_text(text.replace("FROM raw_songs", "FROM raw_songs WHERE song_id <> ''"))
+    assert sm.build_all(con, sql_dir)["artist_day_actions"].mode == "full", "an upstream model's SQL changed"
+    _write(raw / "mars_tianchi_songs.csv", ["s1,a1,20140101,1,1,1", "s2,a1,20140101,1,1,1"])
+    ingest.ingest_raw_dir(con, raw, tmp_path / "lake")
+    assert sm.build_all(con, sql_dir)["artist_day_actions"].mode == "full", "the songs changed"
+    con.close()
+
+
+@pytest.mark.parametrize(("sql", "message"), [
+    ("-- materialized: incremental\nSELECT 1 AS ds WHERE incremental_filter(ds)", "needs '-- partition_by: <column>'"),
+    ("-- materialized: incremental\n-- partition_by: ds\nSELECT 1 AS ds", "must say where to cut the increment"),
+    ("SELECT 1 AS ds WHERE incremental_filter(ds)", "only for '-- materialized: incremental' models"),
+    ("-- materialized: snapshot\nSELECT 1 AS ds", "materialized must be one of"),
+])
+def test_incremental_configuration_errors_name_the_file(tmp_path, sql, message):
+    (tmp_path / "m.sql").write_text(sql)
+    with pytest.raises(sm.SqlModelError, match=message) as err:
+        sm.load_models(tmp_path)
+    assert "m.sql" in str(err.value)

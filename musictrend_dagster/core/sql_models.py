@@ -233,7 +233,7 @@ def build_model(con: duckdb.DuckDBPyConnection, model: SqlModel, full_refresh: b
         if model.materialized == "incremental":
             result = _build_incremental(con, model, ident, existing is not None and not full_refresh, watermark)
         else:
-            con.execute(f"CREATE OR REPLACE {'VIEW' if kind == 'VIEW' else 'TABLE'} {ident} AS\n{_body(model, None)}")
+            con.execute(f"CREATE OR REPLACE {'VIEW' if kind == 'VIEW' else 'TABLE'} {ident} AS\n{full_select(model)}")
             result = BuildResult(_count(con, ident), "view" if kind == "VIEW" else "full")
         con.execute("DELETE FROM model_state WHERE model = $m", {"m": model.name})
         con.execute("INSERT INTO model_state VALUES ($m, $h, $w, now()::TIMESTAMP)",
@@ -243,6 +243,11 @@ def build_model(con: duckdb.DuckDBPyConnection, model: SqlModel, full_refresh: b
         con.execute("ROLLBACK")
         raise
     return result
+
+
+def full_select(model: SqlModel) -> str:
+    """The model's SELECT over everything: what a full build stores (tests rebuild with it)."""
+    return _body(model, None)
 
 
 def _body(model: SqlModel, days: list[date] | None) -> str:
@@ -269,7 +274,7 @@ def _build_incremental(con: duckdb.DuckDBPyConnection, model: SqlModel, ident: s
         if None not in changed:  # an unpartitioned source (the songs) changed: everything may have
             days = sorted(changed)
     if days is None:
-        con.execute(f"CREATE OR REPLACE TABLE {ident} AS\n{_body(model, None)}")
+        con.execute(f"CREATE OR REPLACE TABLE {ident} AS\n{full_select(model)}")
     elif days:
         part = _quote_ident(model.partition_by)
         con.execute(f"DELETE FROM {ident} WHERE {part} IN (SELECT unnest($days))", {"days": days})
