@@ -58,8 +58,15 @@ def actions_file(paths: Paths) -> Path:
 
 # ---------------------------------------------------------------------------- raw data guards
 
-@pytest.mark.parametrize(("bad_share", "passes"), [(0.005, True), (0.02, False)])
-def test_quarantine_share_above_one_percent_stops_the_sql_models(tmp_path, bad_share, passes):
+@pytest.mark.parametrize(("bad_share", "limit", "passes"), [
+    (0.009, None, True), (0.011, None, False),  # the default limit is 1%, not anything near it
+    (0.02, "0.03", True), (0.02, "0.015", False),  # MUSICTREND_MAX_QUARANTINE_SHARE moves it
+])
+def test_quarantine_share_above_the_limit_stops_the_sql_models(tmp_path, monkeypatch, bad_share, limit, passes):
+    if limit is None:
+        monkeypatch.delenv("MUSICTREND_MAX_QUARANTINE_SHARE", raising=False)
+    else:
+        monkeypatch.setenv("MUSICTREND_MAX_QUARANTINE_SHARE", limit)
     paths = new_home(tmp_path)
     bad = round(ROWS * bad_share / (1 - bad_share))
     with open(actions_file(paths), "a") as f:
@@ -68,6 +75,7 @@ def test_quarantine_share_above_one_percent_stops_the_sql_models(tmp_path, bad_s
     check = evaluation(result, quarantine_share.check_key.name)
     assert check.passed is passes
     assert check.metadata["quarantined"].value == bad
+    assert check.metadata["limit"].value == float(limit or 0.01)
     assert "raw_user_actions" in materialized(result)
     assert ("artist_daily" in materialized(result)) is passes
     assert ("stg_user_actions" in materialized(result)) is passes
