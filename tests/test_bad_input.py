@@ -295,3 +295,25 @@ def test_lines_counted_across_read_buffers(con, raw):
     report = load(con, raw, "\n".join(lines).encode())  # > 1 MiB, no trailing newline
     assert (report.lines_read, report.loaded, report.quarantined) == (40_002, 40_001, 1)
     assert quarantine(con)[0][1] == 40_001
+
+
+def test_the_readme_bad_input_table_is_the_contract():
+    from musictrend_dagster.core import contract
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert contract.bad_input_table() in readme, "regenerate: python -c 'from musictrend_dagster.core import contract; print(contract.bad_input_table())'"
+
+
+def test_every_rule_transpiles_to_spark_sql():
+    """The rules are the one statement both engines evaluate: each parses as DuckDB SQL and transpiles."""
+    from datetime import date
+
+    import sqlglot
+
+    from musictrend_dagster.core import contract
+
+    for fmt in contract.FORMATS.values():
+        for rule in fmt.rules:
+            for sql in (rule.when, rule.reason):
+                rendered = contract.render(sql, date(2015, 9, 1), date(2015, 8, 31))
+                assert sqlglot.transpile(f"SELECT {rendered}", read="duckdb", write="spark"), rule.id

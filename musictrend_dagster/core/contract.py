@@ -81,13 +81,14 @@ def _line_rules(n: int) -> tuple[Rule, ...]:
 
 
 def _id_rules(col: str, name: str, empty_reason: str) -> tuple[Rule, ...]:
+    a = "an" if name[0] in "aeiou" else "a"
     return (
         Rule(f"empty_{name}", f"{col} = ''", _sql_text(empty_reason), f"an empty {name}"),
         Rule(f"{name}_too_long", f"length({col}) > {MAX_ID_CHARS}",
-             _sql_text(f"{name} longer than {MAX_ID_CHARS} characters"), f"a {name} longer than {MAX_ID_CHARS} characters"),
+             _sql_text(f"{name} longer than {MAX_ID_CHARS} characters"), f"{a} {name} longer than {MAX_ID_CHARS} characters"),
         Rule(f"{name}_not_printable", f"regexp_matches({col}, {_sql_text(ID_FORBIDDEN_RE)})",
              _sql_text(f"{name} holds whitespace, a control character or a quote"),
-             f"a {name} holding whitespace (also NBSP, U+2028), a control character (also NUL) or a quote"),
+             f"{a} {name} holding whitespace (also NBSP, U+2028), a control character (also NUL) or a quote"),
     )
 
 
