@@ -117,8 +117,8 @@ elif fault == "sql":
             if sql.strip().upper().startswith("COMMIT"):
                 hit()
             return self.con.execute(sql, *args)
-    def build_then_die(con, model):
-        return _build_model(StopBeforeCommit(con) if model.name == "artist_daily" else con, model)
+    def build_then_die(con, model, *args, **kwargs):
+        return _build_model(StopBeforeCommit(con) if model.name == "artist_daily" else con, model, *args, **kwargs)
     sql_models.build_model = build_then_die
 elif fault == "train":
     from musictrend_dagster.defs.assets import models
