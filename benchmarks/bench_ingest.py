@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import peak_rss_mb  # noqa: E402
 
 MEMORY_LIMIT = "4GB"
-ARTIST_DAILY_DEPS = ("stg_songs", "stg_user_actions", "artist_daily")
+ARTIST_DAILY_DEPS = ("stg_songs", "stg_user_actions", "artist_day_actions", "artist_daily")
 
 ACTIONS_CSV = """read_csv($actions, header = false, delim = ',', auto_detect = false, dateformat = '%Y%m%d',
     columns = {'user_id': 'VARCHAR', 'song_id': 'VARCHAR', 'gmt_create': 'BIGINT', 'action_type': 'UTINYINT',
@@ -99,13 +99,13 @@ def worker_bare_persist(raw_dir: Path) -> dict:
 
 
 def worker_project(raw_dir: Path) -> dict:
-    from musictrend_dagster.core import ingest, sql_models
+    from musictrend_dagster.core import ingest, sql_models, warehouse
 
     models = {m.name: m for m in sql_models.load_models()}
     with tempfile.TemporaryDirectory(prefix="bench-warehouse-") as tmp:
-        con = ingest.connect(Path(tmp) / "warehouse.duckdb", memory_limit=MEMORY_LIMIT)
+        con = warehouse.connect(Path(tmp) / "warehouse.duckdb", memory_limit=MEMORY_LIMIT)
         t0, cpu0 = time.perf_counter(), _cpu_s()
-        reports = ingest.ingest_raw_dir(con, raw_dir)
+        reports = ingest.ingest_raw_dir(con, raw_dir, Path(tmp) / "lake").files
         t_ingest = time.perf_counter() - t0
         for name in ARTIST_DAILY_DEPS:
             sql_models.build_model(con, models[name])
