@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from musictrend_dagster.core import ingest, warehouse
+from musictrend_dagster.core import ingest, rawdir, warehouse
 from musictrend_dagster.core.ingest import IngestFailed
 from musictrend_dagster.settings import ACTIONS_PREFIX, SONGS_FILE
 
@@ -416,3 +416,33 @@ def test_sigkill_mid_publish_shows_old_or_new_never_half_and_the_next_run_cleans
     assert rows_by_file(con) == {BULK: 7}
     assert_lake_matches_manifest(con, raw)
     con.close()
+
+
+# ---------------------------------------------------------------------------- the content scan
+
+@pytest.mark.parametrize(("body", "safe"), [
+    (b"u1,s1,1,1,20150301\n", True),
+    (b"u1,s1,1,1,20150301\r\nu2,s1,1,1,20150301\r\n", True),  # CRLF line ends
+    (b"u1,s1,1,1,20150301\r\n" * 60_000 + b"u1\r,s1\n", False),  # a lone CR after the first MiB
+    (b"u1,s1,1,1,20150301", True),
+    (b"u1,s1,1,1,20150301\r", False),
+    (b"u 1,s1\n", False), (b"u\t1,s1\n", False), (b'"u1",s1\n', False), (b"u'1,s1\n", False),
+    ("é,s1\n".encode(), False), (b"u\x001,s1\n", False), (b"u\x7f,s1\n", False),
+])
+def test_the_screen_lets_only_safe_bytes_skip_the_character_rules(tmp_path, body, safe):
+    path = tmp_path / "f.csv"
+    path.write_bytes(body)
+    content = rawdir.scan(path, gz=False)
+    assert content.safe is safe
+    assert content.lines == body.count(b"\n") + (not body.endswith(b"\n"))
+
+
+@pytest.mark.parametrize(("after_cr", "safe"), [(b"\n", True), (b"x\n", False)])
+def test_a_cr_at_the_end_of_a_read_buffer_is_judged_by_the_next_byte(tmp_path, after_cr, safe):
+    line = b"u1,s1,1425182400,1,20150301"
+    pad = (1 << 20) - 2 - len(line)  # the CR is the last byte of the first MiB
+    body = b"x" * pad + b"\n" + line + b"\r" + after_cr + line + b"\n"
+    assert body.index(b"\r") == (1 << 20) - 1
+    path = tmp_path / "f.csv"
+    path.write_bytes(body)
+    assert rawdir.scan(path, gz=False).safe is safe

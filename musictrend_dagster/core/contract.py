@@ -46,6 +46,13 @@ class Rule:
     reason: str  # SQL text expression: the quarantine reason
     doc: str  # for people: the README's bad-input table
     recheck: str | None = None  # SQL: the day from which a line it quarantined may pass (rules on the clock)
+    # True when no line made only of SAFE_BYTES can break the rule: an engine may skip it for a
+    # file whose bytes it has seen are all safe (the character rules cost a regex per field).
+    screened: bool = False
+
+
+# Printable ASCII without quotes, the delimiter and the line feed (a CR only as part of CRLF).
+SAFE_BYTES = frozenset(b for b in range(0x21, 0x7F) if b not in b"\"'") | {ord(","), ord("\n")}
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,8 @@ def _id_rules(col: str, name: str, empty_reason: str) -> tuple[Rule, ...]:
              _sql_text(f"{name} longer than {MAX_ID_CHARS} characters"), f"{a} {name} longer than {MAX_ID_CHARS} characters"),
         Rule(f"{name}_not_printable", f"regexp_matches({col}, {_sql_text(ID_FORBIDDEN_RE)})",
              _sql_text(f"{name} holds whitespace, a control character or a quote"),
-             f"{a} {name} holding whitespace (also NBSP, U+2028), a control character (also NUL) or a quote"),
+             f"{a} {name} holding whitespace (also NBSP, U+2028), a control character (also NUL) or a quote",
+             screened=True),
     )
 
 
@@ -214,9 +222,13 @@ def _case(rules: tuple[Rule, ...], today: date, file_day: date | None, then) -> 
     return f"CASE\n{whens}\n    END"
 
 
-def field_rules(fmt: RawFormat) -> tuple[Rule, ...]:
-    """The rules about fields (and the field count): what a reader that already split a line checks."""
-    return tuple(r for r in fmt.rules if r.id not in LINE_RULE_IDS or r.id == "column_count")
+def field_rules(fmt: RawFormat, screened_out: bool = False) -> tuple[Rule, ...]:
+    """The rules about fields (and the field count): what a reader that already split a line checks.
+
+    ``screened_out`` leaves out the rules no line of SAFE_BYTES can break (for a screened file).
+    """
+    return tuple(r for r in fmt.rules
+                 if (r.id not in LINE_RULE_IDS or r.id == "column_count") and not (screened_out and r.screened))
 
 
 def bad_input_table() -> str:

@@ -159,8 +159,7 @@ def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
     if prev is not None and not run.full_refresh and _still_valid(run, prev, raw):
         if identity == (prev["size"], prev["mtime_ns"], prev["ctime_ns"], prev["inode"], prev["device"]):
             return _unchanged(prev)
-        _, content_hash = scan(raw.real, is_gzip(raw.real))
-        if content_hash == prev["content_hash"]:
+        if scan(raw.real, is_gzip(raw.real)).hash == prev["content_hash"]:
             run.con.execute("UPDATE ingested_files SET path = $p, size = $s, mtime_ns = $m, ctime_ns = $c, inode = $i, "
                             "device = $d WHERE file = $f",
                             {"p": str(raw.path), "s": identity[0], "m": identity[1], "c": identity[2], "i": identity[3],

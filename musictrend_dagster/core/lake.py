@@ -30,6 +30,9 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 STAGING = "_staging"
 
@@ -69,6 +72,71 @@ class StagedFile:
     path: Path  # where the engine wrote it, under the load's staging folder
     ds: date | None  # its partition value
     rows: int
+
+
+class ParquetParts:
+    """Writes a stream of Arrow batches as the lake's Parquet files under a staging folder.
+
+    One file per partition value (``<column>=<value>/part_0.parquet``, the column itself left
+    out: it is in the path) or one file when unpartitioned; zstd; row groups of ROW_GROUP rows.
+    Batches are buffered per partition and written a row group at a time, at most BUFFERED rows
+    in memory, so an unsorted file costs bounded memory and a sorted one writes as it goes.
+    Measured on tianchi-s1, pyarrow's writer takes about a third of the CPU of DuckDB's
+    partitioned COPY for the same files (1.7 vs 6-7 CPU-s), which is most of an ingest's cost.
+    """
+
+    ROW_GROUP = 500_000
+    BUFFERED = 2_000_000
+
+    def __init__(self, folder: Path, partition_by: str | None) -> None:
+        self.folder, self.partition_by = folder, partition_by
+        self.buffers: dict[object, list[pa.RecordBatch]] = {}
+        self.buffered: dict[object, int] = {}
+        self.writers: dict[object, pq.ParquetWriter] = {}
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        self.rows += batch.num_rows
+        if self.partition_by is None:
+            self._buffer(None, batch)
+            return
+        key = batch.column(self.partition_by)
+        low, high = pc.min_max(key).values()
+        rest = batch.drop_columns([self.partition_by])
+        if low == high:  # the usual case: logs are written in time order
+            self._buffer(low.as_py(), rest)
+            return
+        for value in pc.unique(key).to_pylist():
+            self._buffer(value, rest.filter(pc.equal(key, value)))
+
+    def _buffer(self, value: object, batch: pa.RecordBatch) -> None:
+        self.buffers.setdefault(value, []).append(batch)
+        self.buffered[value] = self.buffered.get(value, 0) + batch.num_rows
+        if self.buffered[value] >= self.ROW_GROUP:
+            self._flush(value)
+        elif sum(self.buffered.values()) > self.BUFFERED:
+            self._flush(max(self.buffered, key=self.buffered.get))
+
+    def _flush(self, value: object) -> None:
+        table = pa.Table.from_batches(self.buffers.pop(value))
+        del self.buffered[value]
+        writer = self.writers.get(value)
+        if writer is None:
+            folder = self.folder if self.partition_by is None else self.folder / f"{self.partition_by}={value.isoformat()}"
+            folder.mkdir(parents=True, exist_ok=True)
+            writer = self.writers[value] = pq.ParquetWriter(folder / "part_0.parquet", table.schema, compression="zstd")
+        writer.write_table(table, row_group_size=self.ROW_GROUP)
+
+    def close(self) -> int:
+        """Flush and close every file; the rows written."""
+        for value in list(self.buffers):
+            self._flush(value)
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()
+        return self.rows
 
 
 def new_load_id() -> str:

@@ -32,10 +32,10 @@ import pyarrow.parquet as pq
 
 from musictrend_dagster.core import contract
 from musictrend_dagster.core.contract import RawFormat
-from musictrend_dagster.core.lake import StagedFile, literal_path, sql_literal
+from musictrend_dagster.core.lake import ParquetParts, StagedFile, literal_path, sql_literal
 from musictrend_dagster.core.rawdir import ContentScan, IngestError, RawFile, check_delimiter, is_gzip, iter_lines
 
-PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd"
+BATCH_ROWS = 100_000
 
 
 @dataclass
@@ -67,15 +67,13 @@ def stage(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging:
         for name, sql in fmt.relations:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS WITH lines AS ({_parsed(fmt, strict=False)}) {sql}",
                         params)
-        try:
-            loaded, strict = _write_good(con, fmt, raw, staging, today, params, strict=True), True
-        except duckdb.InvalidInputException:
-            # Mixed or stray line endings break DuckDB's strict parser; the lenient one copes,
-            # and the accounting check still guards every line.
-            for child in staging.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-            loaded, strict = _write_good(con, fmt, raw, staging, today, params, strict=False), False
-        lines_read, content_hash = counter.result()
+        # Optimistic: without the screened rules, which no file of safe bytes can break; the
+        # screen runs beside this scan, and a file that fails it is validated again in full.
+        loaded, strict = _write_good_any_endings(con, fmt, raw, staging, today, params, screened_out=True)
+        content = counter.result()
+        if not content.safe:
+            loaded, strict = _write_good_any_endings(con, fmt, raw, staging, today, params, screened_out=False)
+        lines_read, content_hash = content.lines, content.hash
         quarantine, recheck_on = _empty_quarantine(), None
         if loaded != lines_read:
             quarantine, recheck_on = _quarantine(con, fmt, raw, gz, today, params, strict, loaded)
@@ -105,24 +103,43 @@ def _parsed(fmt: RawFormat, strict: bool) -> str:
     """
 
 
-def _checked(fmt: RawFormat, raw: RawFile, today: date, strict: bool) -> str:
+def _checked(fmt: RawFormat, raw: RawFile, today: date, strict: bool, screened_out: bool = False) -> str:
     """The parsed lines with their reason (NULL = good) from the field rules."""
-    reason = contract.reason_case(fmt, today, raw.day, contract.field_rules(fmt))
+    reason = contract.reason_case(fmt, today, raw.day, contract.field_rules(fmt, screened_out))
     return f"SELECT *, {reason} AS reason FROM ({_parsed(fmt, strict)}) AS lines"
 
 
+def _write_good_any_endings(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date,
+                            params: dict, screened_out: bool) -> tuple[int, bool]:
+    """(rows written, whether the strict parser read the file); the staging folder holds only them."""
+    _clear(staging)
+    try:
+        return _write_good(con, fmt, raw, staging, today, params, True, screened_out), True
+    except duckdb.InvalidInputException:
+        # Mixed or stray line endings break DuckDB's strict parser; the lenient one copes,
+        # and the accounting check still guards every line.
+        _clear(staging)
+        return _write_good(con, fmt, raw, staging, today, params, False, screened_out), False
+
+
+def _clear(folder: Path) -> None:
+    for child in folder.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
 def _write_good(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date,
-                params: dict, strict: bool) -> int:
+                params: dict, strict: bool, screened_out: bool = False) -> int:
     cols = ", ".join(f"CAST({expr} AS {typ}) AS {name}" for name, typ, expr in fmt.columns)
-    select = f"SELECT {cols}, {sql_literal(raw.name)} AS source_file FROM ({_checked(fmt, raw, today, strict)}) WHERE reason IS NULL"
-    if fmt.partition_by:
-        target = sql_literal(str(staging))
-        options = f"{PARQUET_OPTIONS}, PARTITION_BY ({fmt.partition_by}), FILENAME_PATTERN 'part_{{i}}'"
-    else:
-        target = sql_literal(str(staging / "part_0.parquet"))
-        options = PARQUET_OPTIONS
-    (count,) = con.execute(f"COPY ({select}) TO {target} ({options})", params).fetchone()
-    return int(count)
+    checked = _checked(fmt, raw, today, strict, screened_out)
+    select = f"SELECT {cols}, {sql_literal(raw.name)} AS source_file FROM ({checked}) WHERE reason IS NULL"
+    parts = ParquetParts(staging, fmt.partition_by)
+    con.complete()  # a streaming relation needs the connection free of an earlier execute()'s result
+    try:
+        for batch in con.sql(select, params=params).to_arrow_reader(BATCH_ROWS):
+            parts.add(batch)
+    finally:
+        rows = parts.close()
+    return rows
 
 
 def _staged_files(fmt: RawFormat, staging: Path) -> list[StagedFile]:
