@@ -317,3 +317,40 @@ def test_every_rule_transpiles_to_spark_sql():
             for sql in (rule.when, rule.reason):
                 rendered = contract.render(sql, date(2015, 9, 1), date(2015, 8, 31))
                 assert sqlglot.transpile(f"SELECT {rendered}", read="duckdb", write="spark"), rule.id
+
+
+def test_a_line_count_the_rows_cannot_account_for_fails_the_file(con, raw, monkeypatch):
+    """Issue 15 #3: lines read come from an independent count; when loaded + quarantined misses it
+    (a line neither loaded nor quarantined), the file fails naming it and nothing of it is published."""
+    from musictrend_dagster.core.engines import duckdb as engine
+    from musictrend_dagster.core.rawdir import Content
+
+    real = engine.ContentScan.result
+
+    def one_line_more(self) -> Content:
+        content = real(self)
+        return Content(content.lines + (self.path.name == BULK), content.hash, content.safe)
+
+    monkeypatch.setattr(engine.ContentScan, "result", one_line_more)
+    (raw / BULK).write_text(f"{GOOD}\n{GOOD}\n")
+    with pytest.raises(ingest.IngestError, match=f"{BULK}: accounting mismatch: 3 lines read, 2 loaded \\+ 0 quarantined"):
+        ingest_dir(con, raw)
+    assert con.execute("SELECT count(*) FROM raw_user_actions").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM ingested_files WHERE file = $f", {"f": BULK}).fetchone() == (0,)
+
+
+def test_a_line_the_reader_rejects_but_no_rule_explains_fails_the_file(con, raw, monkeypatch):
+    """A good line that the DuckDB pass did not load (a reader quirk, say) is never quarantined
+    without a reason: the file fails naming the line."""
+    from musictrend_dagster.core import contract
+
+    real = contract.field_rules
+
+    def one_more_rule(fmt, screened_out=False):  # stands in for a reader that drops u2's line
+        return (*real(fmt, screened_out), contract.Rule("quirk", "c1 = 'u2'", "'quirk'", "test only"))
+
+    monkeypatch.setattr(contract, "field_rules", one_more_rule)
+    (raw / BULK).write_text(f"{GOOD}\n{GOOD.replace('u1', 'u2')}\n")
+    with pytest.raises(ingest.IngestError, match=rf"{BULK}: accounting mismatch: line\(s\) \[2\] were not loaded"):
+        ingest_dir(con, raw)
+    assert con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone() == (0,)
