@@ -145,11 +145,7 @@ def _ingest(args: argparse.Namespace) -> int:
             reports += materialization.metadata["file_reports"].value
     print(f"musictrend ingest succeeded in {elapsed:.0f}s (Dagster run {result.run_id})")
     print(f"  {'file':<46} {'status':<10} {'lines':>12} {'loaded':>12} {'quarantined':>12} {'removed':>10}")
-    seen = set()
     for r in reports:
-        if r["file"] in seen:  # raw_user_actions repeats the songs file (unchanged by then)
-            continue
-        seen.add(r["file"])
         print(f"  {r['file']:<46} {r['status']:<10} {r['lines_read']:>12,} {r['loaded']:>12,} {r['quarantined']:>12,} {r['removed']:>10,}")
     print(f"  lake              {paths.lake}")
     print(f"  warehouse         {paths.warehouse}")

@@ -446,3 +446,33 @@ def test_a_cr_at_the_end_of_a_read_buffer_is_judged_by_the_next_byte(tmp_path, a
     path = tmp_path / "f.csv"
     path.write_bytes(body)
     assert rawdir.scan(path, gz=False).safe is safe
+
+
+# ---------------------------------------------------------------------------- the asset's metadata
+
+def test_the_ingest_asset_shows_loaded_quarantined_lines_and_removed_files(raw, tmp_path):
+    """Issue 15 #8: what the README says the asset page shows, read back from the materialization."""
+    import dagster as dg
+
+    from musictrend_dagster.defs.assets.ingest import raw_songs, raw_user_actions
+    from musictrend_dagster.defs.resources import WarehouseResource
+
+    resources = {"warehouse": WarehouseResource(database=str(tmp_path / "wh.duckdb"), raw_dir=str(raw),
+                                                lake_dir=str(tmp_path / "lake"))}
+
+    def metadata() -> dict:
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = dg.materialize([raw_songs, raw_user_actions], resources=resources, instance=instance)
+        (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "raw_user_actions"]
+        return {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
+
+    drop = raw / drop_name("20150302")
+    write_lines(drop, day_lines(2, 2) + ["u1,s1,oops,1,20150302"])
+    first = metadata()
+    assert (first["lines_read"], first["loaded"], first["quarantined"], first["rows_removed"]) == (6, 5, 1, 0)
+    assert {r["file"]: r["status"] for r in first["file_reports"]} == {BULK: "loaded", drop.name: "loaded"}
+    assert first["quarantine_reasons"] == {"gmt_create not an integer": 1}
+    assert first["dagster/row_count"] == 5
+    drop.unlink()
+    second = metadata()
+    assert (second["removed_files"], second["rows_removed"], second["dagster/row_count"]) == ([drop.name], 2, 3)

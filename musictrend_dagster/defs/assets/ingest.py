@@ -17,8 +17,9 @@ class RefreshConfig(dg.Config):
     full_refresh: bool = False  # re-validate every raw file / rebuild every model from scratch
 
 
-def _report_metadata(result: ingest.IngestResult) -> dict:
-    files = result.files
+def _report_metadata(result: ingest.IngestResult, kind: str) -> dict:
+    """The asset's own files (songs or actions): per file and in total."""
+    files = [r for r in result.files if r.kind == kind]
     reasons: dict[str, int] = {}
     for r in files:
         for reason, n in r.reasons.items():
@@ -84,7 +85,7 @@ def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource, con
 )
 def raw_songs(context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     result, rows = _ingest(context, warehouse, config, songs_only=True)
-    return dg.MaterializeResult(metadata={**_report_metadata(result), "dagster/row_count": rows})
+    return dg.MaterializeResult(metadata={**_report_metadata(result, "songs"), "dagster/row_count": rows})
 
 
 @dg.asset(
@@ -105,7 +106,7 @@ def raw_user_actions(context: dg.AssetExecutionContext, config: RefreshConfig, w
     with warehouse.connect() as con:
         head = query(con, "SELECT * FROM raw_user_actions LIMIT 10")
         quarantine = query(con, "SELECT * FROM quarantine_user_actions ORDER BY source_file, line_no LIMIT 10")
-    metadata = {**_report_metadata(result), "dagster/row_count": rows, "preview": preview(head)}
+    metadata = {**_report_metadata(result, "actions"), "dagster/row_count": rows, "preview": preview(head)}
     if not quarantine.is_empty():
         metadata["quarantine_preview"] = preview(quarantine)
     return dg.MaterializeResult(metadata=metadata)
