@@ -152,7 +152,7 @@ def test_artist_daily_matches_real_tianchi_s1_exactly(tianchi, tmp_path):
              'plays': 'BIGINT', 'downloads': 'BIGINT', 'collects': 'BIGINT', 'distinct_users': 'BIGINT'}) AS e
         FULL JOIN artist_daily AS a ON a.artist_id = e.artist_id AND a.ds = strptime(e.ds, '%Y%m%d')::DATE
         WHERE a.plays IS DISTINCT FROM e.plays OR a.downloads IS DISTINCT FROM e.downloads
-           OR a.collects IS DISTINCT FROM e.collects
+           OR a.collects IS DISTINCT FROM e.collects OR a.listeners IS DISTINCT FROM e.distinct_users
     """, {"p": str(PACKAGED_ARTIST_DAILY)}).fetchall()
     assert mismatches == []
     con.close()
