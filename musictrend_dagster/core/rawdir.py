@@ -192,7 +192,8 @@ def scan(path: Path, gz: bool) -> Content:
                 if cr_before and chunk[0] != 0x0A:
                     safe = False
                 cr_before = chunk[-1] == 0x0D
-                lone_crs = chunk.count(b"\r") - chunk.count(b"\r\n") - cr_before
+                crs = chunk.count(b"\r")
+                lone_crs = crs and crs - chunk.count(b"\r\n") - cr_before  # most files hold no CR at all
                 safe = safe and lone_crs == 0 and 1 not in chunk.translate(_UNSAFE)
             last = buf[size - 1]
     return Content(n + (last is not None and last != 0x0A), h.hexdigest(), safe and not cr_before)
