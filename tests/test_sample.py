@@ -181,3 +181,11 @@ def test_next_day_continues_each_artist_plausibly_and_refuses_overwrite(tmp_path
     with pytest.raises(ValueError, match=blocker.name):
         write_next_day(raw)
     assert blocker.read_bytes() == b""
+
+
+def test_next_day_reads_a_folder_with_glob_characters_literally(tmp_path):
+    """`raw[1]` next to `raw1`: the drop continues raw[1]'s own log, not the other folder's."""
+    weird, other = tmp_path / "raw[1]", tmp_path / "raw1"
+    generate_synthetic(weird, artists=3, days=10, rows=3000, seed=1, progress=False)
+    generate_synthetic(other, artists=3, days=20, rows=3000, seed=2, progress=False)
+    assert write_next_day(weird, seed=0).name == f"{ACTIONS_PREFIX}_20150311.csv"

@@ -10,6 +10,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from musictrend_dagster.core.lake import literal_path, sql_literal
 from musictrend_dagster.core.sample.synthetic import (
     DIURNAL,
     day_slots,
@@ -37,8 +38,8 @@ def action_files(raw_dir: Path) -> list[Path]:
 
 
 def _source(paths: list[Path], cols: dict[str, str]) -> str:
-    """A read_csv over explicit files with explicit column types: no type guessing."""
-    quoted = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+    """A read_csv over explicit files with explicit column types: no type guessing, no glob expansion."""
+    quoted = ", ".join(sql_literal(literal_path(p)) for p in paths)
     return f"read_csv([{quoted}], header=false, delim=',', columns={cols!r}, auto_detect=false)"
 
 
