@@ -24,9 +24,14 @@ class WarehouseResource(dg.ConfigurableResource):
 
     database: str = Field(description="Path of the DuckDB warehouse file.")
     raw_dir: str = Field(description="Folder holding mars_tianchi_*.csv raw files.")
-    lake_dir: str = Field(description="Root of the Parquet lake (Hive-partitioned by day) the raw files are mirrored into.")
+    lake_dir: str = Field(default="", description="Root of the Parquet lake (Hive-partitioned by day) the raw files "
+                                                  "are mirrored into; empty: `lake` next to the database.")
     memory_limit: str = Field(default="4GB", description="DuckDB memory_limit for each connection.")
     lock_timeout_s: float = Field(default=3600, description="How long to wait for another process's connection.")
+
+    @property
+    def lake(self) -> Path:
+        return Path(self.lake_dir) if self.lake_dir else Path(self.database).parent / "lake"
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -64,7 +64,7 @@ def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource, con
 
     with warehouse.connect() as con:
         try:
-            result = ingest.ingest_raw_dir(con, Path(warehouse.raw_dir), Path(warehouse.lake_dir),
+            result = ingest.ingest_raw_dir(con, Path(warehouse.raw_dir), warehouse.lake,
                                            full_refresh=config.full_refresh, songs_only=songs_only,
                                            progress=None if songs_only else progress)
         except ingest.IngestFailed as exc:
