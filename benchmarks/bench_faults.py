@@ -13,7 +13,7 @@ or its new rows, never a mix; a complete `musictrend ingest` then must leave no 
 concurrent: two `musictrend run`s started together on a fresh home plus a `dagster job execute
 refresh_all` while they train; all must succeed and leave a consistent warehouse.
 
-    .venv/bin/python benchmarks/bench_faults.py [--n 10] [--rows 1000000]
+    .venv/bin/python benchmarks/bench_faults.py [--n 10] [--rows 1000000] [--scenarios kill-and-rerun lake concurrent]
 """
 from __future__ import annotations
 
@@ -157,26 +157,30 @@ def concurrent_round(root: Path, rows: int) -> tuple[bool, str]:
     return not problems, "; ".join(problems)
 
 
+SCENARIOS = ("kill-and-rerun", "lake", "concurrent")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10, help="rounds per scenario")
     parser.add_argument("--rows", type=int, default=1_000_000, help="synthetic action rows (bigger = longer ingest)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="which scenarios to run")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_faults_") as tmp:
-        for i in range(args.n):
+        for i in range(args.n if "kill-and-rerun" in args.scenarios else 0):
             started = time.perf_counter()
             ok, why, landed = kill_and_rerun_round(Path(tmp) / f"kill{i}", args.rows, rng)
             rows.append(("kill-and-rerun", i, ok, ", ".join(f"{k}: {v}" for k, v in landed.items()), why, time.perf_counter() - started))
             print(rows[-1], file=sys.stderr, flush=True)
-        for i in range(args.n):
+        for i in range(args.n if "lake" in args.scenarios else 0):
             started = time.perf_counter()
             ok, why, landed = lake_round(Path(tmp) / f"lake{i}", args.rows, rng)
             rows.append(("lake", i, ok, ", ".join(f"{k}: {v}" for k, v in landed.items()), why, time.perf_counter() - started))
             print(rows[-1], file=sys.stderr, flush=True)
-        for i in range(args.n):
+        for i in range(args.n if "concurrent" in args.scenarios else 0):
             started = time.perf_counter()
             ok, why = concurrent_round(Path(tmp) / f"conc{i}", args.rows)
             rows.append(("concurrent", i, ok, "2 CLI + 1 scheduled", why, time.perf_counter() - started))
@@ -184,7 +188,7 @@ def main() -> int:
     print("| scenario | round | consistent | kills landed | problem | seconds |\n|---|---|---|---|---|---|")
     for scenario, i, ok, landed, why, seconds in rows:
         print(f"| {scenario} | {i} | {'yes' if ok else 'NO'} | {landed} | {why or '-'} | {seconds:.0f} |")
-    for scenario in ("kill-and-rerun", "lake", "concurrent"):
+    for scenario in args.scenarios:
         mine = [r for r in rows if r[0] == scenario]
         print(f"\n{scenario}: {sum(r[2] for r in mine)}/{len(mine)} consistent")
     return 0 if all(r[2] for r in rows) else 1
