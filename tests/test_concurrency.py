@@ -66,7 +66,11 @@ def overlap(tmp_path_factory) -> Overlap:
         time.sleep(0.5)
     scheduled = scheduled_run(box)
     during = any(r.proc.poll() is None for r in twins)
-    codes = [r.wait() for r in (*twins, scheduled)]
+    try:
+        codes = [r.wait() for r in (*twins, scheduled)]
+    finally:  # a run that timed out must not outlive the test with the others still running
+        for run in (*twins, scheduled):
+            run.kill()
     return Overlap(box, twins, scheduled, during, codes)
 
 
