@@ -22,6 +22,7 @@ from musictrend_dagster.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL
 sys.path.insert(0, str(Path(__file__).parent))
 from test_faults import ROWS, Run, Sandbox, champion_version, make_sandbox, read_only, submission_problems, warehouse_problems  # noqa: E402
 
+OVERLAP_TIMEOUT_S = 1200
 LOCK_ERRORS = ("Could not set lock on file", "database is locked", "Conflicting lock")
 RETRY_NOTICE = "retrying"  # tracking._retry's warning: a wait, not an error
 
@@ -67,7 +68,10 @@ def overlap(tmp_path_factory) -> Overlap:
     scheduled = scheduled_run(box)
     during = any(r.proc.poll() is None for r in twins)
     try:
-        codes = [r.wait() for r in (*twins, scheduled)]
+        # Three whole runs share the training pool one step at a time: the last to finish waits for
+        # the others' training, so each may take several single-run times; a run that stops making
+        # progress (a slot nobody frees) is still caught by the stall check within 90 s.
+        codes = [r.wait(timeout=OVERLAP_TIMEOUT_S) for r in (*twins, scheduled)]
     finally:  # a run that timed out must not outlive the test with the others still running
         for run in (*twins, scheduled):
             run.kill()
