@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 export MUSICTREND_HOME ?= $(CURDIR)/.musictrend
 RAW_DIR := $(or $(MUSICTREND_RAW_DIR),$(MUSICTREND_HOME)/raw)
 
-.PHONY: install browser demo test ui mlflow-ui bench clean
+.PHONY: install browser demo test mutants ui mlflow-ui bench clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Deliberate code changes the suite must notice (tests/mutants/mutants.toml); reports survivors.
+mutants: install
+	$(BIN)/python tests/mutants/run_mutants.py
 
 ui: install
 	$(BIN)/musictrend ui
