@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from musictrend_dagster.core.models.base import InsufficientHistory
-from musictrend_dagster.core.models.registry import make_model
+from musictrend_dagster.core.models.registry import make_model, spec
 from musictrend_dagster.core.models.seed_lstm import SeedLSTM
 from musictrend_dagster.core.sample import packaged_history
 
@@ -193,6 +193,7 @@ def test_training_loss_is_the_error_of_the_fed_back_rollout(history):
 
 
 def test_literal_2016_switch_is_reachable_and_explicit():
+    assert spec("seed_lstm").defaults["literal_2016"] is False  # a launchpad field (the config is built from these)
     literal = make_model("seed_lstm", literal_2016=True).params()
     assert {k: literal[k] for k in ("scaling", "feedback", "recursion", "rollout", "shrink", "members")} == {
         "scaling": "global", "feedback": "vector", "recursion": "window", "rollout": 1, "shrink": False, "members": 1,
