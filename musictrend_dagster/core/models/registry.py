@@ -73,7 +73,9 @@ SPECS: list[ModelSpec] = [
         "seed_lstm",
         SeedLSTM,
         "The 2016 design: per day [plays, 3-day mean, 3-day variance], LSTM(35) -> LSTM(10) -> Dense(3) "
-        "trained to reconstruct the next day, 60 days forecast by feeding predictions back.",
+        "trained to reconstruct the next day, 60 days forecast by feeding predictions back; each window scaled "
+        "to its own level, 3 members' median, anchored at c* of the last 14 days (literal_2016=true: the first "
+        "implementation's choices).",
         _window_plus_targets("window"),
         uses_tensorflow=True,
     ),
