@@ -141,3 +141,58 @@ def test_freshness_is_stale_after_two_days_without_a_new_day():
     assert not Freshness(D1, now - timedelta(hours=47), now).stale
     stale = Freshness(D1, now - timedelta(hours=49), now)
     assert stale.stale and stale.verdict().startswith(f"no new day since the newest day {D1} arrived 49.0 h ago")
+
+
+def test_the_monitoring_chart_draws_each_vintage_the_live_line_and_each_versions_backtest(tmp_path):
+    from musictrend_dagster.core.plots import monitoring_figure, plot_monitoring, worst_artists_figure
+
+    scores = pl.DataFrame({"vintage": [D1, D2, D3], "model_version": [1, 1, 2], "days_scored": [3, 2, 1],
+                           "f_norm": [0.71, 0.64, 0.80]})
+    live = pl.DataFrame({"as_of": [D2, D3], "f_norm": [0.70, 0.66], "judged": [False, True]})
+    selections = pl.DataFrame({"model_version": [1, 2], "model": ["median14", "global_ensemble"],
+                               "data_through": [D1 - timedelta(days=1), D2], "backtest_f_norm": [0.72, 0.75]})
+    ax = monitoring_figure(scores, live, selections, tolerance=0.05).axes[0]
+    dots = sorted((line.get_xdata()[0], line.get_ydata()[0]) for line in ax.get_lines()
+                  if line.get_marker() == "o" and len(line.get_xdata()) == 1)
+    assert dots == list(zip(scores["vintage"], scores["f_norm"])), "one dot per vintage at its f_norm"
+    levels = {round(float(line.get_ydata()[0]), 4) for line in ax.get_lines()
+              if line.get_linestyle() in ("--", ":") and len(line.get_ydata()) == 2}
+    assert {0.72, 0.67, 0.75, 0.70} <= levels, "each version's backtest and its warning threshold"
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-" and line.get_color() == "k" and len(line.get_ydata())]
+    assert [list(line.get_ydata()) for line in solid] == [[0.66]], "the judged live score, solid"
+    first, second = (plot_monitoring(scores, live, selections, 0.05, path=tmp_path / f"{k}.png") for k in "ab")
+    assert first.read_bytes() == second.read_bytes(), "same input, same PNG"
+
+    artists = pl.DataFrame({"artist_id": ["x", "y", "z"], "sigma": [0.5, 0.1, 0.9], "loss": [0.02, 0.001, 0.05],
+                            "bias": [-0.2, 0.01, 0.5]})
+    bars = worst_artists_figure(artists, top_n=2).axes[0].patches
+    assert [round(b.get_width(), 4) for b in bars] == [0.02, 0.05], "the two largest losses, the worst on top"
+
+
+@pytest.mark.parametrize("drift", [1.0, 2.0])
+def test_a_synthetic_drift_makes_retraining_due_and_no_drift_does_not(drift):
+    """The champion forecast each artist at its level (with 5% noise) for 14 days; with drift, the actual
+    plays doubled from the 5th day on. Its live score falls below backtest - 0.05 only with drift, and
+    only then does the degradation reason appear."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    levels = {"a": 100.0, "b": 40.0, "c": 900.0}
+    days = [D1 + timedelta(days=k) for k in range(14)]
+    rows, acts = [], []
+    for k, day in enumerate(days):
+        for artist, level in levels.items():
+            actual = round(level * (drift if k >= 4 else 1.0) * rng.uniform(0.95, 1.05))
+            acts.append((artist, day, actual))
+            rows.append((day, artist, day, level, "m", 1))  # a one-day-ahead vintage per day
+    actual = pl.DataFrame(acts, schema={"artist_id": pl.String, "ds": pl.Date, "plays": pl.Int64}, orient="row")
+    live = live_score(frame(rows), actual, 1, "m", backtest_f_norm=0.9, trained_through=D1 - timedelta(days=1))
+    # by hand: sigma = sqrt(mean ((S - T) / T)^2) per artist; drift 2x on 10 of 14 days gives sigma near
+    # sqrt(10/14 * 0.25) = 0.42, so f_norm near 0.58 < 0.85; without it, under 0.05 off
+    pairs = [(a, levels[a], t) for a, _, t in acts]
+    want, _ = official(pairs, {a: [t for b, _, t in acts if b == a] for a in levels})
+    assert live.f_norm == pytest.approx(want)
+    assert live.judged and live.degraded is (drift > 1)
+    selection = Selection(1, D1 - timedelta(days=1), 100)
+    reasons = retrain_reasons(selection, days[-1], 114, live.verdict() if live.degraded else None, every_days=0)
+    assert [r.split(":")[0] for r in reasons] == (["degraded"] if drift > 1 else [])
