@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -43,10 +44,14 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+CPU = []  # CPU seconds (user + system) of each command, in order: steadier than wall on a shared machine
+
+
 def musictrend(env: dict, epochs: int, *args: str) -> tuple[float, str]:
-    started = time.perf_counter()
+    started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, "-c", CLI, str(epochs), *args], env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
+    elapsed, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if done.returncode:
         raise SystemExit(f"musictrend {' '.join(args)} failed after {elapsed:.1f} s:\n{done.stderr[-4000:]}")
     return elapsed, done.stdout
@@ -85,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {os.getloadavg()[0]:.1f} at the end; {os.cpu_count()} cores; "
           f"full-path epochs: {'real defaults' if not args.epochs else f'capped at {args.epochs} (not the real full path)'}")
     print(f"sample tianchi-s1 {sample:.1f} s")
-    print(f"| run | job | command wall | Dagster run |")
-    print(f"|---|---|---:|---:|")
-    for label, wall, (job, seconds, _) in zip(("first `musictrend run`", "second, after `sample --next-day`",
-                                               "third, same data"), (full, daily, again), history):
-        print(f"| {label} | `{job}` | {wall:.1f} s | {seconds:.1f} s |")
-    print(f"\nsecond / first: {daily / full:.1%} (target < 20%); daily path {daily:.1f} s wall (target < 15 s)")
+    print("| run | job | command wall | command CPU (user + sys) | Dagster run (wall) |")
+    print("|---|---|---:|---:|---:|")
+    cpu = dict(zip(("full", "daily", "again"), (CPU[1], CPU[3], CPU[4])))
+    for label, wall, key, (job, seconds, _) in zip(("first `musictrend run`", "second, after `sample --next-day`",
+                                                    "third, same data"), (full, daily, again), cpu, history):
+        print(f"| {label} | `{job}` | {wall:.1f} s | {cpu[key]:.1f} s | {seconds:.1f} s |")
+    print(f"\nsecond / first: {daily / full:.1%} wall, {cpu['daily'] / cpu['full']:.1%} CPU (target < 20%); "
+          f"daily path {daily:.1f} s wall, {cpu['daily']:.1f} s CPU (target < 15 s wall)")
     print("\nsteps of the daily run (seconds):")
     for step, seconds in history[1][2]:
         print(f"  {step:<40} {seconds:6.2f}")
