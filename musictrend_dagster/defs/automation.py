@@ -80,7 +80,8 @@ def service_state(instance: dg.DagsterInstance) -> ServiceState:
     record = instance.get_latest_asset_check_evaluation_record(
         dg.AssetCheckKey(dg.AssetKey("forecast_monitoring"), LIVE_CHECK))
     evaluation = record.event.dagster_event.event_specific_data if record and record.event else None
-    if evaluation is not None and not evaluation.passed and selection is not None:
+    # a run killed between planning the check and evaluating it leaves only the plan: no verdict
+    if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed and selection is not None:
         facts = {k: v.value for k, v in evaluation.metadata.items()}
         if facts.get("model_version") == selection.model_version:
             degraded = facts["verdict"]
