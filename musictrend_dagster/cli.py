@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import socket
 import sys
 import time
@@ -76,29 +78,26 @@ def _start(paths: Paths, verb: str) -> int | None:
     return None
 
 
-def _execute(paths: Paths, verb: str, groups: tuple[str, ...] = (), run_config: dict | None = None):
-    """Run the refresh_all job (or the asset groups given) in the project's Dagster instance; None on failure."""
-    from musictrend_dagster.instance import ensure_instance
-
-    ensure_instance(paths.dagster_home)
-
+def _execute(paths: Paths, verb: str, groups: tuple[str, ...] = (), run_config: dict | None = None,
+             job_name: str = "refresh_all", tags: dict[str, str] | None = None, instance=None):
+    """Run a job (or the asset groups given) in the project's Dagster instance: (result or None on failure, seconds)."""
     import dagster as dg
 
     from musictrend_dagster.definitions import defs
 
+    if instance is None:
+        with _instance(paths, verb) as instance:
+            return _execute(paths, verb, groups, run_config, job_name, tags, instance)
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
-        for run_id in _reap_dead_runs(instance):
-            print(f"musictrend {verb}: marked run {run_id} failed (its process is gone) and freed its pool slots", file=sys.stderr)
-        job = defs.resolve_job_def("refresh_all")
-        selection = list(dg.AssetSelection.groups(*groups).resolve(defs.resolve_asset_graph())) if groups else None
-        result = job.execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            tags=owner_tags(),
-            asset_selection=selection,
-            run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        )
+    job = defs.resolve_job_def(job_name)
+    selection = list(dg.AssetSelection.groups(*groups).resolve(defs.resolve_asset_graph())) if groups else None
+    result = job.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        tags={**(tags or {}), **owner_tags()},
+        asset_selection=selection,
+        run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
     elapsed = time.perf_counter() - started
     if not result.success:
         print(f"\nmusictrend {verb} FAILED after {elapsed:.0f}s (Dagster run {result.run_id}):", file=sys.stderr)
@@ -115,15 +114,62 @@ def _execute(paths: Paths, verb: str, groups: tuple[str, ...] = (), run_config: 
     return result, elapsed
 
 
+@contextlib.contextmanager
+def _instance(paths: Paths, verb: str):
+    """The project's Dagster instance, after freeing what dead runs of this host left claimed."""
+    from musictrend_dagster.instance import ensure_instance
+
+    ensure_instance(paths.dagster_home)
+
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        for run_id in _reap_dead_runs(instance):
+            print(f"musictrend {verb}: marked run {run_id} failed (its process is gone) and freed its pool slots", file=sys.stderr)
+        yield instance
+
+
 def _run(args: argparse.Namespace) -> int:
+    """The daily path when a champion is registered, the full path (retraining) when there is none, when
+    asked (--retrain) or when the daily run leaves it due (cadence, growth, degraded live score)."""
     paths = _point_environment(args.home, args.raw_dir)
     if (code := _start(paths, "run")) is not None:
         return code
-    result, elapsed = _execute(paths, "run")
-    if result is None:
-        return 1
-    _print_summary(paths, result.run_id, elapsed)
+    from musictrend_dagster.defs.automation import due_reasons, service_state
+    from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
+
+    runs = []
+    with _instance(paths, "run") as instance:
+        state = service_state(instance)
+        if args.retrain or state.selection is None:
+            reasons = ["requested: musictrend run --retrain"] if args.retrain else due_reasons(state)
+        else:
+            result, elapsed = _execute(paths, "run", job_name="daily_forecast", instance=instance,
+                                       tags={PATH_TAG: "daily", TRIGGER_TAG: "cli", REASON_TAG: "musictrend run"})
+            if result is None:
+                return 1
+            runs.append(("daily path", result, elapsed))
+            reasons = due_reasons(service_state(instance))
+        if reasons:
+            result, elapsed = _execute(paths, "run", job_name="refresh_all", instance=instance,
+                                       tags={PATH_TAG: "retrain", TRIGGER_TAG: "cli", REASON_TAG: "; ".join(reasons)})
+            if result is None:
+                return 1
+            runs.append(("full path", result, elapsed))
+        not_due = None if reasons else _not_due(service_state(instance))
+    _print_summary(paths, runs, reasons, not_due)
     return 0
+
+
+def _not_due(state) -> str:
+    from musictrend_dagster.settings import retrain_every_days
+
+    selection = state.selection
+    every = retrain_every_days()
+    cadence = f"{(state.data_through - selection.data_through).days} of {every} days" if every else "cadence off"
+    return (f"not due: v{selection.model_version} selected on data through {selection.data_through} "
+            f"({selection.history_days} days); {cadence} of new data, history +"
+            f"{state.history_days / selection.history_days - 1:.0%} of +30%, live score not degraded")
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -152,7 +198,51 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(paths: Paths, run_id: str, elapsed: float) -> None:
+
+def _metadata(runs: list) -> dict[str, dict]:
+    """Every asset's materialization metadata over the runs (the later run's wins), as plain values."""
+    found: dict[str, dict] = {}
+    for _, result, _ in runs:
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            found[materialization.asset_key.to_user_string()] = {k: v.value for k, v in materialization.metadata.items()}
+    return found
+
+
+def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | None) -> None:
+    """What the runs did: the full path's backtests and champion, the vintage, monitoring, retraining."""
+    from musictrend_dagster.defs.resources import default_resources
+
+    meta = _metadata(runs)
+    with default_resources(paths)["warehouse"].connect() as con:  # waits for any other run's connection
+        loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
+        quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
+    took = " + ".join(f"{label} {elapsed:.0f}s" for label, _, elapsed in runs)
+    ids = ", ".join(result.run_id for _, result, _ in runs)
+    print(f"\nmusictrend run succeeded in {sum(e for _, _, e in runs):.0f}s ({took}; Dagster run {ids})")
+    print(f"  rows ingested     {loaded:,} ({quarantined:,} quarantined)")
+    if "registered_champion" in meta:
+        print(f"  retrained         {'; '.join(reasons)}")
+        _print_backtests(paths)
+        champion = meta["registered_champion"]
+        print(f"  registered        {champion['champion']} as musictrend-forecaster v{champion['model_version']} "
+              f"(previous: {champion['previous_champion']})")
+    vintage = meta["forecast"]
+    print(f"  vintage           {vintage['vintage']}: {vintage['horizon']} days x {vintage['dagster/row_count'] // vintage['horizon']} "
+          f"artists by {vintage['champion']} v{vintage['model_version']}, from the data through {vintage['data_through']}")
+    print(f"  refit             {vintage['refit']}")
+    monitoring = meta.get("forecast_monitoring", {})
+    if "verdict" in monitoring:
+        print(f"  monitoring        {monitoring['vintages_scored']} vintage(s) scored; {monitoring['verdict']}")
+    if not_due:
+        print(f"  retraining        {not_due}")
+    print(f"  submission        {paths.submission}")
+    print(f"  Dagster UI        make ui       (http://127.0.0.1:3000, runs under {paths.dagster_home})")
+    print(f"  MLflow UI         make mlflow-ui (http://127.0.0.1:5000, store {paths.mlflow_uri})")
+
+
+def _print_backtests(paths: Paths) -> None:
+    """The backtest plan and the leaderboard of the last retrain."""
     import polars as pl
 
     from musictrend_dagster.core.data import leaderboard, load_history, standings
@@ -160,15 +250,11 @@ def _print_summary(paths: Paths, run_id: str, elapsed: float) -> None:
     from musictrend_dagster.defs.assets.models import backtest_plan
     from musictrend_dagster.defs.resources import default_resources
 
-    with default_resources(paths)["warehouse"].connect() as con:  # waits for any other run's connection
-        loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
-        quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
+    with default_resources(paths)["warehouse"].connect() as con:
         plan = backtest_plan(load_history(con)[0])
         scores, runs = standings(con, MODEL_NAMES, plan)
     board = leaderboard(scores)
     champion = board.row(0, named=True)
-    print(f"\nmusictrend run succeeded in {elapsed:.0f}s (Dagster run {run_id})")
-    print(f"  rows ingested     {loaded:,} ({quarantined:,} quarantined)")
     print(f"  backtest          {plan.describe()}")
     print(f"  champion          {champion['model']}  mean f_norm {champion['f_norm']:.4f}")
     print(f"    {'model':<16} {'f_norm':>7}  80% interval coverage")
@@ -176,9 +262,93 @@ def _print_summary(paths: Paths, run_id: str, elapsed: float) -> None:
         print(f"    {row['model']:<16} {row['f_norm']:.4f}  {row['coverage']:.0%}")
     for row in runs.filter(pl.col("status") == "skipped").iter_rows(named=True):
         print(f"    {row['model']:<16} skipped: {row['reason']}")
-    print(f"  submission        {paths.submission}")
-    print(f"  Dagster UI        make ui       (http://127.0.0.1:3000, runs under {paths.dagster_home})")
-    print(f"  MLflow UI         make mlflow-ui (http://127.0.0.1:5000, store {paths.mlflow_uri})")
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """Hold back the last --days days of the raw folder's log, run the full path on the rest in --home,
+    then feed the held-back days one drop file at a time to the drop-file sensor and run what it asks
+    for (the daily path), then whatever the retrain sensor asks for: the service's real history."""
+    import dagster as dg
+
+    from musictrend_dagster.core.rawdir import IngestError
+    from musictrend_dagster.core.replay import hold_back
+    from musictrend_dagster.settings import check_environment
+
+    source = Paths.from_env(raw_dir=args.raw_dir).raw_dir
+    home = Path(args.home).expanduser().resolve() if args.home else Paths.from_env().home / "replay"
+    if home.exists() and any(home.iterdir()):
+        print(f"musictrend replay: {home} is not empty: a replay starts from a new home (remove it or pass --home)",
+              file=sys.stderr)
+        return 2
+    paths = _point_environment(str(home), str(home / "raw"))
+    check_environment()
+    try:
+        drops = hold_back(source, paths.raw_dir, home / "held_back", args.days)
+    except (IngestError, ValueError) as exc:
+        for made in (paths.raw_dir, home / "held_back"):  # leave the home as empty as it was
+            shutil.rmtree(made, ignore_errors=True)
+        print(f"musictrend replay: {exc}", file=sys.stderr)
+        return 2
+    # Imported once the environment points at the replay's home: the definitions' resources read it.
+    from musictrend_dagster.definitions import defs
+    from musictrend_dagster.defs.automation import new_drop_file_sensor, retrain_sensor
+    from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
+    print(f"musictrend replay: {source} without its last {len(drops)} days -> {paths.raw_dir}; "
+          f"{drops[0].name}..{drops[-1].name} held back in {drops[0].parent}")
+    started = time.perf_counter()
+    with _instance(paths, "replay") as instance:
+        result, elapsed = _execute(paths, "replay", job_name="refresh_all", instance=instance, tags={
+            PATH_TAG: "retrain", TRIGGER_TAG: "replay", REASON_TAG: "replay: the full path on the days before the held-back ones"})
+        if result is None:
+            return 1
+        print(f"replay: full path on the history in {elapsed:.0f}s")
+        cursor, resources = None, defs.get_repository_def().get_top_level_resources()
+        for k, drop in enumerate(drops, 1):
+            drop.rename(paths.raw_dir / drop.name)
+            sensed = new_drop_file_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+            cursor = sensed.cursor
+            for request in sensed.run_requests:
+                line = _replay_request(paths, instance, request, request.job_name)
+                if line is None:
+                    return 1
+                print(f"replay {k}/{len(drops)} {drop.name}: {line}")
+            retrain = retrain_sensor(dg.build_sensor_context(instance=instance))
+            if isinstance(retrain, dg.RunRequest):
+                line = _replay_request(paths, instance, retrain, "refresh_all")
+                if line is None:
+                    return 1
+                print(f"replay {k}/{len(drops)} retrained ({retrain.tags[REASON_TAG]}): {line}")
+    plot = _write_monitoring_plot(paths)
+    print(f"\nmusictrend replay succeeded in {time.perf_counter() - started:.0f}s: {len(drops)} days replayed in {home}")
+    print(f"  monitoring plot   {plot}")
+    print(f"  Dagster UI        musictrend ui --home {home}")
+    print(f"  MLflow UI         musictrend mlflow-ui --home {home}")
+    return 0
+
+
+def _replay_request(paths: Paths, instance, request, job_name: str) -> str | None:
+    """Run what a sensor asked for, as the daemon would; one line on what came out (None on failure)."""
+    result, elapsed = _execute(paths, "replay", job_name=job_name, instance=instance, tags=dict(request.tags),
+                               run_config=request.run_config)
+    if result is None:
+        return None
+    meta = _metadata([(None, result, elapsed)])
+    vintage, monitoring = meta["forecast"], meta.get("forecast_monitoring", {})
+    return (f"{job_name} {elapsed:.0f}s, vintage {vintage['vintage']} by {vintage['champion']} v{vintage['model_version']}; "
+            f"{monitoring.get('verdict', '')}")
+
+
+def _write_monitoring_plot(paths: Paths) -> Path:
+    """The monitoring chart of the whole replay as a PNG next to the submission."""
+    from musictrend_dagster.core import plots
+    from musictrend_dagster.core.data import load_live_history, load_selections, query
+    from musictrend_dagster.core.monitoring import TOLERANCE
+    from musictrend_dagster.defs.resources import default_resources
+
+    with default_resources(paths)["warehouse"].connect() as con:
+        scores = query(con, "SELECT * FROM forecast_monitoring ORDER BY vintage")
+        history, selections = load_live_history(con), load_selections(con)
+    return plots.plot_monitoring(scores, history, selections, TOLERANCE, path=paths.output_dir / "monitoring.png")
 
 
 def _ui(args: argparse.Namespace) -> int:
@@ -216,9 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--next-day", action="store_true", help="append the next day's drop file to --out")
     sample.set_defaults(func=_sample)
 
-    run = sub.add_parser("run", help="materialise the whole asset graph in the Dagster instance under MUSICTREND_HOME")
+    run = sub.add_parser("run", help="the daily path (a new forecast vintage from the registered champion), or the "
+                                     "full path (retraining) when none is registered, when due or with --retrain")
     run.add_argument("--home", help="state folder (default $MUSICTREND_HOME or ./.musictrend)")
     run.add_argument("--raw-dir", help="raw CSV folder (default $MUSICTREND_RAW_DIR or HOME/raw)")
+    run.add_argument("--retrain", action="store_true", help="re-choose the champion now (backtests, selection, registration)")
     run.set_defaults(func=_run)
 
     ingest = sub.add_parser("ingest", help="bring the Parquet lake and the SQL models up to date with the raw folder (no models)")
@@ -226,6 +398,13 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--raw-dir", help="raw CSV folder (default $MUSICTREND_RAW_DIR or HOME/raw)")
     ingest.add_argument("--full-refresh", action="store_true", help="re-validate every raw file and rebuild every SQL model")
     ingest.set_defaults(func=_ingest)
+
+    replay = sub.add_parser("replay", help="hold back the log's last days and feed them one drop file a day through "
+                                           "the daily path, in a new home: a real monitoring history")
+    replay.add_argument("--days", type=int, required=True, help="how many of the log's last days to hold back and replay")
+    replay.add_argument("--raw-dir", help="the log to replay (default $MUSICTREND_RAW_DIR or $MUSICTREND_HOME/raw)")
+    replay.add_argument("--home", help="the replay's own state folder, new or empty (default $MUSICTREND_HOME/replay)")
+    replay.set_defaults(func=_replay)
 
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project's instance")
     ui.add_argument("--home")

@@ -1,13 +1,21 @@
-"""The one Definitions object: assets by group (ingest, transform, features, models, forecast),
-their checks, resources, the daily schedule and the drop-file sensor."""
+"""The one Definitions object: assets by group (ingest, transform, features, models, forecast,
+monitoring), their checks, resources, the two jobs (daily path, full path) and what starts them."""
 import dagster as dg
 
 from musictrend_dagster.defs.assets.features import model_features
 from musictrend_dagster.defs.assets.forecast import forecast, submission
 from musictrend_dagster.defs.assets.ingest import raw_songs, raw_user_actions
 from musictrend_dagster.defs.assets.models import backtest_assets, champion
+from musictrend_dagster.defs.assets.monitoring import forecast_monitoring, new_day_freshness
+from musictrend_dagster.defs.assets.registry import registered_champion
 from musictrend_dagster.defs.assets.transform import transform_assets, transform_checks
-from musictrend_dagster.defs.automation import daily_refresh, new_drop_file_sensor, refresh_all
+from musictrend_dagster.defs.automation import (
+    daily_forecast,
+    daily_refresh,
+    new_drop_file_sensor,
+    refresh_all,
+    retrain_sensor,
+)
 from musictrend_dagster.defs.checks import guard_checks
 from musictrend_dagster.defs.resources import default_resources
 from musictrend_dagster.settings import Paths
@@ -16,11 +24,12 @@ from musictrend_dagster.settings import Paths
 def build_defs(paths: Paths) -> dg.Definitions:
     """Definitions whose resources point at `paths` (tests build their own on a temporary home)."""
     return dg.Definitions(
-        assets=[raw_songs, raw_user_actions, *transform_assets, model_features, *backtest_assets, champion, forecast, submission],
-        asset_checks=[*transform_checks, *guard_checks],
-        jobs=[refresh_all],
+        assets=[raw_songs, raw_user_actions, *transform_assets, model_features, *backtest_assets, champion,
+                registered_champion, forecast, submission, forecast_monitoring],
+        asset_checks=[*transform_checks, *guard_checks, new_day_freshness],
+        jobs=[daily_forecast, refresh_all],
         schedules=[daily_refresh],
-        sensors=[new_drop_file_sensor],
+        sensors=[new_drop_file_sensor, retrain_sensor],
         resources=default_resources(paths),
         # Steps are serialised by the duckdb/training pools anyway; one process per run saves a
         # Python + TensorFlow start-up per step on a 2-core machine.

@@ -12,8 +12,10 @@ ACTIONS_PREFIX = "mars_tianchi_user_actions"
 SONGS_FILE = "mars_tianchi_songs.csv"
 SUBMISSION_FILE = "mars_tianchi_artist_plays_predict.csv"
 MLFLOW_EXPERIMENT = "musictrend"
+MLFLOW_MONITORING_EXPERIMENT = "musictrend-monitoring"  # one run per registered version: its live scores
 REGISTERED_MODEL = "musictrend-forecaster"
 MAX_QUARANTINE_SHARE_VAR = "MUSICTREND_MAX_QUARANTINE_SHARE"
+RETRAIN_EVERY_DAYS_VAR = "MUSICTREND_RETRAIN_EVERY_DAYS"
 
 
 class ConfigError(ValueError):
@@ -32,9 +34,18 @@ def max_quarantine_share() -> float:
     return value
 
 
+def retrain_every_days() -> int:
+    """Days of new data after which the champion is re-chosen (default 7; 0 = never on a cadence)."""
+    raw = os.environ.get(RETRAIN_EVERY_DAYS_VAR, "7")
+    if not raw.strip().isdigit():
+        raise ConfigError(f"{RETRAIN_EVERY_DAYS_VAR} must be a whole number of days (0 = off), got {raw!r}")
+    return int(raw)
+
+
 def check_environment() -> None:
     """Fail at start, naming the variable, rather than deep inside a run."""
     max_quarantine_share()
+    retrain_every_days()
 
 
 @dataclass(frozen=True)

@@ -48,3 +48,19 @@ def test_run_names_the_failing_step_and_file(tmp_path):
     assert "FAILED" in done.stderr
     assert "raw_user_actions" in done.stderr and "mars_tianchi_user_actions.csv" in done.stderr
     assert "delimited by ';'" in done.stderr
+
+
+def test_replay_refuses_what_it_cannot_replay(tmp_path):
+    raw = tmp_path / "raw"
+    assert musictrend("sample", "--source", "synthetic", "--artists", "2", "--days", "10", "--rows", "500", "--out", str(raw), cwd=tmp_path).returncode == 0
+    home = tmp_path / "home"
+    for days, message in (("0", "--days must be at least 1, got 0"),
+                          ("10", "the log has 10 days; holding back 10 leaves nothing to train on")):
+        done = musictrend("replay", "--days", days, "--raw-dir", str(raw), "--home", str(home), cwd=tmp_path)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+        assert not home.exists() or not any(home.iterdir()), "a refused replay leaves its home empty"
+    (home / "something").mkdir(parents=True)
+    done = musictrend("replay", "--days", "3", "--raw-dir", str(raw), "--home", str(home), cwd=tmp_path)
+    assert done.returncode == 2 and "is not empty: a replay starts from a new home" in done.stderr
+    done = musictrend("replay", "--days", "3", "--raw-dir", str(tmp_path / "nowhere"), "--home", str(tmp_path / "h2"), cwd=tmp_path)
+    assert done.returncode == 2 and "nowhere" in done.stderr and "Traceback" not in done.stderr

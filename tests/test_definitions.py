@@ -8,7 +8,7 @@ import dagster as dg
 
 from musictrend_dagster.definitions import defs
 
-GROUPS = {"ingest", "transform", "features", "models", "forecast"}
+GROUPS = {"ingest", "transform", "features", "models", "forecast", "monitoring"}
 
 
 def _assets():

@@ -16,7 +16,7 @@ def mermaid_graph() -> str:
     for key in graph.get_all_asset_keys():
         groups.setdefault(graph.get(key).group_name, []).append(key.to_user_string())
     lines = ["```mermaid", "flowchart LR"]
-    for group in ("ingest", "transform", "features", "models", "forecast"):
+    for group in ("ingest", "transform", "features", "models", "forecast", "monitoring"):
         lines += [f"  subgraph {group}", *(f"    {a}" for a in sorted(groups.pop(group))), "  end"]
     assert not groups, f"groups missing from the README order: {sorted(groups)}"
     edges = sorted((p.to_user_string(), k.to_user_string()) for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys)

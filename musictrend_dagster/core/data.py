@@ -176,17 +176,93 @@ def load_calibration(con: duckdb.DuckDBPyConnection, model: str) -> pl.DataFrame
 
 
 FORECAST_COLUMNS = ["artist_id", "ds", "plays", "plays_lo", "plays_hi"]
+# Every forecast the service made, by vintage (its first forecast day); `forecast` is the newest vintage.
+VINTAGES_DDL = """
+CREATE TABLE IF NOT EXISTS forecast_vintages (
+    vintage DATE, artist_id VARCHAR, ds DATE, plays DOUBLE, plays_lo DOUBLE, plays_hi DOUBLE, model VARCHAR,
+    model_version INTEGER);
+CREATE OR REPLACE VIEW forecast AS
+    SELECT artist_id, ds, plays, plays_lo, plays_hi, model, model_version, vintage FROM forecast_vintages
+    WHERE vintage = (SELECT max(vintage) FROM forecast_vintages);
+"""
 
 
-def save_forecast(con: duckdb.DuckDBPyConnection, forecast: pl.DataFrame, model: str) -> None:
-    """The forecast table holds one forecast, the latest, replaced atomically: plays and its 80%
-    interval (plays_lo, plays_hi; null only for a forecast written without one)."""
+def save_forecast(con: duckdb.DuckDBPyConnection, forecast: pl.DataFrame, model: str, model_version: int | None = None) -> None:
+    """One vintage into `forecast_vintages` (vintage = the forecast's first day), replacing that vintage's
+    rows atomically: a rerun on the same data replaces its vintage, never duplicates it. plays_lo and
+    plays_hi are the 80% interval (null only for a forecast written without one)."""
     frame = forecast.with_columns(
         pl.lit(None, pl.Float64).alias(c) for c in ("plays_lo", "plays_hi") if c not in forecast.columns
-    ).select(FORECAST_COLUMNS).with_columns(model=pl.lit(model))
+    ).select(
+        pl.col("ds").min().alias("vintage"), *FORECAST_COLUMNS, model=pl.lit(model),
+        model_version=pl.lit(model_version, pl.Int32),
+    )
     with _transaction(con):
-        _replace(con, "forecast", frame, "TRUE", [])
+        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'forecast' "
+                       "AND table_type = 'BASE TABLE'").fetchone()[0]:
+            con.execute("DROP TABLE forecast")  # the one-forecast table of earlier releases
+        con.execute(VINTAGES_DDL)
+        con.register("incoming_frame", frame.to_arrow())
+        try:
+            con.execute("DELETE FROM forecast_vintages WHERE vintage = (SELECT min(vintage) FROM incoming_frame)")
+            con.execute("INSERT INTO forecast_vintages BY NAME SELECT * FROM incoming_frame")
+        finally:
+            con.unregister("incoming_frame")
 
 
 def load_forecast(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    return query(con, f"SELECT {', '.join(FORECAST_COLUMNS)}, model FROM forecast ORDER BY artist_id, ds")
+    """The newest vintage."""
+    return query(con, f"SELECT {', '.join(FORECAST_COLUMNS)}, model, model_version, vintage FROM forecast "
+                      "ORDER BY artist_id, ds")
+
+
+def load_vintages(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every vintage's rows (empty before the first forecast)."""
+    if not _table_exists(con, "forecast_vintages"):
+        return pl.DataFrame(schema={"vintage": pl.Date, "artist_id": pl.String, "ds": pl.Date, "plays": pl.Float64,
+                                    "plays_lo": pl.Float64, "plays_hi": pl.Float64, "model": pl.String,
+                                    "model_version": pl.Int32})
+    return query(con, "SELECT * FROM forecast_vintages ORDER BY vintage, artist_id, ds")
+
+
+SELECTIONS_DDL = """
+CREATE TABLE IF NOT EXISTS champion_selections (
+    model_version INTEGER, model VARCHAR, data_through DATE, history_days INTEGER, backtest_f_norm DOUBLE,
+    backtest_coverage DOUBLE, reason VARCHAR, mlflow_run_id VARCHAR, dagster_run_id VARCHAR, selected_at TIMESTAMP);
+"""
+
+
+def save_selection(con: duckdb.DuckDBPyConnection, row: dict) -> None:
+    """A registered champion's row in `champion_selections` (one per registered version)."""
+    con.execute(SELECTIONS_DDL)
+    columns = ["model_version", "model", "data_through", "history_days", "backtest_f_norm", "backtest_coverage",
+               "reason", "mlflow_run_id", "dagster_run_id"]
+    with _transaction(con):
+        con.execute("DELETE FROM champion_selections WHERE model_version = ?", [row["model_version"]])
+        con.execute(f"INSERT INTO champion_selections ({', '.join(columns)}, selected_at) "
+                    f"VALUES ({', '.join('?' * len(columns))}, now()::TIMESTAMP)", [row[c] for c in columns])
+
+
+def load_selections(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every champion selection, oldest first."""
+    con.execute(SELECTIONS_DDL)
+    return query(con, "SELECT * FROM champion_selections ORDER BY model_version")
+
+
+def save_monitoring(con: duckdb.DuckDBPyConnection, vintages: pl.DataFrame, artists: pl.DataFrame,
+                    live: pl.DataFrame | None) -> None:
+    """Monitoring's tables, in one transaction: `forecast_monitoring` (one row per scored vintage) and
+    `forecast_monitoring_artists` (per vintage and artist) replaced whole; `forecast_monitoring_live`
+    (the champion's live score, one row per newest actual day) replaces its day's row."""
+    with _transaction(con):
+        _replace(con, "forecast_monitoring", vintages, "TRUE", [])
+        _replace(con, "forecast_monitoring_artists", artists, "TRUE", [])
+        if live is not None:
+            _replace(con, "forecast_monitoring_live", live, "as_of = ?", [live["as_of"][0]])
+
+
+def load_live_history(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The champion's live score by newest actual day (empty before monitoring ran)."""
+    if not _table_exists(con, "forecast_monitoring_live"):
+        return pl.DataFrame(schema={"as_of": pl.Date, "f_norm": pl.Float64})
+    return query(con, "SELECT * FROM forecast_monitoring_live ORDER BY as_of")

@@ -157,3 +157,89 @@ def backtest_figure(scores: pl.DataFrame) -> Figure:
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Backtest: mean f_norm per model, dots per origin", fontsize=10)
     return fig
+
+
+# ---- live monitoring --------------------------------------------------------------------------
+
+def monitoring_figure(scores: pl.DataFrame, live: pl.DataFrame, selections: pl.DataFrame, tolerance: float,
+                      horizon: int = 60) -> Figure:
+    """The service's live scores against what the backtests promised, over the calendar.
+
+    `scores` (vintage, model_version, days_scored, f_norm): each vintage's f_norm as a dot at its first
+    forecast day, paler the fewer of its `horizon` days are scored yet. `live` (as_of, f_norm, judged):
+    the champion's live score over its last scored days, by newest actual day (dotted while too few
+    days are scored to judge). `selections` (model_version, model, data_through, backtest_f_norm): each
+    registered version's backtest score as a dashed step from its first forecast day, the warning
+    threshold (backtest - tolerance) dotted beneath, and a labelled line where it took over.
+    """
+    if scores.is_empty() and live.is_empty():
+        raise ValueError("nothing scored yet: no vintage has an actual day")
+    fig = Figure(figsize=(10, 4.8), layout="constrained")
+    ax = fig.subplots()
+    versions = sorted(selections["model_version"].to_list())
+    color = {v: f"C{i % 10}" for i, v in enumerate(versions)}
+    days = scores["vintage"].to_list() + live["as_of"].to_list()
+    end = max(days) + timedelta(days=1)
+    values = scores["f_norm"].drop_nulls().to_list() + live["f_norm"].drop_nulls().to_list()
+    rows = selections.sort("model_version").iter_rows(named=True)
+    starts = [(r, r["data_through"] + timedelta(days=1)) for r in rows]
+    for i, (row, start) in enumerate(starts):
+        stop = starts[i + 1][1] if i + 1 < len(starts) else end
+        if stop <= min(days):
+            continue
+        start = max(start, min(days))
+        c = color[row["model_version"]]
+        ax.plot([start, stop], [row["backtest_f_norm"]] * 2, ls="--", lw=1.2, color=c)
+        ax.plot([start, stop], [row["backtest_f_norm"] - tolerance] * 2, ls=":", lw=1, color=c)
+        ax.axvline(start, color=c, lw=0.6, alpha=0.6)
+        ax.text(start, 1.0, f" v{row['model_version']} {row['model']}", transform=ax.get_xaxis_transform(), va="top",
+                fontsize=7, color=c, rotation=90)
+        values += [row["backtest_f_norm"], row["backtest_f_norm"] - tolerance]
+    for row in scores.drop_nulls("f_norm").iter_rows(named=True):
+        alpha = 0.2 + 0.8 * min(row["days_scored"], horizon) / horizon
+        ax.plot(row["vintage"], row["f_norm"], "o", ms=4, alpha=alpha, color=color.get(row["model_version"], "0.4"))
+    judged = live.filter(pl.col("judged"))
+    ax.plot(live["as_of"].to_list(), live["f_norm"].to_list(), ls=":", lw=1, color="k")
+    ax.plot(judged["as_of"].to_list(), judged["f_norm"].to_list(), "-", lw=2, color="k")
+    ax.plot([], [], "o", color="0.4", ms=4, label="f_norm of each vintage (paler: fewer days scored)")
+    ax.plot([], [], "-", lw=2, color="k", label="champion's live f_norm, last 14 scored days (dotted: too few to judge)")
+    ax.plot([], [], "--", color="0.3", label="its backtest f_norm")
+    ax.plot([], [], ":", color="0.3", label=f"warning threshold (backtest - {tolerance:.2f})")
+    low, high = min(values), max(values)
+    ax.set_ylim(low - 0.04 if low < 0 else max(0.0, low - 0.04), high + 0.04)
+    ax.set_ylabel("f_norm (1.0 = perfect)")
+    ax.set_xlabel("vintage (first forecast day) / newest actual day")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("Live monitoring: forecasts scored against what happened", fontsize=10)
+    ax.tick_params(labelsize=7)
+    return fig
+
+
+def plot_monitoring(scores: pl.DataFrame, live: pl.DataFrame, selections: pl.DataFrame, tolerance: float, *,
+                    path: Path) -> Path:
+    """`monitoring_figure` as a PNG at `path`."""
+    return _save(monitoring_figure(scores, live, selections, tolerance), path)
+
+
+def worst_artists_figure(artists: pl.DataFrame, top_n: int = 10) -> Figure:
+    """The artists that cost the live score most: bars of loss (sigma * phi / sum phi, what each takes off
+    f_norm), labelled with sigma and the bias sum(S - T) / sum(T) (negative: under-forecast)."""
+    if artists.is_empty():
+        raise ValueError("no artist scored yet")
+    worst = artists.drop_nulls("loss").sort(["loss", "artist_id"], descending=[True, False]).head(top_n).reverse()
+    fig = Figure(figsize=(7, 0.35 * worst.height + 1.4), layout="constrained")
+    ax = fig.subplots()
+    y = list(range(worst.height))
+    ax.barh(y, worst["loss"].to_list(), color="tab:red", alpha=0.6)
+    ax.set_yticks(y, [_short(a) for a in worst["artist_id"].to_list()], fontsize=8)
+    for i, row in enumerate(worst.iter_rows(named=True)):
+        ax.text(row["loss"], i, f" sigma {row['sigma']:.2f}, bias {row['bias']:+.0%}", va="center", fontsize=7)
+    ax.set_xlim(0, max(worst["loss"].to_list()) * 1.6)
+    ax.set_xlabel("f_norm lost to this artist (sigma x phi / sum phi)")
+    ax.set_title(f"Worst {worst.height} artists of the champion's live window", fontsize=10)
+    return fig
+
+
+def plot_worst_artists(artists: pl.DataFrame, top_n: int = 10, *, path: Path) -> Path:
+    """`worst_artists_figure` as a PNG at `path`."""
+    return _save(worst_artists_figure(artists, top_n), path)

@@ -324,3 +324,110 @@ class Tracker:
 def _requirements(*packages: str) -> list[str]:
     """Pinned requirements of the running env: explicit, so MLflow skips its slow subprocess inference."""
     return [f"{name}=={pkg_version(name)}" for name in packages]
+
+
+# ---- serving and live monitoring (the daily path) ---------------------------------------------
+
+SERVED_MODEL_ARTIFACT = "serving/served_model.pkl"
+MONITORING_TAG = "musictrend/monitoring"
+
+
+def log_served_model(tracker: Tracker, run_id: str, served: Any) -> None:
+    """Store what the daily path serves (core.serving.ServedModel: the fitted champion, its calibration)
+    in the champion's run, before the run is registered, so every registered version has it."""
+    import cloudpickle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(SERVED_MODEL_ARTIFACT).name
+        path.write_bytes(cloudpickle.dumps(served))
+        _retry(tracker.client.log_artifact, run_id, str(path), str(Path(SERVED_MODEL_ARTIFACT).parent))
+
+
+class NoChampion(LookupError):
+    """No model version carries the champion alias (or it lacks what the daily path serves)."""
+
+
+def load_champion(tracker: Tracker) -> tuple[int, Any]:
+    """(version, served model) of `models:/<REGISTERED_MODEL>@champion`."""
+    import pickle
+
+    with _quiet():
+        try:
+            mv = _retry(tracker.client.get_model_version_by_alias, REGISTERED_MODEL, CHAMPION_ALIAS)
+        except MlflowException:
+            raise NoChampion(f"no model version of {REGISTERED_MODEL} has the alias {CHAMPION_ALIAS!r} in "
+                             f"{tracker.uri}: run the full path first (musictrend run --retrain)") from None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=SERVED_MODEL_ARTIFACT,
+                                                            dst_path=tmp, tracking_uri=tracker.uri)
+            except (MlflowException, OSError):
+                raise NoChampion(f"{REGISTERED_MODEL} version {mv.version} (run {mv.run_id}) has no "
+                                 f"{SERVED_MODEL_ARTIFACT}: retrain (musictrend run --retrain)") from None
+            served = pickle.loads(Path(local).read_bytes())
+    return int(mv.version), served
+
+
+def tag_model_version(tracker: Tracker, version: int, tags: dict[str, Any]) -> None:
+    """Tags on a registered version (shown on its page in the MLflow UI's Models tab)."""
+    for key, value in tags.items():
+        _retry(tracker.client.set_model_version_tag, REGISTERED_MODEL, str(version), key, str(value))
+
+
+def _monitoring_experiment(tracker: Tracker) -> str:
+    """The experiment of the live-monitoring runs, kept apart from the backtests' (one run per model there)."""
+    from musictrend_dagster.settings import MLFLOW_MONITORING_EXPERIMENT
+
+    found = _retry(tracker.client.get_experiment_by_name, MLFLOW_MONITORING_EXPERIMENT)
+    if found:
+        return found.experiment_id
+    try:
+        return _retry(tracker.client.create_experiment, MLFLOW_MONITORING_EXPERIMENT,
+                      artifact_location=tracker.artifact_dir.as_uri(),
+                      tags={"mlflow.experimentKind": "custom_model_development"})
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return _retry(tracker.client.get_experiment_by_name, MLFLOW_MONITORING_EXPERIMENT).experiment_id
+
+
+def log_live_scores(tracker: Tracker, version: int, model: str, scores: pl.DataFrame, live: dict[str, Any] | None) -> str | None:
+    """The live scores of one registered version, in its run `live <model> v<version>` of the experiment
+    `musictrend-monitoring` (None: nothing scored yet, nothing logged).
+
+    `scores`: the version's vintages (vintage, days_scored, f_norm): metric `f_norm_<yyyymmdd>` per
+    vintage, step = days scored, so its history shows the score as the days came in. `live`: the
+    version's live score (f_norm, scored_days, step = days since its training data ended, as_of, ...):
+    metric `live_f_norm` at `step`, timestamped with the newest actual day, and `live_*` tags on the
+    registered version. Only changed values are logged, so a rerun on the same data adds nothing.
+    The metrics are linked to the version's logged model.
+    """
+    scored = scores.drop_nulls("f_norm")
+    if scored.is_empty() and not (live and live.get("f_norm") is not None):
+        return None
+    mv = _retry(tracker.client.get_model_version, REGISTERED_MODEL, str(version))
+    with _quiet():
+        experiment_id = _monitoring_experiment(tracker)
+        found = _retry(tracker.client.search_runs, [experiment_id], max_results=1,
+                       filter_string=f"tags.model_version = '{version}'")
+        if found:
+            run_id, latest = found[0].info.run_id, found[0].data.metrics
+        else:
+            tags = {MONITORING_TAG: "live", "model": model, "model_version": str(version),
+                    "registered_model": REGISTERED_MODEL, "source_run_id": mv.run_id, **owner_tags()}
+            run = _retry(tracker.client.create_run, experiment_id, run_name=f"live {model} v{version}", tags=tags)
+            run_id, latest = run.info.run_id, {}
+            _retry(tracker.client.set_terminated, run_id, "FINISHED")
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"f_norm_{_ymd(row['vintage'])}", row["f_norm"], now, int(row["days_scored"]), model_id=mv.model_id)
+        for row in scored.iter_rows(named=True) if latest.get(f"f_norm_{_ymd(row['vintage'])}") != row["f_norm"]
+    ]
+    if live and live.get("f_norm") is not None:
+        if latest.get("live_f_norm") != live["f_norm"]:
+            stamp = int(time.mktime(live["as_of"].timetuple()) * 1000)
+            metrics.append(Metric("live_f_norm", live["f_norm"], stamp, int(live["step"]), model_id=mv.model_id))
+        tag_model_version(tracker, version, {f"live_{k}": v for k, v in live.items() if k != "step"})
+    for chunk in _chunks(metrics, _MAX_METRICS):
+        _retry(tracker.client.log_batch, run_id, metrics=chunk)
+    return run_id

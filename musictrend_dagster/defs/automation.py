@@ -1,51 +1,196 @@
-"""The daily refresh: a 03:00 schedule over the whole graph and a sensor for new drop files."""
+"""The service's automation: two jobs, the sensors and the schedule that start them, with run tags
+saying what each run does and why.
+
+- `daily_forecast` (the daily path): ingest, SQL models, features, a forecast vintage by the
+  registered champion, submission, monitoring. No backtest.
+- `refresh_all` (the full path = retraining): the whole graph, backtests, champion selection and
+  registration included, then the same forecast, submission and monitoring.
+
+`new_drop_file_sensor` starts one `daily_forecast` run per new drop file, forecasting from that
+file's day (two files landing together make two vintages); on a home without a champion it starts
+the full path instead. `retrain_sensor` starts `refresh_all` when the champion is due (core.serving:
+cadence in days of data, 30% more history, or monitoring's WARN). `daily_refresh` runs the daily
+path at 03:00. The CLI (`musictrend run`, `musictrend replay`) evaluates the same sensors and
+runs what they request.
+"""
 
 import json
 import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 
+from musictrend_dagster.core.serving import Selection, retrain_reasons
+from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
 from musictrend_dagster.defs.resources import WarehouseResource
-from musictrend_dagster.settings import ACTIONS_PREFIX
+from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
+from musictrend_dagster.settings import ACTIONS_PREFIX, RETRAIN_EVERY_DAYS_VAR, retrain_every_days
 
 DROP_FILE = re.compile(rf"^{ACTIONS_PREFIX}_(\d{{8}})\.csv(\.gz)?$")
 
 refresh_all = dg.define_asset_job(
     "refresh_all",
     selection=dg.AssetSelection.all(),
-    description="Ingest new raw files, rebuild SQL models and features, backtest every model, rewrite the submission.",
+    tags={PATH_TAG: "retrain"},
+    description="The full path (retraining): ingest, SQL models, features, every model's backtest, champion selection "
+                "and registration, then the forecast vintage, the submission and monitoring.",
 )
 
-daily_refresh = dg.ScheduleDefinition(
-    name="daily_refresh",
-    job=refresh_all,
-    cron_schedule="0 3 * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every day at 03:00 (the code location's time zone): the whole graph.",
+daily_forecast = dg.define_asset_job(
+    "daily_forecast",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("models"),
+    tags={PATH_TAG: "daily"},
+    description="The daily path: ingest and SQL models (incremental), features, a forecast vintage by the registered "
+                "champion (no backtest, no refit unless the model kind needs one), the submission and monitoring.",
 )
+
+
+def _metadata(instance: dg.DagsterInstance, asset: str) -> dict | None:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        return None
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What the sensors decide on, read from the Dagster instance (no warehouse lock needed)."""
+
+    selection: Selection | None  # the last registered champion
+    data_through: date | None  # the newest day the newest vintage read
+    history_days: int | None
+    degraded: str | None  # monitoring's WARN verdict on the current champion, if any
+
+    @property
+    def covered_through(self) -> date | None:
+        """The newest day a vintage or the champion's training has read: drop files up to it are not new days."""
+        days = [d for d in (self.data_through, self.selection.data_through if self.selection else None) if d]
+        return max(days) if days else None
+
+
+def service_state(instance: dg.DagsterInstance) -> ServiceState:
+    champion, vintage = _metadata(instance, "registered_champion"), _metadata(instance, "forecast")
+    selection = None
+    if champion:
+        selection = Selection(int(champion["model_version"]), date.fromisoformat(champion["data_through"]),
+                              int(champion["history_days"]))
+    degraded = None
+    record = instance.get_latest_asset_check_evaluation_record(
+        dg.AssetCheckKey(dg.AssetKey("forecast_monitoring"), LIVE_CHECK))
+    evaluation = record.event.dagster_event.event_specific_data if record and record.event else None
+    # a run killed between planning the check and evaluating it leaves only the plan: no verdict
+    if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed and selection is not None:
+        facts = {k: v.value for k, v in evaluation.metadata.items()}
+        if facts.get("model_version") == selection.model_version:
+            degraded = facts["verdict"]
+    return ServiceState(
+        selection=selection,
+        data_through=date.fromisoformat(vintage["data_through"]) if vintage and "data_through" in vintage else None,
+        history_days=int(vintage["history_days"]) if vintage and "history_days" in vintage else None,
+        degraded=degraded,
+    )
+
+
+def due_reasons(state: ServiceState) -> list[str]:
+    """Why the champion is due for retraining now (empty: not due)."""
+    if state.selection is not None and state.data_through is None:
+        return []  # a champion without a vintage yet: the next daily run makes one
+    return retrain_reasons(state.selection, state.data_through, state.history_days, state.degraded,
+                           every_days=retrain_every_days())
+
+
+def _drop_day(name: str) -> date | None:
+    """The day a drop file's name says (None: not a drop file, or not a real date)."""
+    match = DROP_FILE.match(name)
+    try:
+        return datetime.strptime(match.group(1), "%Y%m%d").date() if match else None
+    except ValueError:
+        return None
 
 
 def new_drop_files(raw_dir: Path, seen: set[str]) -> list[str]:
-    """Drop files in raw_dir not seen before, oldest day first."""
+    """Drop files (named with a real day) in raw_dir not seen before, oldest day first."""
     if not raw_dir.is_dir():
         return []
-    return sorted((p.name for p in raw_dir.iterdir() if DROP_FILE.match(p.name) and p.name not in seen),
-                  key=lambda n: DROP_FILE.match(n).group(1))
+    return sorted((p.name for p in raw_dir.iterdir() if _drop_day(p.name) and p.name not in seen), key=_drop_day)
+
+
+def _daily_request(run_key: str, start: date, files: list[str], why: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        job_name=daily_forecast.name,
+        run_key=run_key,
+        run_config={"ops": {"forecast": {"config": {"start": start.isoformat()}}}},
+        tags={PATH_TAG: "daily", TRIGGER_TAG: "drop_file", DROP_FILE_TAG: ",".join(files), REASON_TAG: why},
+    )
 
 
 @dg.sensor(
-    job=refresh_all,
+    jobs=[daily_forecast, refresh_all],
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description=f"Starts a refresh when a new {ACTIONS_PREFIX}_YYYYMMDD.csv lands in MUSICTREND_RAW_DIR; each file triggers once.",
+    description=f"One daily_forecast run per new {ACTIONS_PREFIX}_YYYYMMDD.csv in MUSICTREND_RAW_DIR, forecasting from "
+                "the day after the file's day (run key = the file; each file triggers once). Files for days a "
+                "vintage already read re-issue the newest vintage; without a champion, the full path (refresh_all).",
 )
 def new_drop_file_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult | dg.SkipReason:
     seen = set(json.loads(context.cursor)) if context.cursor else set()
     new = new_drop_files(Path(warehouse.raw_dir), seen)
     if not new:
         return dg.SkipReason("no new drop files")
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=",".join(new), tags={"musictrend/drop_files": ",".join(new)})],
-        cursor=json.dumps(sorted(seen | set(new))),
+    cursor = json.dumps(sorted(seen | set(new)))
+    state = service_state(context.instance)
+    if state.selection is None:
+        reason = due_reasons(state)[0]
+        return dg.SensorResult(cursor=cursor, run_requests=[dg.RunRequest(
+            job_name=refresh_all.name, run_key=",".join(new),
+            tags={PATH_TAG: "retrain", TRIGGER_TAG: "drop_file", DROP_FILE_TAG: ",".join(new), REASON_TAG: reason})])
+    floor = state.covered_through
+    fresh = [n for n in new if _drop_day(n) > floor]
+    late = [n for n in new if n not in fresh]
+    requests = [_daily_request(n, _drop_day(n) + timedelta(days=1), [n], f"new day {_drop_day(n)} in {n}")
+                for n in fresh]
+    if late and not fresh:  # days a vintage has read changed: forecast the newest vintage again from them
+        requests.append(_daily_request(",".join(late), floor + timedelta(days=1), late,
+                                       f"files for days already read (through {floor}): the newest vintage again"))
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+@dg.sensor(
+    job=refresh_all,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=f"Retrains (refresh_all) when the champion is due: every {RETRAIN_EVERY_DAYS_VAR} (default 7) days of "
+                "new data since the last selection, when the history grew 30% since then, or when monitoring's "
+                f"{LIVE_CHECK} check warns on the current champion. The run's musictrend/reason tag says which.",
+)
+def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    state = service_state(context.instance)
+    if state.selection is None:
+        return dg.SkipReason("no champion registered yet: the first run (musictrend run, Materialize all or a drop "
+                             "file) does the full path")
+    if context.instance.get_run_records(dg.RunsFilter(job_name=refresh_all.name, statuses=[
+            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED]), limit=1):
+        return dg.SkipReason("a refresh_all run is queued or in progress")
+    reasons = due_reasons(state)
+    if not reasons:
+        return dg.SkipReason(f"not due: champion v{state.selection.model_version} selected on data through "
+                             f"{state.selection.data_through}; data now through {state.data_through}")
+    return dg.RunRequest(
+        run_key=f"retrain {state.data_through} v{state.selection.model_version}",
+        tags={PATH_TAG: "retrain", TRIGGER_TAG: "retrain_sensor", REASON_TAG: "; ".join(reasons)},
     )
+
+
+@dg.schedule(
+    cron_schedule="0 3 * * *",
+    job=daily_forecast,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every day at 03:00 (the code location's time zone): the daily path on whatever data is there.",
+)
+def daily_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    if service_state(context.instance).selection is None:
+        return dg.SkipReason("no champion registered yet: run the full path first (musictrend run or Materialize all)")
+    return dg.RunRequest(tags={PATH_TAG: "daily", TRIGGER_TAG: "schedule", REASON_TAG: "03:00 daily refresh"})

@@ -25,13 +25,21 @@ class InsufficientHistory(ValueError):
 
 class Forecaster(Protocol):
     """fit() sees only the history it is given (`core.features.HISTORY_COLUMNS`, one row per artist
-    and day); predict() never looks at anything else."""
+    and day); predict() never looks at anything else.
+
+    observe() (models whose registry spec says `observes`) points a fitted model at a newer history
+    without learning anything: predict() then forecasts from that history's last day with the
+    weights fit() learned. On the history fit() saw it changes nothing. This is how the registered
+    champion forecasts every day from the newest data without being retrained (core/serving.py).
+    """
 
     name: str
 
     def params(self) -> dict[str, Any]: ...
 
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo: ...
+
+    def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None: ...
 
     def predict(self, start: date, horizon: int) -> pl.DataFrame: ...
 

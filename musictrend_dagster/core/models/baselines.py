@@ -57,6 +57,10 @@ class _WindowLevelForecaster:
             raise InsufficientHistory(f"{self.name}: history is empty")
         return FitInfo()
 
+    def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
+        """A level has no weights: reading the newer history is all a fit does."""
+        self.fit(history, songs)
+
     def predict(self, start: date, horizon: int) -> pl.DataFrame:
         """Every artist seen in fit, days start..start+horizon-1, from the last `window` days before start."""
         if self._history is None:

@@ -233,13 +233,12 @@ class GlobalEnsemble:
         if n_days <= max(windows):
             raise InsufficientHistory(f"history has {n_days} days; {self.name} needs more than window={max(windows)}")
         basis = horizon_basis(self.horizon)
-        self._members, self._origin_x, groups = [], {}, []
+        self._members, groups = [], []
         for w_index, window in enumerate(windows):
             x, y = training_set(plays, context, first, window, self.horizon)
             if self.recency_days > 0:
                 age = n_days - 1 - (window + np.arange(len(x)) // len(artists))
                 y[..., 1] *= np.exp(-age / self.recency_days)[:, None]
-            self._origin_x[window], self._anchor = origin_features(plays, context, first, n_days, window)
             nets = [
                 CurveNet(self.units, self.epochs, self.batch_size, self.learning_rate, self.l2,
                          seed=self.seed * 1000 + w_index * 100 + k)
@@ -249,9 +248,23 @@ class GlobalEnsemble:
             self._members += [(window, net) for net in nets]
         member_losses = fit_members(groups, basis, self.on_epoch)
         self._basis = basis
+        self._read(artists, first, plays, context)
+        return FitInfo(losses=[float(v) for v in np.mean(member_losses, axis=0)])
+
+    def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
+        """The trained members read `history`: predict() forecasts from its last day (nothing is learned)."""
+        if not self._members:
+            raise RuntimeError("fit the model before it observes new days")
+        self._read(*artist_series(history, songs))
+
+    def _read(self, artists: list[str], first: date, plays: np.ndarray, context: np.ndarray) -> None:
+        """The forecast's starting point: every artist's features per input window and anchor at the day after the history."""
+        n_days = plays.shape[1]
+        self._origin_x = {}
+        for window in sorted({self.window_short, self.window_long}):
+            self._origin_x[window], self._anchor = origin_features(plays, context, first, n_days, window)
         self._artists = artists
         self._last_day = first + timedelta(days=n_days - 1)
-        return FitInfo(losses=[float(v) for v in np.mean(member_losses, axis=0)])
 
     def predict(self, start: date, horizon: int) -> pl.DataFrame:
         if not self._members:

@@ -192,11 +192,25 @@ class GlobalModel:
         model, inference = self._build(keras, x.shape[1])
         losses = train_keras(keras, model, x, y, relative_error, self)
         self.keras_model = inference
+        self._read(artists, first, plays, context, songs)
+        return FitInfo(losses=losses)
+
+    def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
+        """The trained network reads `history`: predict() forecasts from its last day (nothing is learned)."""
+        if self.keras_model is None:
+            raise RuntimeError("fit the model before it observes new days")
+        self._read(*artist_series(history, songs), songs)
+
+    def _read(self, artists: list[str], first: date, plays: np.ndarray, context: np.ndarray, songs: pl.DataFrame) -> None:
+        """The forecast's starting point: every artist's features and anchor at the day after the history."""
         self._artists = artists
         self._songs_seen = songs
-        self._last_day = first + timedelta(days=n_days - 1)
-        self._origin_x, self._anchor = origin_features(plays, context, first, n_days, self.window)
-        return FitInfo(losses=losses)
+        self._last_day = first + timedelta(days=plays.shape[1] - 1)
+        self._origin_x, self._anchor = origin_features(plays, context, first, plays.shape[1], self.window)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its epoch hook (a logger closure is no part of the fitted model)."""
+        return {**self.__dict__, "on_epoch": None}
 
     def model_input(self, history: pl.DataFrame) -> np.ndarray:
         """Feature rows (artists, features) for the day after `history`'s end, with the songs seen in fit."""

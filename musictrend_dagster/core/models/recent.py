@@ -80,11 +80,19 @@ class RecentLevel:
 
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
         info = self.model.fit(history, songs)
+        self._read(history)
+        return info
+
+    def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
+        self.model.observe(history, songs)
+        self._read(history)
+
+    def _read(self, history: pl.DataFrame) -> None:
+        """Which artists are new or returning at the end of `history`, and their own levels."""
         artists, first, matrix = plays_matrix(history)
         mask, levels = recent_levels(matrix)
         self._levels = {a: float(v) for a, v, m in zip(artists, levels, mask) if m}
         self._last_day = first + timedelta(days=matrix.shape[1] - 1)
-        return info
 
     def recent_artists(self) -> dict[str, float]:
         """Artists forecast from their own level, and that level (after fit)."""

@@ -30,6 +30,8 @@ class ModelSpec:
     min_history: Callable[[dict[str, Any]], int]
     uses_tensorflow: bool = False
     fixed: dict[str, Any] = field(default_factory=dict)
+    # Can apply its fitted weights to a newer history (Forecaster.observe)? Else the daily path refits it.
+    observes: bool = True
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -78,6 +80,7 @@ SPECS: list[ModelSpec] = [
         "implementation's choices).",
         _window_plus_targets("window"),
         uses_tensorflow=True,
+        observes=False,
     ),
     ModelSpec(
         "global_direct",

@@ -1,9 +1,8 @@
-"""Forecast group: the champion refit on all data before the start day, its forecast, and the
-competition submission file."""
+"""Forecast group: the daily forecast vintage by the registered champion, and the competition
+submission file (always the newest vintage)."""
 
-import json
 import tempfile
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -11,74 +10,79 @@ import polars as pl
 from pydantic import Field
 
 from musictrend_dagster.core import plots
-from musictrend_dagster.core.data import (
-    leaderboard,
-    load_calibration,
-    load_forecast,
-    load_history,
-    save_forecast,
-    standings,
-)
-from musictrend_dagster.core.intervals import with_interval
-from musictrend_dagster.core.models.registry import MODEL_NAMES
-from musictrend_dagster.core.submission import write_submission
-from musictrend_dagster.defs.assets.models import backtest_plan, logged_model
+from musictrend_dagster.core.data import load_forecast, load_history, save_forecast
+from musictrend_dagster.core.serving import forecast_vintage
+from musictrend_dagster.core.submission import submission_frame, write_submission
+from musictrend_dagster.core.tracking import NoChampion, load_champion
 from musictrend_dagster.defs.metadata import png, preview
 from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
-from musictrend_dagster.instance import TRAINING_POOL
+from musictrend_dagster.defs.tags import REASON_TAG, TRIGGER_TAG
+from musictrend_dagster.instance import DUCKDB_POOL
 
 
 class ForecastConfig(dg.Config):
-    start: str = Field(default="", description="First forecast day, YYYY-MM-DD; empty = the day after the last observed day.")
+    start: str = Field(default="", description="First forecast day (the vintage), YYYY-MM-DD; empty = the day after "
+                                               "the newest data. An earlier day forecasts from the days before it "
+                                               "(a hindcast, and marked so, if the champion was trained on that day).")
     horizon: int = Field(default=60, ge=1, le=366, description="Number of days to forecast.")
 
 
 @dg.asset(
     group_name="forecast",
-    kinds={"tensorflow", "mlflow", "duckdb"},
-    deps=["champion"],
-    pool=TRAINING_POOL,
+    kinds={"mlflow", "duckdb", "polars"},
+    deps=["model_features", "registered_champion"],
+    pool=DUCKDB_POOL,
     description=(
-        "The champion refit on every day before `start` with its backtested hyperparameters, "
-        "registered in MLflow as musictrend-forecaster@champion, forecasting `horizon` days with an 80% interval "
-        "per artist and day calibrated on its backtests (table `forecast`: plays, plays_lo, plays_hi)."
+        "A forecast vintage: the registered champion (models:/musictrend-forecaster@champion) reads the newest "
+        "data and forecasts `horizon` days from the day after it, with an 80% interval per artist and day; no "
+        "backtest, no refit unless the model kind needs one to see new days (then the metadata says so). Kept in "
+        "`forecast_vintages` (vintage = first forecast day; a rerun replaces its vintage); `forecast` is the newest."
     ),
 )
-def forecast(
-    context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource, mlflow: MlflowResource
-) -> dg.MaterializeResult:
+def forecast(context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource,
+             mlflow: MlflowResource) -> dg.MaterializeResult:
+    try:
+        version, served = load_champion(mlflow.tracker())
+    except NoChampion as exc:
+        raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
         history, songs = load_history(con)
-        best = leaderboard(standings(con, MODEL_NAMES, backtest_plan(history))[0]).row(0, named=True)
-        calibration = load_calibration(con, best["model"])
-    last_day = history["ds"].max()
-    start = date.fromisoformat(config.start) if config.start else last_day + timedelta(days=1)
-    if start > last_day + timedelta(days=1):
-        raise dg.Failure(f"forecast start {start} leaves a gap after the last observed day {last_day}")
-    name, params = best["model"], json.loads(best["params"])
-    model = logged_model(context, name, params, f"{name} refit")
-    train = history.filter(pl.col("ds") < start)
-    model.fit(train, songs)
-    predicted = with_interval(model.predict(start, config.horizon), calibration)
-    version = mlflow.tracker().register_champion(best["mlflow_run_id"], model, train, start, config.horizon)
-    context.log.info(f"{name} registered as musictrend-forecaster version {version} (alias champion)")
+    try:
+        made = forecast_vintage(served, history, songs, date.fromisoformat(config.start) if config.start else None,
+                                config.horizon)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
-        save_forecast(con, predicted, name)
+        save_forecast(con, made.frame.drop("vintage"), served.model, version)
+    refit = made.refit or (f"no: the weights of version {version} (trained through {served.trained_through}) "
+                           f"read the days through {made.data_through}")
+    context.log.info(f"vintage {made.vintage}: {served.model} v{version}, {made.history_days} days of history; refit {refit}")
+    if made.in_sample:
+        context.log.warning(f"vintage {made.vintage} is a hindcast: version {version} was trained on days through "
+                            f"{served.trained_through}; monitoring leaves it out of the live score")
     with tempfile.TemporaryDirectory() as tmp:
-        chart = plots.plot_forecast_vs_actual(train, predicted, None, path=Path(tmp) / "forecast.png")
+        chart = plots.plot_forecast_vs_actual(history.filter(pl.col("ds") < made.vintage), made.frame, None,
+                                              path=Path(tmp) / "forecast.png")
         chart_md = png(chart, "forecast")
+    tags = context.run.tags
     return dg.MaterializeResult(
         metadata={
-            "champion": name,
-            "backtest_f_norm": best["f_norm"],
+            "vintage": str(made.vintage),
+            "champion": served.model,
+            "model_version": version,
+            "refit": refit,
+            "trained_through": str(served.trained_through),
+            "data_through": str(made.data_through),
+            "history_days": made.history_days,
+            "hindcast": made.in_sample,
+            "backtest_f_norm": served.backtest_f_norm,
             "interval": "80%, calibrated on the champion's backtest errors by horizon day",
-            "backtest_coverage_80": best["coverage"],
-            "model_version": str(version),
-            "start": str(start),
             "horizon": config.horizon,
-            "dagster/row_count": predicted.height,
+            "trigger": tags.get(TRIGGER_TAG, "launched by hand"),
+            "why": tags.get(REASON_TAG, ""),
+            "dagster/row_count": made.frame.height,
             "plot": chart_md,
-            "preview": preview(predicted),
+            "preview": preview(made.frame),
         }
     )
 
@@ -87,14 +91,24 @@ def forecast(
     group_name="forecast",
     kinds={"csv"},
     deps=[forecast],
-    description="`$MUSICTREND_HOME/output/mars_tianchi_artist_plays_predict.csv`: no header, artist_id,Plays,Ds; integer plays >= 0; replaced atomically.",
+    pool=DUCKDB_POOL,
+    description="`$MUSICTREND_HOME/output/mars_tianchi_artist_plays_predict.csv`: the newest vintage; no header, "
+                "artist_id,Plays,Ds; integer plays >= 0; replaced atomically.",
 )
 def submission(context: dg.AssetExecutionContext, warehouse: WarehouseResource, output: OutputResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         predicted = load_forecast(con)
     path = Path(output.submission_path)
     rows = write_submission(predicted, path)
-    context.log.info(f"submission: {rows:,} rows -> {path}")
-    return dg.MaterializeResult(
-        metadata={"path": dg.MetadataValue.path(str(path)), "dagster/row_count": rows, "champion": predicted["model"][0]}
-    )
+    context.log.info(f"submission: {rows:,} rows of vintage {predicted['vintage'][0]} -> {path}")
+    first, last = predicted["ds"].min(), predicted["ds"].max()
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(path)),
+        "dagster/row_count": rows,
+        "vintage": str(predicted["vintage"][0]),
+        "champion": predicted["model"][0],
+        "model_version": predicted["model_version"][0],
+        "forecast_dates": f"{first}..{last} ({predicted['ds'].n_unique()} days)",
+        "artists": predicted["artist_id"].n_unique(),
+        "submission": preview(submission_frame(predicted)),
+    })

@@ -1,0 +1,129 @@
+"""Monitoring group: every forecast vintage scored against the days that have since happened, the
+champion's live score against its backtest (a WARN check that triggers retraining) and the data's
+freshness (an ERROR check)."""
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from musictrend_dagster.core import plots
+from musictrend_dagster.core.data import load_live_history, load_selections, load_vintages, query, save_monitoring
+from musictrend_dagster.core.monitoring import TOLERANCE, Freshness, LiveScore, live_score, score_vintages
+from musictrend_dagster.core.tracking import log_live_scores
+from musictrend_dagster.defs.metadata import png, preview
+from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
+from musictrend_dagster.instance import DUCKDB_POOL
+
+LIVE_CHECK = "live_score_vs_backtest"
+
+
+def _champion_live(vintages: pl.DataFrame, actuals: pl.DataFrame, selections: pl.DataFrame) -> LiveScore | None:
+    """The live score of the version that made the newest vintage (None if no registered version made it)."""
+    newest = vintages.filter(pl.col("vintage") == pl.col("vintage").max())
+    version = newest["model_version"][0] if newest.height else None
+    selected = selections.filter(pl.col("model_version") == version)
+    if selected.is_empty():
+        return None
+    row = selected.row(0, named=True)
+    return live_score(vintages, actuals, row["model_version"], row["model"], row["backtest_f_norm"], row["data_through"])
+
+
+def _live_row(live: LiveScore) -> pl.DataFrame:
+    return pl.DataFrame([{
+        "as_of": live.as_of, "model": live.model, "model_version": live.model_version, "f_norm": live.f_norm,
+        "scored_days": live.scored_days, "first_day": live.first_day, "last_day": live.last_day,
+        "forecasts": live.forecasts, "backtest_f_norm": live.backtest_f_norm, "judged": live.judged,
+        "degraded": live.degraded,
+    }], schema_overrides={"f_norm": pl.Float64, "first_day": pl.Date, "last_day": pl.Date})
+
+
+def _log_to_mlflow(mlflow: MlflowResource, scores: pl.DataFrame, live: LiveScore, selections: pl.DataFrame) -> None:
+    """Each registered version whose vintages gained a scored day, and the champion's live score."""
+    tracker = mlflow.tracker()
+    trained = dict(zip(selections["model_version"].to_list(), selections["data_through"].to_list()))
+    models = dict(zip(selections["model_version"].to_list(), selections["model"].to_list()))
+    touched = set(scores.filter(pl.col("last_day") == live.as_of)["model_version"].drop_nulls().to_list())
+    for version in sorted((touched | {live.model_version}) & set(models)):
+        summary = None
+        if version == live.model_version:
+            summary = {"f_norm": live.f_norm, "scored_days": live.scored_days, "degraded": live.degraded,
+                       "as_of": live.as_of, "step": (live.as_of - trained[version]).days}
+        log_live_scores(tracker, version, models[version], scores.filter(pl.col("model_version") == version), summary)
+
+
+@dg.asset(
+    group_name="monitoring",
+    kinds={"duckdb", "mlflow", "polars"},
+    deps=["forecast"],
+    pool=DUCKDB_POOL,
+    check_specs=[dg.AssetCheckSpec(
+        LIVE_CHECK, asset="forecast_monitoring",
+        description=f"WARN when the champion's live f_norm over its last 14 scored days is more than {TOLERANCE} "
+                    "below its backtest f_norm (judged from 7 scored days); the warning triggers retraining.")],
+    description=(
+        "Every forecast vintage scored with the official metric on the days that have since become actual: "
+        "`forecast_monitoring` (vintage, model_version, days_scored, f_norm), `forecast_monitoring_artists` "
+        "(per vintage and artist: sigma, phi, loss, bias) and `forecast_monitoring_live` (the champion's live "
+        "score by day); logged to MLflow against the registered version that made each vintage."
+    ),
+)
+def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource):
+    with warehouse.connect() as con:
+        vintages = load_vintages(con)
+        actuals = query(con, "SELECT artist_id, ds, plays FROM artist_daily")
+        selections = load_selections(con)
+    scores, artists = score_vintages(vintages, actuals)
+    scores = scores.join(selections.select("model_version", "backtest_f_norm", trained_through="data_through"),
+                         on="model_version", how="left").with_columns(
+        hindcast=pl.col("vintage") <= pl.col("trained_through")).drop("trained_through")
+    live = _champion_live(vintages, actuals, selections)
+    with warehouse.connect() as con:
+        save_monitoring(con, scores, artists, _live_row(live) if live else None)
+        history = load_live_history(con)
+
+    metadata: dict = {"vintages_scored": scores.height, "newest_actual_day": str(actuals["ds"].max()),
+                      "dagster/row_count": scores.height}
+    check = dg.AssetCheckResult(check_name=LIVE_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                metadata={"verdict": "no registered champion version made the newest vintage"})
+    if live is not None:
+        verdict = live.verdict()
+        (context.log.warning if live.degraded else context.log.info)(f"live score: {verdict}")
+        facts = {"verdict": verdict, "model_version": live.model_version, "model": live.model,
+                 "backtest_f_norm": live.backtest_f_norm, "scored_days": live.scored_days, "judged": live.judged,
+                 "degraded": live.degraded, "as_of": str(live.as_of)}
+        if live.f_norm is not None:
+            facts["live_f_norm"] = live.f_norm
+        check = dg.AssetCheckResult(check_name=LIVE_CHECK, passed=not live.degraded, severity=dg.AssetCheckSeverity.WARN,
+                                    metadata=facts)
+        metadata |= facts
+        _log_to_mlflow(mlflow, scores, live, selections)
+    with tempfile.TemporaryDirectory() as tmp:
+        if scores.height or history.height:
+            chart = plots.plot_monitoring(scores, history, selections, TOLERANCE, path=Path(tmp) / "monitoring.png")
+            metadata["live_scores"] = png(chart, "live f_norm by vintage next to the backtest")
+        if live is not None and live.artists.height:
+            worst = plots.plot_worst_artists(live.artists, path=Path(tmp) / "worst.png")
+            metadata["worst_artists"] = png(worst, "worst artists")
+            metadata["worst_artists_table"] = preview(live.artists, rows=10)
+    metadata["vintages"] = preview(scores.sort("vintage", descending=True), rows=15)
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
+@dg.asset_check(asset=forecast_monitoring, pool=DUCKDB_POOL,
+                description="ERROR when no new day of data has arrived for 2 days (when the newest day first "
+                            "reached the lake, against the clock).")
+def new_day_freshness(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        newest, arrived, now = con.execute(
+            "WITH newest AS (SELECT max(ds) AS ds FROM lake_files WHERE dataset = 'user_actions') "
+            "SELECT newest.ds, (SELECT min(changed_at) FROM lake_changes c WHERE c.dataset = 'user_actions' "
+            "AND c.ds = newest.ds), now()::TIMESTAMP FROM newest").fetchone()
+    if newest is None:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                                   metadata={"verdict": "no action data in the lake"})
+    fresh = Freshness(newest, arrived, now)
+    return dg.AssetCheckResult(passed=not fresh.stale, severity=dg.AssetCheckSeverity.ERROR, metadata={
+        "verdict": fresh.verdict(), "newest_day": str(newest), "arrived_at": str(arrived),
+        "hours_since": round(fresh.age.total_seconds() / 3600, 1)})
