@@ -2,6 +2,7 @@
 kind that cannot is refit and says so, and the vintage starts the day after the newest data."""
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from datetime import timedelta
 
@@ -9,6 +10,7 @@ import polars as pl
 import pytest
 
 from musictrend_dagster.core.models.registry import make_model
+from musictrend_dagster.core import serving
 from musictrend_dagster.core.serving import ServedModel, forecast_vintage
 
 CALIBRATION = pl.DataFrame({"day": [0], "lo": [-0.1], "hi": [0.1]})
@@ -45,7 +47,7 @@ def test_the_ensemble_observes_new_days_with_its_trained_weights(five_artists):
     assert _c_star_last_7(history) != _c_star_last_7(short)
 
 
-@pytest.mark.parametrize("name", ["global_ensemble", "global_direct", "median14"])
+@pytest.mark.parametrize("name", ["global_ensemble", "global_direct", "seed_lstm", "median14"])
 def test_observe_learns_nothing(five_artists, name):
     """Observing other days and then the fitted history again gives back the fitted forecast exactly;
     a baseline observing a history forecasts what a fresh fit on it forecasts (a level has no weights)."""
@@ -86,13 +88,16 @@ def test_forecast_vintage_from_the_served_champion(five_artists):
         forecast_vintage(served, history, songs, start=history["ds"].max() + timedelta(days=2))
 
 
-def test_a_kind_that_cannot_observe_is_refit_and_says_so(five_artists):
+def test_a_kind_that_cannot_observe_is_refit_and_says_so(five_artists, monkeypatch):
+    """Every registered kind observes today; a kind that declares it cannot (a model whose state is
+    the data it saw) is refit with its registered hyperparameters, and the vintage says so."""
     short, songs = _split(five_artists, 60)
     history, _ = five_artists
-    params = {"epochs": 1, "window": 14}
-    model = make_model("seed_lstm", **params)
+    blind = dataclasses.replace(serving.model_spec("median14"), observes=False)
+    monkeypatch.setattr(serving, "model_spec", lambda name: blind)
+    model = make_model("median14")
     model.fit(short, songs)
-    served = ServedModel(model, "seed_lstm", params, CALIBRATION, short["ds"].max(), 60, 0.2)
+    served = ServedModel(model, "median14", {}, CALIBRATION, short["ds"].max(), 60, 0.2)
     made = forecast_vintage(served, history, songs, horizon=10)
-    assert made.refit.startswith("seed_lstm cannot apply learned weights to new days: refit on 80 days")
+    assert made.refit.startswith("median14 cannot apply learned weights to new days: refit on 80 days")
     assert made.frame["ds"].min() == history["ds"].max() + timedelta(days=1)

@@ -80,7 +80,6 @@ SPECS: list[ModelSpec] = [
         "implementation's choices).",
         _window_plus_targets("window"),
         uses_tensorflow=True,
-        observes=False,
     ),
     ModelSpec(
         "global_direct",
