@@ -159,6 +159,7 @@ def _print_summary(paths: Paths, run_id: str, elapsed: float) -> None:
     from musictrend_dagster.core.models.registry import MODEL_NAMES
     from musictrend_dagster.defs.assets.models import backtest_plan
     from musictrend_dagster.defs.resources import default_resources
+    from musictrend_dagster.settings import mlflow_ui_url
 
     with default_resources(paths)["warehouse"].connect() as con:  # waits for any other run's connection
         loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
@@ -178,7 +179,7 @@ def _print_summary(paths: Paths, run_id: str, elapsed: float) -> None:
         print(f"    {row['model']:<16} skipped: {row['reason']}")
     print(f"  submission        {paths.submission}")
     print(f"  Dagster UI        make ui       (http://127.0.0.1:3000, runs under {paths.dagster_home})")
-    print(f"  MLflow UI         make mlflow-ui (http://127.0.0.1:5000, store {paths.mlflow_uri})")
+    print(f"  MLflow UI         make mlflow-ui ({mlflow_ui_url()}, store {paths.mlflow_uri})")
 
 
 def _ui(args: argparse.Namespace) -> int:
@@ -193,13 +194,29 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _mlflow_ui(args: argparse.Namespace) -> int:
-    """The MLflow UI on the project's store, bound to 127.0.0.1."""
+    """The MLflow UI on the project's store, where MUSICTREND_MLFLOW_UI_URL says (127.0.0.1:5000 by default).
+
+    --host/--port override the setting for this server; the links Dagster stores follow the
+    setting, so a different address is announced with the export that makes them agree.
+    """
+    from urllib.parse import urlsplit
+
+    from musictrend_dagster.settings import MLFLOW_UI_URL_VAR, mlflow_ui_url
+
     paths = _point_environment(args.home, None)
+    configured = urlsplit(mlflow_ui_url())
+    host, port = args.host or configured.hostname, args.port or configured.port
+    served = f"{configured.scheme}://{host}:{port}"
+    print(f"MLflow UI on {served} (store {paths.mlflow_uri})", flush=True)
+    if served != mlflow_ui_url():
+        print(f"note: Dagster's links to MLflow follow {MLFLOW_UI_URL_VAR}={mlflow_ui_url()}; to make them point "
+              f"here, start `musictrend ui` / `musictrend run` with\n  export {MLFLOW_UI_URL_VAR}={served}",
+              file=sys.stderr, flush=True)
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     # One worker and no job runner: the MLflow UI is for one person on a 2-core machine.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    os.execv(mlflow, [mlflow, "server", "--backend-store-uri", paths.mlflow_uri, "--host", args.host,
-                      "--port", str(args.port), "--workers", "1"])
+    os.execv(mlflow, [mlflow, "server", "--backend-store-uri", paths.mlflow_uri, "--host", host,
+                      "--port", str(port), "--workers", "1"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
 
     mlflow_ui = sub.add_parser("mlflow-ui", help="open the MLflow UI on this project's tracking store")
     mlflow_ui.add_argument("--home")
-    mlflow_ui.add_argument("--host", default="127.0.0.1")
-    mlflow_ui.add_argument("--port", type=int, default=5000)
+    mlflow_ui.add_argument("--host", help="default: the host of $MUSICTREND_MLFLOW_UI_URL (127.0.0.1)")
+    mlflow_ui.add_argument("--port", type=int, help="default: the port of $MUSICTREND_MLFLOW_UI_URL (5000)")
     mlflow_ui.set_defaults(func=_mlflow_ui)
 
     args = parser.parse_args(argv)

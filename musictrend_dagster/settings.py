@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ACTIONS_PREFIX = "mars_tianchi_user_actions"
 SONGS_FILE = "mars_tianchi_songs.csv"
@@ -14,6 +15,8 @@ SUBMISSION_FILE = "mars_tianchi_artist_plays_predict.csv"
 MLFLOW_EXPERIMENT = "musictrend"
 REGISTERED_MODEL = "musictrend-forecaster"
 MAX_QUARANTINE_SHARE_VAR = "MUSICTREND_MAX_QUARANTINE_SHARE"
+MLFLOW_UI_URL_VAR = "MUSICTREND_MLFLOW_UI_URL"
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 
 
 class ConfigError(ValueError):
@@ -32,9 +35,24 @@ def max_quarantine_share() -> float:
     return value
 
 
+def mlflow_ui_url() -> str:
+    """Where the MLflow UI is served: every link to MLflow is built on it, and `musictrend mlflow-ui`
+    serves there unless told otherwise (default http://127.0.0.1:5000)."""
+    raw = os.environ.get(MLFLOW_UI_URL_VAR) or DEFAULT_MLFLOW_UI_URL
+    url = urlsplit(raw)
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    if url.scheme not in {"http", "https"} or not url.hostname or port is None or url.path.strip("/"):
+        raise ConfigError(f"{MLFLOW_UI_URL_VAR} must look like http://HOST:PORT, got {raw!r}")
+    return f"{url.scheme}://{url.netloc}"
+
+
 def check_environment() -> None:
     """Fail at start, naming the variable, rather than deep inside a run."""
     max_quarantine_share()
+    mlflow_ui_url()
 
 
 @dataclass(frozen=True)
