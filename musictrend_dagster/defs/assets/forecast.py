@@ -21,9 +21,9 @@ from musictrend_dagster.core.data import (
 )
 from musictrend_dagster.core.intervals import with_interval
 from musictrend_dagster.core.models.registry import MODEL_NAMES
-from musictrend_dagster.core.submission import write_submission
+from musictrend_dagster.core.submission import read_submission, write_submission
 from musictrend_dagster.defs.assets.models import backtest_plan, logged_model
-from musictrend_dagster.defs.metadata import png, preview
+from musictrend_dagster.defs.metadata import png, preview, score
 from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
 from musictrend_dagster.instance import TRAINING_POOL
 
@@ -70,9 +70,9 @@ def forecast(
     return dg.MaterializeResult(
         metadata={
             "champion": name,
-            "backtest_f_norm": best["f_norm"],
+            "backtest_f_norm": score(best["f_norm"]),
             "interval": "80%, calibrated on the champion's backtest errors by horizon day",
-            "backtest_coverage_80": best["coverage"],
+            "backtest_coverage_80": score(best["coverage"]),
             "model_version": str(version),
             "start": str(start),
             "horizon": config.horizon,
@@ -95,6 +95,10 @@ def submission(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     path = Path(output.submission_path)
     rows = write_submission(predicted, path)
     context.log.info(f"submission: {rows:,} rows -> {path}")
+    written = read_submission(path)  # the preview shows the file as written: artist_id, Plays, Ds
     return dg.MaterializeResult(
-        metadata={"path": dg.MetadataValue.path(str(path)), "dagster/row_count": rows, "champion": predicted["model"][0]}
+        metadata={"path": dg.MetadataValue.path(str(path)), "dagster/row_count": rows, "champion": predicted["model"][0],
+                  "first_day": str(written["ds"].min()), "last_day": str(written["ds"].max()),
+                  "artists": written["artist_id"].n_unique(),
+                  "preview": preview(written.select("artist_id", Plays="plays", Ds=pl.col("ds").dt.strftime("%Y%m%d")))}
     )
