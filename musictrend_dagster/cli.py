@@ -179,7 +179,9 @@ def _print_summary(paths: Paths, run_id: str, elapsed: float) -> None:
         print(f"    {row['model']:<16} skipped: {row['reason']}")
     print(f"  submission        {paths.submission}")
     print(f"  Dagster UI        make ui       (http://127.0.0.1:3000, runs under {paths.dagster_home})")
+    mlflow = default_resources(paths)["mlflow"]
     print(f"  MLflow UI         make mlflow-ui ({mlflow_ui_url()}, store {paths.mlflow_uri})")
+    print(f"    the runs        {mlflow.runs_url(mlflow.tracker().experiment_id)}")
 
 
 def _ui(args: argparse.Namespace) -> int:

@@ -64,7 +64,10 @@ def test_a_port_that_disagrees_with_the_setting_says_how_to_make_links_agree(ser
 def test_links_stored_in_dagster_follow_the_setting(monkeypatch, tmp_path):
     monkeypatch.setenv(MLFLOW_UI_URL_VAR, "http://localhost:5310/")
     mlflow = default_resources(Paths.from_env(home=tmp_path))["mlflow"]
-    assert mlflow.run_url("3", "abc") == "http://localhost:5310/#/experiments/3/runs/abc"
+    # in MLflow's model-training view (3.17 would otherwise open the GenAI one)
+    assert mlflow.run_url("3", "abc") == "http://localhost:5310/#/experiments/3/runs/abc?workflowType=machine_learning"
+    assert mlflow.runs_url("3") == ("http://localhost:5310/#/experiments/3/runs?workflowType=machine_learning"
+                                    "&orderByKey=metrics.%60f_norm%60&orderByAsc=false")
 
 
 @pytest.mark.parametrize("value", ["localhost:5310", "http://127.0.0.1", "ftp://h:1", "http://h:1/mlflow", "http://h:x"])

@@ -37,11 +37,14 @@ from musictrend_dagster.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Pat
 
 CHAMPION_ALIAS = "champion"
 MODEL_ARTIFACT = "model"
-# Same artifact name in every model's run, so MLflow's Compare shows the plots side by side.
-PLOT_ARTIFACT = "plots/forecast_vs_actual.png"
-# The MLflow 3 UI opens an experiment in the view its `mlflow.experimentKind` tag names; without
-# it, the UI guesses (GenAI traces for an experiment with no traces yet).
+# Same artifact name in every model's run, at the root: MLflow's Compare shows the common root
+# files of the runs side by side (files in folders are not compared).
+PLOT_ARTIFACT = "forecast_vs_actual.png"
+# MLflow 3 shows an experiment as GenAI (traces, evaluations) or model training. Versions that decide
+# per experiment read the `mlflow.experimentKind` tag; 3.17 decides per browser (a sidebar switch,
+# GenAI by default) unless the URL says `workflowType=machine_learning`, so every link we make says it.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 DESCRIPTION_TAG = "mlflow.note.content"
 _RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
 # log_batch caps per call (MLflow's documented limits).
@@ -277,9 +280,8 @@ class Tracker:
                 pl.concat(frames, how="diagonal").write_csv(Path(tmp) / file)
             _retry(self.client.log_artifacts, run_id, tmp, "backtest")
             if plot_png is not None:
-                folder, name = PLOT_ARTIFACT.rsplit("/", 1)
-                shutil.copyfile(plot_png, Path(tmp) / name)
-                _retry(self.client.log_artifact, run_id, str(Path(tmp) / name), folder)
+                shutil.copyfile(plot_png, Path(tmp) / PLOT_ARTIFACT)
+                _retry(self.client.log_artifact, run_id, str(Path(tmp) / PLOT_ARTIFACT))
 
     def register_champion(self, run_id: str, model: Forecaster, history: pl.DataFrame, start: date, horizon: int) -> int:
         """Log the fitted champion into its run, register it and point the `champion` alias at it.
@@ -343,6 +345,17 @@ class Tracker:
             except MlflowException:
                 return None
         return mv.run_id
+
+
+def run_page(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI served at `ui_url`, in the model-training view."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
+
+
+def runs_page(ui_url: str, experiment_id: str) -> str:
+    """The experiment's runs in the MLflow UI, model-training view, best f_norm first."""
+    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"
+            "&orderByKey=metrics.%60f_norm%60&orderByAsc=false")
 
 
 def describe_run(result: BacktestResult, tags: dict[str, str], coverage: Coverage | None) -> str:

@@ -66,7 +66,14 @@ class MlflowResource(dg.ConfigurableResource):
                                     "every MLflow link in Dagster starts with it.")
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        from musictrend_dagster.core.tracking import run_page
+
+        return run_page(self.ui_url, experiment_id, run_id)
+
+    def runs_url(self, experiment_id: str) -> str:
+        from musictrend_dagster.core.tracking import runs_page
+
+        return runs_page(self.ui_url, experiment_id)
 
     def tracker(self):
         from musictrend_dagster.core.tracking import Tracker

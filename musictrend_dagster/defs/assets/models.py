@@ -207,7 +207,7 @@ def leaderboard_table(scores: pl.DataFrame) -> pl.DataFrame:
         "listed with their reason). A baseline that wins is the champion."
     ),
 )
-def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         plan = backtest_plan(load_history(con)[0])
         scores, runs = standings(con, MODEL_NAMES, plan)
@@ -223,6 +223,7 @@ def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource) ->
     with tempfile.TemporaryDirectory() as tmp:
         chart = plots.plot_backtest_table(scores, Path(tmp) / "backtests.png")
         chart_md = png(chart, "mean f_norm per model")
+    experiment_id = mlflow.tracker().experiment_id
     ahead = {"runner_up": table["model"][1], "margin_over_runner_up": score(margin)} if margin is not None else {}
     return dg.MaterializeResult(
         metadata={
@@ -231,6 +232,8 @@ def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource) ->
             **ahead,
             "coverage_80": score(best["coverage"]),
             "mlflow_run_id": best["mlflow_run_id"],
+            "mlflow_run": dg.MetadataValue.url(mlflow.run_url(experiment_id, best["mlflow_run_id"])),
+            "mlflow_runs": dg.MetadataValue.url(mlflow.runs_url(experiment_id)),
             "plan": plan.describe(),
             "leaderboard": preview(leaderboard_table(scores), rows=len(table)),
             "skipped": preview(not_ranked.select("model", "status", "reason"), rows=len(not_ranked)),
