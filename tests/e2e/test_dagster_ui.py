@@ -28,7 +28,8 @@ def read_column(path, column: int) -> list[str]:
 @pytest.mark.e2e
 def test_materialize_all_from_the_ui_writes_the_submission(dagster_ui, ui_run, page, shot):
     page.goto(f"{dagster_ui.url}/runs/{ui_run.run_id}")
-    expect(page.get_by_text(ui_run.status, exact=True).first).to_be_visible()
+    skip_community_dialog(page)
+    expect(page.get_by_text(ui_run.status, exact=True).first).to_be_visible(timeout=60_000)
     expect(page.get_by_text("Loading run logs")).to_be_hidden(timeout=60_000)
     shot("run-page")
     assert ui_run.status == "Success", run_failure_details(dagster_ui, ui_run.run_id)
