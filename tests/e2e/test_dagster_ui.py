@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import pytest
 from playwright.sync_api import expect
 
+from musictrend_dagster.core.data import query
 from musictrend_dagster.core.models.registry import MODEL_NAMES
 from musictrend_dagster.defs.resources import default_resources
 from musictrend_dagster.settings import Paths
@@ -100,7 +101,7 @@ def test_champion_page_shows_the_margin(dagster_ui, ui_run, page, shot):
     margin = page.get_by_role("row").filter(has=page.get_by_text("margin_over_runner_up", exact=True)).first
     assert float(margin.inner_text().split()[-1]) == round(board["f_norm"][0] - board["f_norm"][1], 4)
     shot.readme("champion")
-    page.get_by_role("row").filter(has=page.get_by_text("scores", exact=True)).get_by_text("[Show Markdown]").click()
+    page.get_by_role("row").filter(has=page.get_by_text("scores", exact=True)).get_by_text("[Show Markdown]").first.click()
     chart = page.get_by_role("dialog").get_by_role("img", name="mean f_norm per model")
     expect(chart).to_be_visible()
     shot.readme("champion_scores")
@@ -113,8 +114,8 @@ def expand_all_groups(page) -> None:
     expand.or_(page.get_by_role("menuitem", name=re.compile("Collapse all groups"))).first.wait_for()
     if expand.count():
         expand.click()
-    else:
-        page.keyboard.press("Escape")
+    page.keyboard.press("Escape")  # the menu stays open after a choice
+    expect(page.get_by_role("menu")).to_have_count(0)
 
 
 def stored_run_id(home, model: str) -> str:
@@ -126,5 +127,5 @@ def stored_run_id(home, model: str) -> str:
 def champion_board(home):
     """Mean f_norm per model from the warehouse's backtest_scores, best first (computed here, not by the asset)."""
     with default_resources(Paths.from_env(home=home))["warehouse"].connect() as con:
-        return con.execute("SELECT model, avg(f_norm) AS f_norm FROM backtest_scores GROUP BY model "
-                           "ORDER BY f_norm DESC, model").pl()
+        return query(con, "SELECT model, avg(f_norm) AS f_norm FROM backtest_scores GROUP BY model "
+                          "ORDER BY f_norm DESC, model")

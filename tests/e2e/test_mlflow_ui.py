@@ -80,7 +80,8 @@ def test_experiment_opens_on_the_model_runs_with_the_registry_one_click_away(mlf
     expect(page.get_by_role("link", name=re.compile(REGISTERED_MODEL)).first).to_be_visible()
     shot("champion-run")
 
-    page.get_by_role("link", name="Model registry").click()  # the registry: one click
+    page.goto(runs_page(mlflow_ui.url, experiment_id))
+    page.get_by_role("link", name="Model registry").click()  # the registry: one click from the runs
     expect(page.get_by_role("link", name=REGISTERED_MODEL, exact=True)).to_be_visible(timeout=30_000)
     shot("registry")
 
@@ -98,9 +99,9 @@ def test_compare_two_model_runs_shows_their_plots_side_by_side(mlflow_ui, ui_run
     plot = page.get_by_text("forecast_vs_actual.png", exact=True).first
     expect(plot).to_be_visible()
     plot.click()
-    images = page.locator("img[src^='blob:']")  # each run's copy of the plot, fetched by the page
-    expect(images.nth(1)).to_be_visible(timeout=30_000)
-    assert len({img.get_attribute("src") for img in images.all()}) == 2, "one plot per run, side by side"
+    images = page.get_by_role("img", name="forecast_vs_actual.png")  # each run's copy, side by side
+    expect(images).to_have_count(2, timeout=30_000)
+    expect(images.nth(1)).to_be_visible()
     images.first.scroll_into_view_if_needed()
     shot.readme("mlflow_compare")
 
