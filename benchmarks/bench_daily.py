@@ -35,7 +35,7 @@ if epochs:
         run_config = dict(run_config or {})
         if self.name == "refresh_all":
             ops = dict(run_config.get("ops", {}))
-            ops |= {f"backtest_{s.name}": {"config": {**s.defaults, "epochs": epochs}} for s in SPECS if s.uses_tensorflow}
+            ops |= {f"backtest__{s.name}": {"config": {**s.defaults, "epochs": epochs}} for s in SPECS if s.uses_tensorflow}
             run_config["ops"] = ops
         return _execute(self, run_config=run_config, **kwargs)
     dg.JobDefinition.execute_in_process = execute_in_process

@@ -34,7 +34,7 @@ from test_faults import Run, Sandbox, digest, make_sandbox, read_only, submissio
 KILLS = [
     ("ingest", "raw_songs - mars_tianchi_songs.csv:", "raw_user_actions", 2.0),
     ("sql rebuild", "stg_user_actions - stg_user_actions:", "artist_daily", 1.0),
-    ("training", "backtest_global_direct", "backtest_global_direct", 3.0),
+    ("training", "backtest__global_direct", "backtest__global_direct", 3.0),
 ]
 
 

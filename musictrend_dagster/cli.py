@@ -212,6 +212,7 @@ def _metadata(runs: list) -> dict[str, dict]:
 def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | None) -> None:
     """What the runs did: the full path's backtests and champion, the vintage, monitoring, retraining."""
     from musictrend_dagster.defs.resources import default_resources
+    from musictrend_dagster.settings import mlflow_ui_url
 
     meta = _metadata(runs)
     with default_resources(paths)["warehouse"].connect() as con:  # waits for any other run's connection
@@ -238,7 +239,9 @@ def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | 
         print(f"  retraining        {not_due}")
     print(f"  submission        {paths.submission}")
     print(f"  Dagster UI        make ui       (http://127.0.0.1:3000, runs under {paths.dagster_home})")
-    print(f"  MLflow UI         make mlflow-ui (http://127.0.0.1:5000, store {paths.mlflow_uri})")
+    mlflow = default_resources(paths)["mlflow"]
+    print(f"  MLflow UI         make mlflow-ui ({mlflow_ui_url()}, store {paths.mlflow_uri})")
+    print(f"    the runs        {mlflow.runs_url(mlflow.tracker().experiment_id)}")
 
 
 def _print_backtests(paths: Paths) -> None:
@@ -363,13 +366,29 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _mlflow_ui(args: argparse.Namespace) -> int:
-    """The MLflow UI on the project's store, bound to 127.0.0.1."""
+    """The MLflow UI on the project's store, where MUSICTREND_MLFLOW_UI_URL says (127.0.0.1:5000 by default).
+
+    --host/--port override the setting for this server; the links Dagster stores follow the
+    setting, so a different address is announced with the export that makes them agree.
+    """
+    from urllib.parse import urlsplit
+
+    from musictrend_dagster.settings import MLFLOW_UI_URL_VAR, mlflow_ui_url
+
     paths = _point_environment(args.home, None)
+    configured = urlsplit(mlflow_ui_url())
+    host, port = args.host or configured.hostname, args.port or configured.port
+    served = f"{configured.scheme}://{host}:{port}"
+    print(f"MLflow UI on {served} (store {paths.mlflow_uri})", flush=True)
+    if served != mlflow_ui_url():
+        print(f"note: Dagster's links to MLflow follow {MLFLOW_UI_URL_VAR}={mlflow_ui_url()}; to make them point "
+              f"here, start `musictrend ui` / `musictrend run` with\n  export {MLFLOW_UI_URL_VAR}={served}",
+              file=sys.stderr, flush=True)
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     # One worker and no job runner: the MLflow UI is for one person on a 2-core machine.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    os.execv(mlflow, [mlflow, "server", "--backend-store-uri", paths.mlflow_uri, "--host", args.host,
-                      "--port", str(args.port), "--workers", "1"])
+    os.execv(mlflow, [mlflow, "server", "--backend-store-uri", paths.mlflow_uri, "--host", host,
+                      "--port", str(port), "--workers", "1"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,8 +435,8 @@ def main(argv: list[str] | None = None) -> int:
 
     mlflow_ui = sub.add_parser("mlflow-ui", help="open the MLflow UI on this project's tracking store")
     mlflow_ui.add_argument("--home")
-    mlflow_ui.add_argument("--host", default="127.0.0.1")
-    mlflow_ui.add_argument("--port", type=int, default=5000)
+    mlflow_ui.add_argument("--host", help="default: the host of $MUSICTREND_MLFLOW_UI_URL (127.0.0.1)")
+    mlflow_ui.add_argument("--port", type=int, help="default: the port of $MUSICTREND_MLFLOW_UI_URL (5000)")
     mlflow_ui.set_defaults(func=_mlflow_ui)
 
     args = parser.parse_args(argv)

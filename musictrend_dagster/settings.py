@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ACTIONS_PREFIX = "mars_tianchi_user_actions"
 SONGS_FILE = "mars_tianchi_songs.csv"
@@ -16,6 +17,8 @@ MLFLOW_MONITORING_EXPERIMENT = "musictrend-monitoring"  # one run per registered
 REGISTERED_MODEL = "musictrend-forecaster"
 MAX_QUARANTINE_SHARE_VAR = "MUSICTREND_MAX_QUARANTINE_SHARE"
 RETRAIN_EVERY_DAYS_VAR = "MUSICTREND_RETRAIN_EVERY_DAYS"
+MLFLOW_UI_URL_VAR = "MUSICTREND_MLFLOW_UI_URL"
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 
 
 class ConfigError(ValueError):
@@ -40,12 +43,25 @@ def retrain_every_days() -> int:
     if not raw.strip().isdigit():
         raise ConfigError(f"{RETRAIN_EVERY_DAYS_VAR} must be a whole number of days (0 = off), got {raw!r}")
     return int(raw)
+def mlflow_ui_url() -> str:
+    """Where the MLflow UI is served: every link to MLflow is built on it, and `musictrend mlflow-ui`
+    serves there unless told otherwise (default http://127.0.0.1:5000)."""
+    raw = os.environ.get(MLFLOW_UI_URL_VAR) or DEFAULT_MLFLOW_UI_URL
+    url = urlsplit(raw)
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    if url.scheme not in {"http", "https"} or not url.hostname or port is None or url.path.strip("/"):
+        raise ConfigError(f"{MLFLOW_UI_URL_VAR} must look like http://HOST:PORT, got {raw!r}")
+    return f"{url.scheme}://{url.netloc}"
 
 
 def check_environment() -> None:
     """Fail at start, naming the variable, rather than deep inside a run."""
     max_quarantine_share()
     retrain_every_days()
+    mlflow_ui_url()
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ def test_daily_schedule_runs_the_daily_job_which_has_no_backtest():
     everything = graph.get_all_asset_keys()
     daily = defs.resolve_job_def("daily_forecast").asset_layer.selected_asset_keys
     models = {k for k in everything if graph.get(k).group_name == "models"}
-    assert {k.to_user_string() for k in models} >= {"champion", "registered_champion", "backtest_global_ensemble"}
+    assert {k.to_user_string() for k in models} >= {"champion", "registered_champion", "backtest/global_ensemble"}
     assert daily == everything - models
     assert defs.resolve_job_def("refresh_all").asset_layer.selected_asset_keys == everything
 
@@ -163,8 +163,8 @@ def test_pools_are_as_the_readme_says():
     text = README.read_text()
     listed = re.search(r"pool `training` \(([^)]*)\)", text)
     assert listed, "the README's Concurrency section lists the training steps"
-    names = set(re.findall(r"`([a-z_0-9*]+)`", listed.group(1)))
-    assert {n if not n.startswith("backtest_") else "backtest_*" for n in training} == names
+    names = set(re.findall(r"`([a-z_0-9*/]+)`", listed.group(1)))
+    assert {n if not n.startswith("backtest/") else "backtest/*" for n in training} == names
 
 
 def test_instance_yaml_is_written_once_with_pools_and_no_telemetry(tmp_path):

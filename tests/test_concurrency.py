@@ -29,7 +29,7 @@ RETRY_NOTICE = "retrying"  # tracking._retry's warning: a wait, not an error
 
 def scheduled_run(box: Sandbox) -> Run:
     """What the daily schedule does, minus the daemon: the refresh_all job from the code location, in another process."""
-    config = {"ops": {f"backtest_{s.name}": {"config": {**s.defaults, "epochs": 1}} for s in SPECS if s.uses_tensorflow}}
+    config = {"ops": {f"backtest__{s.name}": {"config": {**s.defaults, "epochs": 1}} for s in SPECS if s.uses_tensorflow}}
     path = box.root / "logs" / "scheduled.json"
     path.write_text(json.dumps(config))
     paths = box.paths

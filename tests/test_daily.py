@@ -33,7 +33,7 @@ def execute_in_process(self, run_config=None, **kwargs):
     run_config = dict(run_config or {})
     ops = dict(run_config.get("ops", {}))
     if self.name == "refresh_all":
-        ops |= {f"backtest_{s.name}": {"config": {**s.defaults, "epochs": 1}} for s in SPECS if s.uses_tensorflow}
+        ops |= {f"backtest__{s.name}": {"config": {**s.defaults, "epochs": 1}} for s in SPECS if s.uses_tensorflow}
     return _execute(self, run_config={**run_config, "ops": ops}, **kwargs)
 dg.JobDefinition.execute_in_process = execute_in_process
 from musictrend_dagster.cli import main
@@ -139,7 +139,7 @@ def test_daily_runs_forecast_from_the_champion_without_a_backtest(replayed):
         assert [r.dagster_run.tags[TRIGGER_TAG] for r in runs] == ["replay"] + ["drop_file"] * HELD_BACK
         assert {r.dagster_run.tags[PATH_TAG] for r in runs[1:]} == {"daily"}
         daily = {r.dagster_run.run_id for r in runs[1:]}
-        backtests = instance.fetch_materializations(dg.AssetKey("backtest_median14"), limit=100).records
+        backtests = instance.fetch_materializations(dg.AssetKey(["backtest", "median14"]), limit=100).records
         assert backtests and not {m.run_id for m in backtests} & daily
         forecast = instance.get_latest_materialization_event(dg.AssetKey("forecast")).asset_materialization.metadata
     champion = forecast["champion"].value

@@ -41,11 +41,11 @@ def test_sql_models_depend_on_what_their_sql_reads():
 
 def test_tensorflow_models_are_tagged_and_configurable():
     graph = defs.resolve_asset_graph()
-    lstm = graph.get(dg.AssetKey("backtest_seed_lstm"))
+    lstm = graph.get(dg.AssetKey(["backtest", "seed_lstm"]))
     assert "tensorflow" in lstm.kinds and "mlflow" in lstm.kinds
     job = defs.resolve_job_def("refresh_all")
     fields = job.run_config_schema.config_type.fields["ops"].config_type.fields
-    lstm_config = fields["backtest_seed_lstm"].config_type.fields["config"].config_type.fields
+    lstm_config = fields["backtest__seed_lstm"].config_type.fields["config"].config_type.fields
     assert {"epochs", "seed"} <= set(lstm_config)
     forecast_config = fields["forecast"].config_type.fields["config"].config_type.fields
     assert {"start", "horizon"} <= set(forecast_config)

@@ -61,13 +61,13 @@ def execute_in_process(self, run_config=None, **kwargs):
     # Imported here, as late as the CLI imports it, so the CLI sets its environment first.
     from musictrend_dagster.core.models.registry import SPECS
     run_config = dict(run_config or {})
-    ops = {f"backtest_{s.name}": {"config": {**s.defaults, "epochs": 1}} for s in SPECS if s.uses_tensorflow}
+    ops = {f"backtest__{s.name}": {"config": {**s.defaults, "epochs": 1}} for s in SPECS if s.uses_tensorflow}
     for op, cfg in [*run_config.get("ops", {}).items(), *extra.get("ops", {}).items()]:
         ops[op] = {"config": {**ops.get(op, {}).get("config", {}), **cfg["config"]}}
     if selection:
-        kwargs["asset_selection"] = [dg.AssetKey(k) for k in selection.split(",")]
+        kwargs["asset_selection"] = [dg.AssetKey.from_user_string(k) for k in selection.split(",")]
     if kwargs.get("asset_selection"):
-        ops = {op: cfg for op, cfg in ops.items() if dg.AssetKey(op) in kwargs["asset_selection"]}
+        ops = {op: cfg for op, cfg in ops.items() if dg.AssetKey(op.split("__")) in kwargs["asset_selection"]}
     ops = {op: cfg for op, cfg in ops.items() if op in {node.name for node in self.graph.nodes}}  # daily_forecast has no backtests
     return _execute(self, run_config={**run_config, "ops": ops}, **kwargs)
 
@@ -147,7 +147,7 @@ elif fault:
 
 from musictrend_dagster import cli
 # a selection of training steps is a retrain: only the full path (refresh_all) holds them
-retrain = verb == "run" and any(s.startswith("backtest_") or s == "champion" for s in selection.split(","))
+retrain = verb == "run" and any(s.startswith("backtest/") or s == "champion" for s in selection.split(","))
 sys.exit(cli.main([verb, "--home", home] + ["--retrain"] * retrain))
 """
 
@@ -455,7 +455,7 @@ def test_kill_inside_a_sql_model_rebuild_keeps_the_previous_table(baseline):
 
 @pytest.mark.parametrize(("fault", "model"), [("train", "global_direct"), ("mlflow", "best_constant")])
 def test_kill_during_a_backtest_keeps_scores_champion_and_submission(baseline, fault, model):
-    kill_at(baseline.box, fault, select=[f"backtest_{model}"])
+    kill_at(baseline.box, fault, select=[f"backtest/{model}"])
     if fault == "mlflow":  # killed between create_run and set_terminated: one run left RUNNING
         baseline.mlflow_kills.append(model)
     baseline.assert_unchanged()
@@ -467,11 +467,11 @@ def test_kill_while_replacing_the_submission_keeps_the_old_file(baseline):
 
 
 def test_a_failing_model_keeps_the_previous_champion_and_submission(baseline):
-    run = Run(baseline.box, config={"ops": {"backtest_median14": {"config": {"window": 0}}}},
-              select=["backtest_median14", "champion", "forecast", "submission"])
+    run = Run(baseline.box, config={"ops": {"backtest__median14": {"config": {"window": 0}}}},
+              select=["backtest/median14", "champion", "forecast", "submission"])
     assert run.wait() == 1
     summary = run.stderr().partition("musictrend run FAILED")[2]
-    assert "step backtest_median14:" in summary
+    assert "step backtest__median14:" in summary
     assert "window must be a positive number of days, got 0" in summary, "the CLI hides the model's own error"
     baseline.assert_unchanged()
 

@@ -105,7 +105,7 @@ def _run_graph(paths):
     from musictrend_dagster.core.models.registry import SPECS
     from musictrend_dagster.definitions import build_defs
 
-    config = {"ops": {f"backtest_{s.name}": {"config": {**s.defaults, **GRAPH_TINY[s.name]}}
+    config = {"ops": {f"backtest__{s.name}": {"config": {**s.defaults, **GRAPH_TINY[s.name]}}
                       for s in SPECS if s.name in GRAPH_TINY}}
     with dg.DagsterInstance.ephemeral() as instance:
         return build_defs(paths).resolve_job_def("refresh_all").execute_in_process(run_config=config, instance=instance)
@@ -163,7 +163,7 @@ def test_short_logs_run_skip_with_reasons_and_write_the_60_day_submission(short_
     assert result.success
     metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     for model in MODEL_NAMES:
-        meta = metadata[f"backtest_{model}"]
+        meta = metadata[f"backtest/{model}"]
         assert plan_text in meta["plan"].value
         if model in skipped:
             assert meta["status"].value == "skipped"

@@ -26,7 +26,7 @@ def tiny_training() -> dict:
     ops = {}
     for spec in SPECS:
         if spec.uses_tensorflow:
-            ops[f"backtest_{spec.name}"] = {"config": {**spec.defaults, "epochs": 2}}
+            ops[f"backtest__{spec.name}"] = {"config": {**spec.defaults, "epochs": 2}}
     return {"ops": ops}
 
 
@@ -58,7 +58,7 @@ def test_every_asset_and_check_succeeds(first_run):
     assert result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert {"raw_user_actions", "artist_daily", "model_features", "champion", "forecast", "submission"} <= materialized
-    assert {f"backtest_{m}" for m in MODEL_NAMES} <= materialized
+    assert {f"backtest/{m}" for m in MODEL_NAMES} <= materialized
     evaluations = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert evaluations and all(ev.passed for ev in evaluations)
 

@@ -79,18 +79,47 @@ def test_artist_daily_draws_the_largest_artists_largest_first():
     assert series["artist07"] == frame.filter(pl.col("artist_id") == "artist07").sort("ds")["plays"].to_list()
 
 
-def test_backtest_bars_are_the_means_best_on_top_and_show_negative_scores():
+def test_backtest_bars_are_the_means_best_on_top_and_show_close_negative_scores():
     origins = [date(2015, 5, 3) + timedelta(days=30 * i) for i in range(3)]
     scores = pl.DataFrame(
-        {"model": ["median14"] * 3 + ["lstm"] * 3, "origin": origins * 2, "f_norm": [0.72, 0.74, 0.69, 0.75, 0.70, -0.2]}
+        {"model": ["median14"] * 3 + ["lstm"] * 3, "origin": origins * 2, "f_norm": [-0.02, 0.04, -0.03, 0.05, 0.0, -0.2]}
     )
     ax = backtest_figure(scores).axes[0]
-    bars = {t.get_text(): p.get_width() for t, p in zip(ax.get_yticklabels(), ax.patches)}
-    assert bars == pytest.approx({"lstm": (0.75 + 0.70 - 0.2) / 3, "median14": (0.72 + 0.74 + 0.69) / 3})
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["lstm", "median14"]  # bottom to top: best on top
+    # bars end at the means (-0.05/3 and -0.15/3), written in the labels; best on top
+    ends = {t.get_text(): p.get_x() + p.get_width() for t, p in zip(ax.get_yticklabels(), ax.patches)}
+    assert ends == pytest.approx({"lstm  -0.0500": -0.05, "median14  -0.0033": -0.01 / 3})
     dots = sorted(x for line in ax.get_lines() for x in line.get_xdata())
     assert dots == pytest.approx(sorted(scores["f_norm"].to_list()))
-    assert ax.get_xlim()[0] < -0.2  # the negative score is inside the chart
+    assert ax.get_xlim()[0] == pytest.approx(-0.22)  # both models compete: the negative score is inside the chart
+    assert not ax.texts  # nothing off-axis
+
+
+# One tianchi-s1-like backtest: six models within 0.06 of each other and the 2016 LSTM far below.
+BOARD = {"global_ensemble": [0.7601, 0.7488, 0.7600], "global_direct": [0.7512, 0.7401, 0.7524],
+         "median14": [0.7211, 0.7100, 0.7265], "best_constant": [0.7081, 0.6990, 0.7097],
+         "seed_lstm": [0.3121, -0.2950, 0.5517]}
+
+
+def board_scores() -> pl.DataFrame:
+    origins = [date(2015, 5, 3), date(2015, 6, 2), date(2015, 7, 2)]
+    rows = [(m, o, v) for m, vs in BOARD.items() for o, v in zip(origins, vs)]
+    return pl.DataFrame(rows, schema={"model": pl.String, "origin": pl.Date, "f_norm": pl.Float64}, orient="row")
+
+
+def test_backtest_chart_zooms_on_the_competitive_models_and_writes_the_outlier():
+    fig = backtest_figure(board_scores())
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [  # means by hand, best on top
+        "seed_lstm  0.1896", "best_constant  0.7056", "median14  0.7192", "global_direct  0.7479", "global_ensemble  0.7563"]
+    # the axis spans the competitive scores (0.6990..0.7601) with 0.02 to spare, not -0.295..0.76
+    assert ax.get_xlim() == pytest.approx((0.6790, 0.7801))
+    assert [t.get_text() for t in ax.texts] == ["off-axis: mean 0.1896; origins 0.3121, -0.2950, 0.5517"]
+    edge = [line for line in ax.get_lines() if line.get_marker() == "<"]
+    assert len(edge) == 3 and all(line.get_xdata()[0] == pytest.approx(0.6790) for line in edge)
+    assert len({line.get_color() for line in edge}) == 3 and len({line.get_ydata()[0] for line in edge}) == 3
+    fig.draw_without_rendering()  # the legend sits below the chart: it covers no bar, dot or label
+    legend, plot_area = fig.legends[0].get_window_extent(), ax.get_tightbbox()
+    assert legend.y1 <= plot_area.y0
 
 
 @pytest.mark.parametrize("chart", ["forecast", "artist_daily", "backtest"])

@@ -14,14 +14,20 @@ def mermaid_graph() -> str:
     graph = defs.resolve_asset_graph()
     groups: dict[str, list[str]] = {}
     for key in graph.get_all_asset_keys():
-        groups.setdefault(graph.get(key).group_name, []).append(key.to_user_string())
+        groups.setdefault(graph.get(key).group_name, []).append(_node(key))
     lines = ["```mermaid", "flowchart LR"]
     for group in ("ingest", "transform", "features", "models", "forecast", "monitoring"):
         lines += [f"  subgraph {group}", *(f"    {a}" for a in sorted(groups.pop(group))), "  end"]
     assert not groups, f"groups missing from the README order: {sorted(groups)}"
-    edges = sorted((p.to_user_string(), k.to_user_string()) for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys)
+    edges = sorted(("__".join(p.path), "__".join(k.path)) for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys)
     lines += [f"  {parent} --> {child}" for parent, child in edges]
     return "\n".join(lines + ["```"])
+
+
+def _node(key) -> str:
+    """A mermaid node: an id without '/' (the op name), labelled with the asset key when it has a prefix."""
+    node = "__".join(key.path)
+    return node if len(key.path) == 1 else f'{node}["{key.to_user_string()}"]'
 
 
 def test_readme_asset_graph_matches_the_definitions():

@@ -150,7 +150,7 @@ def test_config_values_stay_values(tmp_path):
     with pytest.raises(ValueError, match="unknown hyperparameters"):
         make_model("median14", **{payload: 1})
     job = build_defs(Paths.from_env(home=tmp_path)).resolve_job_def("refresh_all")
-    for op, field in (("forecast", "horizon"), ("backtest_median14", "window"), ("backtest_global_direct", "epochs")):
+    for op, field in (("forecast", "horizon"), ("backtest__median14", "window"), ("backtest__global_direct", "epochs")):
         with pytest.raises(dg.DagsterInvalidConfigError):
             dg.validate_run_config(job, {"ops": {op: {"config": {field: payload}}}})
     assert not marker.exists()

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import date, timedelta
 
 import mlflow
@@ -59,11 +60,44 @@ def test_backtest_run_has_tags_params_metrics_artifacts(tracker, history, tmp_pa
     assert {"fit_seconds", "predict_seconds", "fit_seconds_20150211", "loss", "loss_20150201"} <= set(m)
     loss = tracker.client.get_metric_history(run_id, "loss")
     assert [(x.step, x.value) for x in sorted(loss, key=lambda x: x.step)] == [(0, 5.0), (1, 4.0), (2, 1.5)]
-    files = {a.path for d in ("backtest", "plots") for a in tracker.client.list_artifacts(run_id, d)}
-    assert files == {"backtest/artist_scores.csv", "backtest/forecasts.csv", "plots/plot.png"}
+    root = {a.path: a.is_dir for a in tracker.client.list_artifacts(run_id)}
+    files = {a.path for a in tracker.client.list_artifacts(run_id, "backtest")}
+    # the plot at the root under one name in every model's run, whatever the file was called: MLflow's
+    # Compare shows the root files the runs have in common
+    assert root == {"backtest": True, "forecast_vs_actual.png": False}
+    assert files == {"backtest/artist_scores.csv", "backtest/forecasts.csv"}
     scores = pl.read_csv(tracker.client.download_artifacts(run_id, "backtest/artist_scores.csv", str(tmp_path)))
     assert scores.height == 3 * len(ORIGINS) and {"sigma", "phi", "origin"} <= set(scores.columns)
     assert tracker.artifact_dir.as_uri() in run.info.artifact_uri
+
+
+def test_run_spans_the_work_and_leads_with_f_norm_and_its_dagster_run(tracker, history):
+    started = time.time()
+    result = backtest(lambda: MedianForecaster(14), history, pl.DataFrame(), ORIGINS, horizon=10)
+    result.origins[0].f_norm, result.origins[1].f_norm = 0.61234, -0.25
+    result.origins[0].fit_seconds, result.origins[1].fit_seconds = 2.0, 3.5
+    time.sleep(1.2)  # the "work": the run must span it, not open after it
+    run = tracker.client.get_run(tracker.log_backtest(
+        result, {"dagster_run_id": "d-42", "dagster_asset": "backtest/median14"}, started=started))
+    assert run.info.start_time == int(started * 1000)
+    assert run.info.end_time - run.info.start_time >= 1200
+    lines = run.data.tags["mlflow.note.content"].splitlines()
+    assert lines[0].startswith("**f_norm 0.1812**")  # (0.61234 - 0.25) / 2, written first
+    assert "| 2015-02-01 | 0.6123 | 2.0 |" in lines and "| 2015-02-11 | -0.2500 | 3.5 |" in lines
+    assert lines[-1] == "Dagster run `d-42`, asset `backtest/median14`."
+    assert run.data.tags["dagster_asset"] == "backtest/median14"
+
+
+def test_experiment_opens_in_model_training_view(tracker, tmp_path):
+    """MLflow 3 shows an experiment as GenAI or model training by its mlflow.experimentKind tag;
+    an experiment created by an older musictrend (no tag) gets it when the next Tracker opens it."""
+    assert tracker.client.get_experiment(tracker.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    uri = f"sqlite:///{tmp_path / 'old.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    old = client.create_experiment("musictrend", artifact_location=(tmp_path / "a").as_uri())
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    assert Tracker(uri, tmp_path / "a").experiment_id == old
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_champion_alias_and_pyfunc_round_trip(tracker, history):

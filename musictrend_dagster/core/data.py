@@ -171,7 +171,7 @@ def standings(con: duckdb.DuckDBPyConnection, models: list[str], plan: BacktestP
 def load_calibration(con: duckdb.DuckDBPyConnection, model: str) -> pl.DataFrame:
     calibration = query(con, "SELECT day, lo, hi FROM interval_calibration WHERE model = ? ORDER BY day", [model])
     if calibration.is_empty():
-        raise ValueError(f"no interval calibration for {model}: materialise backtest_{model} first")
+        raise ValueError(f"no interval calibration for {model}: materialise backtest/{model} first")
     return calibration
 
 

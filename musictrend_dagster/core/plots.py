@@ -16,6 +16,9 @@ from matplotlib.figure import Figure
 
 DPI = 80
 HISTORY_TAIL_DAYS = 90
+# Backtest chart: models whose mean f_norm is within this of the best set the x range; _PAD around it.
+COMPETITIVE_RANGE = 0.15
+_PAD = 0.02
 _PNG_METADATA = {"Software": None}
 
 
@@ -127,7 +130,12 @@ def plot_backtest_table(scores: pl.DataFrame, path: Path) -> Path:
 
 
 def backtest_figure(scores: pl.DataFrame) -> Figure:
-    """Mean f_norm per model as bars (best on top), each origin's score as a dot.
+    """Mean f_norm per model as bars (best on top, the mean written in its label), each origin's score as a dot.
+
+    The x axis spans the competitive range: the models whose mean is within `COMPETITIVE_RANGE` of the
+    best. A model far below (the 2016 LSTM at 0.19 next to 0.70-0.76) would squash every other bar into
+    the same length, so what falls left of the axis is drawn at its edge as a triangle with its value
+    written. The legend sits below the chart, clear of the data.
 
     `scores` has one row per model and origin: model, origin, f_norm (the `backtest_scores` table).
     """
@@ -137,25 +145,35 @@ def backtest_figure(scores: pl.DataFrame) -> Figure:
     ordered = means["model"].to_list()
     origins = sorted(scores["origin"].unique().to_list())
     colors = {o: f"C{i % 10}" for i, o in enumerate(origins)}
-    fig = Figure(figsize=(8, 0.45 * len(ordered) + 1.6), layout="constrained")
+    best = means["mean"].max()
+    competitive = means.filter(pl.col("mean") >= best - COMPETITIVE_RANGE)
+    left = min(scores.filter(pl.col("model").is_in(competitive["model"]))["f_norm"].min(), competitive["mean"].min()) - _PAD
+    right = max(scores["f_norm"].max(), best) + _PAD
+
+    fig = Figure(figsize=(8, 0.45 * len(ordered) + 1.9), layout="constrained")
     ax = fig.subplots()
+    ax.set_xlim(left, right)
     y = list(range(len(ordered)))
-    ax.barh(y, means["mean"].to_list(), color="0.8", label="mean")
-    for row in scores.iter_rows(named=True):
-        ax.plot(row["f_norm"], ordered.index(row["model"]), "o", ms=5, color=colors[row["origin"]])
+    ax.barh(y, [max(m, left) - left for m in means["mean"]], left=left, color="0.85", label="mean over origins")
+    for i, (model, mean) in enumerate(means.iter_rows()):
+        rows = scores.filter(pl.col("model") == model).sort("origin")
+        off = []
+        for k, (origin, value) in enumerate(zip(rows["origin"], rows["f_norm"])):
+            if value < left:  # stacked a little apart at the edge, so each origin's colour shows
+                ax.plot(left, i + 0.2 * (k - (rows.height - 1) / 2), "<", ms=6, color=colors[origin], clip_on=False)
+                off.append(value)
+            else:
+                ax.plot(value, i, "o", ms=5, color=colors[origin])
+        if mean < left or off:
+            written = ([f"mean {mean:.4f}"] if mean < left else []) + ([f"origins {', '.join(f'{v:.4f}' for v in off)}"] if off else [])
+            ax.text(left + 0.015 * (right - left), i, "off-axis: " + "; ".join(written), va="center",
+                    fontsize=7, color="0.25")
     for origin in origins:
         ax.plot([], [], "o", color=colors[origin], label=f"origin {origin.isoformat()}")
-    ax.set_yticks(y, ordered, fontsize=8)
-    values = scores["f_norm"].to_list() + means["mean"].to_list()
-    # Decent models differ by a few points of f_norm: zoom in, but never hide a negative score.
-    low = min(values) - 0.05
-    left = max(0.0, low) if min(values) > 0 else low
-    ax.set_xlim(left, max(values) + 0.06)
-    for i, mean in zip(y, means["mean"]):  # the mean inside its bar, clear of the origin dots
-        ax.text(left + 0.003, i, f"{mean:.4f}", va="center", fontsize=8)
+    ax.set_yticks(y, [f"{m}  {v:.4f}" for m, v in means.iter_rows()], fontsize=8)
     ax.set_xlabel("f_norm (1.0 = perfect)")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("Backtest: mean f_norm per model, dots per origin", fontsize=10)
+    ax.set_title("Backtest: mean f_norm per model (bars), each origin's score (dots)", fontsize=10)
+    fig.legend(loc="outside lower center", ncol=min(len(origins) + 1, 4), fontsize=7, frameon=False)
     return fig
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import tempfile
 import time
 import warnings
@@ -36,6 +37,15 @@ from musictrend_dagster.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Pat
 
 CHAMPION_ALIAS = "champion"
 MODEL_ARTIFACT = "model"
+# Same artifact name in every model's run, at the root: MLflow's Compare shows the common root
+# files of the runs side by side (files in folders are not compared).
+PLOT_ARTIFACT = "forecast_vs_actual.png"
+# MLflow 3 shows an experiment as GenAI (traces, evaluations) or model training. Versions that decide
+# per experiment read the `mlflow.experimentKind` tag; 3.17 decides per browser (a sidebar switch,
+# GenAI by default) unless the URL says `workflowType=machine_learning`, so every link we make says it.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+DESCRIPTION_TAG = "mlflow.note.content"
 _RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
 # log_batch caps per call (MLflow's documented limits).
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
@@ -142,16 +152,20 @@ class Tracker:
             log.warning("marked %d MLflow run(s) KILLED: their process is gone: %s", len(orphans), ", ".join(orphans))
 
     def _experiment(self, name: str) -> str:
-        """The experiment's id, creating it with our artifact root; a concurrent creator wins harmlessly."""
+        """The experiment's id, creating it with our artifact root and in MLflow's model-training view
+        (an experiment made before that gets the tag now); a concurrent creator wins harmlessly."""
         found = _retry(self.client.get_experiment_by_name, name)
-        if found:
-            return found.experiment_id
-        try:
-            return _retry(self.client.create_experiment, name, artifact_location=self.artifact_dir.as_uri())
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            return _retry(self.client.get_experiment_by_name, name).experiment_id
+        if found is None:
+            try:
+                return _retry(self.client.create_experiment, name, artifact_location=self.artifact_dir.as_uri(),
+                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                found = _retry(self.client.get_experiment_by_name, name)
+        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            _retry(self.client.set_experiment_tag, found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return found.experiment_id
 
     @contextlib.contextmanager
     def _fluent(self) -> Iterator[None]:
@@ -177,12 +191,18 @@ class Tracker:
         plot_png: Path | None = None,
         coverage: Coverage | None = None,
         plan: BacktestPlan | None = None,
+        started: float | None = None,
     ) -> str:
         """One finished run per model: params, f_norm per origin and mean, interval coverage, losses,
-        timings, plot, scores CSV and every origin's forecast (with its interval columns, if it has them)."""
+        timings, plot, scores CSV and every origin's forecast (with its interval columns, if it has them).
+
+        `started` (epoch seconds, when the backtest began) makes the run span the work it records;
+        the description leads with f_norm, per origin, and the Dagster run that made it.
+        """
         if not result.origins:
             raise ValueError(f"backtest of {result.model} has no origins: nothing to log")
         run_tags = {"model": result.model, **{k: str(v) for k, v in (tags or {}).items()}, **owner_tags()}
+        run_tags[DESCRIPTION_TAG] = describe_run(result, run_tags, coverage)
         params: dict[str, Any] = dict(result.params)
         if data_range is not None:
             params["data_start"], params["data_end"] = data_range
@@ -215,23 +235,28 @@ class Tracker:
         metrics += [Metric("loss", float(v), now, epoch) for epoch, v in enumerate(result.origins[-1].losses)]
 
         run_id = self._finished_run(
-            result.model, run_tags, params, metrics, lambda run_id: self._log_result_files(run_id, result, plot_png)
+            result.model, run_tags, params, metrics, lambda run_id: self._log_result_files(run_id, result, plot_png),
+            started,
         )
         return run_id
 
-    def log_skipped(self, skipped: Skipped, plan: BacktestPlan, tags: dict[str, str] | None = None) -> str:
+    def log_skipped(self, skipped: Skipped, plan: BacktestPlan, tags: dict[str, str] | None = None,
+                    started: float | None = None) -> str:
         """A finished run for a model the plan could not score: tag status=skipped and the reason, no metrics."""
         run_tags = {"model": skipped.model, "status": "skipped", "skip_reason": skipped.reason,
                     **{k: str(v) for k, v in (tags or {}).items()}, **owner_tags()}
+        run_tags[DESCRIPTION_TAG] = f"**skipped**: {skipped.reason}\n\n{_provenance(run_tags)}"
         params = {**skipped.params, "origins": ",".join(_ymd(o) for o in plan.origins), "train_days": plan.train_days,
                   "history_days": plan.history_days, "skip_reason": skipped.reason}
-        return self._finished_run(skipped.model, run_tags, params, [], None)
+        return self._finished_run(skipped.model, run_tags, params, [], None, started)
 
     def _finished_run(self, name: str, tags: dict[str, str], params: dict[str, Any], metrics: list[Metric],
-                      log_files: Callable[[str], None] | None) -> str:
-        """Create a run, log params and metrics in batches (and files), close it FINISHED (FAILED on error)."""
+                      log_files: Callable[[str], None] | None, started: float | None = None) -> str:
+        """Create a run (starting at `started`, epoch seconds, else now), log params and metrics in
+        batches (and files), close it FINISHED (FAILED on error)."""
+        start_ms = int((time.time() if started is None else started) * 1000)
         with _quiet():
-            run = _retry(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+            run = _retry(self.client.create_run, self.experiment_id, start_time=start_ms, run_name=name, tags=tags)
             run_id = run.info.run_id
             try:
                 param_list = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -254,8 +279,9 @@ class Tracker:
                 frames = [getattr(o, attr).with_columns(origin=pl.lit(o.origin)) for o in result.origins]
                 pl.concat(frames, how="diagonal").write_csv(Path(tmp) / file)
             _retry(self.client.log_artifacts, run_id, tmp, "backtest")
-        if plot_png is not None:
-            _retry(self.client.log_artifact, run_id, str(plot_png), "plots")
+            if plot_png is not None:
+                shutil.copyfile(plot_png, Path(tmp) / PLOT_ARTIFACT)
+                _retry(self.client.log_artifact, run_id, str(Path(tmp) / PLOT_ARTIFACT))
 
     def register_champion(self, run_id: str, model: Forecaster, history: pl.DataFrame, start: date, horizon: int) -> int:
         """Log the fitted champion into its run, register it and point the `champion` alias at it.
@@ -319,6 +345,34 @@ class Tracker:
             except MlflowException:
                 return None
         return mv.run_id
+
+
+def run_page(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI served at `ui_url`, in the model-training view."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
+
+
+def runs_page(ui_url: str, experiment_id: str) -> str:
+    """The experiment's runs in the MLflow UI, model-training view, best f_norm first."""
+    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"
+            "&orderByKey=metrics.%60f_norm%60&orderByAsc=false")
+
+
+def describe_run(result: BacktestResult, tags: dict[str, str], coverage: Coverage | None) -> str:
+    """The run's description (markdown): f_norm first, then each origin's score and fit time, then provenance."""
+    lines = [f"**f_norm {result.mean_f_norm:.4f}** (mean over {len(result.origins)} origins; 1.0 = perfect)", "",
+             "| origin | f_norm | fit s |", "|---|---:|---:|"]
+    lines += [f"| {o.origin.isoformat()} | {o.f_norm:.4f} | {o.fit_seconds:.1f} |" for o in result.origins]
+    if coverage is not None:
+        lines += ["", f"80% interval coverage {coverage.overall:.0%}"]
+    return "\n".join([*lines, "", _provenance(tags)])
+
+
+def _provenance(tags: dict[str, str]) -> str:
+    """Which Dagster run and asset materialised this MLflow run, if it came from Dagster."""
+    if "dagster_run_id" not in tags:
+        return "Logged outside Dagster."
+    return f"Dagster run `{tags['dagster_run_id']}`, asset `{tags.get('dagster_asset', '?')}`."
 
 
 def _requirements(*packages: str) -> list[str]:

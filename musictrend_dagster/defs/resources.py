@@ -10,7 +10,7 @@ from filelock import FileLock
 from pydantic import Field
 
 from musictrend_dagster.core import warehouse
-from musictrend_dagster.settings import ConfigError, Paths
+from musictrend_dagster.settings import DEFAULT_MLFLOW_UI_URL, MLFLOW_UI_URL_VAR, ConfigError, Paths, mlflow_ui_url
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -61,10 +61,19 @@ class MlflowResource(dg.ConfigurableResource):
 
     tracking_uri: str = Field(description="MLflow tracking URI, e.g. sqlite:///.../mlflow.db.")
     artifact_dir: str = Field(description="Folder for run artifacts and logged models.")
-    ui_url: str = Field(default="http://127.0.0.1:5000", description="Where `make mlflow-ui` serves the MLflow UI.")
+    ui_url: str = Field(default=DEFAULT_MLFLOW_UI_URL,
+                        description=f"Where `musictrend mlflow-ui` serves the MLflow UI (env {MLFLOW_UI_URL_VAR}); "
+                                    "every MLflow link in Dagster starts with it.")
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+        from musictrend_dagster.core.tracking import run_page
+
+        return run_page(self.ui_url, experiment_id, run_id)
+
+    def runs_url(self, experiment_id: str) -> str:
+        from musictrend_dagster.core.tracking import runs_page
+
+        return runs_page(self.ui_url, experiment_id)
 
     def tracker(self):
         from musictrend_dagster.core.tracking import Tracker
@@ -79,10 +88,12 @@ class OutputResource(dg.ConfigurableResource):
 
 
 def default_resources(paths: Paths | None = None) -> dict:
-    """Resources for this process's environment (MUSICTREND_HOME, MUSICTREND_RAW_DIR, MLFLOW_TRACKING_URI)."""
+    """Resources for this process's environment (MUSICTREND_HOME, MUSICTREND_RAW_DIR, MLFLOW_TRACKING_URI,
+    MUSICTREND_MLFLOW_UI_URL)."""
     paths = paths or Paths.from_env()
     return {
         "warehouse": WarehouseResource(database=str(paths.warehouse), raw_dir=str(paths.raw_dir), lake_dir=str(paths.lake)),
-        "mlflow": MlflowResource(tracking_uri=paths.mlflow_uri, artifact_dir=str(paths.mlflow_artifacts)),
+        "mlflow": MlflowResource(tracking_uri=paths.mlflow_uri, artifact_dir=str(paths.mlflow_artifacts),
+                                 ui_url=mlflow_ui_url()),
         "output": OutputResource(submission_path=str(paths.submission)),
     }

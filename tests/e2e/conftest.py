@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"  # README screenshots, rewritten by the tests that take them
 SAMPLE_ARGS = ["--source", "synthetic", "--artists", "6", "--days", "150", "--rows", "60000", "--seed", "1"]
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -176,13 +177,23 @@ def sample_home(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def dagster_ui(sample_home) -> Iterator[Server]:
-    """`musictrend ui` (dagster dev) on a free port, ready once the code location is loaded."""
+def mlflow_ui_url() -> str:
+    """MUSICTREND_MLFLOW_UI_URL of the session: a free port, never MLflow's default 5000, so a link that
+    ignores the setting lands nowhere."""
+    port = free_port()
+    assert port != 5000
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def dagster_ui(sample_home, mlflow_ui_url) -> Iterator[Server]:
+    """`musictrend ui` (dagster dev) on a free port, ready once the code location is loaded; its MLflow
+    links follow MUSICTREND_MLFLOW_UI_URL."""
     home, raw = sample_home
     port = free_port()
     server = Server.start("dagster dev", ["ui", "--home", str(home), "--raw-dir", str(raw), "--host", "127.0.0.1",
                                           "--port", str(port), "--workspace", str(REPO / "workspace.yaml")],
-                          port, home / "dagster_dev.log")
+                          port, home / "dagster_dev.log", MUSICTREND_MLFLOW_UI_URL=mlflow_ui_url)
     try:
         server.wait_until(lambda: server.get("/server_info") is not None, "answering /server_info", 180)
         server.wait_until(lambda: dagster_location_loaded(server), "done loading the code location", 240)
@@ -191,22 +202,46 @@ def dagster_ui(sample_home) -> Iterator[Server]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def tracked_home(tmp_path_factory) -> Path:
-    """A home whose MLflow store holds one full `musictrend run` over the small sample."""
-    home = tmp_path_factory.mktemp("e2e_tracked")
-    raw = home / "raw"
-    run_cli("sample", "--out", str(raw), *SAMPLE_ARGS, log=home / "sample.log", timeout=120)
-    run_cli("run", "--home", str(home), "--raw-dir", str(raw), log=home / "run.log", timeout=360)
-    return home
+@dataclass
+class UiRun:
+    """The session's one pipeline materialisation: "Materialize all" clicked in the Dagster UI."""
+
+    run_id: str
+    status: str
+    home: Path
+    raw: Path
 
 
 @pytest.fixture(scope="session")
-def mlflow_ui(tracked_home) -> Iterator[Server]:
-    """`musictrend mlflow-ui` on a free port over the tracked home's store."""
-    port = free_port()
-    server = Server.start("mlflow server", ["mlflow-ui", "--home", str(tracked_home), "--host", "127.0.0.1",
-                                            "--port", str(port)], port, tracked_home / "mlflow_server.log")
+def ui_run(dagster_ui, sample_home, browser, tmp_path_factory) -> UiRun:
+    """Every asset materialised once through the UI; the Dagster and MLflow tests all read this run."""
+    from .ui_steps import launch_materialize_all, skip_community_dialog, wait_for_run_in_list
+
+    home, raw = sample_home
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    shot = Shots(page, tmp_path_factory.mktemp("ui_run") / "screenshots")
+    try:
+        page.goto(f"{dagster_ui.url}/asset-groups")
+        skip_community_dialog(page)
+        shot("asset-lineage")
+        run_id = launch_materialize_all(page)
+        shot("run-launched")
+        status = wait_for_run_in_list(page, dagster_ui, run_id, shot)
+        shot("run-list")
+    finally:
+        context.close()
+    return UiRun(run_id, status, home, raw)
+
+
+@pytest.fixture(scope="session")
+def mlflow_ui(ui_run, mlflow_ui_url) -> Iterator[Server]:
+    """`musictrend mlflow-ui` over the UI run's store, started with MUSICTREND_MLFLOW_UI_URL only: it serves
+    where the Dagster links point."""
+    port = int(mlflow_ui_url.rsplit(":", 1)[1])
+    server = Server.start("mlflow server", ["mlflow-ui", "--home", str(ui_run.home)], port,
+                          ui_run.home / "mlflow_server.log", MUSICTREND_MLFLOW_UI_URL=mlflow_ui_url)
     try:
         server.wait_until(lambda: server.get("/health") is not None, "answering /health", 120)
         yield server
@@ -240,6 +275,13 @@ class Shots:
         path = self.folder / f"{self.count:02d}-{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
         print(f"[e2e] screenshot {path}")
+        return path
+
+    def readme(self, name: str) -> Path:
+        """The page as the README shows it: docs/<name>.png, the viewport only (what a person first sees)."""
+        path = DOCS / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        print(f"[e2e] README screenshot {path}")
         return path
 
 

@@ -1,80 +1,25 @@
-"""A person opens the Dagster UI, sees the six asset groups, clicks "Materialize all" and
-watches the run succeed; the submission file then holds 60 days for every artist."""
+"""A person opens the Dagster UI, sees the six asset groups, clicks "Materialize all" and watches the
+run succeed (the session's `ui_run`); the submission file then holds 60 days for every artist, the graph
+shows every model by name, a backtest's MLflow link opens its run, and the champion page shows the margin."""
 from __future__ import annotations
 
 import csv
 import re
-import time
 from datetime import datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
 
+from musictrend_dagster.core.data import query
+from musictrend_dagster.core.models.registry import MODEL_NAMES
+from musictrend_dagster.defs.resources import default_resources
 from musictrend_dagster.settings import Paths
+
+
+from .ui_steps import run_failure_details, skip_community_dialog
 
 GROUPS = ["ingest", "transform", "features", "models", "forecast", "monitoring"]
 HORIZON = 60
-RUN_TIMEOUT_S = 8 * 60
-TERMINAL = ("Success", "Failure", "Canceled")
-
-RUN_ERRORS_QUERY = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status
-  eventConnection { events { __typename ... on ExecutionStepFailureEvent { stepKey
-    error { message cause { message } } } } } } } }"""
-
-
-def skip_community_dialog(page) -> None:
-    """First visits may show "Join the Dagster community" over the page (unless nux is off)."""
-    skip = page.get_by_role("button", name="Skip")
-    try:
-        skip.wait_for(state="visible", timeout=3_000)
-    except Exception:  # playwright's TimeoutError: no dialog this time
-        return
-    skip.click()
-    expect(skip).to_be_hidden()
-
-
-def launch_materialize_all(page) -> str:
-    """Click "Materialize all", confirm a launchpad/confirmation dialog if one opens, return the run id."""
-    page.get_by_role("button", name="Materialize all").click()
-    view = page.get_by_role("link", name="View").and_(page.locator("a[href^='/runs/']"))
-    confirm = page.get_by_role("dialog").get_by_role(
-        "button", name=re.compile(r"^(Materialize|Launch run|Launch \d+ runs?|Confirm)$"))
-    view.or_(confirm).first.wait_for(timeout=30_000)
-    if confirm.count() and confirm.first.is_visible():
-        confirm.first.click()
-    href = view.first.get_attribute("href", timeout=30_000)
-    return href.rsplit("/", 1)[1]
-
-
-def run_failure_details(dagster_ui, run_id: str) -> str:
-    data = dagster_ui.post_json("/graphql", {"query": RUN_ERRORS_QUERY, "variables": {"id": run_id}})
-    run = data["data"]["runOrError"]
-    lines = [f"run {run_id}: {run.get('status')}"]
-    for event in (run.get("eventConnection") or {}).get("events", []):
-        if event.get("stepKey"):
-            error = event["error"] or {}
-            cause = (error.get("cause") or {}).get("message", "")
-            message = f"{error.get('message', '').strip()} {cause.strip()}"
-            lines.append(f"  step {event['stepKey']}: {message[:800]}")
-    return "\n".join(lines)
-
-
-def wait_for_run_in_list(page, dagster_ui, run_id: str, shot) -> str:
-    """Reload /runs until the run's row shows a terminal status; return that status."""
-    # Rows are plain divs: the run's row is the nearest one holding both its id link and its View link.
-    row = page.locator(f"xpath=//a[@href='/runs/{run_id}']/ancestor::div[count(.//a[@href='/runs/{run_id}'])=2][1]").first
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    status = ""
-    while time.monotonic() < deadline:
-        page.goto(f"{dagster_ui.url}/runs")
-        row.wait_for(timeout=30_000)
-        text = row.inner_text()
-        status = next((s for s in TERMINAL if s in text), "")
-        if status:
-            return status
-        time.sleep(10)
-    shot("run-timeout")
-    pytest.fail(f"run {run_id} not finished after {RUN_TIMEOUT_S}s in the UI\n{run_failure_details(dagster_ui, run_id)}")
 
 
 def read_column(path, column: int) -> list[str]:
@@ -83,33 +28,106 @@ def read_column(path, column: int) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_materialize_all_from_the_ui_writes_the_submission(dagster_ui, sample_home, page, shot):
-    home, raw = sample_home
+def test_materialize_all_from_the_ui_writes_the_submission(dagster_ui, ui_run, page, shot):
+    page.goto(f"{dagster_ui.url}/runs/{ui_run.run_id}")
+    skip_community_dialog(page)
+    expect(page.get_by_text(ui_run.status, exact=True).first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Loading run logs")).to_be_hidden(timeout=60_000)
+    shot("run-page")
+    assert ui_run.status == "Success", run_failure_details(dagster_ui, ui_run.run_id)
+
+    submission = Paths.from_env(home=ui_run.home, raw_dir=ui_run.raw).submission
+    assert submission.is_file(), f"no submission at {submission}"
+    with open(submission, newline="") as fh:
+        rows = [tuple(r) for r in csv.reader(fh)]
+    artists = set(read_column(ui_run.raw / "mars_tianchi_songs.csv", 1))
+    last_day = max(datetime.strptime(d, "%Y%m%d").date()
+                   for d in read_column(ui_run.raw / "mars_tianchi_user_actions.csv", 4))
+    days = [(last_day + timedelta(days=i + 1)).strftime("%Y%m%d") for i in range(HORIZON)]
+    assert all(len(r) == 3 and r[1].isdigit() for r in rows), rows[:3]
+    assert len(rows) == len(artists) * HORIZON
+    assert {(artist, ds) for artist, _, ds in rows} == {(a, d) for a in artists for d in days}
+
+
+@pytest.mark.e2e
+def test_global_graph_shows_every_group_and_whole_model_names(dagster_ui, ui_run, page, shot):
     page.goto(f"{dagster_ui.url}/asset-groups")
     skip_community_dialog(page)
     expect(page.get_by_role("button", name="Materialize all")).to_be_visible(timeout=60_000)
     for group in GROUPS:
         expect(page.get_by_text(group, exact=True).first).to_be_visible()
-    shot("asset-lineage")
+    expand_all_groups(page)
+    for model in MODEL_NAMES:  # the node shows the model's whole name, not "backtest_…_ensemble"
+        expect(page.get_by_text(model, exact=True).first).to_be_visible()
+    shot.readme("asset_graph")
 
-    run_id = launch_materialize_all(page)
-    shot("run-launched")
 
-    status = wait_for_run_in_list(page, dagster_ui, run_id, shot)
-    shot("run-list")
-    page.goto(f"{dagster_ui.url}/runs/{run_id}")
-    expect(page.get_by_text(status, exact=True).first).to_be_visible()
-    expect(page.get_by_text("Loading run logs")).to_be_hidden(timeout=60_000)
-    shot("run-page")
-    assert status == "Success", run_failure_details(dagster_ui, run_id)
+@pytest.mark.e2e
+def test_backtest_link_opens_its_run_in_the_mlflow_ui_on_its_own_port(dagster_ui, ui_run, mlflow_ui, page, shot):
+    model = "global_direct"
+    run_id = stored_run_id(ui_run.home, model)
+    page.goto(f"{dagster_ui.url}/assets/backtest/{model}")
+    skip_community_dialog(page)
+    link = page.locator(f"a[href*='/runs/{run_id}']").first
+    expect(link).to_be_visible(timeout=60_000)
+    shot("backtest-asset")
+    assert link.get_attribute("href").startswith(mlflow_ui.url + "/")  # the setting's port, not 5000
+    if link.get_attribute("target") == "_blank":  # metadata links open in a new tab
+        with page.context.expect_page() as opened:
+            link.click()
+        mlflow_page = opened.value
+    else:
+        link.click()
+        mlflow_page = page
+    mlflow_page.wait_for_load_state()
+    expect(mlflow_page).to_have_url(re.compile(rf"^{re.escape(mlflow_ui.url)}/.*/runs/{run_id}"))
+    expect(mlflow_page.get_by_text(model, exact=True).first).to_be_visible(timeout=60_000)
+    # the run page in the model-training view, its description leading with the score
+    expect(mlflow_page.get_by_role("link", name="Model registry")).to_be_visible()  # only there in model training
+    expect(mlflow_page.get_by_text(re.compile(r"^f_norm -?\d\.\d{4}$")).first).to_be_visible()
+    mlflow_page.screenshot(path=str(shot.folder / "mlflow-run-from-dagster.png"), full_page=True)
 
-    submission = Paths.from_env(home=home, raw_dir=raw).submission
-    assert submission.is_file(), f"no submission at {submission}"
-    with open(submission, newline="") as fh:
-        rows = [tuple(r) for r in csv.reader(fh)]
-    artists = set(read_column(raw / "mars_tianchi_songs.csv", 1))
-    last_day = max(datetime.strptime(d, "%Y%m%d").date() for d in read_column(raw / "mars_tianchi_user_actions.csv", 4))
-    days = [(last_day + timedelta(days=i + 1)).strftime("%Y%m%d") for i in range(HORIZON)]
-    assert all(len(r) == 3 and r[1].isdigit() for r in rows), rows[:3]
-    assert len(rows) == len(artists) * HORIZON
-    assert {(artist, ds) for artist, _, ds in rows} == {(a, d) for a in artists for d in days}
+
+@pytest.mark.e2e
+def test_champion_page_shows_the_margin(dagster_ui, ui_run, page, shot):
+    board = champion_board(ui_run.home)
+    page.goto(f"{dagster_ui.url}/assets/champion")
+    skip_community_dialog(page)
+    leaderboard = page.get_by_role("row").filter(has=page.get_by_text("leaderboard", exact=True)).first
+    expect(leaderboard).to_be_visible(timeout=60_000)
+    leaderboard.scroll_into_view_if_needed()
+    for model, f_norm in board.iter_rows():  # every model's mean to 4 decimals, as the warehouse has it
+        cells = leaderboard.get_by_role("row").filter(has=page.get_by_text(model, exact=True)).first.inner_text().split()
+        assert cells[0] == model and float(cells[1]) == round(f_norm, 4), (model, f_norm, cells)
+    margin = page.get_by_role("row").filter(has=page.get_by_text("margin_over_runner_up", exact=True)).first
+    assert float(margin.inner_text().split()[-1]) == round(board["f_norm"][0] - board["f_norm"][1], 4)
+    shot.readme("champion")
+    page.get_by_role("row").filter(has=page.get_by_text("scores", exact=True)).get_by_text("[Show Markdown]").first.click()
+    chart = page.get_by_role("dialog").get_by_role("img", name="mean f_norm per model")
+    expect(chart).to_be_visible()
+    page.wait_for_timeout(1_000)  # the dialog fades in: let the README picture be the settled one
+    shot.readme("champion_scores")
+
+
+def expand_all_groups(page) -> None:
+    """The global graph opens with its groups collapsed into bars: "Expand all groups" in its settings menu."""
+    page.locator("button:has([aria-label=settings])").last.click()
+    expand = page.get_by_role("menuitem", name=re.compile("Expand all groups"))
+    expand.or_(page.get_by_role("menuitem", name=re.compile("Collapse all groups"))).first.wait_for()
+    if expand.count():
+        expand.click()
+    page.keyboard.press("Escape")  # the menu stays open after a choice
+    expect(page.get_by_role("menu")).to_have_count(0)
+
+
+def stored_run_id(home, model: str) -> str:
+    """The model's backtest MLflow run, read from the warehouse (what the asset recorded)."""
+    with default_resources(Paths.from_env(home=home))["warehouse"].connect() as con:
+        return con.execute("SELECT mlflow_run_id FROM backtest_runs WHERE model = ?", [model]).fetchone()[0]
+
+
+def champion_board(home):
+    """Mean f_norm per model from the warehouse's backtest_scores, best first (computed here, not by the asset)."""
+    with default_resources(Paths.from_env(home=home))["warehouse"].connect() as con:
+        return query(con, "SELECT model, avg(f_norm) AS f_norm FROM backtest_scores GROUP BY model "
+                          "ORDER BY f_norm DESC, model")

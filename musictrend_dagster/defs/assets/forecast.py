@@ -12,9 +12,9 @@ from pydantic import Field
 from musictrend_dagster.core import plots
 from musictrend_dagster.core.data import load_forecast, load_history, save_forecast
 from musictrend_dagster.core.serving import forecast_vintage
-from musictrend_dagster.core.submission import submission_frame, write_submission
+from musictrend_dagster.core.submission import read_submission, write_submission
 from musictrend_dagster.core.tracking import NoChampion, load_champion
-from musictrend_dagster.defs.metadata import png, preview
+from musictrend_dagster.defs.metadata import png, preview, score
 from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL
@@ -75,7 +75,7 @@ def forecast(context: dg.AssetExecutionContext, config: ForecastConfig, warehous
             "data_through": str(made.data_through),
             "history_days": made.history_days,
             "hindcast": made.in_sample,
-            "backtest_f_norm": served.backtest_f_norm,
+            "backtest_f_norm": score(served.backtest_f_norm),
             "interval": "80%, calibrated on the champion's backtest errors by horizon day",
             "horizon": config.horizon,
             "trigger": tags.get(TRIGGER_TAG, "launched by hand"),
@@ -101,14 +101,15 @@ def submission(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     path = Path(output.submission_path)
     rows = write_submission(predicted, path)
     context.log.info(f"submission: {rows:,} rows of vintage {predicted['vintage'][0]} -> {path}")
-    first, last = predicted["ds"].min(), predicted["ds"].max()
+    written = read_submission(path)  # the preview shows the file as written: artist_id, Plays, Ds
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(path)),
         "dagster/row_count": rows,
         "vintage": str(predicted["vintage"][0]),
         "champion": predicted["model"][0],
         "model_version": predicted["model_version"][0],
-        "forecast_dates": f"{first}..{last} ({predicted['ds'].n_unique()} days)",
-        "artists": predicted["artist_id"].n_unique(),
-        "submission": preview(submission_frame(predicted)),
+        "first_day": str(written["ds"].min()),
+        "last_day": str(written["ds"].max()),
+        "artists": written["artist_id"].n_unique(),
+        "preview": preview(written.select("artist_id", Plays="plays", Ds=pl.col("ds").dt.strftime("%Y%m%d"))),
     })

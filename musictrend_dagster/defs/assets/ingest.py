@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from musictrend_dagster.core import ingest
 from musictrend_dagster.core.data import query
@@ -24,16 +25,21 @@ def _report_metadata(result: ingest.IngestResult, kind: str) -> dict:
     for r in files:
         for reason, n in r.reasons.items():
             reasons[reason] = reasons.get(reason, 0) + n
-    table = ["| file | status | lines | loaded | quarantined | rows removed |", "|---|---|---|---|---|---|"]
-    table += [f"| {r.file} | {r.status} | {r.lines_read:,} | {r.loaded:,} | {r.quarantined:,} | {r.removed:,} |" for r in files]
+    table = pl.DataFrame(
+        [(r.file, _status(r), r.lines_read, r.loaded, r.quarantined, r.removed) for r in files],
+        schema={"file": pl.String, "status": pl.String, "lines": pl.Int64, "rows_in_lake": pl.Int64,
+                "quarantined": pl.Int64, "rows_removed": pl.Int64}, orient="row")
+    worked = [r for r in files if r.status in ("loaded", "replaced")]
     metadata = {
+        "summary": _summary(files),
+        "loaded_this_run": sum(r.loaded for r in worked),
         "lines_read": sum(r.lines_read for r in files if r.status != "removed"),
         "loaded": sum(r.loaded for r in files),
         "quarantined": sum(r.quarantined for r in files),
         "rows_removed": sum(r.removed for r in files),
         "removed_files": dg.MetadataValue.json([r.file for r in files if r.status == "removed"]),
         "quarantine_reasons": dg.MetadataValue.json(reasons),
-        "files": dg.MetadataValue.md("\n".join(table)),
+        "files": preview(table, rows=table.height),
         "file_reports": dg.MetadataValue.json([
             {"file": r.file, "status": r.status, "lines_read": r.lines_read, "loaded": r.loaded,
              "quarantined": r.quarantined, "removed": r.removed} for r in files]),
@@ -44,6 +50,19 @@ def _report_metadata(result: ingest.IngestResult, kind: str) -> dict:
     return metadata
 
 
+def _status(report: ingest.FileReport) -> str:
+    """The file's status as a person reads it: an unchanged file was not read again."""
+    return "unchanged, skipped" if report.status == "unchanged" else report.status
+
+
+def _summary(files: list[ingest.FileReport]) -> str:
+    """One line: how many files were loaded, replaced, removed, refused, or unchanged and skipped."""
+    counts: dict[str, int] = {}
+    for r in files:
+        counts[_status(r)] = counts.get(_status(r), 0) + 1
+    return "; ".join(f"{n} {status}" for status, n in counts.items()) + (f" ({len(files)} files)" if files else "no files")
+
+
 def _log(context: dg.AssetExecutionContext, result: ingest.IngestResult) -> None:
     for path in result.garbage:
         context.log.warning(f"deleted {path}: left in the lake by a run that was killed")
@@ -52,6 +71,8 @@ def _log(context: dg.AssetExecutionContext, result: ingest.IngestResult) -> None
     for r in result.files:
         if r.status == "removed":
             context.log.warning(r.message)
+        elif r.status == "unchanged":
+            context.log.info(f"{r.file}: unchanged, skipped ({r.loaded:,} rows already in the lake)")
         elif r.status != "refused":
             context.log.info(f"{r.file}: {r.status}, {r.lines_read:,} lines, {r.loaded:,} loaded, "
                              f"{r.quarantined:,} quarantined" + (f", {r.removed:,} old rows replaced" if r.removed else ""))

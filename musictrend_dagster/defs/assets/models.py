@@ -3,12 +3,13 @@ official score, 80% intervals, an MLflow run each) and the champion, picked by m
 among the models that ran, whatever kind of model wins."""
 
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from pydantic import create_model
+from pydantic import Field, create_model
 
 from musictrend_dagster.core import plots
 from musictrend_dagster.core.backtest import HORIZON, BacktestPlan, OriginResult, Skipped, backtest, plan_backtest
@@ -17,9 +18,12 @@ from musictrend_dagster.core.intervals import calibrate, coverage, log_errors, w
 from musictrend_dagster.core.models.base import Forecaster, InsufficientHistory
 from musictrend_dagster.core.models.registry import MODEL_NAMES, SPECS, ModelSpec, make_model, required_history
 from musictrend_dagster.core.models.registry import spec as model_spec
-from musictrend_dagster.defs.metadata import png, preview
+from musictrend_dagster.defs.metadata import png, preview, score, seconds
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
 from musictrend_dagster.instance import TRAINING_POOL
+
+# Backtest assets are keyed backtest/<model>: the graph shows the model's name, the key says what it is.
+BACKTEST_PREFIX = "backtest"
 
 
 def _epoch_logger(context: dg.AssetExecutionContext, label: str, epochs: int) -> Callable[[int, float], None]:
@@ -41,11 +45,34 @@ def logged_model(context: dg.AssetExecutionContext, name: str, params: dict, lab
     return make_model(name, **params, **extra)
 
 
+# One line per hyperparameter, shown next to it in the launchpad.
+HYPERPARAMETER_HELP = {
+    "window": "Days before the origin the model reads: the median's or constant's window, the network's input length.",
+    "window_short": "Input days of the short-window members.",
+    "window_long": "Input days of the long-window members (the history the model needs is this + 14 days).",
+    "seeds": "Members per input window (different seeds); all members' curves are averaged.",
+    "members": "Networks with different seeds whose curves are averaged.",
+    "horizon": "Days the predicted multiplier curve spans (60 = the competition's horizon).",
+    "units": "Hidden units of the network.",
+    "units1": "Units of the first LSTM layer.",
+    "units2": "Units of the second LSTM layer.",
+    "epochs": "Passes over the training samples.",
+    "batch_size": "Samples per gradient step.",
+    "learning_rate": "Adam learning rate.",
+    "l2": "L2 penalty on the weights.",
+    "recency_days": "Age (days) over which a training origin's weight decays by e: recent origins count more.",
+    "seed": "Random seed of weights and shuffling: same data and seed, same forecast.",
+}
+
+
 def _config_class(spec: ModelSpec) -> type[dg.Config]:
-    """Launchpad-editable hyperparameters, with the model's own defaults."""
+    """Launchpad-editable hyperparameters (only those: paths and stores are the resources'), with the
+    model's own defaults and a one-line description each."""
     camel = "".join(part.title() for part in spec.name.split("_"))
-    fields = {name: (type(value), value) for name, value in spec.defaults.items()}
-    return create_model(f"{camel}Config", __base__=dg.Config, **fields)
+    fields = {name: (type(value), Field(default=value, description=HYPERPARAMETER_HELP[name]))
+              for name, value in spec.defaults.items()}
+    return create_model(f"{camel}Hyperparameters", __base__=dg.Config,
+                        __doc__=f"Hyperparameters of {spec.name}.", **fields)
 
 
 def backtest_plan(history: pl.DataFrame) -> BacktestPlan:
@@ -57,7 +84,8 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     config_cls = _config_class(spec)
 
     @dg.asset(
-        name=f"backtest_{spec.name}",
+        name=spec.name,
+        key_prefix=BACKTEST_PREFIX,
         group_name="models",
         kinds={"tensorflow", "mlflow"} if spec.uses_tensorflow else {"polars", "mlflow"},
         pool=TRAINING_POOL,
@@ -72,6 +100,7 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: config_cls, warehouse: WarehouseResource, mlflow: MlflowResource
     ) -> dg.MaterializeResult:
         params = config.model_dump()
+        started = time.time()
         with warehouse.connect() as con:
             history, songs = load_history(con)
         plan = backtest_plan(history)
@@ -79,7 +108,7 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         plan_md = {"plan": plan.describe(), "origins": dg.MetadataValue.json([o.isoformat() for o in plan.origins]), "window_days": plan.window,
                    "train_days": plan.train_days, "history_days": plan.history_days}
         tracker = mlflow.tracker()
-        tags = {"dagster_run_id": context.run_id}
+        tags = {"dagster_run_id": context.run_id, "dagster_asset": context.asset_key.to_user_string()}
 
         def on_origin(r: OriginResult) -> None:
             context.log.info(
@@ -89,15 +118,16 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         reason = spec.skip_reason(params, plan.train_days)
         result = None
         if reason is None:
+            origins = iter(plan.origins)  # backtest makes one model per origin, oldest first: name it in the log
             try:
-                result = backtest(lambda: logged_model(context, spec.name, params, spec.name), history, songs,
-                                  plan.origins, horizon=plan.window, on_origin=on_origin)
+                result = backtest(lambda: logged_model(context, spec.name, params, f"{spec.name} @ {next(origins)}"),
+                                  history, songs, plan.origins, horizon=plan.window, on_origin=on_origin)
             except InsufficientHistory as exc:
                 reason = str(exc)
         if result is None:
             skipped = Skipped(spec.name, params, reason)
             context.log.warning(f"{spec.name} skipped: {reason}")
-            run_id = tracker.log_skipped(skipped, plan, tags)
+            run_id = tracker.log_skipped(skipped, plan, tags, started=started)
             with warehouse.connect() as con:
                 save_skipped(con, skipped, run_id, plan)
             return dg.MaterializeResult(metadata={
@@ -112,7 +142,7 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         with tempfile.TemporaryDirectory() as tmp:
             last = result.origins[-1]
             plot = plots.plot_forecast_vs_actual(
-                history.filter(pl.col("ds") < last.origin), last.forecast, last.actual, path=Path(tmp) / f"{spec.name}.png"
+                history.filter(pl.col("ds") < last.origin), last.forecast, last.actual, path=Path(tmp) / "forecast_vs_actual.png"
             )
             run_id = tracker.log_backtest(
                 result,
@@ -122,20 +152,21 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 plot_png=plot,
                 coverage=cover,
                 plan=plan,
+                started=started,
             )
             plot_md = png(plot, f"{spec.name} forecast vs actual")
         with warehouse.connect() as con:
             save_backtest(con, result, run_id, params, plan, calibration, cover)
-        per_origin = {f"f_norm_{o.origin:%Y%m%d}": o.f_norm for o in result.origins}
+        per_origin = {f"f_norm_{o.origin:%Y%m%d}": score(o.f_norm) for o in result.origins}
         return dg.MaterializeResult(
             metadata={
                 "status": "ran",
-                "f_norm": result.mean_f_norm,
+                "f_norm": score(result.mean_f_norm),
                 **per_origin,
-                "coverage_80": cover.overall,
+                "coverage_80": score(cover.overall),
                 "coverage_method": cover.method,
                 **plan_md,
-                "fit_seconds": sum(o.fit_seconds for o in result.origins),
+                "fit_seconds": seconds(sum(o.fit_seconds for o in result.origins)),
                 "mlflow_run_id": run_id,
                 "mlflow_run": dg.MetadataValue.url(mlflow.run_url(tracker.experiment_id, run_id)),
                 "forecast_vs_actual": plot_md,
@@ -148,6 +179,24 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
 backtest_assets = [_backtest_asset(s) for s in SPECS]
 
 
+def leaderboard_table(scores: pl.DataFrame) -> pl.DataFrame:
+    """The champion page's leaderboard, best first: mean f_norm, the lead over the model ranked next (the
+    champion's is its margin over the runner-up), each origin's f_norm, fit seconds per origin, coverage.
+    The columns a person compares come first: the asset page shows about six before it scrolls."""
+    board = leaderboard(scores)
+    per_origin = scores.with_columns(pl.col("origin").cast(pl.String)).pivot(
+        "origin", index="model", values="f_norm", sort_columns=True)
+    return (
+        board.join(per_origin, on="model", how="left", maintain_order="left")
+        .with_columns(
+            ahead_of_next=pl.col("f_norm") - pl.col("f_norm").shift(-1),
+            fit_s_per_origin=(pl.col("fit_seconds") / pl.col("origins")).round(2),
+        )
+        .select("model", "f_norm", "ahead_of_next", *per_origin.columns[1:], "fit_s_per_origin", "coverage")
+        .rename({"coverage": "coverage_80"})
+    )
+
+
 @dg.asset(
     group_name="models",
     kinds={"duckdb", "mlflow"},
@@ -158,28 +207,37 @@ backtest_assets = [_backtest_asset(s) for s in SPECS]
         "listed with their reason). A baseline that wins is the champion."
     ),
 )
-def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         plan = backtest_plan(load_history(con)[0])
         scores, runs = standings(con, MODEL_NAMES, plan)
     table = leaderboard(scores)
     best = table.row(0, named=True)
-    context.log.info(f"champion: {best['model']} with mean f_norm {best['f_norm']:.4f} ({plan.describe()})")
+    margin = best["f_norm"] - table["f_norm"][1] if table.height > 1 else None
+    context.log.info(f"champion: {best['model']} with mean f_norm {best['f_norm']:.4f}"
+                     + (f", {margin:.4f} ahead of {table['model'][1]}" if margin is not None else "")
+                     + f" ({plan.describe()})")
     not_ranked = runs.filter((pl.col("status") != "ran") | ~pl.col("current"))
     for row in not_ranked.iter_rows(named=True):
         context.log.warning(f"{row['model']} not ranked: {row['reason'] or 'backtested on other origins (stale)'}")
     with tempfile.TemporaryDirectory() as tmp:
         chart = plots.plot_backtest_table(scores, Path(tmp) / "backtests.png")
         chart_md = png(chart, "mean f_norm per model")
+    experiment_id = mlflow.tracker().experiment_id
+    ahead = {"runner_up": table["model"][1], "margin_over_runner_up": score(margin)} if margin is not None else {}
     return dg.MaterializeResult(
         metadata={
             "champion": best["model"],
-            "f_norm": best["f_norm"],
-            "coverage_80": best["coverage"],
+            "f_norm": score(best["f_norm"]),
+            **ahead,
+            "coverage_80": score(best["coverage"]),
             "mlflow_run_id": best["mlflow_run_id"],
+            "mlflow_run": dg.MetadataValue.url(mlflow.run_url(experiment_id, best["mlflow_run_id"])),
+            "mlflow_runs": dg.MetadataValue.url(mlflow.runs_url(experiment_id)),
             "plan": plan.describe(),
-            "leaderboard": preview(table.drop("params"), rows=len(table)),
-            "skipped": preview(not_ranked.select("model", "status", "reason"), rows=len(not_ranked)),
+            "leaderboard": preview(leaderboard_table(scores), rows=len(table)),
             "scores": chart_md,
+            **({"skipped": preview(not_ranked.select("model", "status", "reason"), rows=len(not_ranked))}
+               if not_ranked.height else {}),
         }
     )
