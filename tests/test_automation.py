@@ -153,13 +153,15 @@ def test_pools_are_as_the_readme_says():
     from musictrend_dagster.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    training = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "models"}
+    models = [k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "models"]
+    training = {k.to_user_string() for k in models}
+    training_steps = {k.to_python_identifier() for k in models}  # backtest/median14 -> step backtest__median14
     steps = _steps("refresh_all")
     for name, (pool, resources) in steps.items():
         if "warehouse" in resources:
-            want = TRAINING_POOL if name in training else DUCKDB_POOL
+            want = TRAINING_POOL if name in training_steps else DUCKDB_POOL
             assert pool == want, f"{name} opens the warehouse in pool {pool!r}, not {want!r}"
-    assert {n for n, (pool, _) in steps.items() if pool == TRAINING_POOL} == training
+    assert {n for n, (pool, _) in steps.items() if pool == TRAINING_POOL} == training_steps
     text = README.read_text()
     listed = re.search(r"pool `training` \(([^)]*)\)", text)
     assert listed, "the README's Concurrency section lists the training steps"

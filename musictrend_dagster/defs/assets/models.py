@@ -62,6 +62,12 @@ HYPERPARAMETER_HELP = {
     "l2": "L2 penalty on the weights.",
     "recency_days": "Age (days) over which a training origin's weight decays by e: recent origins count more.",
     "seed": "Random seed of weights and shuffling: same data and seed, same forecast.",
+    "scaling": "'window': each input window on its own level; 'global': one standardisation of all (2016).",
+    "feedback": "What the recursion feeds back: 'vector', the network's [plays, mean, variance] (2016); 'plays'.",
+    "recursion": "'state': read the window once, then one LSTM step per day; 'window': re-read it daily (2016).",
+    "rollout": "Days each training sample is unrolled with the network fed its own outputs (1 = next day only).",
+    "shrink": "Scale the forecast to the metric-optimal constant of the last `window` days (c*/geometric mean).",
+    "literal_2016": "Use the first implementation's choices (global scaling, window recursion, no shrink, 1 member).",
 }
 
 
