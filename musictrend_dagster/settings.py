@@ -5,6 +5,7 @@ Pure Python (no Dagster import) so the CLI, the core and the tests share one ans
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,11 @@ SUBMISSION_FILE = "mars_tianchi_artist_plays_predict.csv"
 MLFLOW_EXPERIMENT = "musictrend"
 REGISTERED_MODEL = "musictrend-forecaster"
 MAX_QUARANTINE_SHARE_VAR = "MUSICTREND_MAX_QUARANTINE_SHARE"
+ENGINE_VAR = "MUSICTREND_ENGINE"
+SPARK_MASTER_VAR = "MUSICTREND_SPARK_MASTER"
+ENGINES = ("duckdb", "spark")
+# What Spark accepts as a master (local[N], local[*], local[N,F], spark://, yarn, k8s://) or a Spark Connect URL.
+_SPARK_MASTER_RE = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|(spark|k8s|sc)://\S+|yarn")
 
 
 class ConfigError(ValueError):
@@ -32,9 +38,28 @@ def max_quarantine_share() -> float:
     return value
 
 
+def engine() -> str:
+    """Which engine runs the data layer (ingest and SQL models): duckdb (default) or spark."""
+    value = os.environ.get(ENGINE_VAR, "duckdb").strip().lower() or "duckdb"
+    if value not in ENGINES:
+        raise ConfigError(f"{ENGINE_VAR} must be one of {', '.join(ENGINES)}, got {value!r}")
+    return value
+
+
+def spark_master() -> str:
+    """Where the Spark engine runs: local[*] by default, spark://host:7077, yarn, k8s://..., or sc://... (Connect)."""
+    value = os.environ.get(SPARK_MASTER_VAR, "local[*]").strip() or "local[*]"
+    if not _SPARK_MASTER_RE.fullmatch(value):
+        raise ConfigError(f"{SPARK_MASTER_VAR} must be a Spark master (local[*], local[2], spark://host:7077, yarn, "
+                          f"k8s://https://host:443) or a Spark Connect URL (sc://host:15002), got {value!r}")
+    return value
+
+
 def check_environment() -> None:
     """Fail at start, naming the variable, rather than deep inside a run."""
     max_quarantine_share()
+    engine()
+    spark_master()
 
 
 @dataclass(frozen=True)

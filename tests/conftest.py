@@ -63,3 +63,35 @@ def assert_no_lookahead():
         assert runs[0].origins[0].f_norm != runs[1].origins[0].f_norm
 
     return check
+
+
+# ---------------------------------------------------------------- Spark (marker `spark`)
+# One SparkSession and one standalone cluster per test session: a JVM start costs 10-40 s on
+# 2 busy cores, the data is tiny.
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """local[2], with splits of 256 KiB so the small test files are read as several splits (line numbering)."""
+    from pyspark.sql import SparkSession
+
+    from musictrend_dagster.core.engines.spark import spark_config
+
+    conf = {**spark_config("local[2]"), "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2",
+            "spark.sql.files.maxPartitionBytes": "256k", "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1"}
+    builder = SparkSession.builder
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory):
+    """A standalone master and 2 one-core workers on 127.0.0.1 (free ports), stopped even when a test fails."""
+    from musictrend_dagster.core.engines.cluster import LocalCluster
+
+    with LocalCluster(tmp_path_factory.mktemp("spark-cluster"), workers=2, cores=1, memory="1g") as cluster:
+        yield cluster

@@ -30,6 +30,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from musictrend_dagster.core.contract import RawFormat
 from musictrend_dagster.core.engines import ModelOutput, Staged, empty_quarantine, staged_files
 from musictrend_dagster.core.engines.transpile import to_spark
 from musictrend_dagster.core.lake import Lake, Relation
+from musictrend_dagster.settings import ConfigError
 from musictrend_dagster.core.rawdir import ContentScan, IngestError, RawFile, check_delimiter, is_gzip
 
 # Spark type names (DataType.simpleString) -> the DuckDB types the warehouse records.
@@ -73,6 +75,29 @@ def duckdb_type(spark_type: str) -> str:
         raise ValueError(f"no warehouse type for Spark's {spark_type}") from None
 
 
+def check_java() -> None:
+    """pyspark starts a JVM: say what is missing rather than let it die with "Java gateway process exited"."""
+    java_home = os.environ.get("JAVA_HOME")
+    if not (java_home and Path(java_home, "bin", "java").exists()) and shutil.which("java") is None:
+        raise ConfigError("the Spark engine needs Java 17 or later (no `java` on PATH and no JAVA_HOME): "
+                          "apt-get install openjdk-17-jre-headless, or set JAVA_HOME")
+
+
+def spark_config(master: str) -> dict[str, str]:
+    """The session's settings: the master (or Spark Connect URL) and what the results must not depend on.
+
+    Anything else (executor memory, event logs, ...) goes in Spark's own ``spark-defaults.conf``
+    (``SPARK_CONF_DIR``), which every session reads.
+    """
+    return {
+        "spark.remote" if master.startswith("sc://") else "spark.master": master,
+        "spark.app.name": "musictrend",
+        "spark.sql.session.timeZone": "UTC",  # dates and timestamps as DuckDB reads them
+        "spark.sql.ansi.enabled": "true",  # the transpiled SQL relies on TRY_* for bad values, errors elsewhere
+        "spark.ui.showConsoleProgress": "false",  # stage bars would garble the run's log
+    }
+
+
 class SparkEngine:
     """The data layer on a SparkSession (classic or Spark Connect)."""
 
@@ -80,16 +105,27 @@ class SparkEngine:
 
     def __init__(self, session: Any) -> None:
         self.spark = session
+        self._registered: dict[str, Relation] = {}  # the temporary views made from the catalogue
 
     # ------------------------------------------------------------------ catalogue
 
     def register(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Every relation of the warehouse's catalogue as a temporary view of this session."""
-        for rel in Lake.recorded(con).relations(con):
+        """Every relation of the warehouse's catalogue as a temporary view of this session.
+
+        A lake dataset whose files did not change since the last call keeps its view (reading
+        a dataset lists its files, a Spark job of its own past a few dozen); the SQL views are
+        cheap and always re-made, so they resolve against the current datasets.
+        """
+        relations = Lake.recorded(con).relations(con)
+        for name in set(self._registered) - {rel.name for rel in relations}:
+            self.spark.catalog.dropTempView(name)
+            del self._registered[name]
+        for rel in relations:
             if rel.is_view:
                 self.spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW `{rel.name}` AS {to_spark(rel.sql)}")
-            else:
+            elif self._registered.get(rel.name) != rel:
                 self._frame(rel).createOrReplaceTempView(rel.name)
+            self._registered[rel.name] = rel
 
     def _frame(self, rel: Relation):
         schema = spark_schema(rel.columns)
@@ -211,10 +247,12 @@ class SparkEngine:
         return ModelOutput(staged_files(out, partition_by), columns)
 
     def run_test(self, con: duckdb.DuckDBPyConnection, sql: str, limit: int) -> tuple[int, list[tuple[Any, ...]]]:
+        """One job when the test passes (no rows); the count only when there are more rows than the sample."""
         self.register(con)
         frame = self.spark.sql(to_spark(sql))
-        n = frame.count()
-        return n, [tuple(row) for row in frame.limit(limit).collect()] if n else []
+        sample = [tuple(row) for row in frame.limit(limit + 1).collect()]
+        n = len(sample) if len(sample) <= limit else frame.count()
+        return n, sample[:limit]
 
 
 def _first_line(exc: BaseException) -> str:
