@@ -240,3 +240,18 @@ def test_musictrend_ingest_runs_on_a_standalone_cluster(spark_cluster, tianchi_s
                             "print(sorted(next(iter(defs.resolve_assets_def('artist_daily').specs)).kinds))"],
                            env=env, capture_output=True, text=True, timeout=300)
     assert "'spark'" in kinds.stdout, kinds.stderr[-2000:]
+
+
+def test_duckdb_engine_reads_a_file_whose_last_line_alone_ends_in_crlf(tmp_path):
+    """Found by the engine equality test: DuckDB's strict parser fails at a lone CRLF deep in a file, and the
+    error then comes through the Arrow stream (pyarrow's OSError), not as DuckDB's own exception."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / SONGS_FILE).write_text("s1,a1,20140101,100,1,1\n")
+    lines = [f"u{i},s1,1425182400,1,20150301" for i in range(30_000)]
+    (raw / BULK).write_bytes(("\n".join(lines) + "\r\n").encode())
+    con = warehouse.connect(tmp_path / "wh.duckdb", memory_limit="1GB")
+    report = ingest.ingest_raw_dir(con, raw, tmp_path / "lake").report(BULK)
+    assert (report.lines_read, report.loaded, report.quarantined) == (30_000, 30_000, 0)
+    assert con.execute("SELECT count(*) FROM raw_user_actions").fetchone() == (30_000,)
+    con.close()

@@ -132,9 +132,12 @@ def _write_good_any_endings(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw:
     _clear(staging)
     try:
         return _write_good(con, fmt, raw, staging, today, params, True, screened_out), True
-    except duckdb.InvalidInputException:
+    except (duckdb.InvalidInputException, OSError) as exc:
         # Mixed or stray line endings break DuckDB's strict parser; the lenient one copes,
-        # and the accounting check still guards every line.
+        # and the accounting check still guards every line. Past the first batch the error
+        # reaches us through the Arrow stream, as pyarrow's OSError with DuckDB's message.
+        if isinstance(exc, OSError) and not str(exc).startswith("Invalid Input Error"):
+            raise
         _clear(staging)
         return _write_good(con, fmt, raw, staging, today, params, False, screened_out), False
 
