@@ -71,13 +71,15 @@ def assert_no_lookahead():
 
 @pytest.fixture(scope="session")
 def spark_session():
-    """local[2], with splits of 256 KiB so the small test files are read as several splits (line numbering)."""
+    """local[2], with splits of 256 KiB so the small test files are read as several splits (line numbering);
+    no open cost per file, so the lake's small day files pack into a few tasks."""
     from pyspark.sql import SparkSession
 
     from musictrend_dagster.core.engines.spark import spark_config
 
     conf = {**spark_config("local[2]"), "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2",
-            "spark.sql.files.maxPartitionBytes": "256k", "spark.driver.host": "127.0.0.1",
+            "spark.sql.files.maxPartitionBytes": "256k",
+            "spark.sql.files.openCostInBytes": "0", "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1"}
     builder = SparkSession.builder
     for key, value in conf.items():

@@ -95,6 +95,10 @@ def spark_config(master: str) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",  # dates and timestamps as DuckDB reads them
         "spark.sql.ansi.enabled": "true",  # the transpiled SQL relies on TRY_* for bad values, errors elsewhere
         "spark.ui.showConsoleProgress": "false",  # stage bars would garble the run's log
+        # lower() through the JVM, not ICU: ICU's case-mapping tables take a minute or more to load
+        # in every executor JVM (measured on 2 busy cores), and the contract only lowers ids to
+        # compare them with an ASCII header name.
+        "spark.sql.icu.caseMappings.enabled": "false",
     }
 
 
