@@ -69,6 +69,12 @@ def assert_no_lookahead():
 # One SparkSession and one standalone cluster per test session: a JVM start costs 10-40 s on
 # 2 busy cores, the data is tiny.
 
+# Tiny data: no code generation (compiling each query's Java costs more than running it
+# interpreted; minutes on 2 busy cores), two shuffle partitions.
+SPARK_TEST_CONF = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+                   "spark.sql.shuffle.partitions": "2"}
+
+
 @pytest.fixture(scope="session")
 def spark_session():
     """local[2], with splits of 256 KiB so the small test files are read as several splits (line numbering);
@@ -77,7 +83,7 @@ def spark_session():
 
     from musictrend_dagster.core.engines.spark import spark_config
 
-    conf = {**spark_config("local[2]"), "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2",
+    conf = {**spark_config("local[2]"), **SPARK_TEST_CONF, "spark.ui.enabled": "false",
             "spark.sql.files.maxPartitionBytes": "256k",
             "spark.sql.files.openCostInBytes": "0", "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1"}

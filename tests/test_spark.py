@@ -24,6 +24,7 @@ import pytest
 from musictrend_dagster import settings
 from musictrend_dagster.core import ingest, sql_models, warehouse
 from musictrend_dagster.settings import ACTIONS_PREFIX, SONGS_FILE
+from conftest import SPARK_TEST_CONF
 from test_bad_input import ACTION_CASES  # the catalogue of bad action lines, one line per reason
 
 FIRST = date(2015, 3, 1)
@@ -208,8 +209,11 @@ def test_musictrend_ingest_runs_on_a_standalone_cluster(spark_cluster, tianchi_s
 
     raw = tianchi_slice.copy(tmp_path / "raw")
     home = tmp_path / "home"
+    conf_dir = tmp_path / "spark-conf"  # the driver reads Spark's own spark-defaults.conf, as documented
+    conf_dir.mkdir()
+    (conf_dir / "spark-defaults.conf").write_text("".join(f"{k} {v}\n" for k, v in SPARK_TEST_CONF.items()))
     env = {k: v for k, v in spark_cluster.env().items() if k != "DAGSTER_HOME"}
-    env.update({"PYTHONPATH": str(Path(__file__).parents[1]), settings.ENGINE_VAR: "spark",
+    env.update({"SPARK_CONF_DIR": str(conf_dir), "PYTHONPATH": str(Path(__file__).parents[1]), settings.ENGINE_VAR: "spark",
                 settings.SPARK_MASTER_VAR: spark_cluster.master_url})
     done = subprocess.run([sys.executable, "-m", "musictrend_dagster.cli", "ingest", "--home", str(home),
                            "--raw-dir", str(raw)], env=env, capture_output=True, text=True, timeout=600)
