@@ -44,13 +44,7 @@ cluster-demo: spark
 ui: install
 	$(BIN)/musictrend ui
 
-mlflow-# The whole pipeline on a real Spark standalone cluster on 127.0.0.1 (a master and 2 one-core
-# workers from the pyspark distribution), stopped at the end; prints the master UI's address.
-cluster-demo: spark
-	@test -f "$(RAW_DIR)/mars_tianchi_user_actions.csv" || $(BIN)/musictrend sample --source tianchi-s1 --out "$(RAW_DIR)"
-	$(BIN)/python -m musictrend_dagster.core.engines.cluster --workers 2 -- $(BIN)/musictrend run --raw-dir "$(RAW_DIR)"
-
-ui: install
+mlflow-ui: install
 	$(BIN)/musictrend mlflow-ui
 
 bench: install
