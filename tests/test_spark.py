@@ -221,7 +221,8 @@ def test_musictrend_ingest_runs_on_a_standalone_cluster(spark_cluster, tmp_path)
     (conf_dir / "spark-defaults.conf").write_text("".join(f"{k} {v}\n" for k, v in SPARK_TEST_CONF.items()))
     env = {k: v for k, v in spark_cluster.env().items() if k != "DAGSTER_HOME"}
     env.update({"SPARK_CONF_DIR": str(conf_dir), "PYTHONPATH": str(Path(__file__).parents[1]),
-                settings.ENGINE_VAR: "spark", settings.SPARK_MASTER_VAR: spark_cluster.master_url})
+                settings.ENGINE_VAR: "spark", settings.SPARK_MASTER_VAR: spark_cluster.master_url,
+                settings.MAX_QUARANTINE_SHARE_VAR: "1"})  # the folder is a third bad lines, on purpose
     done = subprocess.run([sys.executable, "-m", "musictrend_dagster.cli", "ingest", "--home", str(home),
                            "--raw-dir", str(raw)], env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
