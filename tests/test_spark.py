@@ -232,9 +232,9 @@ def test_musictrend_ingest_runs_on_a_standalone_cluster(spark_cluster, tmp_path)
     assert [a["name"] for a in apps["completedapps"] + apps["activeapps"]] == ["musictrend"]
     assert {w["cores"] for w in apps["workers"]} == {1} and len(apps["workers"]) == 2
 
-    reference = tmp_path / "duckdb"
+    reference = shutil.copytree(raw, tmp_path / "duckdb" / "raw").parent
     con = warehouse.connect(reference / "wh.duckdb", memory_limit="1GB")
-    build(con, shutil.copytree(raw, reference / "raw"), None)
+    build(con, reference / "raw", None)
     expected = data_layer(con)
     con.close()
     con = warehouse.connect(home / "warehouse.duckdb", memory_limit="1GB")
