@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 export MUSICTREND_HOME ?= $(CURDIR)/.musictrend
 RAW_DIR := $(or $(MUSICTREND_RAW_DIR),$(MUSICTREND_HOME)/raw)
 
-.PHONY: install browser demo test mutants ui mlflow-ui bench clean
+.PHONY: install spark java browser demo test mutants cluster-demo ui mlflow-ui bench clean
 
 install: $(VENV)/.installed
 
@@ -18,16 +18,32 @@ demo: install
 	@test -f "$(RAW_DIR)/mars_tianchi_user_actions.csv" || $(BIN)/musictrend sample --source tianchi-s1 --out "$(RAW_DIR)"
 	$(BIN)/musictrend run --raw-dir "$(RAW_DIR)"
 
+# The Spark engine (optional extra): pyspark from PyPI on Debian's Java 17 (never a download of Spark itself).
+spark: install java $(VENV)/.spark-installed
+
+$(VENV)/.spark-installed: pyproject.toml
+	$(BIN)/pip install -q -e '.[test,spark]'
+	touch $@
+
+java:
+	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null)
+
 # The end-to-end tests drive Debian's Chromium (never a browser download).
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
-test: install browser
+test: install spark browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Deliberate code changes the suite must notice (tests/mutants/mutants.toml); reports survivors.
 mutants: install
 	$(BIN)/python tests/mutants/run_mutants.py
+
+# The whole pipeline on a real Spark standalone cluster on 127.0.0.1 (a master and 2 one-core
+# workers from the pyspark distribution), stopped at the end; prints the master UI's address.
+cluster-demo: spark
+	@test -f "$(RAW_DIR)/mars_tianchi_user_actions.csv" || $(BIN)/musictrend sample --source tianchi-s1 --out "$(RAW_DIR)"
+	$(BIN)/python -m musictrend_dagster.core.engines.cluster --workers 2 -- $(BIN)/musictrend run --raw-dir "$(RAW_DIR)"
 
 ui: install
 	$(BIN)/musictrend ui

@@ -3,9 +3,17 @@
 -- with zeros on days without actions (the forecasters assume no gaps).
 -- Built in full from the sparse artist_day_actions every time: it is artists x days, small,
 -- and a new artist or a longer log changes rows on every day, which no day filter can cut.
-WITH calendar AS (
-    SELECT CAST(unnest(generate_series(min(ds), max(ds), INTERVAL 1 DAY)) AS DATE) AS ds
-    FROM artist_day_actions
+-- The calendar is built in three steps, not as CAST(unnest(generate_series(...)) AS DATE):
+-- Spark (sqlglot turns unnest into EXPLODE) allows a generator only at the top of a SELECT
+-- list, never inside a cast or next to an aggregate, and this file runs on both engines.
+WITH bounds AS (
+    SELECT min(ds) AS first_day, max(ds) AS last_day FROM artist_day_actions
+),
+days AS (
+    SELECT unnest(generate_series(first_day, last_day, INTERVAL 1 DAY)) AS day FROM bounds
+),
+calendar AS (
+    SELECT CAST(day AS DATE) AS ds FROM days
 ),
 artists AS (
     SELECT DISTINCT artist_id FROM artist_day_actions

@@ -5,6 +5,7 @@ Pure Python (no Dagster import) so the CLI, the core and the tests share one ans
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,6 +20,11 @@ MAX_QUARANTINE_SHARE_VAR = "MUSICTREND_MAX_QUARANTINE_SHARE"
 RETRAIN_EVERY_DAYS_VAR = "MUSICTREND_RETRAIN_EVERY_DAYS"
 MLFLOW_UI_URL_VAR = "MUSICTREND_MLFLOW_UI_URL"
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
+ENGINE_VAR = "MUSICTREND_ENGINE"
+SPARK_MASTER_VAR = "MUSICTREND_SPARK_MASTER"
+ENGINES = ("duckdb", "spark")
+# What Spark accepts as a master (local[N], local[*], local[N,F], spark://, yarn, k8s://) or a Spark Connect URL.
+_SPARK_MASTER_RE = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|(spark|k8s|sc)://\S+|yarn")
 
 
 class ConfigError(ValueError):
@@ -43,6 +49,8 @@ def retrain_every_days() -> int:
     if not raw.strip().isdigit():
         raise ConfigError(f"{RETRAIN_EVERY_DAYS_VAR} must be a whole number of days (0 = off), got {raw!r}")
     return int(raw)
+
+
 def mlflow_ui_url() -> str:
     """Where the MLflow UI is served: every link to MLflow is built on it, and `musictrend mlflow-ui`
     serves there unless told otherwise (default http://127.0.0.1:5000)."""
@@ -57,11 +65,30 @@ def mlflow_ui_url() -> str:
     return f"{url.scheme}://{url.netloc}"
 
 
+def engine() -> str:
+    """Which engine runs the data layer (ingest and SQL models): duckdb (default) or spark."""
+    value = os.environ.get(ENGINE_VAR, "duckdb").strip().lower() or "duckdb"
+    if value not in ENGINES:
+        raise ConfigError(f"{ENGINE_VAR} must be one of {', '.join(ENGINES)}, got {value!r}")
+    return value
+
+
+def spark_master() -> str:
+    """Where the Spark engine runs: local[*] by default, spark://host:7077, yarn, k8s://..., or sc://... (Connect)."""
+    value = os.environ.get(SPARK_MASTER_VAR, "local[*]").strip() or "local[*]"
+    if not _SPARK_MASTER_RE.fullmatch(value):
+        raise ConfigError(f"{SPARK_MASTER_VAR} must be a Spark master (local[*], local[2], spark://host:7077, yarn, "
+                          f"k8s://https://host:443) or a Spark Connect URL (sc://host:15002), got {value!r}")
+    return value
+
+
 def check_environment() -> None:
     """Fail at start, naming the variable, rather than deep inside a run."""
     max_quarantine_share()
     retrain_every_days()
     mlflow_ui_url()
+    engine()
+    spark_master()
 
 
 @dataclass(frozen=True)

@@ -63,3 +63,43 @@ def assert_no_lookahead():
         assert runs[0].origins[0].f_norm != runs[1].origins[0].f_norm
 
     return check
+
+
+# ---------------------------------------------------------------- Spark (marker `spark`)
+# One SparkSession and one standalone cluster per test session: a JVM start costs 10-40 s on
+# 2 busy cores, the data is tiny.
+
+# Tiny data: no code generation (compiling each query's Java costs more than running it
+# interpreted; minutes on 2 busy cores), two shuffle partitions.
+SPARK_TEST_CONF = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+                   "spark.sql.shuffle.partitions": "2"}
+
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """local[2], with splits of 256 KiB so the small test files are read as several splits (line numbering);
+    no open cost per file, so the lake's small day files pack into a few tasks."""
+    from pyspark.sql import SparkSession
+
+    from musictrend_dagster.core.engines.spark import spark_config
+
+    conf = {**spark_config("local[2]"), **SPARK_TEST_CONF, "spark.ui.enabled": "false",
+            "spark.sql.files.maxPartitionBytes": "256k",
+            "spark.sql.files.openCostInBytes": "0", "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1"}
+    builder = SparkSession.builder
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory):
+    """A standalone master and 2 one-core workers on 127.0.0.1 (free ports), stopped even when a test fails."""
+    from musictrend_dagster.core.engines.cluster import LocalCluster
+
+    with LocalCluster(tmp_path_factory.mktemp("spark-cluster"), workers=2, cores=1, memory="1g") as cluster:
+        yield cluster

@@ -144,7 +144,10 @@ ACTIONS = RawFormat(
              f"abs(date_diff('day', DATE '1970-01-01', d) - floor((g + 28800) / 86400)) > 1",
              "'Ds more than one day from gmt_create (UTC+8)'",
              "`Ds` more than one day away from `gmt_create`'s day in UTC+8"),
-        Rule("unknown_song", "c2 NOT IN (SELECT song_id FROM raw_songs)", "'unknown song_id'",
+        # NOT EXISTS, not NOT IN: both engines make it a hash join, where Spark turns a NOT IN
+        # in an expression into a null-aware nested-loop join (lines x songs). The same for
+        # every line that gets here: c2 is not NULL (column_count) and no song_id is NULL.
+        Rule("unknown_song", "NOT EXISTS (SELECT 1 FROM raw_songs WHERE raw_songs.song_id = c2)", "'unknown song_id'",
              "a `song_id` that the songs file does not list"),
     ),
 )

@@ -14,8 +14,8 @@ single files (refused, unreadable, wrong delimiter) do not stop the others: ever
 is brought up to date, then one ``IngestError`` lists them all. A missing songs or bulk file
 stops everything before anything changes, so an unmounted raw folder never empties the lake.
 
-The engine (``engines.duckdb``) only validates and writes aside; publishing, bookkeeping and
-the mirror rules live here and in ``lake``, the same for any engine.
+The engine (``engines.duckdb`` by default, ``engines.spark``) only validates and writes aside;
+publishing, bookkeeping and the mirror rules live here and in ``lake``, the same for any engine.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from musictrend_dagster.core import contract, lake
-from musictrend_dagster.core.engines import duckdb as engine
+from musictrend_dagster.core.engines import Engine, Staged, duckdb_engine
 from musictrend_dagster.core.rawdir import IngestError, RawFile, is_gzip, list_raw_dir, scan
 
 ProgressFn = Callable[[int], None]
@@ -80,6 +80,7 @@ class IngestFailed(IngestError):
 class _Run:
     con: duckdb.DuckDBPyConnection
     lake: lake.Lake
+    engine: Engine
     today: date
     full_refresh: bool
     previous: dict[str, dict]
@@ -89,9 +90,10 @@ class _Run:
 
 def ingest_raw_dir(con: duckdb.DuckDBPyConnection, raw_dir: str | os.PathLike, lake_dir: str | os.PathLike, *,
                    full_refresh: bool = False, now: datetime | None = None, songs_only: bool = False,
-                   progress: ProgressFn | None = None) -> IngestResult:
+                   progress: ProgressFn | None = None, engine: Engine | None = None) -> IngestResult:
     """Songs first, then removals, then the bulk file and every drop by day; one report per file.
 
+    ``engine`` validates and writes each file (DuckDB when None).
     ``progress`` receives the running total of action rows in the lake from the files seen so far.
     Raises ``IngestFailed`` (after doing everything else) when any file could not be ingested.
     ``songs_only`` stops after the songs file (the action files' problems are left to the full run).
@@ -102,7 +104,7 @@ def ingest_raw_dir(con: duckdb.DuckDBPyConnection, raw_dir: str | os.PathLike, l
     the_lake.refresh_views(con)
     listing = list_raw_dir(raw_dir)
     previous = {row["file"]: row for row in _rows(con, "SELECT * FROM ingested_files")}
-    run = _Run(con, the_lake, contract.today_utc8(now), full_refresh, previous)
+    run = _Run(con, the_lake, engine or duckdb_engine(), contract.today_utc8(now), full_refresh, previous)
     names = {f.name for f in [listing.songs, *listing.actions]}
     run.hashes = {row["content_hash"]: name for name, row in previous.items()
                   if row["kind"] == "actions" and name in names and row["lines_read"]}
@@ -169,7 +171,7 @@ def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
     load_id = lake.new_load_id()
     staging = run.lake.staging_dir(load_id)
     try:
-        staged = engine.stage(run.con, contract.FORMATS[raw.kind], raw, staging, run.today)
+        staged = run.engine.stage(run.con, contract.FORMATS[raw.kind], raw, staging, run.today)
         if raw.kind == "actions" and staged.lines_read:
             other = run.hashes.get(staged.content_hash)
             if other is not None and other != raw.name:
@@ -194,7 +196,7 @@ def _still_valid(run: _Run, prev: dict, raw: RawFile) -> bool:
     return prev["recheck_on"] is None or run.today < prev["recheck_on"]
 
 
-def _publish(run: _Run, raw: RawFile, identity: tuple, staged: engine.Staged, load_id: str) -> int:
+def _publish(run: _Run, raw: RawFile, identity: tuple, staged: Staged, load_id: str) -> int:
     """Swap the source's rows, quarantine and bookkeeping in ONE transaction; returns the rows it replaced."""
     dataset = _DATASET[raw.kind]
     placed = run.lake.place(dataset, raw.name, load_id, staged.files)
@@ -226,7 +228,7 @@ def _replace_quarantine(con: duckdb.DuckDBPyConnection, kind: str, name: str, qu
             con.unregister("_quarantine_batch")
 
 
-def _record_file(con: duckdb.DuckDBPyConnection, raw: RawFile, identity: tuple, staged: engine.Staged,
+def _record_file(con: duckdb.DuckDBPyConnection, raw: RawFile, identity: tuple, staged: Staged,
                  songs_key: str | None, load_id: str) -> None:
     """Bookkeeping row, written inside the file's transaction so it commits with the data."""
     con.execute("DELETE FROM ingested_files WHERE file = $f", {"f": raw.name})

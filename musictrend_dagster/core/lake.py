@@ -19,9 +19,17 @@ so no run ever collects another's files in flight.
 
 Each publish also appends the days it touched to ``lake_changes``: incremental SQL models
 read it to re-derive only those days.
+
+The SQL models' tables live here too (``models/<name>/``, Hive-partitioned like their
+``partition_by``), published the same way by ``publish_model``. The warehouse is the lake's
+catalogue: ``lake_relations`` names every relation of the data layer (the two raw datasets,
+every model table and every model view) with its columns, so that every engine sees the same
+relations under the same names: DuckDB as warehouse views, Spark as temporary views
+(``relations``). The warehouse also records the lake's root (``Lake.recorded``).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -57,6 +65,7 @@ SONGS = Dataset(
      ("language", "INTEGER"), ("gender", "INTEGER"), ("source_file", "VARCHAR")),
 )
 DATASETS = {d.name: d for d in (USER_ACTIONS, SONGS)}
+MODELS = "models"  # the folder of the SQL models' tables
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS lake_files (
@@ -64,7 +73,31 @@ CREATE TABLE IF NOT EXISTS lake_files (
 CREATE SEQUENCE IF NOT EXISTS lake_change_seq;
 CREATE TABLE IF NOT EXISTS lake_changes (
     seq BIGINT, dataset VARCHAR, ds DATE, source_file VARCHAR, change VARCHAR, changed_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS lake_relations (
+    name VARCHAR, dataset VARCHAR, columns VARCHAR, partition_by VARCHAR, sql VARCHAR);
+CREATE TABLE IF NOT EXISTS lake_root (root VARCHAR);
 """
+
+
+def model_dataset(name: str, columns: tuple[tuple[str, str], ...], partition_by: str | None) -> Dataset:
+    """Where a SQL model's table lives: ``models/<name>/``, seen as the warehouse view ``<name>``."""
+    return Dataset(f"{MODELS}/{name}", name, columns, partition_by)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A relation of the data layer as every engine sees it: lake files, or a SQL view over other relations."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...] = ()  # (name, DuckDB type), in order
+    files: tuple[Path, ...] = ()  # a lake dataset's published files
+    base: Path | None = None  # the dataset's folder: where Hive partition values start
+    partition_by: str | None = None
+    sql: str | None = None  # a view: DuckDB SQL over other relations
+
+    @property
+    def is_view(self) -> bool:
+        return self.sql is not None
 
 
 @dataclass(frozen=True)
@@ -168,9 +201,23 @@ class Lake:
         self.root = Path(root).resolve()
 
     def ensure(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Folders, the warehouse's lake tables, the raw datasets in the catalogue, and this root as the recorded one."""
         for d in DATASETS.values():
             (self.root / d.name).mkdir(parents=True, exist_ok=True)
         con.execute(SCHEMA_SQL)
+        con.execute("DELETE FROM lake_root")
+        con.execute("INSERT INTO lake_root VALUES ($r)", {"r": str(self.root)})
+        for d in DATASETS.values():
+            self.register(con, d)
+
+    @classmethod
+    def recorded(cls, con: duckdb.DuckDBPyConnection) -> "Lake":
+        """The lake this warehouse was last brought up to date with."""
+        con.execute(SCHEMA_SQL)
+        row = con.execute("SELECT root FROM lake_root").fetchone()
+        if row is None:
+            raise FileNotFoundError("the warehouse records no lake yet: run the ingest first")
+        return cls(row[0])
 
     # ------------------------------------------------------------------ writing
 
@@ -229,6 +276,61 @@ class Lake:
             path.unlink(missing_ok=True)
             _remove_empty_parents(path.parent, self.root)
 
+    def publish_model(self, con: duckdb.DuckDBPyConnection, dataset: Dataset, load_id: str,
+                      placed: list[tuple[str, date | None, int]], days: list[date] | None) -> list[str]:
+        """Inside the caller's transaction: a model's files become `placed`, for every day (None) or these days.
+
+        Returns the relative paths it no longer lists (delete them after the commit). Only
+        ``con.execute`` is used, so a caller may hand in any object that forwards it.
+        """
+        where, params = "dataset = $d", {"d": dataset.name}
+        if days is not None:
+            where += " AND list_contains($days, ds)"
+            params["days"] = days
+        old = [p for (p,) in con.execute(f"SELECT path FROM lake_files WHERE {where}", params).fetchall()]
+        con.execute(f"DELETE FROM lake_files WHERE {where}", params)
+        for path, ds, rows in placed:
+            con.execute("INSERT INTO lake_files VALUES ($d, $f, $p, $ds, $r, $l)",
+                        {"d": dataset.name, "f": dataset.view, "p": path, "ds": ds, "r": rows, "l": load_id})
+        self.register(con, dataset)
+        self.refresh_view(con, dataset)
+        return old
+
+    def register(self, con: duckdb.DuckDBPyConnection, relation: Dataset | Relation) -> None:
+        """Record a lake dataset (or a SQL view: a ``Relation`` with ``sql``) in the catalogue, under its view name."""
+        if isinstance(relation, Dataset):
+            name, dataset, columns, partition_by, sql = (relation.view, relation.name, relation.columns,
+                                                         relation.partition_by, None)
+        else:
+            name, dataset, columns, partition_by, sql = relation.name, None, relation.columns, None, relation.sql
+        con.execute("DELETE FROM lake_relations WHERE name = $n", {"n": name})
+        con.execute("INSERT INTO lake_relations VALUES ($n, $d, $c, $p, $s)",
+                    {"n": name, "d": dataset, "c": json.dumps(columns), "p": partition_by, "s": sql})
+
+    def unregister(self, con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+        """Drop a relation from the catalogue (a model that became a view, say); its files' paths, to delete."""
+        row = con.execute("SELECT dataset FROM lake_relations WHERE name = $n", {"n": name}).fetchone()
+        con.execute("DELETE FROM lake_relations WHERE name = $n", {"n": name})
+        if row is None or row[0] is None:
+            return []
+        old = [p for (p,) in con.execute("SELECT path FROM lake_files WHERE dataset = $d", {"d": row[0]}).fetchall()]
+        con.execute("DELETE FROM lake_files WHERE dataset = $d", {"d": row[0]})
+        return old
+
+    def datasets(self, con: duckdb.DuckDBPyConnection) -> list[Dataset]:
+        """Every lake dataset the catalogue lists: the raw ones and the models' tables."""
+        rows = con.execute("SELECT name, dataset, columns, partition_by FROM lake_relations "
+                           "WHERE dataset IS NOT NULL ORDER BY rowid").fetchall()
+        return [Dataset(dataset, name, tuple(map(tuple, json.loads(columns))), partition_by)
+                for name, dataset, columns, partition_by in rows]
+
+    def relations(self, con: duckdb.DuckDBPyConnection) -> list[Relation]:
+        """The catalogue as engines read it, lake datasets first, then views in the order they were recorded."""
+        found = [Relation(d.view, d.columns, tuple(self.files(con, d)), self.root / d.name, d.partition_by)
+                 for d in self.datasets(con)]
+        views = con.execute("SELECT name, columns, sql FROM lake_relations WHERE sql IS NOT NULL ORDER BY rowid").fetchall()
+        return found + [Relation(name, tuple(map(tuple, json.loads(columns))), sql=sql) for name, columns, sql in views]
+
     # ------------------------------------------------------------------ reading
 
     def files(self, con: duckdb.DuckDBPyConnection, dataset: Dataset) -> list[Path]:
@@ -255,10 +357,10 @@ class Lake:
         con.execute(f"CREATE OR REPLACE VIEW {dataset.view} AS {self.view_sql(con, dataset)}")
 
     def refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Point the views at this lake root (after the home folder moved, say): one transaction."""
+        """Point the views of every lake dataset at this lake root (after the home folder moved, say): one transaction."""
         con.execute("BEGIN TRANSACTION")
         try:
-            for d in DATASETS.values():
+            for d in self.datasets(con):
                 self.refresh_view(con, d)
             con.execute("COMMIT")
         except BaseException:
@@ -272,8 +374,7 @@ class Lake:
         shutil.rmtree(self.root / STAGING, ignore_errors=True)
         listed = {self.root / p for (p,) in con.execute("SELECT path FROM lake_files").fetchall()}
         removed = []
-        for d in DATASETS.values():
-            base = self.root / d.name
+        for base in [self.root / d.name for d in DATASETS.values()] + [self.root / MODELS]:
             for path in sorted(base.rglob("*")) if base.is_dir() else []:
                 if path.is_file() and path not in listed:
                     path.unlink()

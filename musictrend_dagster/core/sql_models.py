@@ -36,6 +36,7 @@ import sqlglot
 from sqlglot import exp
 
 from musictrend_dagster.core import lake
+from musictrend_dagster.core.engines import Engine, duckdb_engine
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 _MATERIALIZATIONS = ("table", "view", "incremental")
@@ -216,33 +217,49 @@ def _quote_ident(name: str) -> str:
     return f'"{name}"'
 
 
-def build_model(con: duckdb.DuckDBPyConnection, model: SqlModel, full_refresh: bool = False) -> BuildResult:
-    """(Re)create the model's table or view, or replace its changed partitions, in one transaction."""
+def build_model(con: duckdb.DuckDBPyConnection, model: SqlModel, full_refresh: bool = False,
+                engine: Engine | None = None) -> BuildResult:
+    """(Re)build the model: a view in the warehouse, or its table in the lake (every day, or the changed days).
+
+    The engine (DuckDB when None) runs the SELECT and writes the Parquet files aside; then one
+    warehouse transaction publishes them (manifest, catalogue, view) with the model's state, so
+    a reader sees the old table or the new one. Only ``con.execute`` is used on the warehouse.
+    """
     ident = _quote_ident(model.name)
-    con.execute("BEGIN TRANSACTION")
+    engine = engine or duckdb_engine()
+    the_lake = lake.Lake.recorded(con)
+    watermark = con.execute("SELECT coalesce(max(seq), 0) FROM lake_changes").fetchone()[0]
+    if model.materialized == "view":
+        return _build_view(con, the_lake, model, ident, watermark)
+    days = _days_to_rebuild(con, the_lake, model, full_refresh) if model.materialized == "incremental" else None
+    partition_by = model.partition_by if model.materialized == "incremental" else None
+    load_id = lake.new_load_id()
+    staging = the_lake.staging_dir(load_id)
     try:
-        existing = con.execute(
-            "SELECT table_type FROM information_schema.tables "
-            "WHERE table_name = $n AND table_schema = current_schema()", {"n": model.name},
-        ).fetchone()
-        kind = "VIEW" if model.materialized == "view" else "BASE TABLE"
-        if existing and existing[0] != kind:  # no in-place replace across kinds
-            con.execute(f"DROP {'VIEW' if existing[0] == 'VIEW' else 'TABLE'} {ident}")
-            existing = None
-        watermark = con.execute("SELECT coalesce(max(seq), 0) FROM lake_changes").fetchone()[0]
-        if model.materialized == "incremental":
-            result = _build_incremental(con, model, ident, existing is not None and not full_refresh, watermark)
-        else:
-            con.execute(f"CREATE OR REPLACE {'VIEW' if kind == 'VIEW' else 'TABLE'} {ident} AS\n{full_select(model)}")
-            result = BuildResult(_count(con, ident), "view" if kind == "VIEW" else "full")
-        con.execute("DELETE FROM model_state WHERE model = $m", {"m": model.name})
-        con.execute("INSERT INTO model_state VALUES ($m, $h, $w, now()::TIMESTAMP)",
-                    {"m": model.name, "h": model.definition, "w": watermark})
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    return result
+        output = engine.write_model(con, _body(model, days), partition_by, staging) if days != [] else None
+        placed = the_lake.place(_dataset(model, output.columns), model.name, load_id, output.files) if output else []
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _drop_other_kind(con, ident, "VIEW")
+            superseded = []
+            if output is not None:
+                superseded = the_lake.publish_model(con, _dataset(model, output.columns), load_id, placed, days)
+            if model.unique_key:
+                _check_unique_key(con, model, ident)
+            _save_state(con, model, watermark)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            the_lake.delete([p for p, _, _ in placed])
+            raise
+    finally:
+        the_lake.discard(load_id)
+    the_lake.delete(superseded)
+    (rows,) = con.execute("SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d",
+                          {"d": _dataset(model, ()).name}).fetchone()
+    if days is None:
+        return BuildResult(int(rows), "full")
+    return BuildResult(int(rows), "incremental" if days else "unchanged", tuple(days))
 
 
 def full_select(model: SqlModel) -> str:
@@ -259,44 +276,75 @@ def _body(model: SqlModel, days: list[date] | None) -> str:
     return _FILTER_RE.sub(cut, model.sql.strip().rstrip(";"))
 
 
-def _count(con: duckdb.DuckDBPyConnection, ident: str) -> int:
-    return int(con.execute(f"SELECT count(*) FROM {ident}").fetchone()[0])
+def _dataset(model: SqlModel, columns: tuple[tuple[str, str], ...]) -> lake.Dataset:
+    return lake.model_dataset(model.name, columns, model.partition_by if model.materialized == "incremental" else None)
 
 
-def _build_incremental(con: duckdb.DuckDBPyConnection, model: SqlModel, ident: str, incremental: bool,
-                       watermark: int) -> BuildResult:
+def _drop_other_kind(con: duckdb.DuckDBPyConnection, ident: str, keep: str) -> None:
+    """No in-place replace across kinds: drop a table where a view goes (a warehouse from before the lake)."""
+    existing = con.execute("SELECT table_type FROM information_schema.tables "
+                           "WHERE table_name = $n AND table_schema = current_schema()", {"n": ident.strip('"')}).fetchone()
+    if existing and existing[0] != keep:
+        con.execute(f"DROP {'VIEW' if existing[0] == 'VIEW' else 'TABLE'} {ident}")
+
+
+def _build_view(con: duckdb.DuckDBPyConnection, the_lake: lake.Lake, model: SqlModel, ident: str,
+                watermark: int) -> BuildResult:
+    sql = full_select(model)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _drop_other_kind(con, ident, "VIEW")
+        superseded = the_lake.unregister(con, model.name)  # it may have been a table in the lake before
+        con.execute(f"CREATE OR REPLACE VIEW {ident} AS\n{sql}")
+        the_lake.register(con, lake.Relation(model.name, sql=sql))
+        _save_state(con, model, watermark)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    the_lake.delete(superseded)
+    (rows,) = con.execute(f"SELECT count(*) FROM {ident}").fetchone()
+    return BuildResult(int(rows), "view")
+
+
+def _save_state(con: duckdb.DuckDBPyConnection, model: SqlModel, watermark: int) -> None:
+    con.execute("DELETE FROM model_state WHERE model = $m", {"m": model.name})
+    con.execute("INSERT INTO model_state VALUES ($m, $h, $w, now()::TIMESTAMP)",
+                {"m": model.name, "h": model.definition, "w": watermark})
+
+
+def _days_to_rebuild(con: duckdb.DuckDBPyConnection, the_lake: lake.Lake, model: SqlModel,
+                     full_refresh: bool) -> list[date] | None:
+    """The days an incremental build replaces: the lake's changes since its watermark (None: rebuild it all).
+
+    Everything is rebuilt on ``full_refresh``, on the first build, when the SQL of the model or
+    of a model upstream changed, and when an unpartitioned source (the songs) changed.
+    """
+    built = con.execute("SELECT count(*) FROM lake_relations WHERE name = $n AND dataset = $d",
+                        {"n": model.name, "d": _dataset(model, ()).name}).fetchone()[0]
     state = con.execute("SELECT sql_hash, last_change FROM model_state WHERE model = $m", {"m": model.name}).fetchone()
-    days: list[date] | None = None
-    if incremental and state is not None and state[0] == model.definition:
-        changed = [d for (d,) in con.execute(
-            "SELECT DISTINCT ds FROM lake_changes WHERE seq > $s AND list_contains($src, dataset)",
-            {"s": state[1], "src": sorted(model.sources)}).fetchall()]
-        if None not in changed:  # an unpartitioned source (the songs) changed: everything may have
-            days = sorted(changed)
-    if days is None:
-        con.execute(f"CREATE OR REPLACE TABLE {ident} AS\n{full_select(model)}")
-    elif days:
-        part = _quote_ident(model.partition_by)
-        con.execute(f"DELETE FROM {ident} WHERE {part} IN (SELECT unnest($days))", {"days": days})
-        con.execute(f"INSERT INTO {ident} BY NAME\n{_body(model, days)}")
-    if model.unique_key:
-        keys = ", ".join(_quote_ident(k) for k in model.unique_key)
-        dupes = con.execute(f"SELECT {keys}, count(*) FROM {ident} GROUP BY ALL HAVING count(*) > 1 LIMIT 3").fetchall()
-        if dupes:
-            raise SqlModelError(f"{model.path}: unique_key ({', '.join(model.unique_key)}) repeats: {dupes}")
-    if days is None:
-        return BuildResult(_count(con, ident), "full")
-    return BuildResult(_count(con, ident), "incremental" if days else "unchanged", tuple(days))
+    if full_refresh or not built or state is None or state[0] != model.definition:
+        return None
+    changed = [d for (d,) in con.execute(
+        "SELECT DISTINCT ds FROM lake_changes WHERE seq > $s AND list_contains($src, dataset)",
+        {"s": state[1], "src": sorted(model.sources)}).fetchall()]
+    return None if None in changed else sorted(changed)
 
 
-def build_all(con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR, full_refresh: bool = False) -> dict[str, BuildResult]:
+def _check_unique_key(con: duckdb.DuckDBPyConnection, model: SqlModel, ident: str) -> None:
+    keys = ", ".join(_quote_ident(k) for k in model.unique_key)
+    dupes = con.execute(f"SELECT {keys}, count(*) FROM {ident} GROUP BY ALL HAVING count(*) > 1 LIMIT 3").fetchall()
+    if dupes:
+        raise SqlModelError(f"{model.path}: unique_key ({', '.join(model.unique_key)}) repeats: {dupes}")
+
+
+def build_all(con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR, full_refresh: bool = False,
+              engine: Engine | None = None) -> dict[str, BuildResult]:
     """Build every model in dependency order."""
-    return {m.name: build_model(con, m, full_refresh) for m in topo_order(load_models(sql_dir))}
+    return {m.name: build_model(con, m, full_refresh, engine) for m in topo_order(load_models(sql_dir))}
 
 
-def run_test(con: duckdb.DuckDBPyConnection, test: SqlTest, limit: int = 20) -> tuple[int, list[tuple[Any, ...]]]:
-    """Run a singular test: (number of offending rows, up to ``limit`` of them)."""
-    body = test.sql.strip().rstrip(";")
-    (n,) = con.execute(f"SELECT count(*) FROM (\n{body}\n)").fetchone()
-    sample = con.execute(f"SELECT * FROM (\n{body}\n) LIMIT {int(limit)}").fetchall() if n else []
-    return int(n), sample
+def run_test(con: duckdb.DuckDBPyConnection, test: SqlTest, limit: int = 20,
+             engine: Engine | None = None) -> tuple[int, list[tuple[Any, ...]]]:
+    """Run a singular test on the engine (DuckDB when None): (number of offending rows, up to ``limit`` of them)."""
+    return (engine or duckdb_engine()).run_test(con, test.sql.strip().rstrip(";"), limit)

@@ -9,7 +9,9 @@ import duckdb
 from filelock import FileLock
 from pydantic import Field
 
+from musictrend_dagster import settings
 from musictrend_dagster.core import warehouse
+from musictrend_dagster.core.engines import Engine, duckdb_engine
 from musictrend_dagster.settings import DEFAULT_MLFLOW_UI_URL, MLFLOW_UI_URL_VAR, ConfigError, Paths, mlflow_ui_url
 
 
@@ -28,6 +30,35 @@ class WarehouseResource(dg.ConfigurableResource):
                                                   "are mirrored into; empty: `lake` next to the database.")
     memory_limit: str = Field(default="4GB", description="DuckDB memory_limit for each connection.")
     lock_timeout_s: float = Field(default=3600, description="How long to wait for another process's connection.")
+    engine: str = Field(default="duckdb", description="What runs the ingest and the SQL models: `duckdb` (in this "
+                                                      "process) or `spark` (MUSICTREND_ENGINE).")
+    spark_master: str = Field(default="local[*]", description="The Spark master or Spark Connect URL when the engine "
+                                                              "is spark (MUSICTREND_SPARK_MASTER).")
+
+    def data_engine(self) -> Engine:
+        """The engine object the core's ingest and SQL models run on.
+
+        Spark's session comes from dagster-pyspark's ``LazyPySparkResource`` (one per process:
+        Spark's getOrCreate hands every step of an in-process run the same session).
+        """
+        if self.engine == "duckdb":
+            return duckdb_engine()
+        if self.engine != "spark":
+            raise ConfigError(f"{settings.ENGINE_VAR} must be one of {', '.join(settings.ENGINES)}, got {self.engine!r}")
+        try:
+            from dagster_pyspark import LazyPySparkResource
+        except ImportError:
+            raise ConfigError(f"{settings.ENGINE_VAR}=spark needs the spark extra: pip install 'musictrend[spark]'") from None
+        from musictrend_dagster.core.engines.spark import SparkEngine, check_java, spark_config
+
+        if not self.spark_master.startswith("sc://"):  # a Connect client needs no JVM
+            check_java()
+        return SparkEngine(LazyPySparkResource(spark_config=spark_config(self.spark_master)).spark_session)
+
+    @property
+    def engine_metadata(self) -> dict[str, str]:
+        """What the UI shows next to each materialisation: which engine made it, and where."""
+        return {"engine": self.engine, **({"spark_master": self.spark_master} if self.engine == "spark" else {})}
 
     @property
     def lake(self) -> Path:
@@ -92,7 +123,8 @@ def default_resources(paths: Paths | None = None) -> dict:
     MUSICTREND_MLFLOW_UI_URL)."""
     paths = paths or Paths.from_env()
     return {
-        "warehouse": WarehouseResource(database=str(paths.warehouse), raw_dir=str(paths.raw_dir), lake_dir=str(paths.lake)),
+        "warehouse": WarehouseResource(database=str(paths.warehouse), raw_dir=str(paths.raw_dir), lake_dir=str(paths.lake),
+                                       engine=settings.engine(), spark_master=settings.spark_master()),
         "mlflow": MlflowResource(tracking_uri=paths.mlflow_uri, artifact_dir=str(paths.mlflow_artifacts),
                                  ui_url=mlflow_ui_url()),
         "output": OutputResource(submission_path=str(paths.submission)),

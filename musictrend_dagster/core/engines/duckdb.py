@@ -25,40 +25,53 @@ Why it is built this way:
 from __future__ import annotations
 
 import shutil
-from collections import Counter
-from dataclasses import dataclass
+import warnings
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from musictrend_dagster.core import contract
 from musictrend_dagster.core.contract import RawFormat
-from musictrend_dagster.core.lake import ParquetParts, StagedFile, literal_path, sql_literal
+from musictrend_dagster.core.engines import ModelOutput, Staged, empty_quarantine, staged_files
+from musictrend_dagster.core.lake import ParquetParts, literal_path, sql_literal
 from musictrend_dagster.core.rawdir import ContentScan, IngestError, RawFile, check_delimiter, is_gzip, iter_lines
 
 BATCH_ROWS = 100_000
 
 
-@dataclass
-class Staged:
-    """One raw file, validated and written aside: what publishing it needs."""
+class DuckDBEngine:
+    """The data layer in this process, on the warehouse's own DuckDB connection."""
 
-    files: list[StagedFile]
-    lines_read: int
-    loaded: int
-    quarantine: pa.Table  # line_no, raw_line, reason
-    content_hash: str
-    recheck_on: date | None = None  # the first day on which a quarantined line may pass (a future Ds)
+    name = "duckdb"
 
-    @property
-    def quarantined(self) -> int:
-        return self.quarantine.num_rows
+    def stage(self, con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date) -> Staged:
+        return stage(con, fmt, raw, staging, today)
 
-    def reasons(self) -> dict[str, int]:
-        return dict(sorted(Counter(self.quarantine.column("reason").to_pylist()).items()))
+    def write_model(self, con: duckdb.DuckDBPyConnection, sql: str, partition_by: str | None,
+                    staging: Path) -> ModelOutput:
+        """The SELECT streamed as Arrow into the lake's Parquet writer (only ``con.execute`` is used)."""
+        columns = tuple((name, typ) for name, typ, *_ in con.execute(f"DESCRIBE {sql}").fetchall())
+        parts = ParquetParts(staging, partition_by)
+        try:
+            with warnings.catch_warnings():  # the extra copy is of a model's rows: artists x days, small
+                warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+                reader = con.execute(sql).to_arrow_reader(BATCH_ROWS)
+            for batch in reader:
+                parts.add(batch)
+        finally:
+            parts.close()
+        return ModelOutput(staged_files(staging, partition_by), columns)
+
+    def run_test(self, con: duckdb.DuckDBPyConnection, sql: str, limit: int) -> tuple[int, list[tuple[Any, ...]]]:
+        (n,) = con.execute(f"SELECT count(*) FROM (\n{sql}\n)").fetchone()
+        sample = con.execute(f"SELECT * FROM (\n{sql}\n) LIMIT {int(limit)}").fetchall() if n else []
+        return int(n), sample
+
+
+ENGINE = DuckDBEngine()
 
 
 def stage(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date) -> Staged:
@@ -78,7 +91,7 @@ def stage(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging:
         if not content.safe:
             loaded, strict = _write_good_any_endings(con, fmt, raw, staging, today, params, screened_out=False)
         lines_read, content_hash = content.lines, content.hash
-        quarantine, recheck_on = _empty_quarantine(), None
+        quarantine, recheck_on = empty_quarantine(), None
         if loaded != lines_read:
             quarantine, recheck_on = _quarantine(con, fmt, raw, gz, today, params, strict)
         if loaded + quarantine.num_rows != lines_read:
@@ -90,7 +103,7 @@ def stage(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging:
         counter.join()
         for name, _ in fmt.relations:
             con.execute(f"DROP TABLE IF EXISTS {name}")
-    return Staged(_staged_files(fmt, staging), lines_read, loaded, quarantine, content_hash, recheck_on)
+    return Staged(staged_files(staging, fmt.partition_by), lines_read, loaded, quarantine, content_hash, recheck_on)
 
 
 def _parsed(fmt: RawFormat, strict: bool) -> str:
@@ -119,9 +132,12 @@ def _write_good_any_endings(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw:
     _clear(staging)
     try:
         return _write_good(con, fmt, raw, staging, today, params, True, screened_out), True
-    except duckdb.InvalidInputException:
+    except (duckdb.InvalidInputException, OSError) as exc:
         # Mixed or stray line endings break DuckDB's strict parser; the lenient one copes,
-        # and the accounting check still guards every line.
+        # and the accounting check still guards every line. Past the first batch the error
+        # reaches us through the Arrow stream, as pyarrow's OSError with DuckDB's message.
+        if isinstance(exc, OSError) and not str(exc).startswith("Invalid Input Error"):
+            raise
         _clear(staging)
         return _write_good(con, fmt, raw, staging, today, params, False, screened_out), False
 
@@ -144,22 +160,6 @@ def _write_good(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, st
     finally:
         rows = parts.close()
     return rows
-
-
-def _staged_files(fmt: RawFormat, staging: Path) -> list[StagedFile]:
-    files = []
-    for path in sorted(staging.rglob("*.parquet")):
-        rows = pq.read_metadata(path).num_rows
-        if rows == 0:
-            continue
-        ds = date.fromisoformat(path.parent.name.split("=", 1)[1]) if fmt.partition_by else None
-        files.append(StagedFile(path, ds, rows))
-    return files
-
-
-def _empty_quarantine() -> pa.Table:
-    return pa.table({"line_no": pa.array([], pa.int64()), "raw_line": pa.array([], pa.string()),
-                     "reason": pa.array([], pa.string())})
 
 
 def _quarantine(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, gz: bool, today: date,

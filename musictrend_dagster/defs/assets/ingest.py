@@ -10,6 +10,10 @@ from musictrend_dagster.core.data import query
 from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
+from musictrend_dagster.settings import engine
+
+# The engine that runs the data layer, in the UI as a kind (the warehouse is DuckDB whatever runs).
+KINDS = {engine(), "duckdb", "parquet"}
 
 
 class RefreshConfig(dg.Config):
@@ -18,7 +22,7 @@ class RefreshConfig(dg.Config):
     full_refresh: bool = False  # re-validate every raw file / rebuild every model from scratch
 
 
-def _report_metadata(result: ingest.IngestResult, kind: str) -> dict:
+def _report_metadata(result: ingest.IngestResult, kind: str, warehouse: WarehouseResource) -> dict:
     """The asset's own files (songs or actions): per file and in total."""
     files = [r for r in result.files if r.kind == kind]
     reasons: dict[str, int] = {}
@@ -33,6 +37,7 @@ def _report_metadata(result: ingest.IngestResult, kind: str) -> dict:
     metadata = {
         "summary": _summary(files),
         "loaded_this_run": sum(r.loaded for r in worked),
+        **warehouse.engine_metadata,
         "lines_read": sum(r.lines_read for r in files if r.status != "removed"),
         "loaded": sum(r.loaded for r in files),
         "quarantined": sum(r.quarantined for r in files),
@@ -87,7 +92,7 @@ def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource, con
         try:
             result = ingest.ingest_raw_dir(con, Path(warehouse.raw_dir), warehouse.lake,
                                            full_refresh=config.full_refresh, songs_only=songs_only,
-                                           progress=None if songs_only else progress)
+                                           progress=None if songs_only else progress, engine=warehouse.data_engine())
         except ingest.IngestFailed as exc:
             _log(context, exc.result)
             raise
@@ -99,19 +104,19 @@ def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource, con
 
 @dg.asset(
     group_name="ingest",
-    kinds={"duckdb", "parquet", "csv"},
+    kinds=KINDS | {"csv"},
     pool=DUCKDB_POOL,
     description="mars_tianchi_songs.csv validated into the lake (`lake/songs/`), seen as the view `raw_songs`; "
                 "bad lines in `quarantine_songs`.",
 )
 def raw_songs(context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     result, rows = _ingest(context, warehouse, config, songs_only=True)
-    return dg.MaterializeResult(metadata={**_report_metadata(result, "songs"), "dagster/row_count": rows})
+    return dg.MaterializeResult(metadata={**_report_metadata(result, "songs", warehouse), "dagster/row_count": rows})
 
 
 @dg.asset(
     group_name="ingest",
-    kinds={"duckdb", "parquet", "csv"},
+    kinds=KINDS | {"csv"},
     pool=DUCKDB_POOL,
     deps=[raw_songs],
     description=(
@@ -127,7 +132,7 @@ def raw_user_actions(context: dg.AssetExecutionContext, config: RefreshConfig, w
     with warehouse.connect() as con:
         head = query(con, "SELECT * FROM raw_user_actions LIMIT 10")
         quarantine = query(con, "SELECT * FROM quarantine_user_actions ORDER BY source_file, line_no LIMIT 10")
-    metadata = {**_report_metadata(result, "actions"), "dagster/row_count": rows, "preview": preview(head)}
+    metadata = {**_report_metadata(result, "actions", warehouse), "dagster/row_count": rows, "preview": preview(head)}
     if not quarantine.is_empty():
         metadata["quarantine_preview"] = preview(quarantine)
     return dg.MaterializeResult(metadata=metadata)

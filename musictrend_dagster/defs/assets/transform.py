@@ -12,7 +12,7 @@ import dagster as dg
 
 from musictrend_dagster.core import plots, sql_models
 from musictrend_dagster.core.data import query
-from musictrend_dagster.defs.assets.ingest import RefreshConfig
+from musictrend_dagster.defs.assets.ingest import KINDS, RefreshConfig
 from musictrend_dagster.defs.metadata import png, preview
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
@@ -25,7 +25,7 @@ def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
     @dg.asset(
         name=model.name,
         group_name="transform",
-        kinds={"duckdb", "sql"},
+        kinds=KINDS | {"sql"},
         pool=DUCKDB_POOL,
         deps=sorted(model.deps),
         description=f"{_what(model)} the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```",
@@ -33,12 +33,13 @@ def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
     )
     def _build(context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect() as con:
-            built = sql_models.build_model(con, model, full_refresh=config.full_refresh)
+            built = sql_models.build_model(con, model, full_refresh=config.full_refresh, engine=warehouse.data_engine())
             head = query(con, f'SELECT * FROM "{model.name}" LIMIT 10')
             full = query(con, f'SELECT * FROM "{model.name}"') if model.name in PLOTS else None
         days = f" ({len(built.days)} days: {', '.join(map(str, built.days[:5]))}{' ...' if len(built.days) > 5 else ''})" if built.days else ""
         context.log.info(f"{model.name}: {built.rows:,} rows, {built.mode} build{days}")
-        metadata = {"dagster/row_count": built.rows, "build": built.mode, "preview": preview(head)}
+        metadata = {**warehouse.engine_metadata, "dagster/row_count": built.rows, "build": built.mode,
+                    "preview": preview(head)}
         if model.materialized == "incremental":
             metadata["days_rebuilt"] = dg.MetadataValue.json([str(d) for d in built.days])
         if full is not None:
@@ -66,8 +67,8 @@ def _test_check(test: sql_models.SqlTest) -> dg.AssetChecksDefinition:
     )
     def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect() as con:
-            failing, sample = sql_models.run_test(con, test)
-        metadata = {"failing_rows": failing}
+            failing, sample = sql_models.run_test(con, test, engine=warehouse.data_engine())
+        metadata = {**warehouse.engine_metadata, "failing_rows": failing}
         if failing:
             metadata["sample"] = dg.MetadataValue.json([[str(v) for v in row] for row in sample])
         return dg.AssetCheckResult(passed=failing == 0, metadata=metadata)
