@@ -247,3 +247,19 @@ def test_score_floor_at_least_median14_on_a_small_real_sample():
     )
     baseline = actual.join(median14, on="artist_id").select("artist_id", "ds", plays=pl.col("m").cast(pl.Float64))
     assert f_norm(model.predict(origin, 60), actual) >= f_norm(baseline, actual) > 0.7
+
+
+def test_a_pickled_fitted_model_forecasts_the_same(fitted, history):
+    """The daily path serves the fitted model from a cloudpickle in MLflow (core.tracking.log_served_model):
+    the round trip keeps the forecast and drops the epoch hook (a logger closure holding a lock)."""
+    import cloudpickle
+
+    model, _ = fitted
+    start = history["ds"].min() + timedelta(days=FIT_DAYS)
+    model.on_epoch = lambda epoch, loss: None
+    try:
+        back = cloudpickle.loads(cloudpickle.dumps(model))
+    finally:
+        model.on_epoch = None
+    assert back.on_epoch is None
+    assert back.predict(start, 5).equals(model.predict(start, 5))

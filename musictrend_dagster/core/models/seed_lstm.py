@@ -127,6 +127,16 @@ class SeedLSTM:
             raise ValueError("seed_lstm: window, rollout, members, epochs and batch_size must be >= 1")
         self.keras_models: list = []
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (the daily path serves the fitted model) without its epoch hook, a logger closure,
+        and without the compiled forecast graphs, which are rebuilt from the networks on load."""
+        return {k: v for k, v in self.__dict__.items() if k != "_forecasts"} | {"on_epoch": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.keras_models:
+            self._forecasts = [tf_function(self._roll_fn(model)) for model in self.keras_models]
+
     @property
     def keras_model(self):
         """The first member: the 2016 architecture, reading any number of days."""
