@@ -129,10 +129,20 @@ def code_from_data(path: Path) -> list[str]:
     return found
 
 
+# The one exception, by design: the daily path serves the champion from a pickle the project itself
+# wrote into its own MLflow store (core.tracking.log_served_model / load_champion), the same trust
+# MLflow's own pyfunc loading places in that store. Nothing else may unpickle, eval or exec.
+TRUSTED = {"core/tracking.py": ["imports cloudpickle", "imports pickle", "pickle.loads()"]}
+
+
 def test_the_package_never_evaluates_config_or_data_as_code():
     files = sorted(PACKAGE.rglob("*.py"))
     assert len(files) > 20
-    assert [hit for f in files for hit in code_from_data(f)] == []
+    hits: dict[str, list[str]] = {}
+    for f in files:
+        for hit in code_from_data(f):
+            hits.setdefault(f.relative_to(PACKAGE).as_posix(), []).append(hit.split(": ", 1)[1])
+    assert {k: sorted(v) for k, v in hits.items()} == {k: sorted(v) for k, v in TRUSTED.items()}
 
 
 def test_config_values_stay_values(tmp_path):
