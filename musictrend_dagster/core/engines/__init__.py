@@ -21,15 +21,17 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from musictrend_dagster.core.contract import RawFormat
 from musictrend_dagster.core.lake import StagedFile
 from musictrend_dagster.core.rawdir import RawFile
+
+if TYPE_CHECKING:  # only for annotations: a module attribute `duckdb` would shadow the engines.duckdb submodule
+    import duckdb
 
 NAMES = ("duckdb", "spark")
 
