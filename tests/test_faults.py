@@ -413,9 +413,11 @@ class Baseline:
     mlflow_kills: list[str] = field(default_factory=list)  # kills that left an MLflow run RUNNING
 
     def assert_unchanged(self) -> None:
-        """A killed run changed nothing a reader can see: tables, submission bytes, champion alias."""
+        """A killed run changed nothing a reader can see: tables, submission bytes, champion alias.
+        Files it wrote aside and never listed may remain until the next ingest collects them (the SQL
+        models' tables are lake files now); `test_the_run_after_the_kills_...` checks they go."""
         paths = self.box.paths
-        assert warehouse_problems(paths) == []
+        assert warehouse_problems(paths, complete=False) == []
         now = tables_snapshot(paths)
         for name, frame in self.tables.items():
             assert now[name].equals(frame), f"{name} changed"
