@@ -135,7 +135,7 @@ class SeedLSTM:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.keras_models:
-            self._forecasts = [tf_function(self._roll_fn(model)) for model in self.keras_models]
+            self._compile_forecasts()
 
     @property
     def keras_model(self):
@@ -184,9 +184,13 @@ class SeedLSTM:
         keras = keras_setup(self.seed)
         self.keras_models = [_network(keras, f"seed_lstm_{m}") for m in range(self.members)]
         losses = self._train(keras, z[:, :w], z[:, w:], mask, level.astype(np.float32), prev.astype(np.float32))
-        self._forecasts = [tf_function(self._roll_fn(model)) for model in self.keras_models]
+        self._compile_forecasts()
         self._point_at(artists, first, plays, logs)
         return FitInfo(losses=losses)
+
+    def _compile_forecasts(self) -> None:
+        """One compiled rollout per member, built once per fit (and again after unpickling)."""
+        self._forecasts = [tf_function(self._roll_fn(model)) for model in self.keras_models]
 
     def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
         """Forecast from `history`'s last `window` days with the fitted weights (nothing is learnt):
