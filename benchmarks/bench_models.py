@@ -157,7 +157,8 @@ def _bounded(result: BacktestResult, label: str, forecast_of) -> BacktestResult:
     origins = []
     for o in result.origins:
         forecast = forecast_of(o)
-        origins.append(OriginResult(o.origin, f_norm(forecast, o.actual), 0.0, 0.0, forecast, artist_scores(forecast, o.actual), o.actual))
+        scores = artist_scores(forecast, o.actual)
+        origins.append(OriginResult(o.origin, f_norm(forecast, o.actual), 0.0, 0.0, forecast, scores, o.actual))
     return BacktestResult(model=label, params={}, origins=origins)
 
 
@@ -167,7 +168,8 @@ def nowcast_oracle(result: BacktestResult, days: int) -> BacktestResult:
     with plays); an artist without plays in those days keeps its forecast."""
 
     def rescaled(o: OriginResult) -> pl.DataFrame:
-        ratio = (pl.col("plays_forecast") / pl.col("plays")).filter((pl.col("ds") < o.origin + timedelta(days=days)) & (pl.col("plays") > 0))
+        counted = (pl.col("ds") < o.origin + timedelta(days=days)) & (pl.col("plays") > 0)
+        ratio = (pl.col("plays_forecast") / pl.col("plays")).filter(counted)
         scale = (
             o.actual.join(o.forecast, on=["artist_id", "ds"], suffix="_forecast")
             .group_by("artist_id")
@@ -179,7 +181,7 @@ def nowcast_oracle(result: BacktestResult, days: int) -> BacktestResult:
             .cast(FORECAST_SCHEMA)
         )
 
-    return _bounded(result, f"{result.model} at the oracle level of test days 1-{days}", rescaled)
+    return _bounded(result, f"{result.model} at the actual level of test days 1-{days}", rescaled)
 
 
 def hindsight_constant(result: BacktestResult) -> BacktestResult:
@@ -199,12 +201,14 @@ def hindsight_constant(result: BacktestResult) -> BacktestResult:
 
 def bounds_table(results: list[BacktestResult], reported: list[date]) -> str:
     origins = [o.origin for o in results[0].origins]
-    head = ["forecast", *(o.isoformat() for o in origins), "mean, 3 reported", f"mean, other {len(origins) - len(reported)}"]
+    others = len(origins) - len(reported)
+    head = ["forecast", *(o.isoformat() for o in origins), "mean, 3 reported", f"mean, other {others}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         scores = {o.origin: o.f_norm for o in r.origins}
         means = [np.mean([v for o, v in scores.items() if (o in reported) == inside]) for inside in (True, False)]
-        lines.append("| " + " | ".join([r.model, *(f"{scores[o]:.4f}" for o in origins), *(f"**{m:.4f}**" for m in means)]) + " |")
+        cells = [r.model, *(f"{scores[o]:.4f}" for o in origins), *(f"**{m:.4f}**" for m in means)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
