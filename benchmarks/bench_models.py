@@ -265,11 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"## tianchi-s1, the 3 reported origins ({history['artist_id'].n_unique()} artists, 60-day windows)\n")
         print(table(results, 60))
         print("\n" + beats_median14(results) + "\n")
-    plan = plan_backtest(history["ds"].min(), LAST_DAY, required_history(), max_origins=6, step=12)
+    rolling = plan_backtest(history["ds"].min(), LAST_DAY, required_history(), max_origins=6, step=12)
     if "rolling6" in sets:
-        results = run_set(factories, history, songs, plan.origins, plan.window, "rolling6")
+        results = run_set(factories, history, songs, rolling.origins, rolling.window, "rolling6")
         print("## tianchi-s1, generalisation: 6 rolling origins 12 days apart, 60-day windows\n")
-        print(table(results, plan.window))
+        print(table(results, rolling.window))
         print("\n" + beats_median14(results) + "\n")
     if "synthetic" in sets:
         rows = {}
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {model} | " + " | ".join(f"{by[label]:.4f}" for label in labels) + " |")
     if "bounds" in sets:
         reported = rolling_origins(LAST_DAY)
-        origins = sorted({*reported, *plan.origins})
+        origins = sorted({*reported, *rolling.origins})
         champion = run_set({BOUNDED: MODELS[BOUNDED]}, history, songs, origins, 60, "bounds")[0]
         rows = [champion, *(nowcast_oracle(champion, d) for d in NOWCAST_DAYS), hindsight_constant(champion)]
         print(f"## How far a better level could go: {BOUNDED} given what it cannot know (tianchi-s1, 60-day windows)\n")
