@@ -1,13 +1,15 @@
 """Every registered model and the off-the-shelf peers a user would pick instead, backtested in one run.
 
 Tables (markdown): the 3 reported tianchi-s1 origins (f_norm per origin, mean, seconds, 80%
-interval coverage), the generalisation check on 6 rolling origins 12 days apart, and the mean
-f_norm on synthetic logs of different shapes. Peers (statsforecast AutoETS, AutoTheta,
+interval coverage), the generalisation check on 6 rolling origins 12 days apart, the mean
+f_norm on synthetic logs of different shapes, and the bounds: what the champion would score
+given the level it cannot know (its forecast rescaled to the actual first 7 or 14 test days,
+and the hindsight per-artist constant) on all 7 of those origins. Peers (statsforecast AutoETS, AutoTheta,
 WindowAverage(14) on log1p) need the `bench` extra: pip install -e '.[bench]'.
 With --e2e, also the wall time of `musictrend sample` + `musictrend run` on a fresh MUSICTREND_HOME.
 
     .venv/bin/python benchmarks/bench_models.py [--models median14,global_ensemble] [--no-peers]
-        [--sets reported,rolling6,synthetic] [--e2e]
+        [--sets reported,rolling6,synthetic,bounds] [--e2e]
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.backtest import BacktestResult, backtest, plan_backtest, rolling_origins
+from musictrend_dagster.core.backtest import BacktestResult, OriginResult, backtest, plan_backtest, rolling_origins
 from musictrend_dagster.core.intervals import coverage
+from musictrend_dagster.core.metric import artist_scores, f_norm
 from musictrend_dagster.core.models.base import FORECAST_SCHEMA, FitInfo
 from musictrend_dagster.core.models.registry import MODEL_NAMES, make_model, required_history
 from musictrend_dagster.core.sample import generate_synthetic, packaged_history
@@ -36,6 +39,8 @@ LAST_DAY = date(2015, 8, 30)
 MODELS = {name: partial(make_model, name) for name in MODEL_NAMES}
 # Synthetic logs of different shapes: (artists, days, rows, seed).
 SHAPES = [(50, 183, 2_000_000, 3), (20, 120, 400_000, 11), (100, 183, 2_000_000, 5)]
+BOUNDED = "global_ensemble"  # the champion whose ceiling the bounds table measures
+NOWCAST_DAYS = (7, 14)
 
 
 @dataclass(eq=False)
@@ -147,6 +152,66 @@ def beats_median14(results: list[BacktestResult]) -> str:
     return "\n".join(lines)
 
 
+def _bounded(result: BacktestResult, label: str, forecast_of) -> BacktestResult:
+    """`result` with every origin's forecast replaced by forecast_of(origin result), rescored."""
+    origins = []
+    for o in result.origins:
+        forecast = forecast_of(o)
+        scores = artist_scores(forecast, o.actual)
+        origins.append(OriginResult(o.origin, f_norm(forecast, o.actual), 0.0, 0.0, forecast, scores, o.actual))
+    return BacktestResult(model=label, params={}, origins=origins)
+
+
+def nowcast_oracle(result: BacktestResult, days: int) -> BacktestResult:
+    """The forecasts given a perfect nowcast: each artist's curve scaled by the factor that minimises
+    its relative error over the actual first `days` test days (k = sum(S/T) / sum((S/T)^2), days
+    with plays); an artist without plays in those days keeps its forecast."""
+
+    def rescaled(o: OriginResult) -> pl.DataFrame:
+        counted = (pl.col("ds") < o.origin + timedelta(days=days)) & (pl.col("plays") > 0)
+        ratio = (pl.col("plays_forecast") / pl.col("plays")).filter(counted)
+        scale = (
+            o.actual.join(o.forecast, on=["artist_id", "ds"], suffix="_forecast")
+            .group_by("artist_id")
+            .agg(k=ratio.sum() / (ratio**2).sum())
+        )
+        return (
+            o.forecast.join(scale, on="artist_id", how="left")
+            .select("artist_id", "ds", plays=pl.col("plays") * pl.col("k").fill_nan(1.0).fill_null(1.0))
+            .cast(FORECAST_SCHEMA)
+        )
+
+    return _bounded(result, f"{result.model} at the actual level of test days 1-{days}", rescaled)
+
+
+def hindsight_constant(result: BacktestResult) -> BacktestResult:
+    """The perfect level: per artist, the constant minimising its relative error over the whole test window."""
+
+    def constant(o: OriginResult) -> pl.DataFrame:
+        x = pl.col("plays").cast(pl.Float64).filter(pl.col("plays") > 0)
+        level = o.actual.group_by("artist_id").agg(level=(1.0 / x).sum() / (1.0 / x**2).sum())
+        return (
+            o.forecast.join(level, on="artist_id", how="left")
+            .select("artist_id", "ds", plays=pl.col("level").fill_nan(0.0).fill_null(0.0))
+            .cast(FORECAST_SCHEMA)
+        )
+
+    return _bounded(result, "hindsight per-artist constant", constant)
+
+
+def bounds_table(results: list[BacktestResult], reported: list[date]) -> str:
+    origins = [o.origin for o in results[0].origins]
+    others = len(origins) - len(reported)
+    head = ["forecast", *(o.isoformat() for o in origins), "mean, 3 reported", f"mean, other {others}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        scores = {o.origin: o.f_norm for o in r.origins}
+        means = [np.mean([v for o, v in scores.items() if (o in reported) == inside]) for inside in (True, False)]
+        cells = [r.model, *(f"{scores[o]:.4f}" for o in origins), *(f"**{m:.4f}**" for m in means)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def end_to_end() -> str:
     """Time the user's path on a fresh home: make the raw sample, then materialise everything."""
     cli = Path(sys.executable).with_name("musictrend")
@@ -176,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}")
     parser.add_argument("--no-peers", action="store_true", help="skip the statsforecast peers")
-    parser.add_argument("--sets", default="reported,rolling6,synthetic", help="which tables: reported, rolling6, synthetic")
+    parser.add_argument(
+        "--sets", default="reported,rolling6,synthetic,bounds", help="which tables: reported, rolling6, synthetic, bounds"
+    )
     parser.add_argument("--e2e", action="store_true", help="also time `musictrend sample` + `musictrend run`")
     args = parser.parse_args(argv)
     names = args.models.split(",") if args.models else list(MODELS)
@@ -198,11 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"## tianchi-s1, the 3 reported origins ({history['artist_id'].n_unique()} artists, 60-day windows)\n")
         print(table(results, 60))
         print("\n" + beats_median14(results) + "\n")
+    rolling = plan_backtest(history["ds"].min(), LAST_DAY, required_history(), max_origins=6, step=12)
     if "rolling6" in sets:
-        plan = plan_backtest(history["ds"].min(), LAST_DAY, required_history(), max_origins=6, step=12)
-        results = run_set(factories, history, songs, plan.origins, plan.window, "rolling6")
+        results = run_set(factories, history, songs, rolling.origins, rolling.window, "rolling6")
         print("## tianchi-s1, generalisation: 6 rolling origins 12 days apart, 60-day windows\n")
-        print(table(results, plan.window))
+        print(table(results, rolling.window))
         print("\n" + beats_median14(results) + "\n")
     if "synthetic" in sets:
         rows = {}
@@ -218,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         print("| model | " + " | ".join(labels) + " |\n|" + "---|" * (len(labels) + 1))
         for model, by in sorted(rows.items(), key=lambda kv: -np.mean(list(kv[1].values()))):
             print(f"| {model} | " + " | ".join(f"{by[label]:.4f}" for label in labels) + " |")
+    if "bounds" in sets:
+        reported = rolling_origins(LAST_DAY)
+        origins = sorted({*reported, *rolling.origins})
+        champion = run_set({BOUNDED: MODELS[BOUNDED]}, history, songs, origins, 60, "bounds")[0]
+        rows = [champion, *(nowcast_oracle(champion, d) for d in NOWCAST_DAYS), hindsight_constant(champion)]
+        print(f"## How far a better level could go: {BOUNDED} given what it cannot know (tianchi-s1, 60-day windows)\n")
+        print(bounds_table(rows, reported) + "\n")
     print(f"\nbacktest wall time: {time.perf_counter() - t0:.1f} s")
     if args.e2e:
         print(end_to_end())

@@ -31,6 +31,22 @@ def five_artists():
 
 
 @pytest.fixture
+def c_star_last():
+    """c_star_last(history, days): each artist's metric-optimal constant over its last `days` days by hand,
+    sum(1/x) / sum(1/x^2) with 0 plays counted as 1, floored at 1 (the models' anchor), sorted by artist."""
+    from datetime import timedelta
+
+    import polars as pl
+
+    def compute(history, days: int) -> list[float]:
+        last = history.filter(pl.col("ds") > history["ds"].max() - timedelta(days=days)).sort("artist_id", "ds")
+        inv = [[1 / max(float(v), 1.0) for v in g["plays"]] for _, g in last.group_by("artist_id", maintain_order=True)]
+        return [max(sum(r) / sum(v * v for v in r), 1.0) for r in inv]
+
+    return compute
+
+
+@pytest.fixture
 def assert_no_lookahead():
     """check(factory, history, songs, origin, horizon): a backtest whose test window is scrambled AND
     whose songs table gains releases published on and after the origin (for every artist) gives

@@ -1,4 +1,4 @@
-"""GlobalEnsemble: shape, non-negativity, seed determinism, pickling, anchor start, no look-ahead."""
+"""GlobalEnsemble: shape, non-negativity, seed determinism, pickling, level start, no look-ahead."""
 import pickle
 from datetime import timedelta
 
@@ -36,19 +36,20 @@ def test_fitted_model_pickles_and_predicts_the_same(five_artists):
     assert not hasattr(model, "keras_model")  # logged as a pickled pyfunc, not a Keras flavour
 
 
-def test_untrained_ensemble_is_the_anchor(five_artists):
-    """Zero-initialised heads make epochs=0 forecast c*(last 7 days) flat."""
+@pytest.mark.parametrize("shrink", [0.0, 0.25, 1.0])
+def test_untrained_ensemble_is_its_level(five_artists, c_star_last, shrink):
+    """Zero-initialised heads make epochs=0 forecast flat at c*(last 7 days) moved `level_shrink` of
+    the way (in log) toward c*(last 28 days)."""
     history, songs = five_artists
-    model = GlobalEnsemble(**{**TINY, "epochs": 0})
+    model = GlobalEnsemble(**{**TINY, "epochs": 0, "level_shrink": shrink})
     model.fit(history, songs)
     fc = model.predict(history["ds"].max() + timedelta(days=1), 30)
-    last7 = history.filter(pl.col("ds") > history["ds"].max() - timedelta(days=7)).sort("artist_id", "ds")
-    # the metric-optimal constant by hand: sum(1/x) / sum(1/x^2), 0-play days counted as 1
-    inv = [[1 / max(float(v), 1.0) for v in g["plays"]] for _, g in last7.group_by("artist_id", maintain_order=True)]
-    expected = [max(sum(r) / sum(v * v for v in r), 1.0) for r in inv]
+    c7, c28 = np.array(c_star_last(history, 7)), np.array(c_star_last(history, 28))
+    expected = c7 ** (1 - shrink) * c28**shrink
     got = fc.group_by("artist_id", maintain_order=True).agg(lo=pl.col("plays").min(), hi=pl.col("plays").max())
     assert got["lo"].to_numpy() == pytest.approx(expected, rel=1e-9)
     assert got["hi"].to_numpy() == pytest.approx(expected, rel=1e-9)
+    assert shrink == 0.0 or not np.allclose(expected, c7)  # the fixture tells them apart
 
 
 def test_curve_net_learns_a_constant_multiplier():
@@ -78,6 +79,8 @@ def test_bad_requests_are_refused(five_artists):
         GlobalEnsemble(**{**TINY, "window_long": 90}).fit(history, songs)
     with pytest.raises(ValueError, match="seeds >= 1"):
         GlobalEnsemble(seeds=0)
+    with pytest.raises(ValueError, match="level_shrink is a share of the way"):
+        GlobalEnsemble(level_shrink=1.5)
     model = GlobalEnsemble(horizon=20, **TINY)
     model.fit(history, songs)
     with pytest.raises(ValueError, match="forecasts 20 days"):

@@ -21,15 +21,14 @@ def _split(five_artists, days: int):
     return history.filter(pl.col("ds") < history["ds"].min() + timedelta(days=days)), songs
 
 
-def _c_star_last_7(history: pl.DataFrame) -> list[float]:
-    """The metric-optimal constant of each artist's last 7 days by hand: sum(1/x) / sum(1/x^2), 0 plays as 1."""
-    last7 = history.filter(pl.col("ds") > history["ds"].max() - timedelta(days=7)).sort("artist_id", "ds")
-    inv = [[1 / max(float(v), 1.0) for v in g["plays"]] for _, g in last7.group_by("artist_id", maintain_order=True)]
-    return [max(sum(r) / sum(v * v for v in r), 1.0) for r in inv]
+def _level(c_star_last, history: pl.DataFrame, shrink: float) -> list[float]:
+    """The untrained ensemble's level: c*(last 7 days) moved `shrink` of the way (in log) toward c*(last 28 days)."""
+    return [a ** (1 - shrink) * b**shrink for a, b in zip(c_star_last(history, 7), c_star_last(history, 28))]
 
 
-def test_the_ensemble_observes_new_days_with_its_trained_weights(five_artists):
-    """Untrained heads forecast c*(last 7 days) flat; after observe() that is the NEW history's last 7 days."""
+def test_the_ensemble_observes_new_days_with_its_trained_weights(five_artists, c_star_last):
+    """Untrained heads forecast their level flat (c*(last 7 days) shrunk toward c*(last 28 days)); after
+    observe() that is the NEW history's level."""
     short, songs = _split(five_artists, 60)
     history, _ = five_artists
     model = make_model("global_ensemble", epochs=0, seeds=1, window_short=7, window_long=14)
@@ -40,11 +39,12 @@ def test_the_ensemble_observes_new_days_with_its_trained_weights(five_artists):
     per_artist = fc.group_by("artist_id", maintain_order=True).agg(lo=pl.col("plays").min(), hi=pl.col("plays").max())
     # new and returning artists are forecast at their own level (core/models/recent.py): compare the others
     recent = set(model.recent_artists())
-    rows = [(a, lo, hi, want) for (a, lo, hi), want in zip(per_artist.rows(), _c_star_last_7(history)) if a not in recent]
+    want = _level(c_star_last, history, model.level_shrink)
+    rows = [(a, lo, hi, w) for (a, lo, hi), w in zip(per_artist.rows(), want) if a not in recent]
     assert rows, "the fixture has established artists"
-    for _, lo, hi, want in rows:
-        assert lo == pytest.approx(want, rel=1e-9) and hi == pytest.approx(want, rel=1e-9)
-    assert _c_star_last_7(history) != _c_star_last_7(short)
+    for _, lo, hi, w in rows:
+        assert lo == pytest.approx(w, rel=1e-9) and hi == pytest.approx(w, rel=1e-9)
+    assert want != pytest.approx(_level(c_star_last, short, model.level_shrink))
 
 
 @pytest.mark.parametrize("name", ["global_ensemble", "global_direct", "seed_lstm", "median14"])

@@ -33,6 +33,31 @@ adopted (within noise or worse): recency_days 15 (0.7554) and 60 (0.7577), units
 blends with median14 at 0.2 / 0.4 (0.7575 / 0.7534) and with global_direct at 0.3 / 0.5
 (0.7571 / 0.7552). The hindsight per-artist constant scores 0.7977 there: half of the gap is
 5 of the 50 artists (level shifts inside the window); the median level error is 7-10%.
+
+A second round on the same development set (dev mean vs 0.7583; synthetic 50x183 / 20x120 vs
+0.6649 / 0.6266). Retrained: anchor c*(14) 0.7594 (0.6646 / 0.6245); anchor c*(28) 0.7596 (seed
+1: 0.7592 vs 0.7576; synthetic 0.6661 / 0.6249, one shape lower, like units 32, so not adopted);
+sample weight times the share of its horizon observed 0.7574 (0.6703 / 0.6244); longer inputs
+(c*(56), whole-history median, 28-day log slope) 0.7564 (0.6626 / 0.6249); geometric blends of
+these with the current model 0.7583-0.7593. Post-hoc level corrections of the current forecasts:
+times (c*(14)/c*(7))^0.25 or ^0.5 0.7602 / 0.7601; per artist the window (7/14/28/42) whose c*
+best forecast its own last 14 / 21 / 28 days, fully or half-way 0.7463-0.7613; shrinking by the
+volatility of its 14-day level changes (it predicts the size of the level error, r = 0.37, not
+its sign, r = -0.04) 0.7572 at best; a flatter weekday/trend shape 0.7558 (flat) / 0.7581
+(half). Adopted: times (c*(28)/c*(7))^s, the level moved s of the way (in log) toward the month
+(`level_shrink`). s = 0.15 / 0.25 / 0.35: dev 0.7606 / 0.7610 / 0.7607 (seed 1: 0.7600 / 0.7606
+/ 0.7604 vs 0.7576), synthetic 50x183 0.6671 / 0.6671 / 0.6663, 20x120 0.6279 / 0.6276 / 0.6265,
+and on the third shape, 100x183, 0.6187 / 0.6166 / 0.6125 vs 0.6172; 0.15 is the one that raised
+every set, so it is the default (the dev origin 05-15 drops by 0.0007 with it). Why no more: the
+bounds table (benchmarks/bench_models.py --sets bounds) rescales the forecasts per artist to the
+actual level of the first test days: 1-7 days 0.7636, 1-14 days 0.7741 on dev (0.7606 with the
+shrink), so even a perfect nowcast of the level gains 0.003-0.014; the rest of the gap to the
+hindsight constant is level drift inside the window, which the history does not hold. Looks at
+the 3 reported origins: that bounds table for the model without the shrink, once, no choice made
+(0.7527 / 0.7680 / hindsight 0.7940: the 0.77 bar there asks for more than a model told the
+actual level of the first two test weeks scores); then, with the shrink, the README tables once
+(0.7508 / 0.7649 / 0.7475, mean 0.7544 as before; the 6 rolling origins 0.7568), the bounds
+table of that run read the wrong origins (a benchmark bug, fixed) and was rerun once.
 """
 from __future__ import annotations
 
@@ -49,12 +74,14 @@ from musictrend_dagster.core.models.global_model import (
     ANCHOR_DAYS,
     INPUTS,
     artist_series,
+    c_star,
     horizon_basis,
     origin_features,
     training_set,
 )
 from musictrend_dagster.core.models.keras_common import forecast_frame, forecast_offset, keras_setup
 
+SHRINK_DAYS = 28  # the forecast's level moves part of the way toward c* of this many last days
 _CLIP = (-5.0, 3.0)  # log-ratio errors beyond these are spikes, not signal (as in GlobalModel)
 
 
@@ -194,6 +221,11 @@ class GlobalEnsemble:
     """`seeds` CurveNets on `window_short` days of input plus `seeds` on `window_long` days,
     their log-multiplier curves averaged over c*(last 7 days), like global_direct's anchor.
 
+    The forecast's level then moves `level_shrink` of the way (in log) from c*(last 7 days) toward
+    c*(last 28 days): c7^(1 - s) * c28^s. The members learn their curves on the 7-day anchor, and
+    their level follows that week too closely: s = 0.15 raised the development origins' mean and
+    every synthetic shape by 0.001-0.002 (the module docstring has the figures).
+
     Training samples are the same as global_direct's (every artist x origin day), but a
     sample whose origin is `age` days before the end of the history weighs
     exp(-age / recency_days): play levels drift, so recent dynamics say more about the next
@@ -212,11 +244,14 @@ class GlobalEnsemble:
     l2: float = 1e-3
     seed: int = 0
     recency_days: float = 30.0
+    level_shrink: float = 0.15
     on_epoch: Callable[[int, float], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.seeds < 1 or min(self.window_short, self.window_long) < ANCHOR_DAYS:
             raise ValueError(f"{self.name} needs seeds >= 1 and windows >= {ANCHOR_DAYS} days")
+        if not 0.0 <= self.level_shrink <= 1.0:
+            raise ValueError(f"{self.name}: level_shrink is a share of the way, 0 to 1; got {self.level_shrink}")
         self._members: list[tuple[int, CurveNet]] = []
 
     def __getstate__(self) -> dict[str, Any]:
@@ -224,7 +259,8 @@ class GlobalEnsemble:
         return {**self.__dict__, "on_epoch": None}
 
     def params(self) -> dict[str, Any]:
-        return {**hyperparameters(self), "anchor": f"c_star_last_{ANCHOR_DAYS}", "inputs": INPUTS, "loss": "phi_sigma"}
+        anchor = f"c_star_last_{ANCHOR_DAYS}^(1-level_shrink)*c_star_last_{SHRINK_DAYS}^level_shrink"
+        return {**hyperparameters(self), "anchor": anchor, "inputs": INPUTS, "loss": "phi_sigma"}
 
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
         artists, first, plays, context = artist_series(history, songs)
@@ -258,11 +294,13 @@ class GlobalEnsemble:
         self._read(*artist_series(history, songs))
 
     def _read(self, artists: list[str], first: date, plays: np.ndarray, context: np.ndarray) -> None:
-        """The forecast's starting point: every artist's features per input window and anchor at the day after the history."""
+        """The forecast's starting point: every artist's features per input window and level at the day after the history."""
         n_days = plays.shape[1]
         self._origin_x = {}
         for window in sorted({self.window_short, self.window_long}):
-            self._origin_x[window], self._anchor = origin_features(plays, context, first, n_days, window)
+            self._origin_x[window], anchor = origin_features(plays, context, first, n_days, window)
+        month = np.maximum(c_star(plays[:, -SHRINK_DAYS:]), 1.0)
+        self._level = anchor ** (1.0 - self.level_shrink) * month**self.level_shrink
         self._artists = artists
         self._last_day = first + timedelta(days=n_days - 1)
 
@@ -273,5 +311,5 @@ class GlobalEnsemble:
         if offset + horizon > self.horizon:
             raise ValueError(f"{self.name} forecasts {self.horizon} days after its history; asked for {offset + horizon}")
         curve = np.mean([net.curve(self._origin_x[w].astype(np.float64), self._basis) for w, net in self._members], axis=0)
-        values = self._anchor[:, None] * np.exp(curve[:, offset : offset + horizon])
+        values = self._level[:, None] * np.exp(curve[:, offset : offset + horizon])
         return forecast_frame(self._artists, start, values)
