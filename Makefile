@@ -32,8 +32,10 @@ java:
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
+# Two pytest-xdist workers, one per core; --dist loadfile keeps each file on one worker, so a module's
+# fixture (a whole run, a server, a cluster) is built once.
 test: install spark browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 # Deliberate code changes the suite must notice (tests/mutants/mutants.toml); reports survivors.
 mutants: install

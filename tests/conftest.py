@@ -1,9 +1,40 @@
-"""Shared fixtures: the real tianchi-s1 log is expanded once per test session (~10 s, 500 MB)."""
+"""Shared fixtures: the real tianchi-s1 log is expanded once per test session (~10 s, 500 MB); and how
+`make test` splits the files between its two pytest-xdist workers."""
 from __future__ import annotations
 
 import pytest
 
 from musictrend_dagster.core.sample import SampleSummary, expand_tianchi_s1
+
+# ---------------------------------------------------------------- two workers (`-n 2 --dist loadfile`)
+# A file goes to one worker whole, so its module fixture (a whole run, a cluster) is built once; the
+# browser tests' files share one `dagster dev` and one "Materialize all" (session fixtures), so they are
+# one unit. Files with `slow`, `spark` or `e2e` tests are handed out first: the long ones overlap instead
+# of one ending alone.
+E2E = "tests/e2e/"
+LONG_MARKERS = ("slow", "spark", "e2e")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByFileE2ETogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return E2E if nodeid.startswith(E2E) else super()._split_scope(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order below, not "most tests first"
+    return ByFileE2ETogether(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the files holding a long test first (stable: each file stays in one piece)."""
+    if not hasattr(config, "workerinput"):
+        return
+    slow = {item.nodeid.split("::")[0] for item in items if any(item.get_closest_marker(m) for m in LONG_MARKERS)}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,14 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from musictrend_dagster.core.models.registry import MODEL_NAMES, SPECS
+from musictrend_dagster.core.models.registry import MODEL_NAMES
 from musictrend_dagster.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_faults import ROWS, Run, Sandbox, champion_version, make_sandbox, read_only, submission_problems, warehouse_problems  # noqa: E402
+from test_pipeline import tiny_training  # noqa: E402
+
+pytestmark = pytest.mark.slow  # whole runs of the graph
 
 OVERLAP_TIMEOUT_S = 1200
 LOCK_ERRORS = ("Could not set lock on file", "database is locked", "Conflicting lock")
@@ -29,9 +32,8 @@ RETRY_NOTICE = "retrying"  # tracking._retry's warning: a wait, not an error
 
 def scheduled_run(box: Sandbox) -> Run:
     """What the daily schedule does, minus the daemon: the refresh_all job from the code location, in another process."""
-    config = {"ops": {f"backtest__{s.name}": {"config": {**s.defaults, "epochs": 1}} for s in SPECS if s.uses_tensorflow}}
     path = box.root / "logs" / "scheduled.json"
-    path.write_text(json.dumps(config))
+    path.write_text(json.dumps(tiny_training(epochs=1)))
     paths = box.paths
     dagster = str(Path(sys.executable).with_name("dagster"))
     return Run(

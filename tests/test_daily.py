@@ -3,6 +3,7 @@ days fed one drop file at a time through the sensor and the daily job), then `mu
 same data and after `musictrend sample --next-day`. Everything is read back from the home on disk."""
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -19,21 +20,24 @@ from musictrend_dagster.core.models.registry import spec
 from musictrend_dagster.core.sample import generate_synthetic
 from musictrend_dagster.defs.tags import PATH_TAG, TRIGGER_TAG
 from musictrend_dagster.settings import MLFLOW_MONITORING_EXPERIMENT, REGISTERED_MODEL, Paths
-from test_pipeline import table  # noqa: E402  (a warehouse table, read-only)
+from test_pipeline import table, tiny_training  # noqa: E402  (a warehouse table, read-only; tiny epochs)
+
+pytestmark = pytest.mark.slow  # whole runs of the graph
 
 HELD_BACK = 3
 
-# The real CLI, with the neural models' epochs cut to 1 (the launchpad option a user would set).
+# The real CLI, with the neural models cut to one epoch of the smallest networks (the launchpad options a
+# user would set); argv[1] is that training config (JSON).
 CLI = """
-import sys
+import json, sys
 import dagster as dg
+training = json.loads(sys.argv.pop(1))
 _execute = dg.JobDefinition.execute_in_process
 def execute_in_process(self, run_config=None, **kwargs):
-    from musictrend_dagster.core.models.registry import SPECS
     run_config = dict(run_config or {})
     ops = dict(run_config.get("ops", {}))
     if self.name == "refresh_all":
-        ops |= {f"backtest__{s.name}": {"config": {**s.defaults, "epochs": 1}} for s in SPECS if s.uses_tensorflow}
+        ops |= training
     return _execute(self, run_config={**run_config, "ops": ops}, **kwargs)
 dg.JobDefinition.execute_in_process = execute_in_process
 from musictrend_dagster.cli import main
@@ -42,7 +46,8 @@ sys.exit(main(sys.argv[1:]))
 
 
 def musictrend(*args: str, cwd) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=900,
+    training = json.dumps(tiny_training(epochs=1)["ops"])
+    done = subprocess.run([sys.executable, "-c", CLI, training, *args], capture_output=True, text=True, cwd=cwd, timeout=900,
                           env={**_clean_env(), "MPLBACKEND": "Agg"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done

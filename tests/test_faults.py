@@ -2,9 +2,9 @@
 on a consistent warehouse and lake.
 
 The run is the real CLI (`musictrend_dagster.cli.main([verb, ...])`) in a subprocess, with two
-additions injected by a small driver: one-epoch training (the launchpad config a user would
-type) and, optionally, a fault point. A fault point wraps one product function so that the
-process prints a marker and sleeps at the most damaging place: ingest while a file's Parquet is
+additions injected by a small driver: one-epoch training of the smallest networks (the launchpad
+config a user would type) and, optionally, a fault point. A fault point wraps one product function
+so that the process prints a marker and sleeps at the most damaging place: ingest while a file's Parquet is
 written aside (before anything is published), after the new files were moved into the lake but
 before the manifest COMMIT, after the COMMIT but before the replaced files are deleted, inside
 the transaction that removes a deleted drop's rows; a SQL model after CREATE OR REPLACE but
@@ -37,17 +37,22 @@ from musictrend_dagster.core.sample import generate_synthetic
 from musictrend_dagster.core.submission import read_submission
 from musictrend_dagster.core.tracking import CHAMPION_ALIAS
 from musictrend_dagster.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
+from test_pipeline import tiny_training
+
+pytestmark = pytest.mark.slow  # whole runs of the graph
 
 ARTISTS, DAYS, ROWS, SEED = 5, 150, 40_000, 3
 MARKER = "FAULT-POINT"
 RUN_TIMEOUT_S = 300
 STALL_S = 90  # no run is silent this long (the slowest step logs every few seconds)
 
-# argv: home, fault ("" = none), extra run config (JSON), asset selection (comma-separated, "" = all), verb.
-# Prints "FAULT-POINT <fault>" on stdout when the fault point is reached, then sleeps there.
+# argv: home, fault ("" = none), extra run config (JSON), asset selection (comma-separated, "" = all), verb,
+# the training ops' config (JSON). Prints "FAULT-POINT <fault>" on stdout when the fault point is reached,
+# then sleeps there.
 DRIVER = r"""
 import json, os, sys, time
 home, fault, extra, selection, verb = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
+training = json.loads(sys.argv[6])
 
 def hit():
     print("FAULT-POINT " + fault, flush=True)
@@ -58,10 +63,8 @@ import dagster as dg
 _execute = dg.JobDefinition.execute_in_process
 
 def execute_in_process(self, run_config=None, **kwargs):
-    # Imported here, as late as the CLI imports it, so the CLI sets its environment first.
-    from musictrend_dagster.core.models.registry import SPECS
     run_config = dict(run_config or {})
-    ops = {f"backtest__{s.name}": {"config": {**s.defaults, "epochs": 1}} for s in SPECS if s.uses_tensorflow}
+    ops = dict(training)
     for op, cfg in [*run_config.get("ops", {}).items(), *extra.get("ops", {}).items()]:
         ops[op] = {"config": {**ops.get(op, {}).get("config", {}), **cfg["config"]}}
     if selection:
@@ -154,24 +157,29 @@ sys.exit(cli.main([verb, "--home", home] + ["--retrain"] * retrain))
 
 @dataclass(frozen=True)
 class Sandbox:
-    """A test's MUSICTREND_HOME plus the cwd, $HOME and $TMPDIR its runs get, and a log folder."""
+    """A test's MUSICTREND_HOME plus the cwd, $HOME and $TMPDIR its runs get, and a log folder; the raw
+    folder is home/raw, or beside home (given as MUSICTREND_RAW_DIR) with `raw_outside_home`."""
 
     root: Path
+    raw_outside_home: bool = False
 
     @property
     def paths(self) -> Paths:
-        return Paths.from_env(home=self.root / "home", raw_dir=self.root / "home" / "raw")
+        home = self.root / "home"
+        return Paths.from_env(home=home, raw_dir=self.root / "raw" if self.raw_outside_home else home / "raw")
 
     def env(self) -> dict[str, str]:
         """This interpreter's environment minus anything pointing musictrend elsewhere."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MUSICTREND_", "DAGSTER_", "MLFLOW_"))}
         env.update(HOME=str(self.root / "user"), TMPDIR=str(self.root / "tmp"), TF_CPP_MIN_LOG_LEVEL="2",
                    PYTHONUNBUFFERED="1")
+        if self.raw_outside_home:
+            env["MUSICTREND_RAW_DIR"] = str(self.paths.raw_dir)
         return env
 
 
-def make_sandbox(root: Path, rows: int = ROWS) -> Sandbox:
-    box = Sandbox(root)
+def make_sandbox(root: Path, rows: int = ROWS, raw_outside_home: bool = False) -> Sandbox:
+    box = Sandbox(root, raw_outside_home)
     for sub in ("cwd", "user", "tmp", "logs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     generate_synthetic(box.paths.raw_dir, artists=ARTISTS, days=DAYS, rows=rows, seed=SEED, progress=False)
@@ -189,7 +197,7 @@ class Run:
         self.out_path = box.root / "logs" / f"{stamp}.stdout"
         self.err_path = box.root / "logs" / f"{stamp}.stderr"
         argv = argv or [sys.executable, "-c", DRIVER, str(box.paths.home), fault, json.dumps(config or {}),
-                        ",".join(select or []), verb]
+                        ",".join(select or []), verb, json.dumps(tiny_training(epochs=1)["ops"])]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=err, env=box.env() | (extra_env or {}), cwd=box.root / "cwd",
                                          start_new_session=True)
@@ -400,6 +408,15 @@ def mlflow_runs_by_status(paths: Paths) -> dict[str, int]:
     return dict(Counter(run.info.status for run in client.search_runs([experiment.experiment_id], max_results=5000)))
 
 
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def watched_folders(box: Sandbox) -> dict[str, Path]:
+    """Where a run must not write: its cwd, $HOME (library caches included), $TMPDIR and the raw folder."""
+    return {name: box.root / name for name in ("cwd", "user", "tmp")} | {"raw": box.paths.raw_dir}
+
+
 @dataclass(frozen=True)
 class Baseline:
     """A home after a first run killed inside ingest and a second, complete run; what it held then."""
@@ -407,6 +424,7 @@ class Baseline:
     box: Sandbox
     after_kill: tuple[int, int]  # (actions files recorded, raw rows) right after the ingest kill
     after_kill_problems: list[str]
+    outside_home: dict[str, list[str]]  # per watched folder, the files the complete run added, changed or removed
     tables: dict[str, pl.DataFrame]
     submission: str
     champion: int
@@ -427,7 +445,7 @@ class Baseline:
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Baseline:
-    box = make_sandbox(tmp_path_factory.mktemp("faults"))
+    box = make_sandbox(tmp_path_factory.mktemp("faults"), raw_outside_home=True)
     paths = box.paths
     kill_at(box, "ingest")
     con = read_only(paths)
@@ -437,8 +455,14 @@ def baseline(tmp_path_factory) -> Baseline:
     finally:
         con.close()
     problems = warehouse_problems(paths, complete=False)
+    watched = watched_folders(box)
+    before = {name: snapshot(folder) for name, folder in watched.items()}
     run_ok(box)
-    return Baseline(box, after_kill, problems, tables_snapshot(paths), digest(paths.submission), champion_version(paths))
+    after = {name: snapshot(folder) for name, folder in watched.items()}
+    outside = {name: sorted(k for k in before[name].keys() | after[name].keys() if before[name].get(k) != after[name].get(k))
+               for name in watched}
+    return Baseline(box, after_kill, problems, outside, tables_snapshot(paths), digest(paths.submission),
+                    champion_version(paths))
 
 
 def test_kill_inside_ingest_leaves_nothing_half_loaded_and_the_rerun_loads_once(baseline):
@@ -448,6 +472,12 @@ def test_kill_inside_ingest_leaves_nothing_half_loaded_and_the_rerun_loads_once(
     assert warehouse_problems(paths) == []
     assert submission_problems(paths) == []
     assert baseline.tables["raw_user_actions"].height == ROWS
+
+
+def test_a_full_run_writes_only_under_musictrend_home(baseline):
+    """(A safety claim, checked on this module's complete run.) cwd, $HOME (library caches included),
+    $TMPDIR and the raw folder (outside home here) are as before: nothing added, changed or removed."""
+    assert baseline.outside_home == {name: [] for name in ("cwd", "user", "tmp", "raw")}
 
 
 def test_kill_inside_a_sql_model_rebuild_keeps_the_previous_table(baseline):

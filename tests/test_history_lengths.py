@@ -15,9 +15,11 @@ from musictrend_dagster.core.models.base import InsufficientHistory
 from musictrend_dagster.core.models.registry import MODEL_NAMES, make_model, required_history, spec
 from musictrend_dagster.core.sample import packaged_history
 
+pytestmark = pytest.mark.slow  # whole runs of the graph
+
 FIRST = date(2015, 3, 1)
 TINY = {
-    "seed_lstm": {"epochs": 1},
+    "seed_lstm": {"epochs": 1, "members": 1},
     "global_direct": {"epochs": 1},
     "global_ensemble": {"epochs": 1, "seeds": 1},
 }
@@ -93,7 +95,7 @@ def test_every_length_backtests_what_fits_and_forecasts_60_days(days, packaged):
 # ---- the whole graph in-process at short lengths (tiny epochs) ---------------------------------
 
 GRAPH_TINY = {
-    "seed_lstm": {"epochs": 1},
+    "seed_lstm": {"epochs": 1, "members": 1},
     "global_direct": {"epochs": 1},
     "global_ensemble": {"epochs": 2, "seeds": 1},
 }

@@ -18,15 +18,22 @@ from musictrend_dagster.core.submission import read_submission
 from musictrend_dagster.definitions import build_defs
 from musictrend_dagster.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
 
+pytestmark = pytest.mark.slow  # whole runs of the graph
+
 ARTISTS, DAYS = 5, 150
 
 
-def tiny_training() -> dict:
-    """Launchpad config a user would type to make the neural models quick: one or two epochs."""
+# The smallest network sizes a user can configure: one member, one seed per input window.
+TINY_SIZES = {"members": 1, "seeds": 1}
+
+
+def tiny_training(epochs: int = 2) -> dict:
+    """Launchpad config a user would type to make the neural models quick: one or two epochs, the smallest sizes."""
     ops = {}
     for spec in SPECS:
         if spec.uses_tensorflow:
-            ops[f"backtest__{spec.name}"] = {"config": {**spec.defaults, "epochs": 2}}
+            sizes = {k: v for k, v in TINY_SIZES.items() if k in spec.defaults}
+            ops[f"backtest__{spec.name}"] = {"config": {**spec.defaults, **sizes, "epochs": epochs}}
     return {"ops": ops}
 
 

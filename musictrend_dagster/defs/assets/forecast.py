@@ -13,7 +13,6 @@ from musictrend_dagster.core import plots
 from musictrend_dagster.core.data import load_forecast, load_history, save_forecast
 from musictrend_dagster.core.serving import forecast_vintage
 from musictrend_dagster.core.submission import read_submission, write_submission
-from musictrend_dagster.core.tracking import NoChampion, load_champion
 from musictrend_dagster.defs.metadata import png, preview, score
 from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG, TRIGGER_TAG
@@ -41,6 +40,8 @@ class ForecastConfig(dg.Config):
 )
 def forecast(context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource,
              mlflow: MlflowResource) -> dg.MaterializeResult:
+    from musictrend_dagster.core.tracking import NoChampion, load_champion  # MLflow: not at code-location load
+
     try:
         version, served = load_champion(mlflow.tracker())
     except NoChampion as exc:

@@ -17,7 +17,6 @@ from musictrend_dagster.core.data import (
 )
 from musictrend_dagster.core.models.registry import MODEL_NAMES
 from musictrend_dagster.core.serving import ServedModel
-from musictrend_dagster.core.tracking import log_served_model, tag_model_version
 from musictrend_dagster.defs.assets.models import backtest_plan, logged_model
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG
@@ -42,6 +41,8 @@ class RegisteredChampionConfig(dg.Config):
 )
 def registered_champion(context: dg.AssetExecutionContext, config: RegisteredChampionConfig,
                         warehouse: WarehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    from musictrend_dagster.core.tracking import log_served_model, tag_model_version  # MLflow: not at code-location load
+
     with warehouse.connect() as con:
         history, songs = load_history(con)
         best = leaderboard(standings(con, MODEL_NAMES, backtest_plan(history))[0]).row(0, named=True)
