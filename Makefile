@@ -45,7 +45,7 @@ mutants: install
 # workers from the pyspark distribution), stopped at the end; prints the master UI's address.
 cluster-demo: spark
 	@test -f "$(RAW_DIR)/mars_tianchi_user_actions.csv" || $(BIN)/musictrend sample --source tianchi-s1 --out "$(RAW_DIR)"
-	$(BIN)/python -m musictrend_dagster.core.engines.cluster --workers 2 -- $(BIN)/musictrend run --raw-dir "$(RAW_DIR)"
+	$(BIN)/python -m musictrend_dagster.core.data.engines.cluster --workers 2 -- $(BIN)/musictrend run --raw-dir "$(RAW_DIR)"
 
 ui: install
 	$(BIN)/musictrend ui

@@ -31,7 +31,7 @@ epochs = int(sys.argv.pop(1))
 if epochs:
     _execute = dg.JobDefinition.execute_in_process
     def execute_in_process(self, run_config=None, **kwargs):
-        from musictrend_dagster.core.models.registry import SPECS
+        from musictrend_dagster.core.forecast.models.registry import SPECS
         run_config = dict(run_config or {})
         if self.name == "refresh_all":
             ops = dict(run_config.get("ops", {}))

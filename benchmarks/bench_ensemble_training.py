@@ -17,8 +17,8 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.models.ensemble import _CLIP, CurveNet, GlobalEnsemble, _weekday, fit_members
-from musictrend_dagster.core.models.global_model import artist_series, horizon_basis, training_set
+from musictrend_dagster.core.forecast.models.ensemble import _CLIP, CurveNet, GlobalEnsemble, _weekday, fit_members
+from musictrend_dagster.core.forecast.models.global_model import artist_series, horizon_basis, training_set
 from musictrend_dagster.core.sample import packaged_history
 
 ORIGIN = date(2015, 7, 2)

@@ -78,7 +78,7 @@ def _connect_bare(path: str):
 
 
 def worker_bare(raw_dir: Path) -> dict:
-    from musictrend_dagster.settings import ACTIONS_PREFIX, SONGS_FILE
+    from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
     con = _connect_bare(":memory:")
     t0, cpu0 = time.perf_counter(), _cpu_s()
@@ -88,7 +88,7 @@ def worker_bare(raw_dir: Path) -> dict:
 
 
 def worker_bare_persist(raw_dir: Path) -> dict:
-    from musictrend_dagster.settings import ACTIONS_PREFIX, SONGS_FILE
+    from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as tmp:
         con = _connect_bare(str(Path(tmp) / "bare.duckdb"))
@@ -103,7 +103,9 @@ def worker_bare_persist(raw_dir: Path) -> dict:
 
 
 def worker_project(raw_dir: Path) -> dict:
-    from musictrend_dagster.core import ingest, sql_models, warehouse
+    from musictrend_dagster.core.data import ingest
+    from musictrend_dagster.core.data import sql_models
+    from musictrend_dagster.core.data import warehouse
     from musictrend_dagster.core.sample import write_next_day
 
     models = sql_models.topo_order(sql_models.load_models())
@@ -163,7 +165,7 @@ def _drop_line(label: str, proj: dict) -> str:
 
 def _dataset(data_dir: Path, name: str, rows: int | None) -> Path:
     from musictrend_dagster.core.sample import expand_tianchi_s1, generate_synthetic
-    from musictrend_dagster.settings import ACTIONS_PREFIX
+    from musictrend_dagster.core.settings import ACTIONS_PREFIX
 
     out = data_dir / name
     if not (out / f"{ACTIONS_PREFIX}.csv").is_file():

@@ -28,11 +28,11 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.backtest import BacktestResult, OriginResult, backtest, plan_backtest, rolling_origins
-from musictrend_dagster.core.intervals import coverage
-from musictrend_dagster.core.metric import artist_scores, f_norm
-from musictrend_dagster.core.models.base import FORECAST_SCHEMA, FitInfo
-from musictrend_dagster.core.models.registry import MODEL_NAMES, make_model, required_history
+from musictrend_dagster.core.forecast.backtest import BacktestResult, OriginResult, backtest, plan_backtest, rolling_origins
+from musictrend_dagster.core.forecast.intervals import coverage
+from musictrend_dagster.core.forecast.metric import artist_scores, f_norm
+from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA, FitInfo
+from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, make_model, required_history
 from musictrend_dagster.core.sample import generate_synthetic, packaged_history
 
 LAST_DAY = date(2015, 8, 30)

@@ -8,7 +8,7 @@ rows per second per core (cores = DuckDB's threads, local[N]'s N, the cluster's 
 cores), and the peak RSS of every process the side ran: the Python driver, Spark's driver
 JVM, each executor JVM (standalone), from ``VmHWM`` (``benchmarks/memory.py``) read just
 before the session stops. The cluster is the one the tests use
-(``core.engines.cluster.LocalCluster``: the pyspark distribution's master and workers on
+(``core.data.engines.cluster.LocalCluster``: the pyspark distribution's master and workers on
 127.0.0.1); its daemons' own RSS is reported too.
 """
 from __future__ import annotations
@@ -64,13 +64,17 @@ def _java_peaks(roots: list[int]) -> dict[str, float]:
 def worker(side: str, raw_dir: Path, master: str, daemons: list[int]) -> dict:
     import psutil
 
-    from musictrend_dagster.core import ingest, sql_models, warehouse
+    from musictrend_dagster.core.data import ingest
+
+    from musictrend_dagster.core.data import sql_models
+
+    from musictrend_dagster.core.data import warehouse
 
     engine, cores = None, os.cpu_count() or 1
     if side != "duckdb":
         from pyspark.sql import SparkSession
 
-        from musictrend_dagster.core.engines.spark import SparkEngine, spark_config
+        from musictrend_dagster.core.data.engines.spark import SparkEngine, spark_config
 
         builder = SparkSession.builder
         conf = {**spark_config(master), "spark.ui.enabled": "false"}
@@ -128,9 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(worker(args.worker, args.raw, args.master, daemons)))
         return
 
-    from musictrend_dagster.core.engines.cluster import LocalCluster
+    from musictrend_dagster.core.data.engines.cluster import LocalCluster
     from musictrend_dagster.core.sample import generate_synthetic
-    from musictrend_dagster.settings import ACTIONS_PREFIX
+    from musictrend_dagster.core.settings import ACTIONS_PREFIX
 
     tmp = tempfile.TemporaryDirectory(prefix="bench-spark-")
     data_dir = args.data_dir or Path(tmp.name)

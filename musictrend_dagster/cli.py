@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from musictrend_dagster.core.owner import HOST_TAG, PID_TAG, owner_gone, owner_tags
-from musictrend_dagster.settings import Paths
+from musictrend_dagster.core.service.owner import HOST_TAG, PID_TAG, owner_gone, owner_tags
+from musictrend_dagster.core.settings import Paths
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -66,8 +66,8 @@ def _reap_dead_runs(instance) -> list[str]:
 
 def _start(paths: Paths, verb: str) -> int | None:
     """Checks before any run: configuration, and a raw folder to ingest (else a hint)."""
-    from musictrend_dagster.core.rawdir import IngestError, list_raw_dir
-    from musictrend_dagster.settings import check_environment
+    from musictrend_dagster.core.data.rawdir import IngestError, list_raw_dir
+    from musictrend_dagster.core.settings import check_environment
 
     check_environment()
     try:
@@ -162,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _not_due(state) -> str:
-    from musictrend_dagster.settings import retrain_every_days
+    from musictrend_dagster.core.settings import retrain_every_days
 
     selection = state.selection
     every = retrain_every_days()
@@ -212,7 +212,7 @@ def _metadata(runs: list) -> dict[str, dict]:
 def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | None) -> None:
     """What the runs did: the full path's backtests and champion, the vintage, monitoring, retraining."""
     from musictrend_dagster.defs.resources import default_resources
-    from musictrend_dagster.settings import mlflow_ui_url
+    from musictrend_dagster.core.settings import mlflow_ui_url
 
     meta = _metadata(runs)
     with default_resources(paths)["warehouse"].connect() as con:  # waits for any other run's connection
@@ -248,9 +248,9 @@ def _print_backtests(paths: Paths) -> None:
     """The backtest plan and the leaderboard of the last retrain."""
     import polars as pl
 
-    from musictrend_dagster.core.data import leaderboard, load_history, standings
-    from musictrend_dagster.core.models.registry import MODEL_NAMES
-    from musictrend_dagster.defs.assets.models import backtest_plan
+    from musictrend_dagster.core.service.store import leaderboard, load_history, standings
+    from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES
+    from musictrend_dagster.core.forecast.models.registry import backtest_plan
     from musictrend_dagster.defs.resources import default_resources
 
     with default_resources(paths)["warehouse"].connect() as con:
@@ -273,9 +273,9 @@ def _replay(args: argparse.Namespace) -> int:
     for (the daily path), then whatever the retrain sensor asks for: the service's real history."""
     import dagster as dg
 
-    from musictrend_dagster.core.rawdir import IngestError
-    from musictrend_dagster.core.replay import hold_back
-    from musictrend_dagster.settings import check_environment
+    from musictrend_dagster.core.data.rawdir import IngestError
+    from musictrend_dagster.core.service.replay import hold_back
+    from musictrend_dagster.core.settings import check_environment
 
     source = Paths.from_env(raw_dir=args.raw_dir).raw_dir
     home = Path(args.home).expanduser().resolve() if args.home else Paths.from_env().home / "replay"
@@ -343,9 +343,9 @@ def _replay_request(paths: Paths, instance, request, job_name: str) -> str | Non
 
 def _write_monitoring_plot(paths: Paths) -> Path:
     """The monitoring chart of the whole replay as a PNG next to the submission."""
-    from musictrend_dagster.core import plots
-    from musictrend_dagster.core.data import load_live_history, load_selections, query
-    from musictrend_dagster.core.monitoring import TOLERANCE
+    from musictrend_dagster.core.service import plots
+    from musictrend_dagster.core.service.store import load_live_history, load_selections, query
+    from musictrend_dagster.core.service.monitoring import TOLERANCE
     from musictrend_dagster.defs.resources import default_resources
 
     with default_resources(paths)["warehouse"].connect() as con:
@@ -373,7 +373,7 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
     """
     from urllib.parse import urlsplit
 
-    from musictrend_dagster.settings import MLFLOW_UI_URL_VAR, mlflow_ui_url
+    from musictrend_dagster.core.settings import MLFLOW_UI_URL_VAR, mlflow_ui_url
 
     paths = _point_environment(args.home, None)
     configured = urlsplit(mlflow_ui_url())

@@ -18,7 +18,7 @@ from musictrend_dagster.defs.automation import (
 )
 from musictrend_dagster.defs.checks import guard_checks
 from musictrend_dagster.defs.resources import default_resources
-from musictrend_dagster.settings import Paths
+from musictrend_dagster.core.settings import Paths
 
 
 def build_defs(paths: Paths) -> dg.Definitions:

@@ -50,7 +50,7 @@ def five_artists():
 
     import polars as pl
 
-    from musictrend_dagster.core.features import HISTORY_COLUMNS
+    from musictrend_dagster.core.forecast.features import HISTORY_COLUMNS
     from musictrend_dagster.core.sample import packaged_history
 
     frame, songs = packaged_history()
@@ -87,7 +87,7 @@ def assert_no_lookahead():
 
     import polars as pl
 
-    from musictrend_dagster.core.backtest import backtest
+    from musictrend_dagster.core.forecast.backtest import backtest
 
     def check(factory, history, songs, origin, horizon):
         counts = [c for c in ("plays", "downloads", "listeners") if c in history.columns]
@@ -128,7 +128,7 @@ def spark_session():
     no open cost per file, so the lake's small day files pack into a few tasks."""
     from pyspark.sql import SparkSession
 
-    from musictrend_dagster.core.engines.spark import spark_config
+    from musictrend_dagster.core.data.engines.spark import spark_config
 
     conf = {**spark_config("local[2]"), **SPARK_TEST_CONF, "spark.ui.enabled": "false",
             "spark.sql.files.maxPartitionBytes": "256k",
@@ -146,7 +146,7 @@ def spark_session():
 @pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory):
     """A standalone master and 2 one-core workers on 127.0.0.1 (free ports), stopped even when a test fails."""
-    from musictrend_dagster.core.engines.cluster import LocalCluster
+    from musictrend_dagster.core.data.engines.cluster import LocalCluster
 
     with LocalCluster(tmp_path_factory.mktemp("spark-cluster"), workers=2, cores=1, memory="1g") as cluster:
         yield cluster

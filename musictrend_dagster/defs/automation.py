@@ -8,7 +8,7 @@ saying what each run does and why.
 
 `new_drop_file_sensor` starts one `daily_forecast` run per new drop file, forecasting from that
 file's day (two files landing together make two vintages); on a home without a champion it starts
-the full path instead. `retrain_sensor` starts `refresh_all` when the champion is due (core.serving:
+the full path instead. `retrain_sensor` starts `refresh_all` when the champion is due (core.service.serving:
 cadence in days of data, 30% more history, or monitoring's WARN). `daily_refresh` runs the daily
 path at 03:00. The CLI (`musictrend run`, `musictrend replay`) evaluates the same sensors and
 runs what they request.
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from musictrend_dagster.core.serving import Selection, retrain_reasons
+from musictrend_dagster.core.service.serving import Selection, retrain_reasons
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
-from musictrend_dagster.settings import ACTIONS_PREFIX, RETRAIN_EVERY_DAYS_VAR, retrain_every_days
+from musictrend_dagster.core.settings import ACTIONS_PREFIX, RETRAIN_EVERY_DAYS_VAR, retrain_every_days
 
 DROP_FILE = re.compile(rf"^{ACTIONS_PREFIX}_(\d{{8}})\.csv(\.gz)?$")
 

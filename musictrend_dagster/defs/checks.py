@@ -6,12 +6,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from musictrend_dagster.core.data import query
-from musictrend_dagster.core.submission import read_submission
+from musictrend_dagster.core.service.store import query
+from musictrend_dagster.core.service.outputs import read_submission
 from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import OutputResource, WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
-from musictrend_dagster.settings import MAX_QUARANTINE_SHARE_VAR, max_quarantine_share
+from musictrend_dagster.core.settings import MAX_QUARANTINE_SHARE_VAR, max_quarantine_share
 
 OUTAGE_DAYS_SHOWN = 10
 

@@ -9,10 +9,10 @@ import duckdb
 from filelock import FileLock
 from pydantic import Field
 
-from musictrend_dagster import settings
-from musictrend_dagster.core import warehouse
-from musictrend_dagster.core.engines import Engine, duckdb_engine
-from musictrend_dagster.settings import DEFAULT_MLFLOW_UI_URL, MLFLOW_UI_URL_VAR, ConfigError, Paths, mlflow_ui_url
+from musictrend_dagster.core import settings
+from musictrend_dagster.core.data import warehouse
+from musictrend_dagster.core.data.engines import Engine, duckdb_engine
+from musictrend_dagster.core.settings import DEFAULT_MLFLOW_UI_URL, MLFLOW_UI_URL_VAR, ConfigError, Paths, mlflow_ui_url
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -49,7 +49,7 @@ class WarehouseResource(dg.ConfigurableResource):
             from dagster_pyspark import LazyPySparkResource
         except ImportError:
             raise ConfigError(f"{settings.ENGINE_VAR}=spark needs the spark extra: pip install 'musictrend[spark]'") from None
-        from musictrend_dagster.core.engines.spark import SparkEngine, check_java, spark_config
+        from musictrend_dagster.core.data.engines.spark import SparkEngine, check_java, spark_config
 
         if not self.spark_master.startswith("sc://"):  # a Connect client needs no JVM
             check_java()
@@ -97,17 +97,17 @@ class MlflowResource(dg.ConfigurableResource):
                                     "every MLflow link in Dagster starts with it.")
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        from musictrend_dagster.core.tracking import run_page
+        from musictrend_dagster.core.service.tracking import run_page
 
         return run_page(self.ui_url, experiment_id, run_id)
 
     def runs_url(self, experiment_id: str) -> str:
-        from musictrend_dagster.core.tracking import runs_page
+        from musictrend_dagster.core.service.tracking import runs_page
 
         return runs_page(self.ui_url, experiment_id)
 
     def tracker(self):
-        from musictrend_dagster.core.tracking import Tracker
+        from musictrend_dagster.core.service.tracking import Tracker
 
         return Tracker(self.tracking_uri, Path(self.artifact_dir))
 

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta
 import pytest
 from playwright.sync_api import expect
 
-from musictrend_dagster.core.data import query
-from musictrend_dagster.core.models.registry import MODEL_NAMES
+from musictrend_dagster.core.service.store import query
+from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES
 from musictrend_dagster.defs.resources import default_resources
-from musictrend_dagster.settings import Paths
+from musictrend_dagster.core.settings import Paths
 
 
 from .ui_steps import run_failure_details, skip_community_dialog

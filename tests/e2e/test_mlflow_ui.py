@@ -11,9 +11,9 @@ import pytest
 from mlflow import MlflowClient
 from playwright.sync_api import expect
 
-from musictrend_dagster.core.models.registry import MODEL_NAMES
-from musictrend_dagster.core.tracking import runs_page
-from musictrend_dagster.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
+from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES
+from musictrend_dagster.core.service.tracking import runs_page
+from musictrend_dagster.core.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
 
 
 def stored_runs(home) -> tuple[str, dict[str, tuple[str, float]], str]:

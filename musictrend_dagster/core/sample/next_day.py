@@ -10,7 +10,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.lake import literal_path, sql_literal
+from musictrend_dagster.core.data.lake import literal_path, sql_literal
 from musictrend_dagster.core.sample.synthetic import (
     DIURNAL,
     day_slots,
@@ -18,7 +18,7 @@ from musictrend_dagster.core.sample.synthetic import (
     hex_ids,
     ids_to_bytes,
 )
-from musictrend_dagster.settings import ACTIONS_PREFIX, SONGS_FILE
+from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
 ACTION_COLUMNS = {"user_id": "VARCHAR", "song_id": "VARCHAR", "gmt_create": "BIGINT", "action_type": "INTEGER", "Ds": "VARCHAR"}
 SONG_COLUMNS = {

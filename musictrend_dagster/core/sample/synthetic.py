@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from musictrend_dagster.settings import ACTIONS_PREFIX, SONGS_FILE
+from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
 # Every raw action row has the same width: 32 hex user, 32 hex song, 10-digit unix seconds,
 # one-digit action, yyyymmdd, four commas and a newline. Fixed width lets numpy build the CSV

@@ -27,7 +27,7 @@ from musictrend_dagster.core.sample.synthetic import (
     powerlaw_ranks,
     write_songs_csv,
 )
-from musictrend_dagster.settings import ACTIONS_PREFIX, SONGS_FILE
+from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
 FIRST_DAY, DAYS = date(2015, 3, 1), 183
 TOTAL_ROWS = 5_652_232

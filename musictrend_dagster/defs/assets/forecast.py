@@ -9,10 +9,10 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from musictrend_dagster.core import plots
-from musictrend_dagster.core.data import load_forecast, load_history, save_forecast
-from musictrend_dagster.core.serving import forecast_vintage
-from musictrend_dagster.core.submission import read_submission, write_submission
+from musictrend_dagster.core.service import plots
+from musictrend_dagster.core.service.store import load_forecast, load_history, save_forecast
+from musictrend_dagster.core.service.serving import forecast_vintage
+from musictrend_dagster.core.service.outputs import read_submission, write_submission
 from musictrend_dagster.defs.metadata import png, preview, score
 from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG, TRIGGER_TAG
@@ -40,7 +40,7 @@ class ForecastConfig(dg.Config):
 )
 def forecast(context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource,
              mlflow: MlflowResource) -> dg.MaterializeResult:
-    from musictrend_dagster.core.tracking import NoChampion, load_champion  # MLflow: not at code-location load
+    from musictrend_dagster.core.service.tracking import NoChampion, load_champion  # MLflow: not at code-location load
 
     try:
         version, served = load_champion(mlflow.tracker())

@@ -5,12 +5,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from musictrend_dagster.core import ingest
-from musictrend_dagster.core.data import query
+from musictrend_dagster.core.data import ingest
+from musictrend_dagster.core.service.store import query
 from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
-from musictrend_dagster.settings import engine
+from musictrend_dagster.core.settings import engine
 
 # The engine that runs the data layer, in the UI as a kind (the warehouse is DuckDB whatever runs).
 KINDS = {engine(), "duckdb", "parquet"}

@@ -11,13 +11,13 @@ import dagster as dg
 import polars as pl
 from pydantic import Field, create_model
 
-from musictrend_dagster.core import plots
-from musictrend_dagster.core.backtest import HORIZON, BacktestPlan, OriginResult, Skipped, backtest, plan_backtest
-from musictrend_dagster.core.data import leaderboard, load_history, save_backtest, save_skipped, standings
-from musictrend_dagster.core.intervals import calibrate, coverage, log_errors, with_interval
-from musictrend_dagster.core.models.base import Forecaster, InsufficientHistory
-from musictrend_dagster.core.models.registry import MODEL_NAMES, SPECS, ModelSpec, make_model, required_history
-from musictrend_dagster.core.models.registry import spec as model_spec
+from musictrend_dagster.core.service import plots
+from musictrend_dagster.core.forecast.backtest import HORIZON, BacktestPlan, OriginResult, Skipped, backtest, plan_backtest
+from musictrend_dagster.core.service.store import leaderboard, load_history, save_backtest, save_skipped, standings
+from musictrend_dagster.core.forecast.intervals import calibrate, coverage, log_errors, with_interval
+from musictrend_dagster.core.forecast.models.base import Forecaster, InsufficientHistory
+from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, SPECS, ModelSpec, backtest_plan, make_model
+from musictrend_dagster.core.forecast.models.registry import spec as model_spec
 from musictrend_dagster.defs.metadata import png, preview, score, seconds
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
 from musictrend_dagster.instance import TRAINING_POOL
@@ -80,11 +80,6 @@ def _config_class(spec: ModelSpec) -> type[dg.Config]:
               for name, value in spec.defaults.items()}
     return create_model(f"{camel}Hyperparameters", __base__=dg.Config,
                         __doc__=f"Hyperparameters of {spec.name}.", **fields)
-
-
-def backtest_plan(history: pl.DataFrame) -> BacktestPlan:
-    """The plan every backtest and the champion share: from the history's span and the models' needs."""
-    return plan_backtest(history["ds"].min(), history["ds"].max(), required_history())
 
 
 def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:

@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from musictrend_dagster.core import plots
-from musictrend_dagster.core.data import load_live_history, load_selections, load_vintages, query, save_monitoring
-from musictrend_dagster.core.monitoring import TOLERANCE, Freshness, LiveScore, live_score, score_vintages
+from musictrend_dagster.core.service import plots
+from musictrend_dagster.core.service.store import load_live_history, load_selections, load_vintages, query, save_monitoring
+from musictrend_dagster.core.service.monitoring import TOLERANCE, Freshness, LiveScore, live_score, score_vintages
 from musictrend_dagster.defs.metadata import png, preview
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
@@ -40,7 +40,7 @@ def _live_row(live: LiveScore) -> pl.DataFrame:
 
 def _log_to_mlflow(mlflow: MlflowResource, scores: pl.DataFrame, live: LiveScore, selections: pl.DataFrame) -> None:
     """Each registered version whose vintages gained a scored day, and the champion's live score."""
-    from musictrend_dagster.core.tracking import log_live_scores  # MLflow: not at code-location load
+    from musictrend_dagster.core.service.tracking import log_live_scores  # MLflow: not at code-location load
 
     tracker = mlflow.tracker()
     trained = dict(zip(selections["model_version"].to_list(), selections["data_through"].to_list()))

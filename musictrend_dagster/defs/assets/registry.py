@@ -7,7 +7,7 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field
 
-from musictrend_dagster.core.data import (
+from musictrend_dagster.core.service.store import (
     leaderboard,
     load_calibration,
     load_history,
@@ -15,9 +15,9 @@ from musictrend_dagster.core.data import (
     save_selection,
     standings,
 )
-from musictrend_dagster.core.models.registry import MODEL_NAMES
-from musictrend_dagster.core.serving import ServedModel
-from musictrend_dagster.defs.assets.models import backtest_plan, logged_model
+from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, backtest_plan
+from musictrend_dagster.core.service.serving import ServedModel
+from musictrend_dagster.defs.assets.models import logged_model
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG
 from musictrend_dagster.instance import TRAINING_POOL
@@ -41,7 +41,7 @@ class RegisteredChampionConfig(dg.Config):
 )
 def registered_champion(context: dg.AssetExecutionContext, config: RegisteredChampionConfig,
                         warehouse: WarehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from musictrend_dagster.core.tracking import log_served_model, tag_model_version  # MLflow: not at code-location load
+    from musictrend_dagster.core.service.tracking import log_served_model, tag_model_version  # MLflow: not at code-location load
 
     with warehouse.connect() as con:
         history, songs = load_history(con)

@@ -1,6 +1,6 @@
 """Transform group: one asset per `dbt_like_sql/*.sql` model, one blocking check per singular test.
 
-Dependencies come from parsing each SELECT with sqlglot (core.sql_models); a table that is
+Dependencies come from parsing each SELECT with sqlglot (core.data.sql_models); a table that is
 no model is an upstream asset of the same name (the ingest tables).
 """
 
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from musictrend_dagster.core import plots, sql_models
-from musictrend_dagster.core.data import query
+from musictrend_dagster.core.service import plots
+
+from musictrend_dagster.core.data import sql_models
+from musictrend_dagster.core.service.store import query
 from musictrend_dagster.defs.assets.ingest import KINDS, RefreshConfig
 from musictrend_dagster.defs.metadata import png, preview
 from musictrend_dagster.defs.resources import WarehouseResource

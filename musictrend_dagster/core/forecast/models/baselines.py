@@ -1,0 +1,114 @@
+"""Constant-level baselines: cheap, hard to beat on daily plays, and the yardstick for every other model.
+
+Both repeat one level per artist over the whole horizon, computed from the last `window`
+days of history strictly before the forecast start.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, ClassVar
+
+import polars as pl
+
+from musictrend_dagster.core.forecast.features import require_columns
+from musictrend_dagster.core.forecast.metric import c_star_expr
+from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA, FitInfo, InsufficientHistory, hyperparameters
+
+
+@dataclass(eq=False)
+class _WindowLevelForecaster:
+    """Shared fit/predict: keep the history, and per artist reduce its last `window` days to one level."""
+
+    name: ClassVar[str]
+    window: int
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window must be a positive number of days, got {self.window}")
+        self._history: pl.DataFrame | None = None
+
+    def _level(self, plays: pl.Expr) -> pl.Expr:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters plus the training range (None before fit)."""
+        first = last = None
+        if self._history is not None and self._history.height:
+            first, last = self._history["ds"].min(), self._history["ds"].max()
+        return {
+            **hyperparameters(self),
+            "train_start": first.isoformat() if first else None,
+            "train_end": last.isoformat() if last else None,
+        }
+
+    def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
+        """Keep only what predict needs; songs carry nothing a constant level can use."""
+        require_columns(history, ["artist_id", "ds", "plays"], f"{self.name}: history")
+        self._history = (
+            history.select(
+                pl.col("artist_id").cast(pl.String),
+                pl.col("ds").cast(pl.Date),
+                pl.col("plays").cast(pl.Float64),
+            )
+            .drop_nulls()
+            .sort("artist_id", "ds")
+        )
+        if not self._history.height:
+            raise InsufficientHistory(f"{self.name}: history is empty")
+        return FitInfo()
+
+    def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
+        """A level has no weights: reading the newer history is all a fit does."""
+        self.fit(history, songs)
+
+    def predict(self, start: date, horizon: int) -> pl.DataFrame:
+        """Every artist seen in fit, days start..start+horizon-1, from the last `window` days before start."""
+        if self._history is None:
+            raise RuntimeError(f"{self.name}: predict() called before fit()")
+        if horizon < 1:
+            raise ValueError(f"horizon must be positive, got {horizon}")
+        before = self._history.filter(pl.col("ds") < start)
+        if not before.height:
+            raise ValueError(f"{self.name}: no history before {start} to forecast from")
+        levels = (
+            before.group_by("artist_id", maintain_order=True)
+            .agg(plays=self._level(pl.col("plays").tail(self.window)))
+            .with_columns(pl.col("plays").clip(lower_bound=0.0))
+        )
+        artists = self._history.select("artist_id").unique(maintain_order=True)
+        days = pl.DataFrame({"ds": [start + timedelta(days=k) for k in range(horizon)]}, schema={"ds": pl.Date})
+        return (
+            artists.join(days, how="cross")
+            .join(levels, on="artist_id", how="left")
+            .with_columns(pl.col("plays").fill_null(0.0))
+            .select(list(FORECAST_SCHEMA))
+            .cast(FORECAST_SCHEMA)
+            .sort("artist_id", "ds")
+        )
+
+
+class MedianForecaster(_WindowLevelForecaster):
+    """Median of the last `window` days: robust to the one-day spikes that dominate this data."""
+
+    @property
+    def name(self) -> str:
+        return f"median{self.window}"
+
+    def _level(self, plays: pl.Expr) -> pl.Expr:
+        return plays.median()
+
+
+@dataclass(eq=False)
+class BestConstantForecaster(_WindowLevelForecaster):
+    """The constant minimising the metric's relative error on the window: c = sum(1/x) / sum(1/x^2).
+
+    The score punishes over-forecasting low days, so this sits below mean and median.
+    Days with 0 plays are floored at 1 so they count as the hardest possible day, not infinity.
+    """
+
+    name: ClassVar[str] = "best_constant"
+    window: int = 60
+
+    def _level(self, plays: pl.Expr) -> pl.Expr:
+        return c_star_expr(plays)

@@ -1,0 +1,111 @@
+"""New and returning artists: forecast from their own recent level.
+
+A model fitted on months of other artists' histories knows nothing useful about an artist
+whose plays began ten days ago (the zero-filled days before its first play look like a
+collapse to every window-based input), nor about one back from a long silence. For those
+artists every forecaster's output is replaced by a flat level of their own current stretch:
+the metric-optimal constant c* = sum(1/x) / sum(1/x^2) of its last (up to) 14 days with
+plays. Days without plays are left out of c*, as the official score leaves them out of sigma.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from musictrend_dagster.core.forecast.models.base import FitInfo, Forecaster
+from musictrend_dagster.core.forecast.features import plays_matrix
+from musictrend_dagster.core.forecast.metric import c_star
+
+RECENT_DAYS = 28  # a stretch of plays that began within this many days of the end is "recent"
+SILENCE_DAYS = 28  # this many days in a row without plays end a stretch
+LEVEL_DAYS = 14  # the recent level reads at most this many of the stretch's last days
+
+
+def stretch_starts(plays: np.ndarray, silence: int = SILENCE_DAYS) -> np.ndarray:
+    """Per row, the index of the first day with plays after the last run of >= `silence` days
+    without any (the log's start counts as such a run); len(row) for a row that never played."""
+    n_days = plays.shape[1]
+    starts = np.full(plays.shape[0], n_days)
+    for i, row in enumerate(plays > 0):
+        active = np.flatnonzero(row)
+        if not active.size:
+            continue
+        gaps = np.diff(active) > silence  # more than `silence` days between two days with plays
+        after = np.flatnonzero(gaps)
+        starts[i] = active[after[-1] + 1] if after.size else active[0]
+    return starts
+
+
+def recent_levels(plays: np.ndarray, recent: int = RECENT_DAYS, silence: int = SILENCE_DAYS) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of rows whose current stretch began in the last `recent` days, their levels).
+
+    A row with plays on the log's first day is never "recent": the log cannot tell how long it
+    has been playing."""
+    n_days = plays.shape[1]
+    starts = stretch_starts(plays, silence)
+    mask = (starts < n_days) & (starts > 0) & (starts >= n_days - recent)
+    levels = np.zeros(plays.shape[0])
+    for i in np.flatnonzero(mask):
+        days = plays[i, starts[i]:][-LEVEL_DAYS:]
+        x = days[days > 0]
+        levels[i] = c_star(x)
+    return mask, levels
+
+
+@dataclass(eq=False)
+class RecentLevel:
+    """Wraps any forecaster: its forecast, with new and returning artists at their own recent level.
+
+    Everything else (name, keras_model, model_input, ...) is the wrapped model's.
+    """
+
+    model: Forecaster
+    _levels: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _last_day: date | None = field(default=None, init=False, repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "model":  # pickling looks these up before __dict__ exists
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def params(self) -> dict[str, Any]:
+        return {**self.model.params(), "recent_artists": f"c_star_of_own_last_{LEVEL_DAYS}_days"}
+
+    def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
+        info = self.model.fit(history, songs)
+        self._read(history)
+        return info
+
+    def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
+        self.model.observe(history, songs)
+        self._read(history)
+
+    def _read(self, history: pl.DataFrame) -> None:
+        """Which artists are new or returning at the end of `history`, and their own levels."""
+        artists, first, matrix = plays_matrix(history)
+        mask, levels = recent_levels(matrix)
+        self._levels = {a: float(v) for a, v, m in zip(artists, levels, mask) if m}
+        self._last_day = first + timedelta(days=matrix.shape[1] - 1)
+
+    def recent_artists(self) -> dict[str, float]:
+        """Artists forecast from their own level, and that level (after fit)."""
+        return dict(self._levels)
+
+    def predict(self, start: date, horizon: int) -> pl.DataFrame:
+        forecast = self.model.predict(start, horizon)
+        if not self._levels:
+            return forecast
+        levels = pl.DataFrame({"artist_id": list(self._levels), "recent": list(self._levels.values())})
+        return (
+            forecast.join(levels, on="artist_id", how="left")
+            .with_columns(plays=pl.coalesce("recent", "plays"))
+            .drop("recent")
+        )

@@ -1,0 +1,121 @@
+"""The daily service: the registered champion forecasts from the newest data, and says when it is due
+for retraining.
+
+Serving. A retrain registers a `ServedModel`: the champion fitted on every day of the history, its
+80% interval calibration and where it came from. The daily path loads it and calls
+`forecast_vintage`: the model observes the history before the vintage (the first forecast day) and
+forecasts `horizon` days from there, with no backtest. A model kind that can apply its learned
+weights to a newer history (`ModelSpec.observes`) does so in milliseconds; any other kind is refit
+with the registered hyperparameters, and the vintage says so (`Vintage.refit`).
+
+Retraining. `retrain_reasons` turns the service's state into the reasons a retrain is due: no
+champion yet, `every_days` days of new data since the last selection (the data's calendar, not the
+wall clock: a replay or a catch-up of several days retrains as the live service would, and a feed
+that stalls does not retrain on the same data), the history grown by `growth` since the last
+selection, or the champion's live score degraded (core/service/monitoring.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import polars as pl
+
+from musictrend_dagster.core.forecast.intervals import with_interval
+from musictrend_dagster.core.forecast.models.base import Forecaster
+from musictrend_dagster.core.forecast.models.registry import make_model
+from musictrend_dagster.core.forecast.models.registry import spec as model_spec
+
+RETRAIN_EVERY_DAYS = 7
+RETRAIN_GROWTH = 0.30
+
+
+@dataclass
+class ServedModel:
+    """The champion as registered: fitted on `history_days` days up to `trained_through`."""
+
+    forecaster: Forecaster
+    model: str
+    params: dict[str, Any]
+    calibration: pl.DataFrame  # day, lo, hi: the interval calibration of its backtests
+    trained_through: date
+    history_days: int
+    backtest_f_norm: float
+
+
+@dataclass(frozen=True)
+class Vintage:
+    """One forecast of the service: `frame` holds vintage, artist_id, ds, plays, plays_lo, plays_hi."""
+
+    frame: pl.DataFrame
+    vintage: date
+    data_through: date  # the last day the forecast read
+    history_days: int
+    refit: str | None  # None: the registered weights observed the new days; else why the model was refit
+    in_sample: bool  # the model was trained on days on or after the vintage: a hindcast, not a forecast
+
+
+def vintage_day(history: pl.DataFrame, start: date | None = None) -> date:
+    """The first forecast day: `start`, or the day after the newest data; never past that day."""
+    next_day = history["ds"].max() + timedelta(days=1)
+    if start is not None and start > next_day:
+        raise ValueError(f"forecast start {start} leaves a gap after the last observed day {next_day - timedelta(days=1)}")
+    return start or next_day
+
+
+def forecast_vintage(served: ServedModel, history: pl.DataFrame, songs: pl.DataFrame, start: date | None = None,
+                     horizon: int = 60) -> Vintage:
+    """The champion's `horizon`-day forecast from the vintage day on, read from the days before it."""
+    vintage = vintage_day(history, start)
+    seen = history.filter(pl.col("ds") < vintage)
+    if seen.is_empty():
+        raise ValueError(f"no history before the forecast start {vintage}")
+    forecaster, refit = served.forecaster, None
+    if model_spec(served.model).observes:
+        forecaster.observe(seen, songs)
+    else:
+        refit = (f"{served.model} cannot apply learned weights to new days: refit on {seen['ds'].n_unique()} days "
+                 "with the registered hyperparameters")
+        forecaster = make_model(served.model, **served.params)
+        forecaster.fit(seen, songs)
+    predicted = with_interval(forecaster.predict(vintage, horizon), served.calibration)
+    return Vintage(
+        frame=predicted.select(pl.lit(vintage).alias("vintage"), "artist_id", "ds", "plays", "plays_lo", "plays_hi"),
+        vintage=vintage,
+        data_through=seen["ds"].max(),
+        history_days=seen["ds"].n_unique(),
+        refit=refit,
+        in_sample=served.trained_through >= vintage,
+    )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The last champion selection: which registered version, on how much data."""
+
+    model_version: int
+    data_through: date
+    history_days: int
+
+
+def retrain_reasons(selection: Selection | None, data_through: date, history_days: int, degraded: str | None = None,
+                    every_days: int = RETRAIN_EVERY_DAYS, growth: float = RETRAIN_GROWTH) -> list[str]:
+    """Why the champion should be re-chosen now (empty: not due).
+
+    `degraded` is monitoring's verdict on the current champion, as a sentence, or None.
+    `every_days` 0 turns the cadence off.
+    """
+    if selection is None:
+        return ["first run: no champion registered yet"]
+    reasons = []
+    new_days = (data_through - selection.data_through).days
+    if every_days and new_days >= every_days:
+        reasons.append(f"cadence: {new_days} new days of data since the last selection (through "
+                       f"{selection.data_through}; retrain every {every_days})")
+    if history_days >= (1 + growth) * selection.history_days:
+        reasons.append(f"growth: the history grew from {selection.history_days} to {history_days} days "
+                       f"(+{history_days / selection.history_days - 1:.0%}, threshold +{growth:.0%})")
+    if degraded:
+        reasons.append(f"degraded: {degraded}")
+    return reasons

@@ -1,0 +1,255 @@
+"""Reads and writes of the warehouse tables the models use (DuckDB <-> polars via Arrow)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Iterator
+
+import duckdb
+import polars as pl
+
+from musictrend_dagster.core.data.warehouse import SELECTIONS_SQL, VINTAGES_SQL
+from musictrend_dagster.core.forecast.backtest import BacktestPlan, BacktestResult, Skipped
+from musictrend_dagster.core.forecast.intervals import Coverage
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> pl.DataFrame:
+    """A query's full result as a polars frame, through Arrow.
+
+    `execute` (not `sql`) so it composes with earlier fetchone() calls on the connection;
+    the extra Arrow copy DuckDB warns about is negligible at these table sizes.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+        return pl.from_arrow(con.execute(sql, params).to_arrow_table())
+
+
+def load_history(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The model input frame (dense, sorted) and the songs table."""
+    history = query(con, "SELECT * FROM model_features ORDER BY artist_id, ds")
+    songs = query(con, "SELECT * FROM stg_songs ORDER BY song_id")
+    if history.is_empty():
+        raise ValueError("model_features is empty: no actions were loaded")
+    return history, songs
+
+
+@contextlib.contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All writes inside commit together or not at all (a killed run leaves the previous state)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _replace(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, where: str, params: list) -> None:
+    """Replace the rows of `table` matching `where` by `frame` (inside the caller's transaction).
+
+    A table left by an older version with other columns is recreated (its rows are derived:
+    the run that writes it rewrites them all).
+    """
+    con.register("incoming_frame", frame.to_arrow())
+    try:
+        existing = [r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [table]
+        ).fetchall()]
+        if existing and sorted(existing) != sorted(frame.columns):
+            con.execute(f"DROP TABLE {table}")
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming_frame LIMIT 0")
+        con.execute(f"DELETE FROM {table} WHERE {where}", params)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_frame")
+    finally:
+        con.unregister("incoming_frame")
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0])
+
+
+def _save_run(con: duckdb.DuckDBPyConnection, model: str, plan: BacktestPlan, run_id: str, reason: str | None,
+              coverage: Coverage | None) -> None:
+    """The model's row in `backtest_runs`: ran or skipped (and why), on which plan, its interval coverage."""
+    frame = pl.DataFrame(
+        {
+            "model": [model],
+            "status": ["skipped" if reason else "ran"],
+            "reason": [reason],
+            "origins": [",".join(o.isoformat() for o in plan.origins)],
+            "window": [plan.window],
+            "train_days": [plan.train_days],
+            "coverage": [coverage.overall if coverage else None],
+            "coverage_method": [coverage.method if coverage else None],
+            "mlflow_run_id": [run_id],
+        },
+        schema_overrides={"reason": pl.String, "coverage": pl.Float64, "coverage_method": pl.String},
+    )
+    _replace(con, "backtest_runs", frame, "model = ?", [model])
+
+
+def save_backtest(con: duckdb.DuckDBPyConnection, result: BacktestResult, run_id: str, params: dict,
+                  plan: BacktestPlan, calibration: pl.DataFrame, coverage: Coverage) -> None:
+    """One row per model and origin in `backtest_scores`, the interval calibration and the run row;
+    the model's previous rows are replaced."""
+    frame = pl.DataFrame(
+        {
+            "model": [result.model] * len(result.origins),
+            "origin": [o.origin for o in result.origins],
+            "f_norm": [o.f_norm for o in result.origins],
+            "coverage": [coverage.per_origin[o.origin] for o in result.origins],
+            "fit_seconds": [o.fit_seconds for o in result.origins],
+            "predict_seconds": [o.predict_seconds for o in result.origins],
+            "mlflow_run_id": [run_id] * len(result.origins),
+            "params": [json.dumps(params, sort_keys=True, default=str)] * len(result.origins),
+        },
+        schema_overrides={"origin": pl.Date},
+    )
+    with _transaction(con):
+        _replace(con, "backtest_scores", frame, "model = ?", [result.model])
+        _replace(con, "interval_calibration", calibration.with_columns(model=pl.lit(result.model)), "model = ?",
+                 [result.model])
+        _save_run(con, result.model, plan, run_id, None, coverage)
+
+
+def save_skipped(con: duckdb.DuckDBPyConnection, skipped: Skipped, run_id: str, plan: BacktestPlan) -> None:
+    """A skipped model: its run row says why, and no stale score or calibration of an earlier run stays."""
+    with _transaction(con):
+        for table in ("backtest_scores", "interval_calibration"):
+            if _table_exists(con, table):
+                con.execute(f"DELETE FROM {table} WHERE model = ?", [skipped.model])
+        _save_run(con, skipped.model, plan, run_id, skipped.reason, None)
+
+
+def load_runs(con: duckdb.DuckDBPyConnection, models: list[str]) -> pl.DataFrame:
+    """Every given model's backtest run row (ran or skipped); each must have been backtested."""
+    runs = (
+        query(con, "SELECT * FROM backtest_runs WHERE list_contains(?, model) ORDER BY model", [models])
+        if _table_exists(con, "backtest_runs")
+        else pl.DataFrame(schema={"model": pl.String})
+    )
+    missing = sorted(set(models) - set(runs["model"].to_list()))
+    if missing:
+        raise ValueError(f"no backtest results for {', '.join(missing)}: materialise their backtest assets first")
+    return runs
+
+
+def leaderboard(scores: pl.DataFrame) -> pl.DataFrame:
+    """Mean f_norm (and interval coverage) over origins per model, best first (ties by name)."""
+    return (
+        scores.group_by("model")
+        .agg(
+            f_norm=pl.col("f_norm").mean(),
+            coverage=pl.col("coverage").mean(),
+            origins=pl.len(),
+            fit_seconds=pl.col("fit_seconds").sum(),
+            predict_seconds=pl.col("predict_seconds").sum(),
+            mlflow_run_id=pl.col("mlflow_run_id").first(),
+            params=pl.col("params").first(),
+        )
+        .sort(["f_norm", "model"], descending=[True, False])
+    )
+
+
+def standings(con: duckdb.DuckDBPyConnection, models: list[str], plan: BacktestPlan) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(per model and origin scores of the models that ran on `plan`'s origins, every model's run row).
+
+    A model whose stored backtest was made on other origins (an earlier, shorter log) is left
+    out of the leaderboard: scores on different windows do not compare.
+    """
+    runs = load_runs(con, models).with_columns(
+        current=pl.col("origins") == ",".join(o.isoformat() for o in plan.origins)
+    )
+    ran = runs.filter((pl.col("status") == "ran") & pl.col("current"))["model"].to_list()
+    if not ran:
+        raise ValueError(f"no model has a backtest on the current plan ({plan.describe()}): materialise the backtests")
+    scores = query(con, "SELECT * FROM backtest_scores WHERE list_contains(?, model) ORDER BY model, origin", [ran])
+    return scores, runs
+
+
+def load_calibration(con: duckdb.DuckDBPyConnection, model: str) -> pl.DataFrame:
+    calibration = query(con, "SELECT day, lo, hi FROM interval_calibration WHERE model = ? ORDER BY day", [model])
+    if calibration.is_empty():
+        raise ValueError(f"no interval calibration for {model}: materialise backtest/{model} first")
+    return calibration
+
+
+FORECAST_COLUMNS = ["artist_id", "ds", "plays", "plays_lo", "plays_hi"]
+
+
+def save_forecast(con: duckdb.DuckDBPyConnection, forecast: pl.DataFrame, model: str, model_version: int | None = None) -> None:
+    """One vintage into `forecast_vintages` (vintage = the forecast's first day), replacing that vintage's
+    rows atomically: a rerun on the same data replaces its vintage, never duplicates it. plays_lo and
+    plays_hi are the 80% interval (null only for a forecast written without one)."""
+    frame = forecast.with_columns(
+        pl.lit(None, pl.Float64).alias(c) for c in ("plays_lo", "plays_hi") if c not in forecast.columns
+    ).select(
+        pl.col("ds").min().alias("vintage"), *FORECAST_COLUMNS, model=pl.lit(model),
+        model_version=pl.lit(model_version, pl.Int32),
+    )
+    with _transaction(con):
+        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'forecast' "
+                       "AND table_type = 'BASE TABLE'").fetchone()[0]:
+            con.execute("DROP TABLE forecast")  # the one-forecast table of earlier releases
+        con.execute(VINTAGES_SQL)
+        con.register("incoming_frame", frame.to_arrow())
+        try:
+            con.execute("DELETE FROM forecast_vintages WHERE vintage = (SELECT min(vintage) FROM incoming_frame)")
+            con.execute("INSERT INTO forecast_vintages BY NAME SELECT * FROM incoming_frame")
+        finally:
+            con.unregister("incoming_frame")
+
+
+def load_forecast(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The newest vintage."""
+    return query(con, f"SELECT {', '.join(FORECAST_COLUMNS)}, model, model_version, vintage FROM forecast "
+                      "ORDER BY artist_id, ds")
+
+
+def load_vintages(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every vintage's rows (empty before the first forecast)."""
+    if not _table_exists(con, "forecast_vintages"):
+        return pl.DataFrame(schema={"vintage": pl.Date, "artist_id": pl.String, "ds": pl.Date, "plays": pl.Float64,
+                                    "plays_lo": pl.Float64, "plays_hi": pl.Float64, "model": pl.String,
+                                    "model_version": pl.Int32})
+    return query(con, "SELECT * FROM forecast_vintages ORDER BY vintage, artist_id, ds")
+
+
+
+
+def save_selection(con: duckdb.DuckDBPyConnection, row: dict) -> None:
+    """A registered champion's row in `champion_selections` (one per registered version)."""
+    con.execute(SELECTIONS_SQL)
+    columns = ["model_version", "model", "data_through", "history_days", "backtest_f_norm", "backtest_coverage",
+               "reason", "mlflow_run_id", "dagster_run_id"]
+    with _transaction(con):
+        con.execute("DELETE FROM champion_selections WHERE model_version = ?", [row["model_version"]])
+        con.execute(f"INSERT INTO champion_selections ({', '.join(columns)}, selected_at) "
+                    f"VALUES ({', '.join('?' * len(columns))}, now()::TIMESTAMP)", [row[c] for c in columns])
+
+
+def load_selections(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every champion selection, oldest first."""
+    con.execute(SELECTIONS_SQL)
+    return query(con, "SELECT * FROM champion_selections ORDER BY model_version")
+
+
+def save_monitoring(con: duckdb.DuckDBPyConnection, vintages: pl.DataFrame, artists: pl.DataFrame,
+                    live: pl.DataFrame | None) -> None:
+    """Monitoring's tables, in one transaction: `forecast_monitoring` (one row per scored vintage) and
+    `forecast_monitoring_artists` (per vintage and artist) replaced whole; `forecast_monitoring_live`
+    (the champion's live score, one row per newest actual day) replaces its day's row."""
+    with _transaction(con):
+        _replace(con, "forecast_monitoring", vintages, "TRUE", [])
+        _replace(con, "forecast_monitoring_artists", artists, "TRUE", [])
+        if live is not None:
+            _replace(con, "forecast_monitoring_live", live, "as_of = ?", [live["as_of"][0]])
+
+
+def load_live_history(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The champion's live score by newest actual day (empty before monitoring ran)."""
+    if not _table_exists(con, "forecast_monitoring_live"):
+        return pl.DataFrame(schema={"as_of": pl.Date, "f_norm": pl.Float64})
+    return query(con, "SELECT * FROM forecast_monitoring_live ORDER BY as_of")

@@ -1,0 +1,487 @@
+"""MLflow tracking for backtests and the champion model, with plain `mlflow` (no Dagster here).
+
+One `Tracker` owns every MLflow write of a materialisation: runs are created, filled in a
+few batched calls and closed by `log_backtest`, and the champion is logged and registered
+by `register_champion`. SQLite allows one writer at a time, so every write goes through
+`_retry`, which retries "database is locked" with exponential backoff
+(0.25 s, 0.5 s, 1 s, 2 s, 4 s: about 8 s in all before giving up).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import date
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlflow
+import pandas as pd
+import polars as pl
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
+
+from musictrend_dagster.core.forecast.backtest import BacktestPlan, BacktestResult, Skipped
+from musictrend_dagster.core.forecast.intervals import Coverage
+from musictrend_dagster.core.forecast.models.base import Forecaster
+from musictrend_dagster.core.service.owner import owner_gone, owner_tags
+from musictrend_dagster.core.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
+
+CHAMPION_ALIAS = "champion"
+MODEL_ARTIFACT = "model"
+# Same artifact name in every model's run, at the root: MLflow's Compare shows the common root
+# files of the runs side by side (files in folders are not compared).
+PLOT_ARTIFACT = "forecast_vs_actual.png"
+# MLflow 3 shows an experiment as GenAI (traces, evaluations) or model training. Versions that decide
+# per experiment read the `mlflow.experimentKind` tag; 3.17 decides per browser (a sidebar switch,
+# GenAI by default) unless the URL says `workflowType=machine_learning`, so every link we make says it.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+DESCRIPTION_TAG = "mlflow.note.content"
+_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
+# log_batch caps per call (MLflow's documented limits).
+_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
+_MAX_PARAM_CHARS = 6000
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# The pyfunc contract: one request row per forecast wanted, the forecast frame back.
+PYFUNC_SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "start"), ColSpec("long", "horizon")]),
+    outputs=Schema([ColSpec("string", "artist_id"), ColSpec("datetime", "ds"), ColSpec("double", "plays")]),
+)
+
+
+def _retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call fn, retrying only SQLite's 'database is locked' (another writer holds the file)."""
+    for delay in (*_RETRY_DELAYS, None):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # MLflow wraps sqlalchemy's OperationalError in MlflowException
+            if delay is None or "database is locked" not in str(exc):
+                raise
+            log.warning("MLflow store is locked, retrying in %.2f s", delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Mute MLflow's INFO chatter and advisory UserWarnings (cloudpickle, type hints, git) for one call."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\.|$)")
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow(\.|$)")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _ymd(d: date) -> str:
+    return d.strftime("%Y%m%d")
+
+
+def _param_value(value: Any) -> str:
+    text = value.isoformat() if isinstance(value, date) else str(value)
+    return text[:_MAX_PARAM_CHARS]
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
+    """Serves a fitted non-Keras forecaster: rows of (start yyyy-mm-dd, horizon) in, forecast frame out."""
+
+    def __init__(self, forecaster: Forecaster) -> None:
+        self.forecaster = forecaster
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        missing = {"start", "horizon"} - set(model_input.columns)
+        if missing:
+            raise ValueError(f"model input lacks columns {sorted(missing)}; expected 'start' (yyyy-mm-dd) and 'horizon'")
+        frames = [
+            self.forecaster.predict(date.fromisoformat(str(row.start)[:10]), int(row.horizon))
+            for row in model_input.itertuples(index=False)
+        ]
+        return pl.concat(frames).to_pandas()
+
+
+class Tracker:
+    """All MLflow writes of one process go through here, so a SQLite store sees one writer."""
+
+    def __init__(self, uri: str | None = None, artifact_dir: Path | None = None, experiment: str = MLFLOW_EXPERIMENT) -> None:
+        paths = Paths.from_env() if uri is None or artifact_dir is None else None
+        self.uri = uri or paths.mlflow_uri
+        self.artifact_dir = Path(artifact_dir or paths.mlflow_artifacts).resolve()
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        with _quiet():  # a fresh SQLite store is migrated here: a few seconds of alembic INFO lines
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            self.experiment_id = self._experiment(experiment)
+            self._close_orphans()
+
+    def _close_orphans(self) -> None:
+        """Mark KILLED the RUNNING runs whose writer process on this host is gone.
+
+        A process killed between creating a run and closing it (SIGKILL, OOM) would otherwise
+        leave a run that shows as running in the MLflow UI for ever.
+        """
+        running = _retry(
+            self.client.search_runs, [self.experiment_id], filter_string="attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        orphans = [run.info.run_id for run in running if owner_gone(run.data.tags)]
+        for run_id in orphans:
+            _retry(self.client.set_terminated, run_id, "KILLED")
+        if orphans:
+            log.warning("marked %d MLflow run(s) KILLED: their process is gone: %s", len(orphans), ", ".join(orphans))
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id, creating it with our artifact root and in MLflow's model-training view
+        (an experiment made before that gets the tag now); a concurrent creator wins harmlessly."""
+        found = _retry(self.client.get_experiment_by_name, name)
+        if found is None:
+            try:
+                return _retry(self.client.create_experiment, name, artifact_location=self.artifact_dir.as_uri(),
+                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                found = _retry(self.client.get_experiment_by_name, name)
+        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            _retry(self.client.set_experiment_tag, found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return found.experiment_id
+
+    @contextlib.contextmanager
+    def _fluent(self) -> Iterator[None]:
+        """Point the global fluent API (log_model needs it) at this store, then restore the previous URI.
+
+        Only the tracking URI is touched: set_registry_uri() would pin an env var for good, and
+        registration goes through self.client anyway.
+        """
+        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            with _quiet():
+                yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+    def log_backtest(
+        self,
+        result: BacktestResult,
+        tags: dict[str, str] | None = None,
+        data_range: tuple[date, date] | None = None,
+        seed: int | None = None,
+        plot_png: Path | None = None,
+        coverage: Coverage | None = None,
+        plan: BacktestPlan | None = None,
+        started: float | None = None,
+    ) -> str:
+        """One finished run per model: params, f_norm per origin and mean, interval coverage, losses,
+        timings, plot, scores CSV and every origin's forecast (with its interval columns, if it has them).
+
+        `started` (epoch seconds, when the backtest began) makes the run span the work it records;
+        the description leads with f_norm, per origin, and the Dagster run that made it.
+        """
+        if not result.origins:
+            raise ValueError(f"backtest of {result.model} has no origins: nothing to log")
+        run_tags = {"model": result.model, **{k: str(v) for k, v in (tags or {}).items()}, **owner_tags()}
+        run_tags[DESCRIPTION_TAG] = describe_run(result, run_tags, coverage)
+        params: dict[str, Any] = dict(result.params)
+        if data_range is not None:
+            params["data_start"], params["data_end"] = data_range
+        params["seed"] = seed
+        params["origins"] = ",".join(_ymd(o.origin) for o in result.origins)
+        params["horizon"] = result.origins[0].forecast["ds"].n_unique()
+        if plan is not None:
+            params["train_days"], params["history_days"] = plan.train_days, plan.history_days
+
+        now = int(time.time() * 1000)
+        metrics = [Metric("f_norm", result.mean_f_norm, now, 0)]
+        for o in result.origins:
+            tag = _ymd(o.origin)
+            metrics += [
+                Metric(f"f_norm_{tag}", o.f_norm, now, 0),
+                Metric(f"fit_seconds_{tag}", o.fit_seconds, now, 0),
+                Metric(f"predict_seconds_{tag}", o.predict_seconds, now, 0),
+            ]
+            metrics += [Metric(f"loss_{tag}", float(v), now, epoch) for epoch, v in enumerate(o.losses)]
+        n = len(result.origins)
+        metrics += [
+            Metric("fit_seconds", sum(o.fit_seconds for o in result.origins) / n, now, 0),
+            Metric("predict_seconds", sum(o.predict_seconds for o in result.origins) / n, now, 0),
+        ]
+        if coverage is not None:
+            run_tags["coverage_method"] = coverage.method
+            metrics.append(Metric("coverage_80", coverage.overall, now, 0))
+            metrics += [Metric(f"coverage_80_{_ymd(o)}", v, now, 0) for o, v in coverage.per_origin.items()]
+        # `loss` is the newest origin's curve: the one closest to the production fit.
+        metrics += [Metric("loss", float(v), now, epoch) for epoch, v in enumerate(result.origins[-1].losses)]
+
+        run_id = self._finished_run(
+            result.model, run_tags, params, metrics, lambda run_id: self._log_result_files(run_id, result, plot_png),
+            started,
+        )
+        return run_id
+
+    def log_skipped(self, skipped: Skipped, plan: BacktestPlan, tags: dict[str, str] | None = None,
+                    started: float | None = None) -> str:
+        """A finished run for a model the plan could not score: tag status=skipped and the reason, no metrics."""
+        run_tags = {"model": skipped.model, "status": "skipped", "skip_reason": skipped.reason,
+                    **{k: str(v) for k, v in (tags or {}).items()}, **owner_tags()}
+        run_tags[DESCRIPTION_TAG] = f"**skipped**: {skipped.reason}\n\n{_provenance(run_tags)}"
+        params = {**skipped.params, "origins": ",".join(_ymd(o) for o in plan.origins), "train_days": plan.train_days,
+                  "history_days": plan.history_days, "skip_reason": skipped.reason}
+        return self._finished_run(skipped.model, run_tags, params, [], None, started)
+
+    def _finished_run(self, name: str, tags: dict[str, str], params: dict[str, Any], metrics: list[Metric],
+                      log_files: Callable[[str], None] | None, started: float | None = None) -> str:
+        """Create a run (starting at `started`, epoch seconds, else now), log params and metrics in
+        batches (and files), close it FINISHED (FAILED on error)."""
+        start_ms = int((time.time() if started is None else started) * 1000)
+        with _quiet():
+            run = _retry(self.client.create_run, self.experiment_id, start_time=start_ms, run_name=name, tags=tags)
+            run_id = run.info.run_id
+            try:
+                param_list = [Param(k, _param_value(v)) for k, v in params.items()]
+                for chunk in _chunks(param_list, _MAX_PARAMS):
+                    _retry(self.client.log_batch, run_id, params=chunk)
+                for chunk in _chunks(metrics, _MAX_METRICS):
+                    _retry(self.client.log_batch, run_id, metrics=chunk)
+                if log_files is not None:
+                    log_files(run_id)
+            except BaseException:
+                _retry(self.client.set_terminated, run_id, "FAILED")
+                raise
+            _retry(self.client.set_terminated, run_id, "FINISHED")
+        return run_id
+
+    def _log_result_files(self, run_id: str, result: BacktestResult, plot_png: Path | None) -> None:
+        """Per-artist scores and forecasts of every origin as CSVs, plus the plot if given."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for file, attr in (("artist_scores.csv", "scores"), ("forecasts.csv", "forecast")):
+                frames = [getattr(o, attr).with_columns(origin=pl.lit(o.origin)) for o in result.origins]
+                pl.concat(frames, how="diagonal").write_csv(Path(tmp) / file)
+            _retry(self.client.log_artifacts, run_id, tmp, "backtest")
+            if plot_png is not None:
+                shutil.copyfile(plot_png, Path(tmp) / PLOT_ARTIFACT)
+                _retry(self.client.log_artifact, run_id, str(Path(tmp) / PLOT_ARTIFACT))
+
+    def register_champion(self, run_id: str, model: Forecaster, history: pl.DataFrame, start: date, horizon: int) -> int:
+        """Log the fitted champion into its run, register it and point the `champion` alias at it.
+
+        Keras-backed models (a `keras_model` attribute) are logged with the keras flavour, their
+        signature inferred from `model.model_input(history)`. Everything else is pickled inside
+        `ForecasterPyfunc`, whose input is a frame of (start, horizon) rows: the request the
+        forecast asset itself made is the input example.
+        """
+        keras_model = getattr(model, "keras_model", None)
+        _retry(self.client.log_batch, run_id, tags=[RunTag(k, v) for k, v in owner_tags().items()])  # reopened here
+        with self._fluent():
+            with mlflow.start_run(run_id=run_id):
+                if keras_model is not None:
+                    info = _retry(self._log_keras, model, keras_model, history)
+                else:
+                    info = _retry(
+                        mlflow.pyfunc.log_model,
+                        name=MODEL_ARTIFACT,
+                        python_model=ForecasterPyfunc(model),
+                        signature=PYFUNC_SIGNATURE,
+                        input_example=pd.DataFrame({"start": [start.isoformat()], "horizon": [horizon]}),
+                        pip_requirements=_requirements("mlflow", "polars", "pandas", "numpy", "cloudpickle"),
+                    )
+            # The SQLite registry store resolves models:/<id> through a default MlflowClient(),
+            # i.e. the global tracking URI: register while it still points here.
+            try:
+                _retry(self.client.create_registered_model, REGISTERED_MODEL)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            mv = _retry(
+                self.client.create_model_version,
+                REGISTERED_MODEL,
+                source=info.model_uri,
+                run_id=run_id,
+                model_id=info.model_id,
+                tags={"model": model.name},
+            )
+            _retry(self.client.set_registered_model_alias, REGISTERED_MODEL, CHAMPION_ALIAS, str(mv.version))
+        return int(mv.version)
+
+    @staticmethod
+    def _log_keras(model: Forecaster, keras_model: Any, history: pl.DataFrame) -> Any:
+        import mlflow.keras  # imports TensorFlow: only paid when a Keras champion is logged
+
+        x = model.model_input(history)
+        y = keras_model.predict(x, verbose=0)
+        return mlflow.keras.log_model(
+            keras_model,
+            name=MODEL_ARTIFACT,
+            signature=infer_signature(x, y),
+            pip_requirements=_requirements("mlflow", "keras", "tensorflow-cpu", "numpy"),
+        )
+
+    def champion_run_id(self) -> str | None:
+        """The run that produced the current champion, or None if there is none yet."""
+        with _quiet():
+            try:
+                mv = _retry(self.client.get_model_version_by_alias, REGISTERED_MODEL, CHAMPION_ALIAS)
+            except MlflowException:
+                return None
+        return mv.run_id
+
+
+def run_page(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI served at `ui_url`, in the model-training view."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
+
+
+def runs_page(ui_url: str, experiment_id: str) -> str:
+    """The experiment's runs in the MLflow UI, model-training view, best f_norm first."""
+    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"
+            "&orderByKey=metrics.%60f_norm%60&orderByAsc=false")
+
+
+def describe_run(result: BacktestResult, tags: dict[str, str], coverage: Coverage | None) -> str:
+    """The run's description (markdown): f_norm first, then each origin's score and fit time, then provenance."""
+    lines = [f"**f_norm {result.mean_f_norm:.4f}** (mean over {len(result.origins)} origins; 1.0 = perfect)", "",
+             "| origin | f_norm | fit s |", "|---|---:|---:|"]
+    lines += [f"| {o.origin.isoformat()} | {o.f_norm:.4f} | {o.fit_seconds:.1f} |" for o in result.origins]
+    if coverage is not None:
+        lines += ["", f"80% interval coverage {coverage.overall:.0%}"]
+    return "\n".join([*lines, "", _provenance(tags)])
+
+
+def _provenance(tags: dict[str, str]) -> str:
+    """Which Dagster run and asset materialised this MLflow run, if it came from Dagster."""
+    if "dagster_run_id" not in tags:
+        return "Logged outside Dagster."
+    return f"Dagster run `{tags['dagster_run_id']}`, asset `{tags.get('dagster_asset', '?')}`."
+
+
+def _requirements(*packages: str) -> list[str]:
+    """Pinned requirements of the running env: explicit, so MLflow skips its slow subprocess inference."""
+    return [f"{name}=={pkg_version(name)}" for name in packages]
+
+
+# ---- serving and live monitoring (the daily path) ---------------------------------------------
+
+SERVED_MODEL_ARTIFACT = "serving/served_model.pkl"
+MONITORING_TAG = "musictrend/monitoring"
+
+
+def log_served_model(tracker: Tracker, run_id: str, served: Any) -> None:
+    """Store what the daily path serves (core.service.serving.ServedModel: the fitted champion, its calibration)
+    in the champion's run, before the run is registered, so every registered version has it."""
+    import cloudpickle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(SERVED_MODEL_ARTIFACT).name
+        path.write_bytes(cloudpickle.dumps(served))
+        _retry(tracker.client.log_artifact, run_id, str(path), str(Path(SERVED_MODEL_ARTIFACT).parent))
+
+
+class NoChampion(LookupError):
+    """No model version carries the champion alias (or it lacks what the daily path serves)."""
+
+
+def load_champion(tracker: Tracker) -> tuple[int, Any]:
+    """(version, served model) of `models:/<REGISTERED_MODEL>@champion`."""
+    import pickle
+
+    with _quiet():
+        try:
+            mv = _retry(tracker.client.get_model_version_by_alias, REGISTERED_MODEL, CHAMPION_ALIAS)
+        except MlflowException:
+            raise NoChampion(f"no model version of {REGISTERED_MODEL} has the alias {CHAMPION_ALIAS!r} in "
+                             f"{tracker.uri}: run the full path first (musictrend run --retrain)") from None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=SERVED_MODEL_ARTIFACT,
+                                                            dst_path=tmp, tracking_uri=tracker.uri)
+            except (MlflowException, OSError):
+                raise NoChampion(f"{REGISTERED_MODEL} version {mv.version} (run {mv.run_id}) has no "
+                                 f"{SERVED_MODEL_ARTIFACT}: retrain (musictrend run --retrain)") from None
+            served = pickle.loads(Path(local).read_bytes())
+    return int(mv.version), served
+
+
+def tag_model_version(tracker: Tracker, version: int, tags: dict[str, Any]) -> None:
+    """Tags on a registered version (shown on its page in the MLflow UI's Models tab)."""
+    for key, value in tags.items():
+        _retry(tracker.client.set_model_version_tag, REGISTERED_MODEL, str(version), key, str(value))
+
+
+def _monitoring_experiment(tracker: Tracker) -> str:
+    """The experiment of the live-monitoring runs, kept apart from the backtests' (one run per model there)."""
+    from musictrend_dagster.core.settings import MLFLOW_MONITORING_EXPERIMENT
+
+    found = _retry(tracker.client.get_experiment_by_name, MLFLOW_MONITORING_EXPERIMENT)
+    if found:
+        return found.experiment_id
+    try:
+        return _retry(tracker.client.create_experiment, MLFLOW_MONITORING_EXPERIMENT,
+                      artifact_location=tracker.artifact_dir.as_uri(),
+                      tags={"mlflow.experimentKind": "custom_model_development"})
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return _retry(tracker.client.get_experiment_by_name, MLFLOW_MONITORING_EXPERIMENT).experiment_id
+
+
+def log_live_scores(tracker: Tracker, version: int, model: str, scores: pl.DataFrame, live: dict[str, Any] | None) -> str | None:
+    """The live scores of one registered version, in its run `live <model> v<version>` of the experiment
+    `musictrend-monitoring` (None: nothing scored yet, nothing logged).
+
+    `scores`: the version's vintages (vintage, days_scored, f_norm): metric `f_norm_<yyyymmdd>` per
+    vintage, step = days scored, so its history shows the score as the days came in. `live`: the
+    version's live score (f_norm, scored_days, step = days since its training data ended, as_of, ...):
+    metric `live_f_norm` at `step`, timestamped with the newest actual day, and `live_*` tags on the
+    registered version. Only changed values are logged, so a rerun on the same data adds nothing.
+    The metrics are linked to the version's logged model.
+    """
+    scored = scores.drop_nulls("f_norm")
+    if scored.is_empty() and not (live and live.get("f_norm") is not None):
+        return None
+    mv = _retry(tracker.client.get_model_version, REGISTERED_MODEL, str(version))
+    with _quiet():
+        experiment_id = _monitoring_experiment(tracker)
+        found = _retry(tracker.client.search_runs, [experiment_id], max_results=1,
+                       filter_string=f"tags.model_version = '{version}'")
+        if found:
+            run_id, latest = found[0].info.run_id, found[0].data.metrics
+        else:
+            tags = {MONITORING_TAG: "live", "model": model, "model_version": str(version),
+                    "registered_model": REGISTERED_MODEL, "source_run_id": mv.run_id, **owner_tags()}
+            run = _retry(tracker.client.create_run, experiment_id, run_name=f"live {model} v{version}", tags=tags)
+            run_id, latest = run.info.run_id, {}
+            _retry(tracker.client.set_terminated, run_id, "FINISHED")
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"f_norm_{_ymd(row['vintage'])}", row["f_norm"], now, int(row["days_scored"]), model_id=mv.model_id)
+        for row in scored.iter_rows(named=True) if latest.get(f"f_norm_{_ymd(row['vintage'])}") != row["f_norm"]
+    ]
+    if live and live.get("f_norm") is not None:
+        if latest.get("live_f_norm") != live["f_norm"]:
+            stamp = int(time.mktime(live["as_of"].timetuple()) * 1000)
+            metrics.append(Metric("live_f_norm", live["f_norm"], stamp, int(live["step"]), model_id=mv.model_id))
+        tag_model_version(tracker, version, {f"live_{k}": v for k, v in live.items() if k != "step"})
+    for chunk in _chunks(metrics, _MAX_METRICS):
+        _retry(tracker.client.log_batch, run_id, metrics=chunk)
+    return run_id
