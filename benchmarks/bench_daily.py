@@ -13,6 +13,7 @@ path < 15 s wall on 2 cores, the second run under a fifth of the first).
 --epochs N caps the neural models' epochs in the full path (default: their real defaults), to
 measure the daily path quickly; the full path's time is then not the real one and is printed so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,11 @@ def runs(home: Path) -> list[tuple[str, float, list[tuple[str, float]]]]:
         found = []
         for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]), ascending=True):
             stats = instance.get_run_stats(record.dagster_run.run_id)
-            steps = [(s.step_key, s.end_time - s.start_time) for s in instance.get_run_step_stats(record.dagster_run.run_id)
-                     if s.end_time and s.start_time]
+            steps = [
+                (s.step_key, s.end_time - s.start_time)
+                for s in instance.get_run_step_stats(record.dagster_run.run_id)
+                if s.end_time and s.start_time
+            ]
             found.append((record.dagster_run.job_name, stats.end_time - stats.start_time, steps))
     return found
 
@@ -74,7 +78,9 @@ def runs(home: Path) -> list[tuple[str, float, list[tuple[str, float]]]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="a new or empty MUSICTREND_HOME (default: a temporary one)")
-    parser.add_argument("--epochs", type=int, default=0, help="cap the neural models' epochs in the full path (0 = real)")
+    parser.add_argument(
+        "--epochs", type=int, default=0, help="cap the neural models' epochs in the full path (0 = real)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="musictrend-bench-daily-") as tmp:
         home = Path(args.home or Path(tmp) / "home").resolve()
@@ -87,17 +93,26 @@ def main(argv: list[str] | None = None) -> int:
         daily, daily_out = musictrend(env, args.epochs, "run", "--home", str(home))
         again, _ = musictrend(env, args.epochs, "run", "--home", str(home))
         history = runs(home)
-    print(f"load average {os.getloadavg()[0]:.1f} at the end; {os.cpu_count()} cores; "
-          f"full-path epochs: {'real defaults' if not args.epochs else f'capped at {args.epochs} (not the real full path)'}")
+    print(
+        f"load average {os.getloadavg()[0]:.1f} at the end; {os.cpu_count()} cores; "
+        f"full-path epochs: {'real defaults' if not args.epochs else f'capped at {args.epochs} (not the real full path)'}"
+    )
     print(f"sample tianchi-s1 {sample:.1f} s")
     print("| run | job | command wall | command CPU (user + sys) | Dagster run (wall) |")
     print("|---|---|---:|---:|---:|")
-    cpu = dict(zip(("full", "daily", "again"), (CPU[1], CPU[3], CPU[4])))
-    for label, wall, key, (job, seconds, _) in zip(("first `musictrend run`", "second, after `sample --next-day`",
-                                                    "third, same data"), (full, daily, again), cpu, history):
+    cpu = dict(zip(("full", "daily", "again"), (CPU[1], CPU[3], CPU[4]), strict=False))
+    for label, wall, key, (job, seconds, _) in zip(
+        ("first `musictrend run`", "second, after `sample --next-day`", "third, same data"),
+        (full, daily, again),
+        cpu,
+        history,
+        strict=False,
+    ):
         print(f"| {label} | `{job}` | {wall:.1f} s | {cpu[key]:.1f} s | {seconds:.1f} s |")
-    print(f"\nsecond / first: {daily / full:.1%} wall, {cpu['daily'] / cpu['full']:.1%} CPU (target < 20%); "
-          f"daily path {daily:.1f} s wall, {cpu['daily']:.1f} s CPU (target < 15 s wall)")
+    print(
+        f"\nsecond / first: {daily / full:.1%} wall, {cpu['daily'] / cpu['full']:.1%} CPU (target < 20%); "
+        f"daily path {daily:.1f} s wall, {cpu['daily']:.1f} s CPU (target < 15 s wall)"
+    )
     print("\nsteps of the daily run (seconds):")
     for step, seconds in history[1][2]:
         print(f"  {step:<40} {seconds:6.2f}")

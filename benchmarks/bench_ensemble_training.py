@@ -7,6 +7,7 @@ tianchi-s1 fit (the newest origin: 123 days of history, windows 14 and 28, 3 see
 
     .venv/bin/python benchmarks/bench_ensemble_training.py [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             finals[name] = run()
             times[name].append(time.perf_counter() - t0)
     best = {k: min(v) for k, v in times.items()}
-    print(f"samples: {', '.join(str(len(x)) for x, _, _ in groups)} (windows 14, 28); 6 members x {model.epochs} epochs")
+    print(
+        f"samples: {', '.join(str(len(x)) for x, _, _ in groups)} (windows 14, 28); 6 members x {model.epochs} epochs"
+    )
     for name in times:
         print(f"{name:<11} best {best[name]:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in times[name])})")
     print(f"tensorflow / numpy: {best['tensorflow'] / best['numpy']:.2f}x")
-    gap = max(abs(a - b) for a, b in zip(finals["numpy"], finals["tensorflow"]))
+    gap = max(abs(a - b) for a, b in zip(finals["numpy"], finals["tensorflow"], strict=False))
     print(f"largest gap between the members' final losses: {gap:.2e}")
     return 0
 

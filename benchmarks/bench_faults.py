@@ -15,6 +15,7 @@ refresh_all` while they train; all must succeed and leave a consistent warehouse
 
     .venv/bin/python benchmarks/bench_faults.py [--n 10] [--rows 1000000] [--scenarios kill-and-rerun lake concurrent]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_concurrency import lock_errors, scheduled_run  # noqa: E402
-from test_faults import Run, Sandbox, digest, make_sandbox, read_only, submission_problems, warehouse_problems  # noqa: E402
+from test_concurrency import lock_errors, scheduled_run
+from test_faults import Run, Sandbox, digest, make_sandbox, read_only, submission_problems, warehouse_problems
 
 # (name, log line after which the step is running or next, step key, max random delay in s)
 KILLS = [
@@ -44,8 +45,11 @@ def step_state(box: Sandbox, step: str) -> str:
 
     with dg.DagsterInstance.from_config(str(box.paths.dagster_home)) as instance:
         run = instance.get_runs(limit=1)[0]
-        kinds = {e.dagster_event.event_type_value for e in instance.all_logs(run.run_id)
-                 if e.dagster_event and e.dagster_event.step_key == step}
+        kinds = {
+            e.dagster_event.event_type_value
+            for e in instance.all_logs(run.run_id)
+            if e.dagster_event and e.dagster_event.step_key == step
+        }
     if "STEP_START" not in kinds:
         return "before"
     return "after" if kinds & {"STEP_SUCCESS", "STEP_FAILURE"} else "inside"
@@ -122,8 +126,10 @@ def lake_round(root: Path, rows: int, rng: random.Random) -> tuple[bool, str, di
     drop.write_bytes(b"".join(lines[: len(lines) // 2]))
     # A replaced drop is published after the bulk file's progress line; a removal happens first thing
     # in the raw_user_actions step, right after raw_songs.
-    for what, new, change, line in (("replace", len(lines) // 2, None, "raw_user_actions - ingest:"),
-                                    ("remove", 0, drop.unlink, "raw_songs - mars_tianchi_songs.csv:")):
+    for what, new, change, line in (
+        ("replace", len(lines) // 2, None, "raw_user_actions - ingest:"),
+        ("remove", 0, drop.unlink, "raw_songs - mars_tianchi_songs.csv:"),
+    ):
         if change:
             change()
         kill_after(box, line, rng.uniform(0, 0.5), verb="ingest")
@@ -165,7 +171,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=10, help="rounds per scenario")
     parser.add_argument("--rows", type=int, default=1_000_000, help="synthetic action rows (bigger = longer ingest)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
-    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="which scenarios to run")
+    parser.add_argument(
+        "--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="which scenarios to run"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     rows = []
@@ -173,12 +181,23 @@ def main() -> int:
         for i in range(args.n if "kill-and-rerun" in args.scenarios else 0):
             started = time.perf_counter()
             ok, why, landed = kill_and_rerun_round(Path(tmp) / f"kill{i}", args.rows, rng)
-            rows.append(("kill-and-rerun", i, ok, ", ".join(f"{k}: {v}" for k, v in landed.items()), why, time.perf_counter() - started))
+            rows.append(
+                (
+                    "kill-and-rerun",
+                    i,
+                    ok,
+                    ", ".join(f"{k}: {v}" for k, v in landed.items()),
+                    why,
+                    time.perf_counter() - started,
+                )
+            )
             print(rows[-1], file=sys.stderr, flush=True)
         for i in range(args.n if "lake" in args.scenarios else 0):
             started = time.perf_counter()
             ok, why, landed = lake_round(Path(tmp) / f"lake{i}", args.rows, rng)
-            rows.append(("lake", i, ok, ", ".join(f"{k}: {v}" for k, v in landed.items()), why, time.perf_counter() - started))
+            rows.append(
+                ("lake", i, ok, ", ".join(f"{k}: {v}" for k, v in landed.items()), why, time.perf_counter() - started)
+            )
             print(rows[-1], file=sys.stderr, flush=True)
         for i in range(args.n if "concurrent" in args.scenarios else 0):
             started = time.perf_counter()

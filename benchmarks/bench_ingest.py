@@ -18,6 +18,7 @@ every run's wall time is printed (the spread is the noise). Peak RSS is the work
 (``benchmarks/memory.py``: VmHWM, not ``ru_maxrss``, which a child inherits from its parent). Ratios use the best run of
 each side; CPU seconds (user + system) are less sensitive to other load than wall time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory import peak_rss_mb  # noqa: E402
+from memory import peak_rss_mb
 
 MEMORY_LIMIT = "4GB"
 ARTIST_DAILY_DEPS = ("stg_songs", "stg_user_actions", "artist_day_actions", "artist_daily")
@@ -82,8 +83,10 @@ def worker_bare(raw_dir: Path) -> dict:
 
     con = _connect_bare(":memory:")
     t0, cpu0 = time.perf_counter(), _cpu_s()
-    con.execute(GROUP_BY_SQL.format(actions=ACTIONS_CSV, songs=SONGS_CSV),
-                {"actions": str(raw_dir / f"{ACTIONS_PREFIX}.csv"), "songs": str(raw_dir / SONGS_FILE)})
+    con.execute(
+        GROUP_BY_SQL.format(actions=ACTIONS_CSV, songs=SONGS_CSV),
+        {"actions": str(raw_dir / f"{ACTIONS_PREFIX}.csv"), "songs": str(raw_dir / SONGS_FILE)},
+    )
     return {"seconds": time.perf_counter() - t0, **_usage(cpu0)}
 
 
@@ -93,7 +96,9 @@ def worker_bare_persist(raw_dir: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as tmp:
         con = _connect_bare(str(Path(tmp) / "bare.duckdb"))
         t0, cpu0 = time.perf_counter(), _cpu_s()
-        con.execute(f"CREATE TABLE actions AS SELECT * FROM {ACTIONS_CSV}", {"actions": str(raw_dir / f"{ACTIONS_PREFIX}.csv")})
+        con.execute(
+            f"CREATE TABLE actions AS SELECT * FROM {ACTIONS_CSV}", {"actions": str(raw_dir / f"{ACTIONS_PREFIX}.csv")}
+        )
         con.execute(f"CREATE TABLE songs AS SELECT * FROM {SONGS_CSV}", {"songs": str(raw_dir / SONGS_FILE)})
         t_load = time.perf_counter() - t0
         con.execute(GROUP_BY_SQL.format(actions="actions", songs="songs"))
@@ -103,9 +108,7 @@ def worker_bare_persist(raw_dir: Path) -> dict:
 
 
 def worker_project(raw_dir: Path) -> dict:
-    from musictrend_dagster.core.data import ingest
-    from musictrend_dagster.core.data import sql_models
-    from musictrend_dagster.core.data import warehouse
+    from musictrend_dagster.core.data import ingest, sql_models, warehouse
     from musictrend_dagster.core.sample import write_next_day
 
     models = sql_models.topo_order(sql_models.load_models())
@@ -136,13 +139,22 @@ def worker_project(raw_dir: Path) -> dict:
     assert built["artist_day_actions"].mode == "incremental", built
     rows = sum(r.lines_read for r in reports[1:])
     quarantined = sum(r.quarantined for r in reports)
-    return {"seconds": seconds, "ingest_s": t_ingest, "rows": rows, "quarantined": quarantined, **usage,
-            "full_load_s": full_s, "drop_s": drop_s, "drop_rows": drop_report.lines_read}
+    return {
+        "seconds": seconds,
+        "ingest_s": t_ingest,
+        "rows": rows,
+        "quarantined": quarantined,
+        **usage,
+        "full_load_s": full_s,
+        "drop_s": drop_s,
+        "drop_rows": drop_report.lines_read,
+    }
 
 
 def _run_worker(side: str, raw_dir: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", side, "--raw", str(raw_dir)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", side, "--raw", str(raw_dir)], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -152,15 +164,19 @@ def _interleaved(raw_dir: Path, repeat: int) -> dict[str, dict]:
     for _ in range(repeat):
         for side in SIDES:
             runs[side].append(_run_worker(side, raw_dir))
-    return {side: min(rs, key=lambda r: r["seconds"]) | {
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
-        "all_s": [round(r["seconds"], 2) for r in rs]} for side, rs in runs.items()}
+    return {
+        side: min(rs, key=lambda r: r["seconds"])
+        | {"peak_rss_mb": max(r["peak_rss_mb"] for r in rs), "all_s": [round(r["seconds"], 2) for r in rs]}
+        for side, rs in runs.items()
+    }
 
 
 def _drop_line(label: str, proj: dict) -> str:
     share = proj["drop_s"] / proj["full_load_s"]
-    return (f"| {label} | {proj['drop_rows']:,} | {proj['full_load_s']:.2f} | {proj['drop_s']:.2f} | {share:.1%} | "
-            f"{'met' if share < 0.05 else 'NOT met'} |")
+    return (
+        f"| {label} | {proj['drop_rows']:,} | {proj['full_load_s']:.2f} | {proj['drop_s']:.2f} | {share:.1%} | "
+        f"{'met' if share < 0.05 else 'NOT met'} |"
+    )
 
 
 def _dataset(data_dir: Path, name: str, rows: int | None) -> Path:
@@ -207,10 +223,12 @@ def main(argv: list[str] | None = None) -> None:
     import duckdb
 
     print(f"machine: {os.cpu_count()} cores, python {platform.python_version()}, duckdb {duckdb.__version__}")
-    lines = ["| data | rows | bare DuckDB s | bare + persist s | project s (ingest + artist_daily) | ratio vs bare | "
-             "ratio vs bare + persist | bare rows/s | project rows/s | bare / project peak RSS MB | "
-             "bare / project CPU s | all runs s (bare; persist; project) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| data | rows | bare DuckDB s | bare + persist s | project s (ingest + artist_daily) | ratio vs bare | "
+        "ratio vs bare + persist | bare rows/s | project rows/s | bare / project peak RSS MB | "
+        "bare / project CPU s | all runs s (bare; persist; project) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     drop_lines = []
     for label, raw_dir, repeat in datasets:
         best = _interleaved(raw_dir, repeat)
@@ -222,10 +240,13 @@ def main(argv: list[str] | None = None) -> None:
             f"(ingest {proj['ingest_s']:.2f}) | {proj['seconds'] / bare['seconds']:.2f}x | "
             f"{proj['seconds'] / persist['seconds']:.2f}x | {proj['rows'] / bare['seconds']:,.0f} | "
             f"{proj['rows'] / proj['seconds']:,.0f} | {bare['peak_rss_mb']:,.0f} / {proj['peak_rss_mb']:,.0f} | "
-            f"{bare['cpu_s']:.1f} / {proj['cpu_s']:.1f} | {bare['all_s']}; {persist['all_s']}; {proj['all_s']} |")
+            f"{bare['cpu_s']:.1f} / {proj['cpu_s']:.1f} | {bare['all_s']}; {persist['all_s']}; {proj['all_s']} |"
+        )
     print("\n".join(lines))
-    print("\n| data | drop rows | full load s (ingest + every SQL model) | one-day drop s (ingest + every SQL model) "
-          "| drop / full | target < 5% |\n|---|---:|---:|---:|---:|---|")
+    print(
+        "\n| data | drop rows | full load s (ingest + every SQL model) | one-day drop s (ingest + every SQL model) "
+        "| drop / full | target < 5% |\n|---|---:|---:|---:|---:|---|"
+    )
     print("\n".join(drop_lines))
     if tmp is not None:
         tmp.cleanup()

@@ -11,6 +11,7 @@ With --e2e, also the wall time of `musictrend sample` + `musictrend run` on a fr
     .venv/bin/python benchmarks/bench_models.py [--models median14,global_ensemble] [--no-peers]
         [--sets reported,rolling6,synthetic,bounds] [--e2e]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,13 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.forecast.backtest import BacktestResult, OriginResult, backtest, plan_backtest, rolling_origins
+from musictrend_dagster.core.forecast.backtest import (
+    BacktestResult,
+    OriginResult,
+    backtest,
+    plan_backtest,
+    rolling_origins,
+)
 from musictrend_dagster.core.forecast.intervals import coverage
 from musictrend_dagster.core.forecast.metric import artist_scores, f_norm
 from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA, FitInfo
@@ -70,7 +77,9 @@ class Peer:
         out = StatsForecast(models=[model], freq="1d", n_jobs=1).forecast(df=self._frame, h=offset + horizon)
         value = pl.col(out.columns[-1]).fill_nan(0.0).fill_null(0.0)
         return (
-            out.select(artist_id="unique_id", ds=pl.col("ds").cast(pl.Date), plays=value.exp() - 1 if self.log1p else value)
+            out.select(
+                artist_id="unique_id", ds=pl.col("ds").cast(pl.Date), plays=value.exp() - 1 if self.log1p else value
+            )
             .filter(pl.col("ds") >= start)
             .with_columns(pl.col("plays").clip(lower_bound=0.0))
             .cast(FORECAST_SCHEMA)
@@ -83,7 +92,9 @@ def peers() -> dict[str, partial]:
     return {
         "AutoETS (peer)": partial(Peer, "AutoETS (peer)", partial(AutoETS, season_length=7)),
         "AutoTheta (peer)": partial(Peer, "AutoTheta (peer)", partial(AutoTheta, season_length=7)),
-        "WindowAverage14 log1p (peer)": partial(Peer, "WindowAverage14 log1p (peer)", partial(WindowAverage, window_size=14), log1p=True),
+        "WindowAverage14 log1p (peer)": partial(
+            Peer, "WindowAverage14 log1p (peer)", partial(WindowAverage, window_size=14), log1p=True
+        ),
     }
 
 
@@ -107,13 +118,19 @@ def synthetic_history(shape: tuple[int, int, int, int], tmp: Path) -> tuple[pl.D
     ).pl()
     calendar = pl.DataFrame({"ds": pl.date_range(daily["ds"].min(), daily["ds"].max(), eager=True)})
     dense = (
-        daily.select("artist_id").unique().join(calendar, how="cross")
-        .join(daily, on=["artist_id", "ds"], how="left").fill_null(0).sort("artist_id", "ds")
+        daily.select("artist_id")
+        .unique()
+        .join(calendar, how="cross")
+        .join(daily, on=["artist_id", "ds"], how="left")
+        .fill_null(0)
+        .sort("artist_id", "ds")
     )
     return dense, songs
 
 
-def run_set(factories: dict, history: pl.DataFrame, songs: pl.DataFrame, origins, window: int, label: str) -> list[BacktestResult]:
+def run_set(
+    factories: dict, history: pl.DataFrame, songs: pl.DataFrame, origins, window: int, label: str
+) -> list[BacktestResult]:
     results = []
     for name, factory in factories.items():
         started = time.perf_counter()
@@ -147,7 +164,7 @@ def beats_median14(results: list[BacktestResult]) -> str:
     base = [o.f_norm for o in by["median14"].origins]
     lines = []
     for r in sorted(results, key=lambda r: -r.mean_f_norm):
-        wins = sum(o.f_norm >= b for o, b in zip(r.origins, base))
+        wins = sum(o.f_norm >= b for o, b in zip(r.origins, base, strict=False))
         lines.append(f"{r.model}: >= median14 on {wins}/{len(base)} origins")
     return "\n".join(lines)
 
@@ -217,7 +234,9 @@ def end_to_end() -> str:
     cli = Path(sys.executable).with_name("musictrend")
     if not cli.exists():
         raise SystemExit(f"{cli} not found: install the project (pip install -e .) first")
-    env = {k: v for k, v in os.environ.items() if k not in {"MLFLOW_TRACKING_URI", "DAGSTER_HOME", "MUSICTREND_RAW_DIR"}}
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"MLFLOW_TRACKING_URI", "DAGSTER_HOME", "MUSICTREND_RAW_DIR"}
+    }
     with tempfile.TemporaryDirectory(prefix="musictrend-bench-") as tmp:
         home = Path(tmp) / "home"
         env["MUSICTREND_HOME"] = str(home)
@@ -242,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}")
     parser.add_argument("--no-peers", action="store_true", help="skip the statsforecast peers")
     parser.add_argument(
-        "--sets", default="reported,rolling6,synthetic,bounds", help="which tables: reported, rolling6, synthetic, bounds"
+        "--sets",
+        default="reported,rolling6,synthetic,bounds",
+        help="which tables: reported, rolling6, synthetic, bounds",
     )
     parser.add_argument("--e2e", action="store_true", help="also time `musictrend sample` + `musictrend run`")
     args = parser.parse_args(argv)

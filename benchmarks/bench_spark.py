@@ -11,6 +11,7 @@ before the session stops. The cluster is the one the tests use
 (``core.data.engines.cluster.LocalCluster``: the pyspark distribution's master and workers on
 127.0.0.1); its daemons' own RSS is reported too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory import peak_rss_mb  # noqa: E402
+from memory import peak_rss_mb
 
 MEMORY_LIMIT = "4GB"
 SIDES = ("duckdb", "spark_local2", "spark_standalone")
@@ -53,8 +54,15 @@ def _java_peaks(roots: list[int]) -> dict[str, float]:
                 continue
             if "java" not in cmd:
                 continue
-            role = ("executor" if "CoarseGrainedExecutorBackend" in cmd else "master" if "deploy.master.Master" in cmd
-                    else "worker daemon" if "deploy.worker.Worker" in cmd else "driver JVM")
+            role = (
+                "executor"
+                if "CoarseGrainedExecutorBackend" in cmd
+                else "master"
+                if "deploy.master.Master" in cmd
+                else "worker daemon"
+                if "deploy.worker.Worker" in cmd
+                else "driver JVM"
+            )
             peak = _vmhwm_mb(p.pid)
             if peak is not None:
                 found[f"{role} {p.pid}"] = round(peak, 1)
@@ -64,11 +72,7 @@ def _java_peaks(roots: list[int]) -> dict[str, float]:
 def worker(side: str, raw_dir: Path, master: str, daemons: list[int]) -> dict:
     import psutil
 
-    from musictrend_dagster.core.data import ingest
-
-    from musictrend_dagster.core.data import sql_models
-
-    from musictrend_dagster.core.data import warehouse
+    from musictrend_dagster.core.data import ingest, sql_models, warehouse
 
     engine, cores = None, os.cpu_count() or 1
     if side != "duckdb":
@@ -104,16 +108,40 @@ def worker(side: str, raw_dir: Path, master: str, daemons: list[int]) -> dict:
     if engine is not None:
         peaks.update(_java_peaks([os.getpid(), *daemons]))
         session.stop()
-    return {"side": side, "seconds": seconds, "ingest_s": t_ingest, "rows": rows, "cores": cores,
-            "rows_per_s_per_core": rows / seconds / cores, "artist_daily": list(daily),
-            "models": {m: b.rows for m, b in built.items()}, "peak_rss_mb": peaks, "load": os.getloadavg(),
-            "cpu_count": psutil.cpu_count()}
+    return {
+        "side": side,
+        "seconds": seconds,
+        "ingest_s": t_ingest,
+        "rows": rows,
+        "cores": cores,
+        "rows_per_s_per_core": rows / seconds / cores,
+        "artist_daily": list(daily),
+        "models": {m: b.rows for m, b in built.items()},
+        "peak_rss_mb": peaks,
+        "load": os.getloadavg(),
+        "cpu_count": psutil.cpu_count(),
+    }
 
 
 def _run(side: str, raw: Path, master: str = "", daemons: list[int] = (), env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", side, "--raw", str(raw), "--master", master,
-                          "--daemons", ",".join(map(str, daemons))],
-                         check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            side,
+            "--raw",
+            str(raw),
+            "--master",
+            master,
+            "--daemons",
+            ",".join(map(str, daemons)),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -154,14 +182,18 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
 
     same = {json.dumps([r["artist_daily"], r["models"]]) for r in results}
-    print(f"\n{args.rows:,} synthetic rows, {os.cpu_count()} cores; every side's artist_daily "
-          f"{'identical (rows, total plays, model row counts)' if len(same) == 1 else 'DIFFERS'}\n")
+    print(
+        f"\n{args.rows:,} synthetic rows, {os.cpu_count()} cores; every side's artist_daily "
+        f"{'identical (rows, total plays, model row counts)' if len(same) == 1 else 'DIFFERS'}\n"
+    )
     print("| side | wall s | of which ingest s | rows/s per core | peak RSS per process (MB) |")
     print("|---|---|---|---|---|")
     for r in results:
         peaks = ", ".join(f"{k}: {v:,.0f}" for k, v in r["peak_rss_mb"].items())
-        print(f"| {r['side']} ({r['cores']} cores) | {r['seconds']:.1f} | {r['ingest_s']:.1f} | "
-              f"{r['rows_per_s_per_core']:,.0f} | {peaks} |")
+        print(
+            f"| {r['side']} ({r['cores']} cores) | {r['seconds']:.1f} | {r['ingest_s']:.1f} | "
+            f"{r['rows_per_s_per_core']:,.0f} | {peaks} |"
+        )
     base = results[0]["seconds"]
     for r in results[1:]:
         print(f"{r['side']}: {r['seconds'] / base:.1f}x the wall time of {results[0]['side']}")

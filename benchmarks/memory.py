@@ -5,6 +5,7 @@ high-water mark survives fork + exec, so a worker started by a 1 GB parent repor
 1 GB whatever it used. ``VmHWM`` in ``/proc/self/status`` belongs to the address space,
 which exec replaces, so it is the worker's own peak. Read it at the end of the worker.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

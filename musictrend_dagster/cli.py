@@ -1,4 +1,5 @@
 """`musictrend`: make sample data, run the whole graph through Dagster, print where things are."""
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,12 @@ def _reap_dead_runs(instance) -> list[str]:
     import dagster as dg
 
     reaped = []
-    records = instance.get_run_records(dg.RunsFilter(
-        statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
-        tags={HOST_TAG: socket.gethostname()},
-    ))
+    records = instance.get_run_records(
+        dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+            tags={HOST_TAG: socket.gethostname()},
+        )
+    )
     for record in records:
         run = record.dagster_run
         if owner_gone(run.tags):
@@ -73,13 +76,23 @@ def _start(paths: Paths, verb: str) -> int | None:
     try:
         list_raw_dir(paths.raw_dir)
     except IngestError as exc:
-        print(f"musictrend {verb}: {exc}\n  (make sample data with: musictrend sample --source tianchi-s1 --out {paths.raw_dir})", file=sys.stderr)
+        print(
+            f"musictrend {verb}: {exc}\n  (make sample data with: musictrend sample --source tianchi-s1 --out {paths.raw_dir})",
+            file=sys.stderr,
+        )
         return 2
     return None
 
 
-def _execute(paths: Paths, verb: str, groups: tuple[str, ...] = (), run_config: dict | None = None,
-             job_name: str = "refresh_all", tags: dict[str, str] | None = None, instance=None):
+def _execute(
+    paths: Paths,
+    verb: str,
+    groups: tuple[str, ...] = (),
+    run_config: dict | None = None,
+    job_name: str = "refresh_all",
+    tags: dict[str, str] | None = None,
+    instance=None,
+):
     """Run a job (or the asset groups given) in the project's Dagster instance: (result or None on failure, seconds)."""
     import dagster as dg
 
@@ -109,7 +122,10 @@ def _execute(paths: Paths, verb: str, groups: tuple[str, ...] = (), run_config: 
                 print(f"  step {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr)
             elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
                 evaluation = event.event_specific_data
-                print(f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: {evaluation.metadata}", file=sys.stderr)
+                print(
+                    f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: {evaluation.metadata}",
+                    file=sys.stderr,
+                )
         return None, elapsed
     return result, elapsed
 
@@ -125,7 +141,10 @@ def _instance(paths: Paths, verb: str):
 
     with dg.DagsterInstance.get() as instance:
         for run_id in _reap_dead_runs(instance):
-            print(f"musictrend {verb}: marked run {run_id} failed (its process is gone) and freed its pool slots", file=sys.stderr)
+            print(
+                f"musictrend {verb}: marked run {run_id} failed (its process is gone) and freed its pool slots",
+                file=sys.stderr,
+            )
         yield instance
 
 
@@ -144,15 +163,25 @@ def _run(args: argparse.Namespace) -> int:
         if args.retrain or state.selection is None:
             reasons = ["requested: musictrend run --retrain"] if args.retrain else due_reasons(state)
         else:
-            result, elapsed = _execute(paths, "run", job_name="daily_forecast", instance=instance,
-                                       tags={PATH_TAG: "daily", TRIGGER_TAG: "cli", REASON_TAG: "musictrend run"})
+            result, elapsed = _execute(
+                paths,
+                "run",
+                job_name="daily_forecast",
+                instance=instance,
+                tags={PATH_TAG: "daily", TRIGGER_TAG: "cli", REASON_TAG: "musictrend run"},
+            )
             if result is None:
                 return 1
             runs.append(("daily path", result, elapsed))
             reasons = due_reasons(service_state(instance))
         if reasons:
-            result, elapsed = _execute(paths, "run", job_name="refresh_all", instance=instance,
-                                       tags={PATH_TAG: "retrain", TRIGGER_TAG: "cli", REASON_TAG: "; ".join(reasons)})
+            result, elapsed = _execute(
+                paths,
+                "run",
+                job_name="refresh_all",
+                instance=instance,
+                tags={PATH_TAG: "retrain", TRIGGER_TAG: "cli", REASON_TAG: "; ".join(reasons)},
+            )
             if result is None:
                 return 1
             runs.append(("full path", result, elapsed))
@@ -167,9 +196,11 @@ def _not_due(state) -> str:
     selection = state.selection
     every = retrain_every_days()
     cadence = f"{(state.data_through - selection.data_through).days} of {every} days" if every else "cadence off"
-    return (f"not due: v{selection.model_version} selected on data through {selection.data_through} "
-            f"({selection.history_days} days); {cadence} of new data, history +"
-            f"{state.history_days / selection.history_days - 1:.0%} of +30%, live score not degraded")
+    return (
+        f"not due: v{selection.model_version} selected on data through {selection.data_through} "
+        f"({selection.history_days} days); {cadence} of new data, history +"
+        f"{state.history_days / selection.history_days - 1:.0%} of +30%, live score not degraded"
+    )
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -192,11 +223,12 @@ def _ingest(args: argparse.Namespace) -> int:
     print(f"musictrend ingest succeeded in {elapsed:.0f}s (Dagster run {result.run_id})")
     print(f"  {'file':<46} {'status':<10} {'lines':>12} {'loaded':>12} {'quarantined':>12} {'removed':>10}")
     for r in reports:
-        print(f"  {r['file']:<46} {r['status']:<10} {r['lines_read']:>12,} {r['loaded']:>12,} {r['quarantined']:>12,} {r['removed']:>10,}")
+        print(
+            f"  {r['file']:<46} {r['status']:<10} {r['lines_read']:>12,} {r['loaded']:>12,} {r['quarantined']:>12,} {r['removed']:>10,}"
+        )
     print(f"  lake              {paths.lake}")
     print(f"  warehouse         {paths.warehouse}")
     return 0
-
 
 
 def _metadata(runs: list) -> dict[str, dict]:
@@ -205,14 +237,16 @@ def _metadata(runs: list) -> dict[str, dict]:
     for _, result, _ in runs:
         for event in result.get_asset_materialization_events():
             materialization = event.event_specific_data.materialization
-            found[materialization.asset_key.to_user_string()] = {k: v.value for k, v in materialization.metadata.items()}
+            found[materialization.asset_key.to_user_string()] = {
+                k: v.value for k, v in materialization.metadata.items()
+            }
     return found
 
 
 def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | None) -> None:
     """What the runs did: the full path's backtests and champion, the vintage, monitoring, retraining."""
-    from musictrend_dagster.defs.resources import default_resources
     from musictrend_dagster.core.settings import mlflow_ui_url
+    from musictrend_dagster.defs.resources import default_resources
 
     meta = _metadata(runs)
     with default_resources(paths)["warehouse"].connect() as con:  # waits for any other run's connection
@@ -226,11 +260,15 @@ def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | 
         print(f"  retrained         {'; '.join(reasons)}")
         _print_backtests(paths)
         champion = meta["registered_champion"]
-        print(f"  registered        {champion['champion']} as musictrend-forecaster v{champion['model_version']} "
-              f"(previous: {champion['previous_champion']})")
+        print(
+            f"  registered        {champion['champion']} as musictrend-forecaster v{champion['model_version']} "
+            f"(previous: {champion['previous_champion']})"
+        )
     vintage = meta["forecast"]
-    print(f"  vintage           {vintage['vintage']}: {vintage['horizon']} days x {vintage['dagster/row_count'] // vintage['horizon']} "
-          f"artists by {vintage['champion']} v{vintage['model_version']}, from the data through {vintage['data_through']}")
+    print(
+        f"  vintage           {vintage['vintage']}: {vintage['horizon']} days x {vintage['dagster/row_count'] // vintage['horizon']} "
+        f"artists by {vintage['champion']} v{vintage['model_version']}, from the data through {vintage['data_through']}"
+    )
     print(f"  refit             {vintage['refit']}")
     monitoring = meta.get("forecast_monitoring", {})
     if "verdict" in monitoring:
@@ -248,9 +286,8 @@ def _print_backtests(paths: Paths) -> None:
     """The backtest plan and the leaderboard of the last retrain."""
     import polars as pl
 
+    from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, backtest_plan
     from musictrend_dagster.core.service.store import leaderboard, load_history, standings
-    from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES
-    from musictrend_dagster.core.forecast.models.registry import backtest_plan
     from musictrend_dagster.defs.resources import default_resources
 
     with default_resources(paths)["warehouse"].connect() as con:
@@ -280,8 +317,10 @@ def _replay(args: argparse.Namespace) -> int:
     source = Paths.from_env(raw_dir=args.raw_dir).raw_dir
     home = Path(args.home).expanduser().resolve() if args.home else Paths.from_env().home / "replay"
     if home.exists() and any(home.iterdir()):
-        print(f"musictrend replay: {home} is not empty: a replay starts from a new home (remove it or pass --home)",
-              file=sys.stderr)
+        print(
+            f"musictrend replay: {home} is not empty: a replay starts from a new home (remove it or pass --home)",
+            file=sys.stderr,
+        )
         return 2
     paths = _point_environment(str(home), str(home / "raw"))
     check_environment()
@@ -296,19 +335,33 @@ def _replay(args: argparse.Namespace) -> int:
     from musictrend_dagster.definitions import defs
     from musictrend_dagster.defs.automation import new_drop_file_sensor, retrain_sensor
     from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
-    print(f"musictrend replay: {source} without its last {len(drops)} days -> {paths.raw_dir}; "
-          f"{drops[0].name}..{drops[-1].name} held back in {drops[0].parent}")
+
+    print(
+        f"musictrend replay: {source} without its last {len(drops)} days -> {paths.raw_dir}; "
+        f"{drops[0].name}..{drops[-1].name} held back in {drops[0].parent}"
+    )
     started = time.perf_counter()
     with _instance(paths, "replay") as instance:
-        result, elapsed = _execute(paths, "replay", job_name="refresh_all", instance=instance, tags={
-            PATH_TAG: "retrain", TRIGGER_TAG: "replay", REASON_TAG: "replay: the full path on the days before the held-back ones"})
+        result, elapsed = _execute(
+            paths,
+            "replay",
+            job_name="refresh_all",
+            instance=instance,
+            tags={
+                PATH_TAG: "retrain",
+                TRIGGER_TAG: "replay",
+                REASON_TAG: "replay: the full path on the days before the held-back ones",
+            },
+        )
         if result is None:
             return 1
         print(f"replay: full path on the history in {elapsed:.0f}s")
         cursor, resources = None, defs.get_repository_def().get_top_level_resources()
         for k, drop in enumerate(drops, 1):
             drop.rename(paths.raw_dir / drop.name)
-            sensed = new_drop_file_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+            sensed = new_drop_file_sensor(
+                dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+            )
             cursor = sensed.cursor
             for request in sensed.run_requests:
                 line = _replay_request(paths, instance, request, request.job_name)
@@ -322,7 +375,9 @@ def _replay(args: argparse.Namespace) -> int:
                     return 1
                 print(f"replay {k}/{len(drops)} retrained ({retrain.tags[REASON_TAG]}): {line}")
     plot = _write_monitoring_plot(paths)
-    print(f"\nmusictrend replay succeeded in {time.perf_counter() - started:.0f}s: {len(drops)} days replayed in {home}")
+    print(
+        f"\nmusictrend replay succeeded in {time.perf_counter() - started:.0f}s: {len(drops)} days replayed in {home}"
+    )
     print(f"  monitoring plot   {plot}")
     print(f"  Dagster UI        musictrend ui --home {home}")
     print(f"  MLflow UI         musictrend mlflow-ui --home {home}")
@@ -331,21 +386,24 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _replay_request(paths: Paths, instance, request, job_name: str) -> str | None:
     """Run what a sensor asked for, as the daemon would; one line on what came out (None on failure)."""
-    result, elapsed = _execute(paths, "replay", job_name=job_name, instance=instance, tags=dict(request.tags),
-                               run_config=request.run_config)
+    result, elapsed = _execute(
+        paths, "replay", job_name=job_name, instance=instance, tags=dict(request.tags), run_config=request.run_config
+    )
     if result is None:
         return None
     meta = _metadata([(None, result, elapsed)])
     vintage, monitoring = meta["forecast"], meta.get("forecast_monitoring", {})
-    return (f"{job_name} {elapsed:.0f}s, vintage {vintage['vintage']} by {vintage['champion']} v{vintage['model_version']}; "
-            f"{monitoring.get('verdict', '')}")
+    return (
+        f"{job_name} {elapsed:.0f}s, vintage {vintage['vintage']} by {vintage['champion']} v{vintage['model_version']}; "
+        f"{monitoring.get('verdict', '')}"
+    )
 
 
 def _write_monitoring_plot(paths: Paths) -> Path:
     """The monitoring chart of the whole replay as a PNG next to the submission."""
     from musictrend_dagster.core.service import plots
-    from musictrend_dagster.core.service.store import load_live_history, load_selections, query
     from musictrend_dagster.core.service.monitoring import TOLERANCE
+    from musictrend_dagster.core.service.store import load_live_history, load_selections, query
     from musictrend_dagster.defs.resources import default_resources
 
     with default_resources(paths)["warehouse"].connect() as con:
@@ -381,14 +439,30 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
     served = f"{configured.scheme}://{host}:{port}"
     print(f"MLflow UI on {served} (store {paths.mlflow_uri})", flush=True)
     if served != mlflow_ui_url():
-        print(f"note: Dagster's links to MLflow follow {MLFLOW_UI_URL_VAR}={mlflow_ui_url()}; to make them point "
-              f"here, start `musictrend ui` / `musictrend run` with\n  export {MLFLOW_UI_URL_VAR}={served}",
-              file=sys.stderr, flush=True)
+        print(
+            f"note: Dagster's links to MLflow follow {MLFLOW_UI_URL_VAR}={mlflow_ui_url()}; to make them point "
+            f"here, start `musictrend ui` / `musictrend run` with\n  export {MLFLOW_UI_URL_VAR}={served}",
+            file=sys.stderr,
+            flush=True,
+        )
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     # One worker and no job runner: the MLflow UI is for one person on a 2-core machine.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    os.execv(mlflow, [mlflow, "server", "--backend-store-uri", paths.mlflow_uri, "--host", host,
-                      "--port", str(port), "--workers", "1"])
+    os.execv(
+        mlflow,
+        [
+            mlflow,
+            "server",
+            "--backend-store-uri",
+            paths.mlflow_uri,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,22 +479,36 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--next-day", action="store_true", help="append the next day's drop file to --out")
     sample.set_defaults(func=_sample)
 
-    run = sub.add_parser("run", help="the daily path (a new forecast vintage from the registered champion), or the "
-                                     "full path (retraining) when none is registered, when due or with --retrain")
+    run = sub.add_parser(
+        "run",
+        help="the daily path (a new forecast vintage from the registered champion), or the "
+        "full path (retraining) when none is registered, when due or with --retrain",
+    )
     run.add_argument("--home", help="state folder (default $MUSICTREND_HOME or ./.musictrend)")
     run.add_argument("--raw-dir", help="raw CSV folder (default $MUSICTREND_RAW_DIR or HOME/raw)")
-    run.add_argument("--retrain", action="store_true", help="re-choose the champion now (backtests, selection, registration)")
+    run.add_argument(
+        "--retrain", action="store_true", help="re-choose the champion now (backtests, selection, registration)"
+    )
     run.set_defaults(func=_run)
 
-    ingest = sub.add_parser("ingest", help="bring the Parquet lake and the SQL models up to date with the raw folder (no models)")
+    ingest = sub.add_parser(
+        "ingest", help="bring the Parquet lake and the SQL models up to date with the raw folder (no models)"
+    )
     ingest.add_argument("--home", help="state folder (default $MUSICTREND_HOME or ./.musictrend)")
     ingest.add_argument("--raw-dir", help="raw CSV folder (default $MUSICTREND_RAW_DIR or HOME/raw)")
-    ingest.add_argument("--full-refresh", action="store_true", help="re-validate every raw file and rebuild every SQL model")
+    ingest.add_argument(
+        "--full-refresh", action="store_true", help="re-validate every raw file and rebuild every SQL model"
+    )
     ingest.set_defaults(func=_ingest)
 
-    replay = sub.add_parser("replay", help="hold back the log's last days and feed them one drop file a day through "
-                                           "the daily path, in a new home: a real monitoring history")
-    replay.add_argument("--days", type=int, required=True, help="how many of the log's last days to hold back and replay")
+    replay = sub.add_parser(
+        "replay",
+        help="hold back the log's last days and feed them one drop file a day through "
+        "the daily path, in a new home: a real monitoring history",
+    )
+    replay.add_argument(
+        "--days", type=int, required=True, help="how many of the log's last days to hold back and replay"
+    )
     replay.add_argument("--raw-dir", help="the log to replay (default $MUSICTREND_RAW_DIR or $MUSICTREND_HOME/raw)")
     replay.add_argument("--home", help="the replay's own state folder, new or empty (default $MUSICTREND_HOME/replay)")
     replay.set_defaults(func=_replay)

@@ -1,7 +1,9 @@
 """The one Definitions object: assets by group (ingest, transform, features, models, forecast,
 monitoring), their checks, resources, the two jobs (daily path, full path) and what starts them."""
+
 import dagster as dg
 
+from musictrend_dagster.core.settings import Paths
 from musictrend_dagster.defs.assets.features import model_features
 from musictrend_dagster.defs.assets.forecast import forecast, submission
 from musictrend_dagster.defs.assets.ingest import raw_songs, raw_user_actions
@@ -18,14 +20,23 @@ from musictrend_dagster.defs.automation import (
 )
 from musictrend_dagster.defs.checks import guard_checks
 from musictrend_dagster.defs.resources import default_resources
-from musictrend_dagster.core.settings import Paths
 
 
 def build_defs(paths: Paths) -> dg.Definitions:
     """Definitions whose resources point at `paths` (tests build their own on a temporary home)."""
     return dg.Definitions(
-        assets=[raw_songs, raw_user_actions, *transform_assets, model_features, *backtest_assets, champion,
-                registered_champion, forecast, submission, forecast_monitoring],
+        assets=[
+            raw_songs,
+            raw_user_actions,
+            *transform_assets,
+            model_features,
+            *backtest_assets,
+            champion,
+            registered_champion,
+            forecast,
+            submission,
+            forecast_monitoring,
+        ],
         asset_checks=[*transform_checks, *guard_checks, new_day_freshness],
         jobs=[daily_forecast, refresh_all],
         schedules=[daily_refresh],

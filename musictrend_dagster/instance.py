@@ -3,6 +3,7 @@
 Pool limits serialise every step that opens the DuckDB warehouse (one writer per file)
 and every training step (two cores; one MLflow SQLite writer), across all runs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Shared fixtures: the real tianchi-s1 log is expanded once per test session (~10 s, 500 MB); and how
 `make test` splits the files between its two pytest-xdist workers."""
+
 from __future__ import annotations
 
 import pytest
@@ -56,9 +57,7 @@ def five_artists():
     frame, songs = packaged_history()
     artists = sorted(frame["artist_id"].unique())[:5]
     history = frame.filter(pl.col("artist_id").is_in(artists) & (pl.col("ds") < frame["ds"].min() + timedelta(days=80)))
-    return history.select(HISTORY_COLUMNS), songs.filter(
-        pl.col("artist_id").is_in(artists)
-    )
+    return history.select(HISTORY_COLUMNS), songs.filter(pl.col("artist_id").is_in(artists))
 
 
 @pytest.fixture
@@ -103,7 +102,9 @@ def assert_no_lookahead():
                 "publish_time": [d for _ in artists for d in days],
             }
         ).with_columns(pl.col("publish_time").cast(songs.schema["publish_time"]))
-        later = pl.concat([songs, future.select([c for c in future.columns if c in songs.columns])], how="diagonal_relaxed")
+        later = pl.concat(
+            [songs, future.select([c for c in future.columns if c in songs.columns])], how="diagonal_relaxed"
+        )
         runs = [backtest(factory, h, s, [origin], horizon=horizon) for h, s in ((history, songs), (scrambled, later))]
         assert runs[0].origins[0].forecast["plays"].is_finite().all()  # NaN == NaN would hide a change
         assert runs[0].origins[0].forecast.equals(runs[1].origins[0].forecast)
@@ -118,8 +119,11 @@ def assert_no_lookahead():
 
 # Tiny data: no code generation (compiling each query's Java costs more than running it
 # interpreted; minutes on 2 busy cores), two shuffle partitions.
-SPARK_TEST_CONF = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-                   "spark.sql.shuffle.partitions": "2"}
+SPARK_TEST_CONF = {
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    "spark.sql.shuffle.partitions": "2",
+}
 
 
 @pytest.fixture(scope="session")
@@ -130,10 +134,15 @@ def spark_session():
 
     from musictrend_dagster.core.data.engines.spark import spark_config
 
-    conf = {**spark_config("local[2]"), **SPARK_TEST_CONF, "spark.ui.enabled": "false",
-            "spark.sql.files.maxPartitionBytes": "256k",
-            "spark.sql.files.openCostInBytes": "0", "spark.driver.host": "127.0.0.1",
-            "spark.driver.bindAddress": "127.0.0.1"}
+    conf = {
+        **spark_config("local[2]"),
+        **SPARK_TEST_CONF,
+        "spark.ui.enabled": "false",
+        "spark.sql.files.maxPartitionBytes": "256k",
+        "spark.sql.files.openCostInBytes": "0",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+    }
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, value)

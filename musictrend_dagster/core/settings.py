@@ -2,6 +2,7 @@
 
 Pure Python (no Dagster import) so the CLI, the core and the tests share one answer.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,8 +78,10 @@ def spark_master() -> str:
     """Where the Spark engine runs: local[*] by default, spark://host:7077, yarn, k8s://..., or sc://... (Connect)."""
     value = os.environ.get(SPARK_MASTER_VAR, "local[*]").strip() or "local[*]"
     if not _SPARK_MASTER_RE.fullmatch(value):
-        raise ConfigError(f"{SPARK_MASTER_VAR} must be a Spark master (local[*], local[2], spark://host:7077, yarn, "
-                          f"k8s://https://host:443) or a Spark Connect URL (sc://host:15002), got {value!r}")
+        raise ConfigError(
+            f"{SPARK_MASTER_VAR} must be a Spark master (local[*], local[2], spark://host:7077, yarn, "
+            f"k8s://https://host:443) or a Spark Connect URL (sc://host:15002), got {value!r}"
+        )
     return value
 
 
@@ -99,7 +102,7 @@ class Paths:
     raw_dir: Path
 
     @classmethod
-    def from_env(cls, home: str | os.PathLike | None = None, raw_dir: str | os.PathLike | None = None) -> "Paths":
+    def from_env(cls, home: str | os.PathLike | None = None, raw_dir: str | os.PathLike | None = None) -> Paths:
         home_path = Path(home or os.environ.get("MUSICTREND_HOME") or ".musictrend").expanduser().resolve()
         raw = raw_dir or os.environ.get("MUSICTREND_RAW_DIR") or home_path / "raw"
         return cls(home=home_path, raw_dir=Path(raw).expanduser().resolve())

@@ -23,10 +23,10 @@ from pathlib import Path
 import dagster as dg
 
 from musictrend_dagster.core.service.serving import Selection, retrain_reasons
+from musictrend_dagster.core.settings import ACTIONS_PREFIX, RETRAIN_EVERY_DAYS_VAR, retrain_every_days
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
-from musictrend_dagster.core.settings import ACTIONS_PREFIX, RETRAIN_EVERY_DAYS_VAR, retrain_every_days
 
 DROP_FILE = re.compile(rf"^{ACTIONS_PREFIX}_(\d{{8}})\.csv(\.gz)?$")
 
@@ -35,7 +35,7 @@ refresh_all = dg.define_asset_job(
     selection=dg.AssetSelection.all(),
     tags={PATH_TAG: "retrain"},
     description="The full path (retraining): ingest, SQL models, features, every model's backtest, champion selection "
-                "and registration, then the forecast vintage, the submission and monitoring.",
+    "and registration, then the forecast vintage, the submission and monitoring.",
 )
 
 daily_forecast = dg.define_asset_job(
@@ -43,7 +43,7 @@ daily_forecast = dg.define_asset_job(
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups("models"),
     tags={PATH_TAG: "daily"},
     description="The daily path: ingest and SQL models (incremental), features, a forecast vintage by the registered "
-                "champion (no backtest, no refit unless the model kind needs one), the submission and monitoring.",
+    "champion (no backtest, no refit unless the model kind needs one), the submission and monitoring.",
 )
 
 
@@ -74,11 +74,13 @@ def service_state(instance: dg.DagsterInstance) -> ServiceState:
     champion, vintage = _metadata(instance, "registered_champion"), _metadata(instance, "forecast")
     selection = None
     if champion:
-        selection = Selection(int(champion["model_version"]), date.fromisoformat(champion["data_through"]),
-                              int(champion["history_days"]))
+        selection = Selection(
+            int(champion["model_version"]), date.fromisoformat(champion["data_through"]), int(champion["history_days"])
+        )
     degraded = None
     record = instance.get_latest_asset_check_evaluation_record(
-        dg.AssetCheckKey(dg.AssetKey("forecast_monitoring"), LIVE_CHECK))
+        dg.AssetCheckKey(dg.AssetKey("forecast_monitoring"), LIVE_CHECK)
+    )
     evaluation = record.event.dagster_event.event_specific_data if record and record.event else None
     # a run killed between planning the check and evaluating it leaves only the plan: no verdict
     if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed and selection is not None:
@@ -97,8 +99,9 @@ def due_reasons(state: ServiceState) -> list[str]:
     """Why the champion is due for retraining now (empty: not due)."""
     if state.selection is not None and state.data_through is None:
         return []  # a champion without a vintage yet: the next daily run makes one
-    return retrain_reasons(state.selection, state.data_through, state.history_days, state.degraded,
-                           every_days=retrain_every_days())
+    return retrain_reasons(
+        state.selection, state.data_through, state.history_days, state.degraded, every_days=retrain_every_days()
+    )
 
 
 def _drop_day(name: str) -> date | None:
@@ -131,10 +134,12 @@ def _daily_request(run_key: str, start: date, files: list[str], why: str) -> dg.
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=f"One daily_forecast run per new {ACTIONS_PREFIX}_YYYYMMDD.csv in MUSICTREND_RAW_DIR, forecasting from "
-                "the day after the file's day (run key = the file; each file triggers once). Files for days a "
-                "vintage already read re-issue the newest vintage; without a champion, the full path (refresh_all).",
+    "the day after the file's day (run key = the file; each file triggers once). Files for days a "
+    "vintage already read re-issue the newest vintage; without a champion, the full path (refresh_all).",
 )
-def new_drop_file_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult | dg.SkipReason:
+def new_drop_file_sensor(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+) -> dg.SensorResult | dg.SkipReason:
     seen = set(json.loads(context.cursor)) if context.cursor else set()
     new = new_drop_files(Path(warehouse.raw_dir), seen)
     if not new:
@@ -143,17 +148,36 @@ def new_drop_file_sensor(context: dg.SensorEvaluationContext, warehouse: Warehou
     state = service_state(context.instance)
     if state.selection is None:
         reason = due_reasons(state)[0]
-        return dg.SensorResult(cursor=cursor, run_requests=[dg.RunRequest(
-            job_name=refresh_all.name, run_key=",".join(new),
-            tags={PATH_TAG: "retrain", TRIGGER_TAG: "drop_file", DROP_FILE_TAG: ",".join(new), REASON_TAG: reason})])
+        return dg.SensorResult(
+            cursor=cursor,
+            run_requests=[
+                dg.RunRequest(
+                    job_name=refresh_all.name,
+                    run_key=",".join(new),
+                    tags={
+                        PATH_TAG: "retrain",
+                        TRIGGER_TAG: "drop_file",
+                        DROP_FILE_TAG: ",".join(new),
+                        REASON_TAG: reason,
+                    },
+                )
+            ],
+        )
     floor = state.covered_through
     fresh = [n for n in new if _drop_day(n) > floor]
     late = [n for n in new if n not in fresh]
-    requests = [_daily_request(n, _drop_day(n) + timedelta(days=1), [n], f"new day {_drop_day(n)} in {n}")
-                for n in fresh]
+    requests = [
+        _daily_request(n, _drop_day(n) + timedelta(days=1), [n], f"new day {_drop_day(n)} in {n}") for n in fresh
+    ]
     if late and not fresh:  # days a vintage has read changed: forecast the newest vintage again from them
-        requests.append(_daily_request(",".join(late), floor + timedelta(days=1), late,
-                                       f"files for days already read (through {floor}): the newest vintage again"))
+        requests.append(
+            _daily_request(
+                ",".join(late),
+                floor + timedelta(days=1),
+                late,
+                f"files for days already read (through {floor}): the newest vintage again",
+            )
+        )
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
@@ -162,22 +186,35 @@ def new_drop_file_sensor(context: dg.SensorEvaluationContext, warehouse: Warehou
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=f"Retrains (refresh_all) when the champion is due: every {RETRAIN_EVERY_DAYS_VAR} (default 7) days of "
-                "new data since the last selection, when the history grew 30% since then, or when monitoring's "
-                f"{LIVE_CHECK} check warns on the current champion. The run's musictrend/reason tag says which.",
+    "new data since the last selection, when the history grew 30% since then, or when monitoring's "
+    f"{LIVE_CHECK} check warns on the current champion. The run's musictrend/reason tag says which.",
 )
 def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     state = service_state(context.instance)
     if state.selection is None:
-        return dg.SkipReason("no champion registered yet: the first run (musictrend run, Materialize all or a drop "
-                             "file) does the full path")
-    if context.instance.get_run_records(dg.RunsFilter(job_name=refresh_all.name, statuses=[
-            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-            dg.DagsterRunStatus.STARTED]), limit=1):
+        return dg.SkipReason(
+            "no champion registered yet: the first run (musictrend run, Materialize all or a drop "
+            "file) does the full path"
+        )
+    if context.instance.get_run_records(
+        dg.RunsFilter(
+            job_name=refresh_all.name,
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        ),
+        limit=1,
+    ):
         return dg.SkipReason("a refresh_all run is queued or in progress")
     reasons = due_reasons(state)
     if not reasons:
-        return dg.SkipReason(f"not due: champion v{state.selection.model_version} selected on data through "
-                             f"{state.selection.data_through}; data now through {state.data_through}")
+        return dg.SkipReason(
+            f"not due: champion v{state.selection.model_version} selected on data through "
+            f"{state.selection.data_through}; data now through {state.data_through}"
+        )
     return dg.RunRequest(
         run_key=f"retrain {state.data_through} v{state.selection.model_version}",
         tags={PATH_TAG: "retrain", TRIGGER_TAG: "retrain_sensor", REASON_TAG: "; ".join(reasons)},

@@ -6,18 +6,22 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.service.outputs import read_submission
+from musictrend_dagster.core.service.store import query
+from musictrend_dagster.core.settings import MAX_QUARANTINE_SHARE_VAR, max_quarantine_share
 from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import OutputResource, WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
-from musictrend_dagster.core.settings import MAX_QUARANTINE_SHARE_VAR, max_quarantine_share
 
 OUTAGE_DAYS_SHOWN = 10
 
 
-@dg.asset_check(asset="raw_user_actions", blocking=True, pool=DUCKDB_POOL,
-                description=f"At most 1% of all action lines quarantined (or the share in env {MAX_QUARANTINE_SHARE_VAR}).")
+@dg.asset_check(
+    asset="raw_user_actions",
+    blocking=True,
+    pool=DUCKDB_POOL,
+    description=f"At most 1% of all action lines quarantined (or the share in env {MAX_QUARANTINE_SHARE_VAR}).",
+)
 def quarantine_share(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     limit = max_quarantine_share()
     with warehouse.connect() as con:
@@ -29,31 +33,60 @@ def quarantine_share(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     share = quarantined / max(loaded + quarantined, 1)
     return dg.AssetCheckResult(
         passed=share <= limit,
-        metadata={"share": share, "limit": limit, "quarantined": quarantined, "loaded": loaded,
-                  "reasons": preview(reasons, rows=20)},
+        metadata={
+            "share": share,
+            "limit": limit,
+            "quarantined": quarantined,
+            "loaded": loaded,
+            "reasons": preview(reasons, rows=20),
+        },
     )
 
 
-@dg.asset_check(asset="artist_daily", blocking=True, pool=DUCKDB_POOL,
-                description="No day inside the calendar on which no artist had any action (an outage or a lost file); "
-                            "names the files of the days around each gap.")
+@dg.asset_check(
+    asset="artist_daily",
+    blocking=True,
+    pool=DUCKDB_POOL,
+    description="No day inside the calendar on which no artist had any action (an outage or a lost file); "
+    "names the files of the days around each gap.",
+)
 def no_outage_day(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        dead = [d for (d,) in con.execute(
-            "SELECT ds FROM artist_daily GROUP BY ds HAVING sum(plays + downloads + collects) = 0 ORDER BY ds").fetchall()]
+        dead = [
+            d
+            for (d,) in con.execute(
+                "SELECT ds FROM artist_daily GROUP BY ds HAVING sum(plays + downloads + collects) = 0 ORDER BY ds"
+            ).fetchall()
+        ]
         gaps = _gaps(dead)
-        edges = sorted({d for lo, hi in gaps[:OUTAGE_DAYS_SHOWN] for d in (lo - timedelta(days=1), hi + timedelta(days=1))})
-        sources = con.execute(
-            "SELECT ds, string_agg(DISTINCT source_file, ', ' ORDER BY source_file) FROM raw_user_actions "
-            "WHERE ds IN (SELECT unnest($d)) GROUP BY ds ORDER BY ds", {"d": edges}).fetchall() if edges else []
+        edges = sorted(
+            {d for lo, hi in gaps[:OUTAGE_DAYS_SHOWN] for d in (lo - timedelta(days=1), hi + timedelta(days=1))}
+        )
+        sources = (
+            con.execute(
+                "SELECT ds, string_agg(DISTINCT source_file, ', ' ORDER BY source_file) FROM raw_user_actions "
+                "WHERE ds IN (SELECT unnest($d)) GROUP BY ds ORDER BY ds",
+                {"d": edges},
+            ).fetchall()
+            if edges
+            else []
+        )
     by_day = {str(d): files for d, files in sources}
     metadata = {
         "outage_day_count": len(dead),
         "outage_days": dg.MetadataValue.json([str(d) for d in dead[:OUTAGE_DAYS_SHOWN]]),
-        "gaps": dg.MetadataValue.json([
-            {"from": str(lo), "to": str(hi), "days": (hi - lo).days + 1,
-             "before_from": by_day.get(str(lo - timedelta(days=1)), ""), "after_from": by_day.get(str(hi + timedelta(days=1)), "")}
-            for lo, hi in gaps[:OUTAGE_DAYS_SHOWN]]),
+        "gaps": dg.MetadataValue.json(
+            [
+                {
+                    "from": str(lo),
+                    "to": str(hi),
+                    "days": (hi - lo).days + 1,
+                    "before_from": by_day.get(str(lo - timedelta(days=1)), ""),
+                    "after_from": by_day.get(str(hi + timedelta(days=1)), ""),
+                }
+                for lo, hi in gaps[:OUTAGE_DAYS_SHOWN]
+            ]
+        ),
     }
     return dg.AssetCheckResult(passed=not dead, metadata=metadata)
 
@@ -95,9 +128,13 @@ def _interval_problems(predicted: pl.DataFrame) -> dict[str, int]:
     }
 
 
-@dg.asset_check(asset="forecast", blocking=True, pool=DUCKDB_POOL,
-                description="Every artist, every forecast day, once; plays finite and >= 0; where an 80% interval "
-                            "is given, 0 <= plays_lo <= plays <= plays_hi (rows without one are counted).")
+@dg.asset_check(
+    asset="forecast",
+    blocking=True,
+    pool=DUCKDB_POOL,
+    description="Every artist, every forecast day, once; plays finite and >= 0; where an 80% interval "
+    "is given, 0 <= plays_lo <= plays <= plays_hi (rows without one are counted).",
+)
 def forecast_complete_and_valid(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         predicted = query(con, "SELECT artist_id, ds, plays, plays_lo, plays_hi FROM forecast")
@@ -109,8 +146,12 @@ def forecast_complete_and_valid(warehouse: WarehouseResource) -> dg.AssetCheckRe
     return dg.AssetCheckResult(passed=passed, metadata={**problems, **intervals})
 
 
-@dg.asset_check(asset="submission", blocking=True, pool=DUCKDB_POOL,
-                description="The file parses as artist_id,Plays,Ds with no header and covers every artist and day.")
+@dg.asset_check(
+    asset="submission",
+    blocking=True,
+    pool=DUCKDB_POOL,
+    description="The file parses as artist_id,Plays,Ds with no header and covers every artist and day.",
+)
 def submission_complete(warehouse: WarehouseResource, output: OutputResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]

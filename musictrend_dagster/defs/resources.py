@@ -26,14 +26,22 @@ class WarehouseResource(dg.ConfigurableResource):
 
     database: str = Field(description="Path of the DuckDB warehouse file.")
     raw_dir: str = Field(description="Folder holding mars_tianchi_*.csv raw files.")
-    lake_dir: str = Field(default="", description="Root of the Parquet lake (Hive-partitioned by day) the raw files "
-                                                  "are mirrored into; empty: `lake` next to the database.")
+    lake_dir: str = Field(
+        default="",
+        description="Root of the Parquet lake (Hive-partitioned by day) the raw files "
+        "are mirrored into; empty: `lake` next to the database.",
+    )
     memory_limit: str = Field(default="4GB", description="DuckDB memory_limit for each connection.")
     lock_timeout_s: float = Field(default=3600, description="How long to wait for another process's connection.")
-    engine: str = Field(default="duckdb", description="What runs the ingest and the SQL models: `duckdb` (in this "
-                                                      "process) or `spark` (MUSICTREND_ENGINE).")
-    spark_master: str = Field(default="local[*]", description="The Spark master or Spark Connect URL when the engine "
-                                                              "is spark (MUSICTREND_SPARK_MASTER).")
+    engine: str = Field(
+        default="duckdb",
+        description="What runs the ingest and the SQL models: `duckdb` (in this "
+        "process) or `spark` (MUSICTREND_ENGINE).",
+    )
+    spark_master: str = Field(
+        default="local[*]",
+        description="The Spark master or Spark Connect URL when the engine is spark (MUSICTREND_SPARK_MASTER).",
+    )
 
     def data_engine(self) -> Engine:
         """The engine object the core's ingest and SQL models run on.
@@ -44,11 +52,15 @@ class WarehouseResource(dg.ConfigurableResource):
         if self.engine == "duckdb":
             return duckdb_engine()
         if self.engine != "spark":
-            raise ConfigError(f"{settings.ENGINE_VAR} must be one of {', '.join(settings.ENGINES)}, got {self.engine!r}")
+            raise ConfigError(
+                f"{settings.ENGINE_VAR} must be one of {', '.join(settings.ENGINES)}, got {self.engine!r}"
+            )
         try:
             from dagster_pyspark import LazyPySparkResource
         except ImportError:
-            raise ConfigError(f"{settings.ENGINE_VAR}=spark needs the spark extra: pip install 'musictrend[spark]'") from None
+            raise ConfigError(
+                f"{settings.ENGINE_VAR}=spark needs the spark extra: pip install 'musictrend[spark]'"
+            ) from None
         from musictrend_dagster.core.data.engines.spark import SparkEngine, check_java, spark_config
 
         if not self.spark_master.startswith("sc://"):  # a Connect client needs no JVM
@@ -72,8 +84,10 @@ class WarehouseResource(dg.ConfigurableResource):
             lock = FileLock(str(path) + ".lock", timeout=self.lock_timeout_s)
             lock.acquire()
         except PermissionError as exc:
-            raise ConfigError(f"{exc.filename or path.parent}: cannot write there (permission denied); "
-                              "point MUSICTREND_HOME at a writable folder") from None
+            raise ConfigError(
+                f"{exc.filename or path.parent}: cannot write there (permission denied); "
+                "point MUSICTREND_HOME at a writable folder"
+            ) from None
         try:
             try:
                 con = warehouse.connect(path, memory_limit=self.memory_limit)
@@ -92,9 +106,11 @@ class MlflowResource(dg.ConfigurableResource):
 
     tracking_uri: str = Field(description="MLflow tracking URI, e.g. sqlite:///.../mlflow.db.")
     artifact_dir: str = Field(description="Folder for run artifacts and logged models.")
-    ui_url: str = Field(default=DEFAULT_MLFLOW_UI_URL,
-                        description=f"Where `musictrend mlflow-ui` serves the MLflow UI (env {MLFLOW_UI_URL_VAR}); "
-                                    "every MLflow link in Dagster starts with it.")
+    ui_url: str = Field(
+        default=DEFAULT_MLFLOW_UI_URL,
+        description=f"Where `musictrend mlflow-ui` serves the MLflow UI (env {MLFLOW_UI_URL_VAR}); "
+        "every MLflow link in Dagster starts with it.",
+    )
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         from musictrend_dagster.core.service.tracking import run_page
@@ -123,9 +139,15 @@ def default_resources(paths: Paths | None = None) -> dict:
     MUSICTREND_MLFLOW_UI_URL)."""
     paths = paths or Paths.from_env()
     return {
-        "warehouse": WarehouseResource(database=str(paths.warehouse), raw_dir=str(paths.raw_dir), lake_dir=str(paths.lake),
-                                       engine=settings.engine(), spark_master=settings.spark_master()),
-        "mlflow": MlflowResource(tracking_uri=paths.mlflow_uri, artifact_dir=str(paths.mlflow_artifacts),
-                                 ui_url=mlflow_ui_url()),
+        "warehouse": WarehouseResource(
+            database=str(paths.warehouse),
+            raw_dir=str(paths.raw_dir),
+            lake_dir=str(paths.lake),
+            engine=settings.engine(),
+            spark_master=settings.spark_master(),
+        ),
+        "mlflow": MlflowResource(
+            tracking_uri=paths.mlflow_uri, artifact_dir=str(paths.mlflow_artifacts), ui_url=mlflow_ui_url()
+        ),
         "output": OutputResource(submission_path=str(paths.submission)),
     }

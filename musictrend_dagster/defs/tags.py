@@ -5,4 +5,3 @@ PATH_TAG = "musictrend/path"  # "daily" (forecast from the registered champion) 
 TRIGGER_TAG = "musictrend/trigger"  # drop_file, schedule, retrain_sensor, cli, replay
 REASON_TAG = "musictrend/reason"  # why: the drop file, the retrain reasons, "requested: musictrend run --retrain"
 DROP_FILE_TAG = "musictrend/drop_file"
-

@@ -1,4 +1,5 @@
 """The bounds table's oracles (benchmarks/bench_models.py): what a perfect level would score, by hand."""
+
 from __future__ import annotations
 
 import math
@@ -10,10 +11,10 @@ import polars as pl
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import bench_models  # noqa: E402
+import bench_models
 
-from musictrend_dagster.core.forecast.backtest import BacktestResult, OriginResult  # noqa: E402
-from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA  # noqa: E402
+from musictrend_dagster.core.forecast.backtest import BacktestResult, OriginResult
+from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA
 
 ORIGIN = date(2015, 5, 3)
 

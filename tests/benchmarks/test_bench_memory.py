@@ -1,4 +1,5 @@
 """The benchmarks report each worker's own peak RSS, not the one it inherits from a large parent."""
+
 from __future__ import annotations
 
 import json

@@ -1,18 +1,18 @@
 """One test per bad-input case: the right rows load, each bad line is quarantined with
 file, 1-based line, raw text and reason (or the file fails with one clear error), and
 loaded + quarantined = lines read."""
+
 from __future__ import annotations
 
 import gzip
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from musictrend_dagster.core.data import ingest
-
-from musictrend_dagster.core.data import warehouse
+from musictrend_dagster.core.data import ingest, warehouse
 from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
 NOON = 1425168000 + 4 * 3600  # 2015-03-01 12:00 UTC+8
@@ -50,7 +50,9 @@ def load(con, raw: Path, body: bytes, name: str = BULK) -> ingest.FileReport:
     plain = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
     assert report.lines_read == plain.count(b"\n") + (not plain.endswith(b"\n") and bool(plain))
     assert report.loaded + report.quarantined == report.lines_read
-    counted = con.execute("SELECT count(*) FROM raw_user_actions WHERE source_file = $f", {"f": report.file}).fetchone()[0]
+    counted = con.execute(
+        "SELECT count(*) FROM raw_user_actions WHERE source_file = $f", {"f": report.file}
+    ).fetchone()[0]
     assert counted == report.loaded
     return report
 
@@ -79,15 +81,24 @@ ACTION_CASES = {
     "blank_line": ("", "empty line"),
     "invalid_utf8": (None, "invalid UTF-8"),
     # Case 7: ids that would inflate distinct listeners.
-    "user_id_whitespace_only": (f"   ,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
+    "user_id_whitespace_only": (
+        f"   ,s1,{NOON},1,20150301",
+        "user_id holds whitespace, a control character or a quote",
+    ),
     "user_id_tab": (f"u\t1,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
     "user_id_nbsp": (f"u\u00a01,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
-    "user_id_line_separator": (f"u\u20281,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
+    "user_id_line_separator": (
+        f"u\u20281,s1,{NOON},1,20150301",
+        "user_id holds whitespace, a control character or a quote",
+    ),
     "user_id_nul": (f"u\x001,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
     "user_id_double_quote": (f'"u1",s1,{NOON},1,20150301', "user_id holds whitespace, a control character or a quote"),
     "user_id_single_quote": (f"u'1,s1,{NOON},1,20150301", "user_id holds whitespace, a control character or a quote"),
     "user_id_65_chars": (f"{'u' * 65},s1,{NOON},1,20150301", "user_id longer than 64 characters"),
-    "song_id_zero_width_space": (f"u1,s\u200b1,{NOON},1,20150301", "song_id holds whitespace, a control character or a quote"),
+    "song_id_zero_width_space": (
+        f"u1,s\u200b1,{NOON},1,20150301",
+        "song_id holds whitespace, a control character or a quote",
+    ),
     # Case 4: a contract-valid line far in the future.
     "ds_in_the_future": ("u1,s1,4102358400,1,20991231", "ds in the future"),
 }
@@ -120,11 +131,11 @@ def test_an_over_long_line_is_quarantined_alone_with_its_line_number(con, raw):
 
 def test_a_future_day_is_checked_again_once_it_has_come(con, raw):
     """Case 4: quarantined while in the future, loaded on the first run on or after that day."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     tomorrow = f"u1,s1,{NOON + 86400},1,20150302"
     (raw / BULK).write_text(f"{GOOD}\n{tomorrow}\n")
-    today = datetime(2015, 3, 1, 12, tzinfo=timezone.utc)
+    today = datetime(2015, 3, 1, 12, tzinfo=UTC)
     first = ingest.ingest_raw_dir(con, raw, raw.parent / "lake", now=today).report(BULK)
     assert (first.loaded, first.reasons) == (1, {"ds in the future": 1})
     assert ingest.ingest_raw_dir(con, raw, raw.parent / "lake", now=today).report(BULK).status == "unchanged"
@@ -181,7 +192,12 @@ def test_wrong_delimiter_is_one_clear_error(con, raw, delim, name):
 def test_gzip_detected_by_magic_bytes(con, raw):
     body = f"{GOOD}\nu1,s9,{NOON},1,20150301\n{GOOD}\n".encode()
     report = load(con, raw, gzip.compress(body), name=f"{ACTIONS_PREFIX}_20150301.csv.gz")
-    assert (report.file, report.lines_read, report.loaded, report.quarantined) == (f"{ACTIONS_PREFIX}_20150301.csv", 3, 2, 1)
+    assert (report.file, report.lines_read, report.loaded, report.quarantined) == (
+        f"{ACTIONS_PREFIX}_20150301.csv",
+        3,
+        2,
+        1,
+    )
     assert quarantine(con)[0][1:] == (2, f"u1,s9,{NOON},1,20150301", "unknown song_id")
     plain_named = load(con, raw, gzip.compress(body.replace(b"u1,", b"u2,")), name=BULK)
     assert plain_named.loaded == 2
@@ -241,8 +257,10 @@ def test_song_with_conflicting_artists_is_quarantined_on_every_line(con, raw):
     report = songs_load(con, raw, lines)
     assert (report.loaded, report.quarantined) == (2, 3)
     assert [(n, r) for _, n, _, r in quarantine(con, "quarantine_songs")] == [
-        (2, "song_id has conflicting artist_id"), (4, "song_id has conflicting artist_id"),
-        (5, "song_id has conflicting artist_id")]
+        (2, "song_id has conflicting artist_id"),
+        (4, "song_id has conflicting artist_id"),
+        (5, "song_id has conflicting artist_id"),
+    ]
 
 
 def test_songs_header_and_wrong_delimiter(con, raw):
@@ -253,20 +271,39 @@ def test_songs_header_and_wrong_delimiter(con, raw):
         ingest_dir(con, raw)
 
 
-BROKEN = st.sampled_from([
-    "", "u1,s1", GOOD + ",", GOOD + ",extra,more", f",s1,{NOON},1,20150301", "u1,s1,x,1,20150301",
-    f"u1,s1,{NOON},4,20150301", f"u1,s1,{NOON},1,20151301", f"u1,s9,{NOON},1,20150301", "a;b;c;d;e",
-    f"u1,s1,{NOON},1,20150305", "user_id,song_id,gmt_create,action_type,Ds", "\xe9t\xe9,s1,1,1,1",
-])
+BROKEN = st.sampled_from(
+    [
+        "",
+        "u1,s1",
+        GOOD + ",",
+        GOOD + ",extra,more",
+        f",s1,{NOON},1,20150301",
+        "u1,s1,x,1,20150301",
+        f"u1,s1,{NOON},4,20150301",
+        f"u1,s1,{NOON},1,20151301",
+        f"u1,s9,{NOON},1,20150301",
+        "a;b;c;d;e",
+        f"u1,s1,{NOON},1,20150305",
+        "user_id,song_id,gmt_create,action_type,Ds",
+        "\xe9t\xe9,s1,1,1,1",
+    ]
+)
 GOOD_LINES = st.builds(
     lambda u, s, h, k, ds_shift: f"u{u},s{s},{NOON + h * 3600},{k},{20150301 + ds_shift}",
-    st.integers(0, 5), st.integers(1, 2), st.integers(-3, 3), st.integers(1, 3), st.integers(0, 1),
+    st.integers(0, 5),
+    st.integers(1, 2),
+    st.integers(-3, 3),
+    st.integers(1, 3),
+    st.integers(0, 1),
 )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lines=st.lists(st.tuples(st.booleans(), GOOD_LINES, BROKEN), min_size=1, max_size=30),
-       ending=st.sampled_from(["\n", "\r\n"]), trailing=st.booleans())
+@given(
+    lines=st.lists(st.tuples(st.booleans(), GOOD_LINES, BROKEN), min_size=1, max_size=30),
+    ending=st.sampled_from(["\n", "\r\n"]),
+    trailing=st.booleans(),
+)
 def test_random_mixes_of_good_and_broken_lines(tmp_path_factory, lines, ending, trailing):
     d = tmp_path_factory.mktemp("mix")
     con = warehouse.connect(d / "wh.duckdb", memory_limit="1GB")
@@ -279,9 +316,11 @@ def test_random_mixes_of_good_and_broken_lines(tmp_path_factory, lines, ending, 
     report = ingest.ingest_raw_dir(con, d, d / "lake").report(BULK)
     expected_lines = len(chosen) - (not trailing and chosen[-1] == "")  # an unterminated empty last line is no line
     assert report.loaded + report.quarantined == report.lines_read
-    good_texts = [line for (is_good, _, _), line in zip(lines, chosen) if is_good or line == GOOD]
-    loaded = con.execute("SELECT user_id || ',' || song_id || ',' || gmt_create || ',' || action_type || ',' || "
-                         "strftime(ds, '%Y%m%d') FROM raw_user_actions").fetchall()
+    good_texts = [line for (is_good, _, _), line in zip(lines, chosen, strict=False) if is_good or line == GOOD]
+    loaded = con.execute(
+        "SELECT user_id || ',' || song_id || ',' || gmt_create || ',' || action_type || ',' || "
+        "strftime(ds, '%Y%m%d') FROM raw_user_actions"
+    ).fetchall()
     assert sorted(r[0] for r in loaded) == sorted(good_texts)
     q = con.execute("SELECT line_no, raw_line FROM quarantine_user_actions ORDER BY line_no").fetchall()
     for line_no, raw_line in q:
@@ -303,7 +342,9 @@ def test_the_readme_bad_input_table_is_the_contract():
     from musictrend_dagster.core.data import contract
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert contract.bad_input_table() in readme, "regenerate: python -c 'from musictrend_dagster.core import contract; print(contract.bad_input_table())'"
+    assert contract.bad_input_table() in readme, (
+        "regenerate: python -c 'from musictrend_dagster.core import contract; print(contract.bad_input_table())'"
+    )
 
 
 def test_every_rule_transpiles_to_spark_sql():
@@ -335,7 +376,9 @@ def test_a_line_count_the_rows_cannot_account_for_fails_the_file(con, raw, monke
 
     monkeypatch.setattr(engine.ContentScan, "result", one_line_more)
     (raw / BULK).write_text(f"{GOOD}\n{GOOD}\n")
-    with pytest.raises(ingest.IngestError, match=f"{BULK}: accounting mismatch: 3 lines read, 2 loaded \\+ 0 quarantined"):
+    with pytest.raises(
+        ingest.IngestError, match=f"{BULK}: accounting mismatch: 3 lines read, 2 loaded \\+ 0 quarantined"
+    ):
         ingest_dir(con, raw)
     assert con.execute("SELECT count(*) FROM raw_user_actions").fetchone() == (0,)
     assert con.execute("SELECT count(*) FROM ingested_files WHERE file = $f", {"f": BULK}).fetchone() == (0,)

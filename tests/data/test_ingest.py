@@ -4,6 +4,7 @@ Loading, types, idempotency, drops, the mirror rules (changed, removed, gzip twi
 content twice), literal paths, symlinks, naming-contract warnings, and what a failure or a
 SIGKILL in the middle of a publish leaves behind.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -12,18 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 from datetime import date
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from musictrend_dagster.core.data import ingest
-
-from musictrend_dagster.core.data import rawdir
-
-from musictrend_dagster.core.data import warehouse
+from musictrend_dagster.core.data import ingest, rawdir, warehouse
 from musictrend_dagster.core.data.ingest import IngestFailed
 from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
@@ -77,8 +73,14 @@ def rows_by_file(con) -> dict[str, int]:
 
 def snapshot(con) -> dict[str, list]:
     """What readers see: the views, quarantine, bookkeeping and manifest (no timestamps)."""
-    tables = {"raw_user_actions": "*", "raw_songs": "*", "quarantine_user_actions": "*", "quarantine_songs": "*",
-              "ingested_files": "* EXCLUDE (loaded_at)", "lake_files": "*"}
+    tables = {
+        "raw_user_actions": "*",
+        "raw_songs": "*",
+        "quarantine_user_actions": "*",
+        "quarantine_songs": "*",
+        "ingested_files": "* EXCLUDE (loaded_at)",
+        "lake_files": "*",
+    }
     return {t: sorted(con.execute(f"SELECT {cols} FROM {t}").fetchall(), key=repr) for t, cols in tables.items()}
 
 
@@ -94,21 +96,35 @@ def assert_lake_matches_manifest(con, raw: Path) -> None:
 
 # ---------------------------------------------------------------------------- loading
 
+
 def test_loads_small_folder_into_the_lake_with_types(raw, con):
     result = run(con, raw)
     assert [(r.file, r.status, r.lines_read, r.loaded, r.quarantined) for r in result.files] == [
-        (SONGS_FILE, "loaded", 3, 3, 0), (BULK, "loaded", 3, 3, 0)]
+        (SONGS_FILE, "loaded", 3, 3, 0),
+        (BULK, "loaded", 3, 3, 0),
+    ]
     rows = con.execute("SELECT * FROM raw_user_actions ORDER BY user_id, song_id").fetchall()
     assert rows[0] == ("u1", "s1", NOON, 1, date(2015, 3, 1), BULK)
-    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                             "WHERE table_name = 'raw_user_actions'").fetchall())
-    assert types == {"user_id": "VARCHAR", "song_id": "VARCHAR", "gmt_create": "BIGINT", "action_type": "TINYINT",
-                     "ds": "DATE", "source_file": "VARCHAR"}
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'raw_user_actions'"
+        ).fetchall()
+    )
+    assert types == {
+        "user_id": "VARCHAR",
+        "song_id": "VARCHAR",
+        "gmt_create": "BIGINT",
+        "action_type": "TINYINT",
+        "ds": "DATE",
+        "source_file": "VARCHAR",
+    }
     assert con.execute("SELECT * EXCLUDE (source_file) FROM raw_songs WHERE song_id = 's3'").fetchall() == [
-        ("s3", "a2", date(2014, 3, 3), 300, 2, 2)]
+        ("s3", "a2", date(2014, 3, 3), 300, 2, 2)
+    ]
     assert lake_files_on_disk(raw) == {
         f"user_actions/ds=2015-03-01/{BULK}.{result_load_id(con, BULK)}.0.parquet",
-        f"songs/{SONGS_FILE}.{result_load_id(con, SONGS_FILE)}.0.parquet"}
+        f"songs/{SONGS_FILE}.{result_load_id(con, SONGS_FILE)}.0.parquet",
+    }
 
 
 def result_load_id(con, name: str) -> str:
@@ -124,8 +140,9 @@ def test_the_lake_is_plain_hive_parquet_that_other_readers_read(raw, con):
     frame = pl.scan_parquet(lake / "user_actions" / "**" / "*.parquet", hive_partitioning=True).collect()
     assert frame.height == 3 and frame["ds"].dtype == pl.Date and set(frame["ds"]) == {date(2015, 3, 1)}
     bare = duckdb.connect()
-    assert bare.execute(f"SELECT count(*), min(ds) FROM read_parquet('{lake}/user_actions/*/*.parquet', "
-                        "hive_partitioning = true)").fetchone() == (3, date(2015, 3, 1))
+    assert bare.execute(
+        f"SELECT count(*), min(ds) FROM read_parquet('{lake}/user_actions/*/*.parquet', hive_partitioning = true)"
+    ).fetchone() == (3, date(2015, 3, 1))
 
 
 def test_loading_twice_changes_nothing(raw, con):
@@ -134,7 +151,8 @@ def test_loading_twice_changes_nothing(raw, con):
     second = run(con, raw)
     assert [r.status for r in second.files] == ["unchanged", "unchanged"]
     assert [(r.lines_read, r.loaded, r.quarantined) for r in second.files] == [
-        (r.lines_read, r.loaded, r.quarantined) for r in first.files]
+        (r.lines_read, r.loaded, r.quarantined) for r in first.files
+    ]
     assert snapshot(con) == before
 
 
@@ -144,11 +162,16 @@ def test_drop_files_load_once_each_in_date_order(raw, con):
     write_lines(raw / drop_name("20150303"), day_lines(3, 1))
     result = run(con, raw)
     assert [(r.file, r.status) for r in result.files] == [
-        (SONGS_FILE, "unchanged"), (BULK, "unchanged"), (drop_name("20150302"), "loaded"), (drop_name("20150303"), "loaded")]
+        (SONGS_FILE, "unchanged"),
+        (BULK, "unchanged"),
+        (drop_name("20150302"), "loaded"),
+        (drop_name("20150303"), "loaded"),
+    ]
     assert all(r.skipped_unchanged for r in run(con, raw).files)
     assert rows_by_file(con) == {BULK: 3, drop_name("20150302"): 1, drop_name("20150303"): 1}
-    assert con.execute("SELECT DISTINCT ds FROM raw_user_actions WHERE source_file = $f",
-                       {"f": drop_name("20150303")}).fetchall() == [(date(2015, 3, 3),)]
+    assert con.execute(
+        "SELECT DISTINCT ds FROM raw_user_actions WHERE source_file = $f", {"f": drop_name("20150303")}
+    ).fetchall() == [(date(2015, 3, 3),)]
 
 
 def test_progress_reports_running_total(raw, con):
@@ -160,17 +183,23 @@ def test_progress_reports_running_total(raw, con):
 
 def test_neighbouring_day_rows_load_but_two_days_away_do_not(raw, con):
     late_evening = DAY0 + 15 * 3600 + 1800  # 2015-03-01 23:30 UTC+8
-    write_lines(raw / BULK, [
-        action("u1", "s1", late_evening, 1, "20150302"),  # next day: loaded (Ds is authoritative)
-        action("u1", "s1", late_evening, 1, "20150228"),  # previous day: loaded
-        action("u1", "s1", late_evening, 1, "20150303"),  # two days away: quarantined
-    ])
+    write_lines(
+        raw / BULK,
+        [
+            action("u1", "s1", late_evening, 1, "20150302"),  # next day: loaded (Ds is authoritative)
+            action("u1", "s1", late_evening, 1, "20150228"),  # previous day: loaded
+            action("u1", "s1", late_evening, 1, "20150303"),  # two days away: quarantined
+        ],
+    )
     report = run(con, raw).report(BULK)
     assert (report.loaded, report.quarantined) == (2, 1)
     assert con.execute("SELECT ds FROM raw_user_actions ORDER BY ds").fetchall() == [
-        (date(2015, 2, 28),), (date(2015, 3, 2),)]
+        (date(2015, 2, 28),),
+        (date(2015, 3, 2),),
+    ]
     assert con.execute("SELECT line_no, reason FROM quarantine_user_actions").fetchall() == [
-        (3, "Ds more than one day from gmt_create (UTC+8)")]
+        (3, "Ds more than one day from gmt_create (UTC+8)")
+    ]
 
 
 def test_exact_duplicate_lines_are_kept(raw, con):
@@ -183,7 +212,7 @@ def test_exact_duplicate_lines_are_kept(raw, con):
 def test_changed_song_ids_reload_the_actions_but_other_song_changes_do_not(raw, con):
     write_lines(raw / BULK, [action("u1", "s1"), action("u1", "s4")])
     assert run(con, raw).report(BULK).reasons == {"unknown song_id": 1}
-    write_lines(raw / SONGS_FILE, SONGS + ["s4,a2,20140404,1,1,1"])
+    write_lines(raw / SONGS_FILE, [*SONGS, "s4,a2,20140404,1,1,1"])
     result = run(con, raw)
     assert [r.status for r in result.files] == ["replaced", "replaced"]
     assert (result.report(BULK).loaded, result.report(BULK).quarantined) == (2, 0)
@@ -195,6 +224,7 @@ def test_changed_song_ids_reload_the_actions_but_other_song_changes_do_not(raw, 
 
 # ---------------------------------------------------------------------------- the mirror
 
+
 def test_a_changed_file_leaves_exactly_its_new_rows(raw, con):
     """Issue 15 #2: re-ingesting a changed file must not keep any of its old rows."""
     run(con, raw)
@@ -202,7 +232,10 @@ def test_a_changed_file_leaves_exactly_its_new_rows(raw, con):
     report = run(con, raw).report(BULK)
     assert (report.status, report.loaded, report.quarantined, report.removed) == ("replaced", 3, 1, 3)
     assert sorted(con.execute("SELECT user_id, song_id FROM raw_user_actions").fetchall()) == [
-        ("u7", "s2"), ("u8", "s2"), ("u9", "s3")]
+        ("u7", "s2"),
+        ("u8", "s2"),
+        ("u9", "s3"),
+    ]
     assert con.execute("SELECT line_no, reason FROM quarantine_user_actions").fetchall() == [(4, "unknown song_id")]
     assert_lake_matches_manifest(con, raw)
 
@@ -210,7 +243,7 @@ def test_a_changed_file_leaves_exactly_its_new_rows(raw, con):
 def test_a_removed_drop_file_takes_its_rows_with_it(raw, con):
     """Case 1: a drop deleted from the raw folder loses its rows, quarantine and bookkeeping."""
     drop = raw / drop_name("20150302")
-    write_lines(drop, day_lines(2, 4) + ["garbage"])
+    write_lines(drop, [*day_lines(2, 4), "garbage"])
     run(con, raw)
     assert rows_by_file(con)[drop.name] == 4
     drop.unlink()
@@ -269,7 +302,8 @@ def test_a_drop_holding_another_days_rows_is_quarantined_naming_both_days(raw, c
     report = run(con, raw).report(drop_name("20150302"))
     assert (report.loaded, report.quarantined) == (2, 1)
     assert con.execute("SELECT line_no, reason FROM quarantine_user_actions").fetchall() == [
-        (3, "Ds 20150303 is not the drop file's day 20150302")]
+        (3, "Ds 20150303 is not the drop file's day 20150302")
+    ]
 
 
 def test_an_impossible_date_in_a_drop_name_is_an_error_naming_it(raw, con):
@@ -295,7 +329,9 @@ def test_an_in_place_edit_with_the_same_size_and_mtime_is_reloaded(raw, con):
     os.utime(bulk, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert (bulk.stat().st_size, bulk.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
     assert run(con, raw).report(BULK).status == "replaced"
-    assert con.execute("SELECT count(*) FROM raw_user_actions WHERE user_id = 'X00000' AND action_type = 2").fetchone() == (1,)
+    assert con.execute(
+        "SELECT count(*) FROM raw_user_actions WHERE user_id = 'X00000' AND action_type = 2"
+    ).fetchone() == (1,)
 
 
 def test_a_touched_file_is_read_once_and_not_reloaded(raw, con):
@@ -309,6 +345,7 @@ def test_a_touched_file_is_read_once_and_not_reloaded(raw, con):
 
 
 # ---------------------------------------------------------------------------- paths
+
 
 def test_a_raw_folder_with_glob_characters_is_read_literally(tmp_path, con):
     """Case 2: `raw[1]` next to `raw1`: each folder's own file is read, never the other's."""
@@ -350,7 +387,7 @@ def test_names_missing_the_contract_are_warned_about(raw, con):
     (raw / "notes.md").write_text("not data")
     result = run(con, raw)
     assert len(result.warnings) == 3
-    for name, warning in zip(sorted(odd), result.warnings):
+    for name, warning in zip(sorted(odd), result.warnings, strict=False):
         assert str(raw / name) in warning and "naming contract" in warning
     assert rows_by_file(con) == {BULK: 3}
 
@@ -365,6 +402,7 @@ def test_missing_bulk_file_removes_nothing(raw, con):
 
 
 # ---------------------------------------------------------------------------- atomicity
+
 
 def test_failure_mid_publish_leaves_previous_tables_and_no_files(raw, con, monkeypatch):
     run(con, raw)
@@ -426,15 +464,24 @@ def test_sigkill_mid_publish_shows_old_or_new_never_half_and_the_next_run_cleans
 
 # ---------------------------------------------------------------------------- the content scan
 
-@pytest.mark.parametrize(("body", "safe"), [
-    (b"u1,s1,1,1,20150301\n", True),
-    (b"u1,s1,1,1,20150301\r\nu2,s1,1,1,20150301\r\n", True),  # CRLF line ends
-    (b"u1,s1,1,1,20150301\r\n" * 60_000 + b"u1\r,s1\n", False),  # a lone CR after the first MiB
-    (b"u1,s1,1,1,20150301", True),
-    (b"u1,s1,1,1,20150301\r", False),
-    (b"u 1,s1\n", False), (b"u\t1,s1\n", False), (b'"u1",s1\n', False), (b"u'1,s1\n", False),
-    ("é,s1\n".encode(), False), (b"u\x001,s1\n", False), (b"u\x7f,s1\n", False),
-])
+
+@pytest.mark.parametrize(
+    ("body", "safe"),
+    [
+        (b"u1,s1,1,1,20150301\n", True),
+        (b"u1,s1,1,1,20150301\r\nu2,s1,1,1,20150301\r\n", True),  # CRLF line ends
+        (b"u1,s1,1,1,20150301\r\n" * 60_000 + b"u1\r,s1\n", False),  # a lone CR after the first MiB
+        (b"u1,s1,1,1,20150301", True),
+        (b"u1,s1,1,1,20150301\r", False),
+        (b"u 1,s1\n", False),
+        (b"u\t1,s1\n", False),
+        (b'"u1",s1\n', False),
+        (b"u'1,s1\n", False),
+        ("é,s1\n".encode(), False),
+        (b"u\x001,s1\n", False),
+        (b"u\x7f,s1\n", False),
+    ],
+)
 def test_the_screen_lets_only_safe_bytes_skip_the_character_rules(tmp_path, body, safe):
     path = tmp_path / "f.csv"
     path.write_bytes(body)
@@ -456,6 +503,7 @@ def test_a_cr_at_the_end_of_a_read_buffer_is_judged_by_the_next_byte(tmp_path, a
 
 # ---------------------------------------------------------------------------- the asset's metadata
 
+
 def test_the_ingest_asset_shows_loaded_quarantined_lines_and_removed_files(raw, tmp_path):
     """Issue 15 #8: what the README says the asset page shows, read back from the materialization."""
     import dagster as dg
@@ -463,17 +511,22 @@ def test_the_ingest_asset_shows_loaded_quarantined_lines_and_removed_files(raw, 
     from musictrend_dagster.defs.assets.ingest import raw_songs, raw_user_actions
     from musictrend_dagster.defs.resources import WarehouseResource
 
-    resources = {"warehouse": WarehouseResource(database=str(tmp_path / "wh.duckdb"), raw_dir=str(raw),
-                                                lake_dir=str(tmp_path / "lake"))}
+    resources = {
+        "warehouse": WarehouseResource(
+            database=str(tmp_path / "wh.duckdb"), raw_dir=str(raw), lake_dir=str(tmp_path / "lake")
+        )
+    }
 
     def metadata() -> dict:
         with dg.DagsterInstance.ephemeral() as instance:
             result = dg.materialize([raw_songs, raw_user_actions], resources=resources, instance=instance)
-        (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "raw_user_actions"]
+        (event,) = [
+            e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "raw_user_actions"
+        ]
         return {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
 
     drop = raw / drop_name("20150302")
-    write_lines(drop, day_lines(2, 2) + ["u1,s1,oops,1,20150302"])
+    write_lines(drop, [*day_lines(2, 2), "u1,s1,oops,1,20150302"])
     first = metadata()
     assert (first["lines_read"], first["loaded"], first["quarantined"], first["rows_removed"]) == (6, 5, 1, 0)
     assert {r["file"]: r["status"] for r in first["file_reports"]} == {BULK: "loaded", drop.name: "loaded"}

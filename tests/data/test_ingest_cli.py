@@ -1,4 +1,5 @@
 """`musictrend ingest` as a data team uses it, and the errors a wrong configuration gets."""
+
 from __future__ import annotations
 
 import os
@@ -10,20 +11,24 @@ import pytest
 
 from musictrend_dagster import cli
 from musictrend_dagster.core.sample import generate_synthetic, write_next_day
-from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.core.settings import ACTIONS_PREFIX, ConfigError
+from musictrend_dagster.defs.resources import WarehouseResource
 
 BIN = Path(sys.executable).with_name("musictrend")
 
 
 def musictrend(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MUSICTREND_", "DAGSTER_", "MLFLOW_"))}
-    return subprocess.run([str(BIN), *args], capture_output=True, text=True, cwd=cwd, timeout=600, env=clean | (env or {}))
+    return subprocess.run(
+        [str(BIN), *args], capture_output=True, text=True, cwd=cwd, timeout=600, env=clean | (env or {})
+    )
 
 
 def file_lines(stdout: str) -> dict[str, list[str]]:
     """The per-file table: file -> [status, lines, loaded, quarantined, removed]."""
-    return {parts[0]: parts[1:] for line in stdout.splitlines() if (parts := line.split()) and parts[0].startswith("mars_")}
+    return {
+        parts[0]: parts[1:] for line in stdout.splitlines() if (parts := line.split()) and parts[0].startswith("mars_")
+    }
 
 
 def test_ingest_reports_each_file_loaded_removed_and_refreshed(tmp_path):
@@ -68,10 +73,13 @@ def test_a_wrong_configuration_value_names_its_variable(tmp_path):
     """Case 8: MUSICTREND_MAX_QUARANTINE_SHARE=abc is one line naming the variable, not a float() error."""
     generate_synthetic(tmp_path / "home" / "raw", artists=2, days=10, rows=500, seed=1, progress=False)
     for verb in ("ingest", "run"):
-        done = musictrend(verb, "--home", str(tmp_path / "home"), cwd=tmp_path, env={"MUSICTREND_MAX_QUARANTINE_SHARE": "abc"})
+        done = musictrend(
+            verb, "--home", str(tmp_path / "home"), cwd=tmp_path, env={"MUSICTREND_MAX_QUARANTINE_SHARE": "abc"}
+        )
         assert done.returncode == 2
-        assert done.stderr.strip() == (f"musictrend {verb}: MUSICTREND_MAX_QUARANTINE_SHARE must be a number "
-                                       "between 0 and 1, got 'abc'")
+        assert done.stderr.strip() == (
+            f"musictrend {verb}: MUSICTREND_MAX_QUARANTINE_SHARE must be a number between 0 and 1, got 'abc'"
+        )
 
 
 def test_an_unreadable_raw_folder_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
@@ -103,8 +111,9 @@ def test_a_read_only_home_is_one_line_naming_the_path(tmp_path, monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", denied)
-    resource = WarehouseResource(database=str(home / "warehouse.duckdb"), raw_dir=str(tmp_path), lake_dir=str(home / "lake"))
-    with pytest.raises(ConfigError) as err:
-        with resource.connect():
-            pass
+    resource = WarehouseResource(
+        database=str(home / "warehouse.duckdb"), raw_dir=str(tmp_path), lake_dir=str(home / "lake")
+    )
+    with pytest.raises(ConfigError) as err, resource.connect():
+        pass
     assert str(err.value).startswith(f"{home}: cannot write there (permission denied)")

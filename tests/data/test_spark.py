@@ -8,6 +8,7 @@ A real standalone cluster (master + 2 one-core workers on 127.0.0.1) runs ``musi
 ingest`` end to end. Floats are compared to 12 significant digits: a sum's last bit depends on
 the order it is added in, which no engine promises.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,14 +21,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from musictrend_dagster.core import settings
-from musictrend_dagster.core.data import ingest
-from musictrend_dagster.core.data import sql_models
-from musictrend_dagster.core.data import warehouse
-from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 from conftest import SPARK_TEST_CONF
 from test_bad_input import ACTION_CASES  # the catalogue of bad action lines, one line per reason
+
+from musictrend_dagster.core import settings
+from musictrend_dagster.core.data import ingest, sql_models, warehouse
+from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
 FIRST = date(2015, 3, 1)
 DAYS = 30
@@ -44,8 +43,10 @@ SONGS_HEADER = "song_id,artist_id,publish_time,song_init_plays,Language,Gender"
 
 
 def _bad_action_lines() -> list[tuple[bytes, str]]:
-    return [(b"u\xff1,s1,1,1,20150301" if text is None else text.encode(), reason)
-            for text, reason in (ACTION_CASES[c] for c in sorted(ACTION_CASES))]
+    return [
+        (b"u\xff1,s1,1,1,20150301" if text is None else text.encode(), reason)
+        for text, reason in (ACTION_CASES[c] for c in sorted(ACTION_CASES))
+    ]
 
 
 class Slice:
@@ -62,10 +63,18 @@ class Slice:
 @pytest.fixture(scope="session")
 def tianchi_slice(tianchi, tmp_path_factory) -> Slice:
     """Artists of tianchi-s1 (fewest actions first, until 15k lines) over 30 days, with bad lines in it."""
-    songs = pl.read_csv(tianchi.songs_file, has_header=False, infer_schema=False, new_columns=[
-        "song_id", "artist_id", "publish_time", "plays", "lang", "gender"])
-    actions = pl.read_csv(tianchi.actions_file, has_header=False, infer_schema=False,
-                          new_columns=["user_id", "song_id", "gmt_create", "action_type", "ds"])
+    songs = pl.read_csv(
+        tianchi.songs_file,
+        has_header=False,
+        infer_schema=False,
+        new_columns=["song_id", "artist_id", "publish_time", "plays", "lang", "gender"],
+    )
+    actions = pl.read_csv(
+        tianchi.actions_file,
+        has_header=False,
+        infer_schema=False,
+        new_columns=["user_id", "song_id", "gmt_create", "action_type", "ds"],
+    )
     last = f"{DROP_DAY:%Y%m%d}"
     window = actions.filter(pl.col("ds") <= last).join(songs.select("song_id", "artist_id"), on="song_id")
     per_artist = window.group_by("artist_id").len().sort("len", "artist_id")
@@ -88,7 +97,7 @@ def tianchi_slice(tianchi, tmp_path_factory) -> Slice:
     (root / BULK).write_bytes(b"\n".join(lines) + b"\n")
     song_lines = [SONGS_HEADER, *tianchi.songs_file.read_text().splitlines(), *BAD_SONGS]
     (root / SONGS_FILE).write_text("\n".join(song_lines) + "\n")
-    return Slice(root, len(good), bad, drop + [f"u_other_day,{good[0].split(',')[1]},1425182400,1,20150301"])
+    return Slice(root, len(good), bad, [*drop, f"u_other_day,{good[0].split(',')[1]},1425182400,1,20150301"])
 
 
 def _rounded(row: tuple) -> tuple:
@@ -97,14 +106,21 @@ def _rounded(row: tuple) -> tuple:
 
 def data_layer(con) -> dict[str, list]:
     """Every table the data layer makes, as readers see it in the warehouse, and the lake's rows per day."""
-    tables = ["raw_user_actions", "raw_songs", "quarantine_user_actions", "quarantine_songs",
-              *(m.name for m in sql_models.load_models())]
+    tables = [
+        "raw_user_actions",
+        "raw_songs",
+        "quarantine_user_actions",
+        "quarantine_songs",
+        *(m.name for m in sql_models.load_models()),
+    ]
     found = {t: sorted((_rounded(r) for r in con.execute(f'SELECT * FROM "{t}"').fetchall()), key=repr) for t in tables}
     found["ingested_files"] = con.execute(
         "SELECT file, kind, lines_read, loaded, quarantined, reasons, recheck_on, content_hash FROM ingested_files "
-        "ORDER BY file").fetchall()
+        "ORDER BY file"
+    ).fetchall()
     found["lake_rows_per_day"] = con.execute(
-        "SELECT dataset, ds, sum(rows) FROM lake_files GROUP BY ALL ORDER BY ALL").fetchall()
+        "SELECT dataset, ds, sum(rows) FROM lake_files GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
     return found
 
 
@@ -131,9 +147,11 @@ def test_spark_makes_every_table_and_quarantine_duckdb_makes_also_incrementally(
         got = first["spark"]
         assert len(got["raw_user_actions"]) == tianchi_slice.good
         assert [(BULK, n, text, reason) for n, text, reason in tianchi_slice.bad] == sorted(
-            got["quarantine_user_actions"], key=lambda r: r[1])
+            got["quarantine_user_actions"], key=lambda r: r[1]
+        )
         assert Counter(r[3] for r in got["quarantine_songs"]) == Counter(
-            {**Counter(BAD_SONGS.values()), "header line": 1})
+            {**Counter(BAD_SONGS.values()), "header line": 1}
+        )
         assert [r[1] for r in got["quarantine_songs"] if r[3] == "header line"] == [1]
         assert len(got["artist_daily"]) == len({r[0] for r in got["artist_daily"]}) * DAYS
 
@@ -144,15 +162,19 @@ def test_spark_makes_every_table_and_quarantine_duckdb_makes_also_incrementally(
         assert built["spark"]["artist_day_actions"].mode == "incremental"
         assert built["spark"]["artist_day_actions"].days == (DROP_DAY,)
         assert {m: (b.mode, b.days, b.rows) for m, b in built["spark"].items()} == {
-            m: (b.mode, b.days, b.rows) for m, b in built["duckdb"].items()}
+            m: (b.mode, b.days, b.rows) for m, b in built["duckdb"].items()
+        }
         second = {name: data_layer(con) for name, con in cons.items()}
         assert second["spark"] == second["duckdb"]
         assert [r[3] for r in second["spark"]["quarantine_user_actions"] if r[0] == DROP] == [
-            f"Ds 20150301 is not the drop file's day {DROP_DAY:%Y%m%d}"]
+            f"Ds 20150301 is not the drop file's day {DROP_DAY:%Y%m%d}"
+        ]
 
         # The SQL tests, as the asset checks run them on Spark: they pass, and see a broken table.
         tests = sql_models.load_tests()
-        assert {t.name: sql_models.run_test(cons["spark"], t, engine=spark)[0] for t in tests} == {t.name: 0 for t in tests}
+        assert {t.name: sql_models.run_test(cons["spark"], t, engine=spark)[0] for t in tests} == {
+            t.name: 0 for t in tests
+        }
 
         # Either engine reads what the other wrote: DuckDB rebuilds the models from Spark's lake.
         rebuilt = sql_models.build_all(cons["spark"], full_refresh=True)
@@ -193,8 +215,15 @@ def test_engine_settings_name_the_variable_on_bad_values(monkeypatch):
     monkeypatch.setenv(settings.SPARK_MASTER_VAR, "spark:/host:7077")
     with pytest.raises(settings.ConfigError, match="MUSICTREND_SPARK_MASTER must be a Spark master"):
         settings.check_environment()
-    for master in ("local[*]", "local[2]", "local[2,3]", "spark://127.0.0.1:7077", "yarn", "sc://h:15002",
-                   "k8s://https://h:443"):
+    for master in (
+        "local[*]",
+        "local[2]",
+        "local[2,3]",
+        "spark://127.0.0.1:7077",
+        "yarn",
+        "sc://h:15002",
+        "k8s://https://h:443",
+    ):
         monkeypatch.setenv(settings.SPARK_MASTER_VAR, master)
         settings.check_environment()
         assert (settings.engine(), settings.spark_master()) == ("spark", master)
@@ -222,11 +251,22 @@ def test_musictrend_ingest_runs_on_a_standalone_cluster(spark_cluster, tmp_path)
     conf_dir.mkdir()
     (conf_dir / "spark-defaults.conf").write_text("".join(f"{k} {v}\n" for k, v in SPARK_TEST_CONF.items()))
     env = {k: v for k, v in spark_cluster.env().items() if k != "DAGSTER_HOME"}
-    env.update({"SPARK_CONF_DIR": str(conf_dir), "PYTHONPATH": str(Path(__file__).parents[2]),
-                settings.ENGINE_VAR: "spark", settings.SPARK_MASTER_VAR: spark_cluster.master_url,
-                settings.MAX_QUARANTINE_SHARE_VAR: "1"})  # the folder is a third bad lines, on purpose
-    done = subprocess.run([sys.executable, "-m", "musictrend_dagster.cli", "ingest", "--home", str(home),
-                           "--raw-dir", str(raw)], env=env, capture_output=True, text=True, timeout=1200)
+    env.update(
+        {
+            "SPARK_CONF_DIR": str(conf_dir),
+            "PYTHONPATH": str(Path(__file__).parents[2]),
+            settings.ENGINE_VAR: "spark",
+            settings.SPARK_MASTER_VAR: spark_cluster.master_url,
+            settings.MAX_QUARANTINE_SHARE_VAR: "1",
+        }
+    )  # the folder is a third bad lines, on purpose
+    done = subprocess.run(
+        [sys.executable, "-m", "musictrend_dagster.cli", "ingest", "--home", str(home), "--raw-dir", str(raw)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "musictrend ingest succeeded" in done.stdout
 
@@ -250,9 +290,18 @@ def test_musictrend_ingest_runs_on_a_standalone_cluster(spark_cluster, tmp_path)
             event = instance.get_latest_materialization_event(dg.AssetKey(key))
             metadata = event.asset_materialization.metadata
             assert (metadata["engine"].value, metadata["spark_master"].value) == ("spark", spark_cluster.master_url)
-    kinds = subprocess.run([sys.executable, "-c", "from musictrend_dagster.definitions import defs; "
-                            "print(sorted(next(iter(defs.resolve_assets_def('artist_daily').specs)).kinds))"],
-                           env=env, capture_output=True, text=True, timeout=300)
+    kinds = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from musictrend_dagster.definitions import defs; "
+            "print(sorted(next(iter(defs.resolve_assets_def('artist_daily').specs)).kinds))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "'spark'" in kinds.stdout, kinds.stderr[-2000:]
 
 

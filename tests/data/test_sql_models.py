@@ -1,5 +1,6 @@
 """The SQL model layer: loader, dependency order, builds on a hand-made warehouse, the
 singular tests, and the exact match of artist_daily with the real season-1 aggregates."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -8,11 +9,7 @@ from statistics import median, pvariance
 
 import pytest
 
-from musictrend_dagster.core.data import ingest
-
-from musictrend_dagster.core.data import lake
-
-from musictrend_dagster.core.data import warehouse
+from musictrend_dagster.core.data import ingest, lake, warehouse
 from musictrend_dagster.core.data import sql_models as sm
 
 PACKAGED_ARTIST_DAILY = Path(sm.__file__).resolve().parents[2] / "data" / "tianchi_s1" / "artist_daily.csv"
@@ -27,10 +24,18 @@ def test_loader_finds_models_deps_and_order():
     assert by_name["artist_daily"].deps == {"artist_day_actions"}  # CTE names excluded
     assert by_name["artist_rolling_stats"].deps == {"artist_daily"}
     assert by_name["stg_user_actions"].materialized == "view"
-    assert (by_name["artist_day_actions"].materialized, by_name["artist_day_actions"].partition_by) == ("incremental", "ds")
+    assert (by_name["artist_day_actions"].materialized, by_name["artist_day_actions"].partition_by) == (
+        "incremental",
+        "ds",
+    )
     assert by_name["artist_daily"].sources == {"user_actions", "songs"}
     order = [m.name for m in sm.topo_order(models)]
-    assert order.index("stg_songs") < order.index("artist_day_actions") < order.index("artist_daily") < order.index("artist_rolling_stats")
+    assert (
+        order.index("stg_songs")
+        < order.index("artist_day_actions")
+        < order.index("artist_daily")
+        < order.index("artist_rolling_stats")
+    )
     tests = {t.name: t.model for t in sm.load_tests(sm.SQL_DIR / "tests")}
     assert tests["artist_daily__no_calendar_gaps"] == "artist_daily"
     assert tests["artist_rolling_stats__row_count_matches"] == "artist_rolling_stats"
@@ -42,12 +47,15 @@ def test_deps_ignore_cte_and_table_functions(tmp_path):
     assert model.deps == {"a", "b"}
 
 
-@pytest.mark.parametrize(("file", "sql", "message"), [
-    ("Bad-Name.sql", "SELECT 1", "not a valid model name"),
-    ("drop_it.sql", "DROP TABLE x", "expected a single SELECT, found Drop"),
-    ("two.sql", "SELECT 1; SELECT 2", "expected a single SELECT, found Select, Select"),
-    ("broken.sql", "SELECT (1", "SQL does not parse"),
-])
+@pytest.mark.parametrize(
+    ("file", "sql", "message"),
+    [
+        ("Bad-Name.sql", "SELECT 1", "not a valid model name"),
+        ("drop_it.sql", "DROP TABLE x", "expected a single SELECT, found Drop"),
+        ("two.sql", "SELECT 1; SELECT 2", "expected a single SELECT, found Select, Select"),
+        ("broken.sql", "SELECT (1", "SQL does not parse"),
+    ],
+)
 def test_loader_rejects_bad_files_naming_them(tmp_path, file, sql, message):
     (tmp_path / file).write_text(sql)
     with pytest.raises(sm.SqlModelError, match=message) as err:
@@ -75,17 +83,21 @@ def warehouse_db(tmp_path):
     """A warehouse whose raw views are plain tables of hand-made rows (the models only read the views)."""
     con = warehouse.connect(tmp_path / "wh.duckdb", memory_limit="1GB")
     lake.Lake(tmp_path / "lake").ensure(con)
-    con.execute("CREATE TABLE raw_songs AS SELECT * FROM (VALUES ('s1','a1','2014-01-01'::DATE,1,1,1,'f'), "
-                "('s2','a1','2014-01-01'::DATE,1,1,1,'f'), ('s3','a2','2014-01-01'::DATE,1,1,1,'f'), "
-                "('s3','a2','2014-01-01'::DATE,1,1,1,'f'), ('s4','a3','2014-01-01'::DATE,1,1,1,'f')) "
-                "AS t(song_id, artist_id, publish_time, song_init_plays, language, gender, source_file)")
+    con.execute(
+        "CREATE TABLE raw_songs AS SELECT * FROM (VALUES ('s1','a1','2014-01-01'::DATE,1,1,1,'f'), "
+        "('s2','a1','2014-01-01'::DATE,1,1,1,'f'), ('s3','a2','2014-01-01'::DATE,1,1,1,'f'), "
+        "('s3','a2','2014-01-01'::DATE,1,1,1,'f'), ('s4','a3','2014-01-01'::DATE,1,1,1,'f')) "
+        "AS t(song_id, artist_id, publish_time, song_init_plays, language, gender, source_file)"
+    )
     rows = []
     for day, n in enumerate(PLAYS_A1):
         ds = D0 + timedelta(days=day)
         rows += [(f"u{i % 2}", "s1" if i % 3 else "s2", 0, 1, ds) for i in range(n)]
     rows += [("u1", "s3", 0, 2, D0 + timedelta(days=4)), ("u1", "s3", 0, 3, D0 + timedelta(days=4))]
-    con.execute("CREATE TABLE raw_user_actions (user_id VARCHAR, song_id VARCHAR, gmt_create BIGINT, "
-                "action_type TINYINT, ds DATE, source_file VARCHAR)")
+    con.execute(
+        "CREATE TABLE raw_user_actions (user_id VARCHAR, song_id VARCHAR, gmt_create BIGINT, "
+        "action_type TINYINT, ds DATE, source_file VARCHAR)"
+    )
     con.executemany("INSERT INTO raw_user_actions VALUES (?, ?, ?, ?, ?, 'f')", rows)
     counts = {name: built.rows for name, built in sm.build_all(con, sm.SQL_DIR).items()}
     yield con, counts
@@ -97,19 +109,25 @@ def test_dense_calendar_with_zeros(warehouse_db):
     assert counts["artist_daily"] == 2 * 10  # a1 and a2 (a3 has no actions), every day of the log
     a1 = con.execute("SELECT plays FROM artist_daily WHERE artist_id = 'a1' ORDER BY ds").fetchall()
     assert [p for (p,) in a1] == PLAYS_A1
-    a2 = con.execute("SELECT ds, plays, downloads, collects, listeners, active_songs FROM artist_daily "
-                     "WHERE artist_id = 'a2' AND (downloads > 0 OR ds = DATE '2015-03-01') ORDER BY ds").fetchall()
+    a2 = con.execute(
+        "SELECT ds, plays, downloads, collects, listeners, active_songs FROM artist_daily "
+        "WHERE artist_id = 'a2' AND (downloads > 0 OR ds = DATE '2015-03-01') ORDER BY ds"
+    ).fetchall()
     assert a2 == [(D0, 0, 0, 0, 0, 0), (D0 + timedelta(days=4), 0, 1, 1, 1, 1)]
-    assert con.execute("SELECT listeners, active_songs FROM artist_daily WHERE artist_id = 'a1' AND ds = $d",
-                       {"d": D0 + timedelta(days=2)}).fetchone() == (2, 2)
+    assert con.execute(
+        "SELECT listeners, active_songs FROM artist_daily WHERE artist_id = 'a1' AND ds = $d",
+        {"d": D0 + timedelta(days=2)},
+    ).fetchone() == (2, 2)
 
 
 def test_rolling_stats_match_hand_computation(warehouse_db):
     con, _ = warehouse_db
-    got = con.execute("SELECT plays_mean_3, plays_var_3, plays_median_7, plays_median_14, plays_median_28 "
-                      "FROM artist_rolling_stats WHERE artist_id = 'a1' ORDER BY ds").fetchall()
+    got = con.execute(
+        "SELECT plays_mean_3, plays_var_3, plays_median_7, plays_median_14, plays_median_28 "
+        "FROM artist_rolling_stats WHERE artist_id = 'a1' ORDER BY ds"
+    ).fetchall()
     for d, row in enumerate(got):
-        w3, w7, w14 = PLAYS_A1[max(0, d - 2): d + 1], PLAYS_A1[max(0, d - 6): d + 1], PLAYS_A1[max(0, d - 13): d + 1]
+        w3, w7, w14 = PLAYS_A1[max(0, d - 2) : d + 1], PLAYS_A1[max(0, d - 6) : d + 1], PLAYS_A1[max(0, d - 13) : d + 1]
         assert row[0] == pytest.approx(sum(w3) / len(w3))
         assert row[1] == pytest.approx(pvariance(w3))
         assert row[2] == pytest.approx(median(w7))
@@ -152,14 +170,17 @@ def test_artist_daily_matches_real_tianchi_s1_exactly(tianchi, tmp_path):
     assert sum(r.quarantined for r in result.files) == 0
     counts = sm.build_all(con, sm.SQL_DIR)
     assert counts["artist_daily"].rows == 9150
-    mismatches = con.execute("""
+    mismatches = con.execute(
+        """
         SELECT e.artist_id, e.ds, e.plays, a.plays, e.downloads, a.downloads, e.collects, a.collects
         FROM read_csv($p, header = true, auto_detect = false, columns = {'artist_id': 'VARCHAR', 'ds': 'VARCHAR',
              'plays': 'BIGINT', 'downloads': 'BIGINT', 'collects': 'BIGINT', 'distinct_users': 'BIGINT'}) AS e
         FULL JOIN artist_daily AS a ON a.artist_id = e.artist_id AND a.ds = strptime(e.ds, '%Y%m%d')::DATE
         WHERE a.plays IS DISTINCT FROM e.plays OR a.downloads IS DISTINCT FROM e.downloads
            OR a.collects IS DISTINCT FROM e.collects OR a.listeners IS DISTINCT FROM e.distinct_users
-    """, {"p": str(PACKAGED_ARTIST_DAILY)}).fetchall()
+    """,
+        {"p": str(PACKAGED_ARTIST_DAILY)},
+    ).fetchall()
     assert mismatches == []
     con.close()
 
@@ -177,8 +198,9 @@ def _write(path: Path, lines: list[str]) -> None:
 def _day(day: int, counts: dict[str, int]) -> list[str]:
     """Actions on 2015-03-<day>: counts per song, users cycling u0..u3, kinds 1, 1, 2, 3, ..."""
     noon = 1425182400 + (day - 1) * DAY_MS
-    return [f"u{i % 4},{song},{noon},{(1, 1, 2, 3)[i % 4]},201503{day:02d}"
-            for song, n in counts.items() for i in range(n)]
+    return [
+        f"u{i % 4},{song},{noon},{(1, 1, 2, 3)[i % 4]},201503{day:02d}" for song, n in counts.items() for i in range(n)
+    ]
 
 
 def _drop(raw: Path, day: int) -> Path:
@@ -194,8 +216,10 @@ def _differences(con, other) -> dict[str, int]:
         con.execute("CREATE OR REPLACE TEMP TABLE theirs AS SELECT * FROM (SELECT * FROM " + table + ") LIMIT 0")
         if theirs:
             con.executemany(f"INSERT INTO theirs VALUES ({', '.join('?' * len(theirs[0]))})", theirs)
-        n = con.execute(f"SELECT count(*) FROM (SELECT * FROM {table} EXCEPT ALL SELECT * FROM theirs) "
-                        f"UNION ALL SELECT count(*) FROM (SELECT * FROM theirs EXCEPT ALL SELECT * FROM {table})").fetchall()
+        n = con.execute(
+            f"SELECT count(*) FROM (SELECT * FROM {table} EXCEPT ALL SELECT * FROM theirs) "
+            f"UNION ALL SELECT count(*) FROM (SELECT * FROM theirs EXCEPT ALL SELECT * FROM {table})"
+        ).fetchall()
         if n[0][0] or n[1][0] or len(mine) != len(theirs):
             found[table] = (n[0][0], n[1][0])
     return found
@@ -223,16 +247,24 @@ def test_incremental_builds_equal_full_rebuilds_through_drops_rewrites_and_remov
         ingest.ingest_raw_dir(con, raw, tmp_path / "lake")
         built = sm.build_all(con, sm.SQL_DIR)
         expected_mode = "full" if touched is None else ("incremental" if touched else "unchanged")
-        assert (built["artist_day_actions"].mode, list(built["artist_day_actions"].days)) == (expected_mode, touched or []), what
+        assert (built["artist_day_actions"].mode, list(built["artist_day_actions"].days)) == (
+            expected_mode,
+            touched or [],
+        ), what
         fresh = warehouse.connect(tmp_path / f"full{i}.duckdb", memory_limit="1GB")
         ingest.ingest_raw_dir(fresh, raw, tmp_path / f"lake{i}")
         assert sm.build_all(fresh, sm.SQL_DIR)["artist_day_actions"].mode == "full"
         assert _differences(con, fresh) == {}, what
         fresh.close()
-    calendar = con.execute("SELECT artist_id, min(ds), max(ds), count(*), sum(plays + downloads + collects) "
-                           "FROM artist_daily GROUP BY 1 ORDER BY 1").fetchall()
+    calendar = con.execute(
+        "SELECT artist_id, min(ds), max(ds), count(*), sum(plays + downloads + collects) "
+        "FROM artist_daily GROUP BY 1 ORDER BY 1"
+    ).fetchall()
     # after the removal: days 1..4, a3 kept no action (its only day was removed) and is gone
-    assert calendar == [("a1", date(2015, 3, 1), date(2015, 3, 4), 4, 8), ("a2", date(2015, 3, 1), date(2015, 3, 4), 4, 22)]
+    assert calendar == [
+        ("a1", date(2015, 3, 1), date(2015, 3, 4), 4, 8),
+        ("a2", date(2015, 3, 1), date(2015, 3, 4), 4, 22),
+    ]
     con.close()
 
 
@@ -258,12 +290,18 @@ def test_full_refresh_and_changed_sql_rebuild_everything(tmp_path):
     con.close()
 
 
-@pytest.mark.parametrize(("sql", "message"), [
-    ("-- materialized: incremental\nSELECT 1 AS ds WHERE incremental_filter(ds)", "needs '-- partition_by: <column>'"),
-    ("-- materialized: incremental\n-- partition_by: ds\nSELECT 1 AS ds", "must say where to cut the increment"),
-    ("SELECT 1 AS ds WHERE incremental_filter(ds)", "only for '-- materialized: incremental' models"),
-    ("-- materialized: snapshot\nSELECT 1 AS ds", "materialized must be one of"),
-])
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        (
+            "-- materialized: incremental\nSELECT 1 AS ds WHERE incremental_filter(ds)",
+            "needs '-- partition_by: <column>'",
+        ),
+        ("-- materialized: incremental\n-- partition_by: ds\nSELECT 1 AS ds", "must say where to cut the increment"),
+        ("SELECT 1 AS ds WHERE incremental_filter(ds)", "only for '-- materialized: incremental' models"),
+        ("-- materialized: snapshot\nSELECT 1 AS ds", "materialized must be one of"),
+    ],
+)
 def test_incremental_configuration_errors_name_the_file(tmp_path, sql, message):
     (tmp_path / "m.sql").write_text(sql)
     with pytest.raises(sm.SqlModelError, match=message) as err:

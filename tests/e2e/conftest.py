@@ -6,6 +6,7 @@ signals to its own pid and would otherwise leave its webserver, daemon and code 
 Every page step saves a screenshot; a failing test also gets a last screenshot and the tail
 of each server log in its report.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import contextlib
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"  # README screenshots, rewritten by the tests that take them
 SAMPLE_ARGS = ["--source", "synthetic", "--artists", "6", "--days", "150", "--rows", "60000", "--seed", "1"]
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-quic",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
 ]
 
 
@@ -41,8 +49,11 @@ def musictrend_cmd(*args: str) -> list[str]:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The caller's environment without anything that would point the servers at another state folder."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MUSICTREND_") and k not in {"DAGSTER_HOME", "MLFLOW_TRACKING_URI"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MUSICTREND_") and k not in {"DAGSTER_HOME", "MLFLOW_TRACKING_URI"}
+    }
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
@@ -55,8 +66,9 @@ def free_port() -> int:
 def run_cli(*args: str, log: Path, timeout: float) -> None:
     """Run one `musictrend` command to completion, failing the test with its output if it fails."""
     with log.open("w") as out:
-        proc = subprocess.run(musictrend_cmd(*args), cwd=REPO, env=clean_env(), stdout=out,
-                              stderr=subprocess.STDOUT, timeout=timeout)
+        proc = subprocess.run(
+            musictrend_cmd(*args), cwd=REPO, env=clean_env(), stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+        )
     if proc.returncode != 0:
         pytest.fail(f"`musictrend {' '.join(args)}` exited {proc.returncode}; log {log}:\n{tail(log)}", pytrace=False)
 
@@ -78,10 +90,17 @@ class Server:
     proc: subprocess.Popen = field(repr=False)
 
     @classmethod
-    def start(cls, name: str, args: list[str], port: int, log: Path, **env: str) -> "Server":
+    def start(cls, name: str, args: list[str], port: int, log: Path, **env: str) -> Server:
         out = log.open("w")
-        proc = subprocess.Popen(musictrend_cmd(*args), cwd=REPO, env=clean_env(**env), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_default_sigint)
+        proc = subprocess.Popen(
+            musictrend_cmd(*args),
+            cwd=REPO,
+            env=clean_env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_default_sigint,
+        )
         out.close()
         server = cls(name, f"http://127.0.0.1:{port}", log, proc)
         print(f"\n[e2e] {name}: {server.url} (pid {proc.pid}), log {log}")
@@ -92,8 +111,9 @@ class Server:
             return response.read()
 
     def post_json(self, path: str, payload: dict, timeout: float = 10) -> dict:
-        request = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 
@@ -103,16 +123,20 @@ class Server:
         last = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                pytest.fail(f"{self.name} exited {self.proc.returncode} before {what}; log {self.log}:\n{tail(self.log)}",
-                            pytrace=False)
+                pytest.fail(
+                    f"{self.name} exited {self.proc.returncode} before {what}; log {self.log}:\n{tail(self.log)}",
+                    pytrace=False,
+                )
             try:
                 if ready():
                     return
             except (OSError, urllib.error.URLError, ValueError) as exc:
                 last = exc
             time.sleep(1)
-        pytest.fail(f"{self.name} not {what} after {timeout:.0f}s (last error {last!r}); log {self.log}:\n{tail(self.log)}",
-                    pytrace=False)
+        pytest.fail(
+            f"{self.name} not {what} after {timeout:.0f}s (last error {last!r}); log {self.log}:\n{tail(self.log)}",
+            pytrace=False,
+        )
 
     def stop(self, grace: float = 10) -> None:
         """SIGTERM the whole process group, SIGKILL what is left after `grace` seconds."""
@@ -134,10 +158,8 @@ def _default_sigint() -> None:
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _group_alive(pgid: int) -> bool:
@@ -191,9 +213,25 @@ def dagster_ui(sample_home, mlflow_ui_url) -> Iterator[Server]:
     links follow MUSICTREND_MLFLOW_UI_URL."""
     home, raw = sample_home
     port = free_port()
-    server = Server.start("dagster dev", ["ui", "--home", str(home), "--raw-dir", str(raw), "--host", "127.0.0.1",
-                                          "--port", str(port), "--workspace", str(REPO / "workspace.yaml")],
-                          port, home / "dagster_dev.log", MUSICTREND_MLFLOW_UI_URL=mlflow_ui_url)
+    server = Server.start(
+        "dagster dev",
+        [
+            "ui",
+            "--home",
+            str(home),
+            "--raw-dir",
+            str(raw),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workspace",
+            str(REPO / "workspace.yaml"),
+        ],
+        port,
+        home / "dagster_dev.log",
+        MUSICTREND_MLFLOW_UI_URL=mlflow_ui_url,
+    )
     try:
         server.wait_until(lambda: server.get("/server_info") is not None, "answering /server_info", 180)
         server.wait_until(lambda: dagster_location_loaded(server), "done loading the code location", 240)
@@ -240,8 +278,13 @@ def mlflow_ui(ui_run, mlflow_ui_url) -> Iterator[Server]:
     """`musictrend mlflow-ui` over the UI run's store, started with MUSICTREND_MLFLOW_UI_URL only: it serves
     where the Dagster links point."""
     port = int(mlflow_ui_url.rsplit(":", 1)[1])
-    server = Server.start("mlflow server", ["mlflow-ui", "--home", str(ui_run.home)], port,
-                          ui_run.home / "mlflow_server.log", MUSICTREND_MLFLOW_UI_URL=mlflow_ui_url)
+    server = Server.start(
+        "mlflow server",
+        ["mlflow-ui", "--home", str(ui_run.home)],
+        port,
+        ui_run.home / "mlflow_server.log",
+        MUSICTREND_MLFLOW_UI_URL=mlflow_ui_url,
+    )
     try:
         server.wait_until(lambda: server.get("/health") is not None, "answering /health", 120)
         yield server

@@ -1,6 +1,7 @@
 """A person opens the Dagster UI, sees the six asset groups, clicks "Materialize all" and watches the
 run succeed (the session's `ui_run`); the submission file then holds 60 days for every artist, the graph
 shows every model by name, a backtest's MLflow link opens its run, and the champion page shows the margin."""
+
 from __future__ import annotations
 
 import csv
@@ -10,11 +11,10 @@ from datetime import datetime, timedelta
 import pytest
 from playwright.sync_api import expect
 
-from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES
-from musictrend_dagster.defs.resources import default_resources
+from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.settings import Paths
-
+from musictrend_dagster.defs.resources import default_resources
 
 from .ui_steps import run_failure_details, skip_community_dialog
 
@@ -41,8 +41,9 @@ def test_materialize_all_from_the_ui_writes_the_submission(dagster_ui, ui_run, p
     with open(submission, newline="") as fh:
         rows = [tuple(r) for r in csv.reader(fh)]
     artists = set(read_column(ui_run.raw / "mars_tianchi_songs.csv", 1))
-    last_day = max(datetime.strptime(d, "%Y%m%d").date()
-                   for d in read_column(ui_run.raw / "mars_tianchi_user_actions.csv", 4))
+    last_day = max(
+        datetime.strptime(d, "%Y%m%d").date() for d in read_column(ui_run.raw / "mars_tianchi_user_actions.csv", 4)
+    )
     days = [(last_day + timedelta(days=i + 1)).strftime("%Y%m%d") for i in range(HORIZON)]
     assert all(len(r) == 3 and r[1].isdigit() for r in rows), rows[:3]
     assert len(rows) == len(artists) * HORIZON
@@ -97,12 +98,16 @@ def test_champion_page_shows_the_margin(dagster_ui, ui_run, page, shot):
     expect(leaderboard).to_be_visible(timeout=60_000)
     leaderboard.scroll_into_view_if_needed()
     for model, f_norm in board.iter_rows():  # every model's mean to 4 decimals, as the warehouse has it
-        cells = leaderboard.get_by_role("row").filter(has=page.get_by_text(model, exact=True)).first.inner_text().split()
+        cells = (
+            leaderboard.get_by_role("row").filter(has=page.get_by_text(model, exact=True)).first.inner_text().split()
+        )
         assert cells[0] == model and float(cells[1]) == round(f_norm, 4), (model, f_norm, cells)
     margin = page.get_by_role("row").filter(has=page.get_by_text("margin_over_runner_up", exact=True)).first
     assert float(margin.inner_text().split()[-1]) == round(board["f_norm"][0] - board["f_norm"][1], 4)
     shot.readme("champion")
-    page.get_by_role("row").filter(has=page.get_by_text("scores", exact=True)).get_by_text("[Show Markdown]").first.click()
+    page.get_by_role("row").filter(has=page.get_by_text("scores", exact=True)).get_by_text(
+        "[Show Markdown]"
+    ).first.click()
     chart = page.get_by_role("dialog").get_by_role("img", name="mean f_norm per model")
     expect(chart).to_be_visible()
     page.wait_for_timeout(1_000)  # the dialog fades in: let the README picture be the settled one
@@ -129,5 +134,6 @@ def stored_run_id(home, model: str) -> str:
 def champion_board(home):
     """Mean f_norm per model from the warehouse's backtest_scores, best first (computed here, not by the asset)."""
     with default_resources(Paths.from_env(home=home))["warehouse"].connect() as con:
-        return query(con, "SELECT model, avg(f_norm) AS f_norm FROM backtest_scores GROUP BY model "
-                          "ORDER BY f_norm DESC, model")
+        return query(
+            con, "SELECT model, avg(f_norm) AS f_norm FROM backtest_scores GROUP BY model ORDER BY f_norm DESC, model"
+        )

@@ -1,6 +1,7 @@
 """After "Materialize all", a person opens the MLflow UI and finds the `musictrend` experiment in the
 model-training view with one run per model and its f_norm, the champion's run linked to the registered
 model (one click from the registry), and Compare showing two models' plots side by side."""
+
 from __future__ import annotations
 
 import json
@@ -91,8 +92,10 @@ def test_compare_two_model_runs_shows_their_plots_side_by_side(mlflow_ui, ui_run
     experiment_id, runs, _ = stored_runs(ui_run.home)
     by_model = {model: run_id for run_id, (model, _) in runs.items()}
     pair = [by_model["global_direct"], by_model["median14"]]
-    page.goto(f"{mlflow_ui.url}/#/compare-runs?runs={json.dumps(pair)}&experiments={json.dumps([experiment_id])}"
-              "&workflowType=machine_learning")
+    page.goto(
+        f"{mlflow_ui.url}/#/compare-runs?runs={json.dumps(pair)}&experiments={json.dumps([experiment_id])}"
+        "&workflowType=machine_learning"
+    )
     expect(page.get_by_role("link", name="f_norm", exact=True).first).to_be_visible(timeout=60_000)
     close_assistant(page)
     expect(page.get_by_text("No common artifacts to display")).to_have_count(0)

@@ -1,4 +1,5 @@
 """Steps a person takes in the Dagster UI, shared by the session's materialisation and the tests."""
+
 from __future__ import annotations
 
 import re
@@ -31,7 +32,8 @@ def launch_materialize_all(page) -> str:
     page.get_by_role("button", name="Materialize all").click()
     view = page.get_by_role("link", name="View").and_(page.locator("a[href^='/runs/']"))
     confirm = page.get_by_role("dialog").get_by_role(
-        "button", name=re.compile(r"^(Materialize|Launch run|Launch \d+ runs?|Confirm)$"))
+        "button", name=re.compile(r"^(Materialize|Launch run|Launch \d+ runs?|Confirm)$")
+    )
     view.or_(confirm).first.wait_for(timeout=30_000)
     if confirm.count() and confirm.first.is_visible():
         confirm.first.click()
@@ -55,7 +57,9 @@ def run_failure_details(dagster_ui, run_id: str) -> str:
 def wait_for_run_in_list(page, dagster_ui, run_id: str, shot) -> str:
     """Reload /runs until the run's row shows a terminal status; return that status."""
     # Rows are plain divs: the run's row is the nearest one holding both its id link and its View link.
-    row = page.locator(f"xpath=//a[@href='/runs/{run_id}']/ancestor::div[count(.//a[@href='/runs/{run_id}'])=2][1]").first
+    row = page.locator(
+        f"xpath=//a[@href='/runs/{run_id}']/ancestor::div[count(.//a[@href='/runs/{run_id}'])=2][1]"
+    ).first
     deadline = time.monotonic() + RUN_TIMEOUT_S
     status = ""
     while time.monotonic() < deadline:
@@ -67,4 +71,6 @@ def wait_for_run_in_list(page, dagster_ui, run_id: str, shot) -> str:
             return status
         time.sleep(10)
     shot("run-timeout")
-    pytest.fail(f"run {run_id} not finished after {RUN_TIMEOUT_S}s in the UI\n{run_failure_details(dagster_ui, run_id)}")
+    pytest.fail(
+        f"run {run_id} not finished after {RUN_TIMEOUT_S}s in the UI\n{run_failure_details(dagster_ui, run_id)}"
+    )

@@ -1,5 +1,6 @@
 """Baselines against the reference table of the official metric doc (copied into
 tests/forecast/reference/metric_reference.md), on the packaged real data."""
+
 from datetime import date, timedelta
 from pathlib import Path
 

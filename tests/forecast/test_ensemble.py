@@ -1,4 +1,5 @@
 """GlobalEnsemble: shape, non-negativity, seed determinism, pickling, level start, no look-ahead."""
+
 import pickle
 from datetime import timedelta
 
@@ -68,7 +69,9 @@ def test_curve_net_learns_a_constant_multiplier():
 
 def test_no_leakage_test_window_changes_nothing(five_artists, assert_no_lookahead):
     history, songs = five_artists
-    assert_no_lookahead(lambda: GlobalEnsemble(seed=1, **TINY), history, songs, history["ds"].min() + timedelta(days=50), 30)
+    assert_no_lookahead(
+        lambda: GlobalEnsemble(seed=1, **TINY), history, songs, history["ds"].min() + timedelta(days=50), 30
+    )
 
 
 def test_bad_requests_are_refused(five_artists):
@@ -108,10 +111,10 @@ def test_members_trained_together_equal_members_trained_alone():
     make = lambda seed: CurveNet(units=4, epochs=5, batch_size=64, learning_rate=0.01, l2=1e-3, seed=seed)  # noqa: E731
     together = [make(1), make(2)]
     losses = fit_members([(together, x, y)], basis)
-    for net, loss in zip(together, losses):
+    for net, loss in zip(together, losses, strict=False):
         alone = make(net.seed)
         assert alone.fit(x, y, basis) == pytest.approx(loss, rel=1e-9)
-        for a, b in zip(alone.weights, net.weights):
+        for a, b in zip(alone.weights, net.weights, strict=False):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     assert not np.allclose(together[0].weights[0], together[1].weights[0])
 

@@ -1,4 +1,5 @@
 """build_features: hand-checked values and no look-ahead."""
+
 import math
 from datetime import date, timedelta
 
@@ -17,8 +18,10 @@ def _history(plays_by_artist: dict[str, list[int]], downloads: int = 1, listener
         for a, plays in plays_by_artist.items()
         for k, p in enumerate(plays)
     ]
-    return pl.DataFrame(rows, schema={"artist_id": pl.String, "ds": pl.Date, "plays": pl.Int64,
-                                      "downloads": pl.Int64, "listeners": pl.Int64})
+    return pl.DataFrame(
+        rows,
+        schema={"artist_id": pl.String, "ds": pl.Date, "plays": pl.Int64, "downloads": pl.Int64, "listeners": pl.Int64},
+    )
 
 
 SONGS = pl.DataFrame(
@@ -55,7 +58,7 @@ def test_activity_ratios_use_trailing_calendar_windows():
     """7 days of 1 download / 2 listeners against 10 plays a day; day gaps count as empty days."""
     frame = _history({"a": [10] * 40}).filter(pl.col("ds") != D0 + timedelta(days=30))  # day 30 missing
     a = build_features(frame, SONGS)
-    day = {d: row for d, row in zip(a["ds"].to_list(), a.iter_rows(named=True))}
+    day = {d: row for d, row in zip(a["ds"].to_list(), a.iter_rows(named=True), strict=False)}
 
     def at(k: int) -> dict:
         return day[D0 + timedelta(days=k)]
@@ -77,14 +80,15 @@ def test_artist_without_songs_has_null_days_since_release():
 
 def test_no_leakage_future_rows_never_change_past_features():
     base = {"a": [5, 1, 7, 2, 8, 3, 9, 4, 6, 2], "b": [4, 4, 4, 4, 4, 4, 4, 4, 4, 4]}
-    changed = {k: v[:6] + [1000, 0, 55, 9] for k, v in base.items()}
+    changed = {k: [*v[:6], 1000, 0, 55, 9] for k, v in base.items()}
     later_songs = pl.concat(
         [SONGS, pl.DataFrame({"song_id": ["s9"], "artist_id": ["a"], "publish_time": [D0 + timedelta(days=7)]})]
     )
     cutoff = D0 + timedelta(days=5)
     one = build_features(_history(base), SONGS).filter(pl.col("ds") <= cutoff)
     future_activity = _history(changed).with_columns(
-        pl.when(pl.col("ds") > cutoff).then(pl.col(c) * 50).otherwise(pl.col(c)).alias(c) for c in ("downloads", "listeners")
+        pl.when(pl.col("ds") > cutoff).then(pl.col(c) * 50).otherwise(pl.col(c)).alias(c)
+        for c in ("downloads", "listeners")
     )
     two = build_features(future_activity, later_songs).filter(pl.col("ds") <= cutoff)
     assert one.equals(two)

@@ -1,4 +1,5 @@
 """GlobalModel: shape, non-negativity, determinism, its anchor start, and no look-ahead in a backtest."""
+
 from datetime import timedelta
 
 import numpy as np
@@ -47,7 +48,9 @@ def test_untrained_model_is_the_anchor(five_artists):
     model.fit(history, songs)
     fc = model.predict(history["ds"].max() + timedelta(days=1), 30)
     last7 = history.filter(pl.col("ds") > history["ds"].max() - timedelta(days=7)).sort("artist_id", "ds")
-    expected = [max(hand_c_star(g["plays"].to_list()), 1.0) for _, g in last7.group_by("artist_id", maintain_order=True)]
+    expected = [
+        max(hand_c_star(g["plays"].to_list()), 1.0) for _, g in last7.group_by("artist_id", maintain_order=True)
+    ]
     got = fc.group_by("artist_id", maintain_order=True).agg(pl.col("plays").min(), hi=pl.col("plays").max())
     assert got["plays"].to_numpy() == pytest.approx(expected, rel=1e-5)
     assert got["hi"].to_numpy() == pytest.approx(got["plays"].to_numpy(), rel=1e-5)
@@ -55,7 +58,9 @@ def test_untrained_model_is_the_anchor(five_artists):
 
 def test_no_leakage_test_window_changes_nothing(five_artists, assert_no_lookahead):
     history, songs = five_artists
-    assert_no_lookahead(lambda: GlobalModel(seed=1, **TINY), history, songs, history["ds"].min() + timedelta(days=50), 30)
+    assert_no_lookahead(
+        lambda: GlobalModel(seed=1, **TINY), history, songs, history["ds"].min() + timedelta(days=50), 30
+    )
 
 
 def test_too_long_horizon_is_refused(five_artists):

@@ -4,6 +4,7 @@ reason, the champion comes from the models that ran, and a 60-day forecast is al
 Plans are checked against hand-derived expectations; every model is run on 35, 60, 90, 123,
 150 and 183 days of the real tianchi-s1 aggregates (tiny epochs).
 """
+
 from datetime import date, timedelta
 
 import numpy as np
@@ -24,8 +25,15 @@ TINY = {
     "global_ensemble": {"epochs": 1, "seeds": 1},
 }
 # Declared needs (registry): medianN -> N days, best_constant -> its 60-day window, networks -> input window + 14.
-NEEDS = {"median14": 14, "median21": 21, "median30": 30, "best_constant": 60, "seed_lstm": 28, "global_direct": 42,
-         "global_ensemble": 42}
+NEEDS = {
+    "median14": 14,
+    "median21": 21,
+    "median30": 30,
+    "best_constant": 60,
+    "seed_lstm": 28,
+    "global_direct": 42,
+    "global_ensemble": 42,
+}
 # days of history -> (origins, window, training days before the oldest origin, skipped models), derived by hand:
 # training = the largest need (60) unless that leaves < 7 test days (then n - 7, at least 28); window = the rest
 # up to 60; origins every window/2 days back from the last window while they leave the training days, at most 3.
@@ -73,13 +81,15 @@ def test_a_model_configured_to_need_more_is_skipped_with_its_reason():
 def test_every_length_backtests_what_fits_and_forecasts_60_days(days, packaged):
     history, songs = packaged
     history = history.filter(pl.col("ds") < FIRST + timedelta(days=days))
-    origins, window, train, skipped = PLANS[days]
+    origins, window, _train, skipped = PLANS[days]
     plan = plan_backtest(history["ds"].min(), history["ds"].max(), required_history())
     scores = {}
     for name in MODEL_NAMES:
         if spec(name).skip_reason(TINY.get(name, {}), plan.train_days):
             continue
-        result = backtest(lambda: make_model(name, **TINY.get(name, {})), history, songs, plan.origins, horizon=plan.window)
+        result = backtest(
+            lambda: make_model(name, **TINY.get(name, {})), history, songs, plan.origins, horizon=plan.window
+        )
         assert [o.origin for o in result.origins] == origins
         assert all(o.forecast["ds"].n_unique() == window for o in result.origins)
         scores[name] = result.mean_f_norm
@@ -107,8 +117,13 @@ def _run_graph(paths):
     from musictrend_dagster.core.forecast.models.registry import SPECS
     from musictrend_dagster.definitions import build_defs
 
-    config = {"ops": {f"backtest__{s.name}": {"config": {**s.defaults, **GRAPH_TINY[s.name]}}
-                      for s in SPECS if s.name in GRAPH_TINY}}
+    config = {
+        "ops": {
+            f"backtest__{s.name}": {"config": {**s.defaults, **GRAPH_TINY[s.name]}}
+            for s in SPECS
+            if s.name in GRAPH_TINY
+        }
+    }
     with dg.DagsterInstance.ephemeral() as instance:
         return build_defs(paths).resolve_job_def("refresh_all").execute_in_process(run_config=config, instance=instance)
 
@@ -145,7 +160,10 @@ def short_run(request, tianchi, tmp_path_factory):
 
 # what each short log's plan must be (hand-derived as in PLANS; the synthetic log starts on 2015-03-01 too)
 SHORT = {
-    "tianchi-35": ("1 origin (2015-03-29) x 7 test days", {"median30", "best_constant", "global_direct", "global_ensemble"}),
+    "tianchi-35": (
+        "1 origin (2015-03-29) x 7 test days",
+        {"median30", "best_constant", "global_direct", "global_ensemble"},
+    ),
     "tianchi-123": ("1 origin (2015-05-03) x 60 test days", set()),
     "synthetic-120": ("1 origin (2015-04-30) x 60 test days", set()),
 }
@@ -155,15 +173,17 @@ def test_short_logs_run_skip_with_reasons_and_write_the_60_day_submission(short_
     from mlflow import MlflowClient
 
     from musictrend_dagster import cli
-    from musictrend_dagster.core.service.store import load_forecast
     from musictrend_dagster.core.service.outputs import read_submission
-    from musictrend_dagster.defs.resources import default_resources
+    from musictrend_dagster.core.service.store import load_forecast
     from musictrend_dagster.core.settings import MLFLOW_EXPERIMENT
+    from musictrend_dagster.defs.resources import default_resources
 
     name, paths, result = short_run
     plan_text, skipped = SHORT[name]
     assert result.success
-    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
     for model in MODEL_NAMES:
         meta = metadata[f"backtest/{model}"]
         assert plan_text in meta["plan"].value

@@ -1,6 +1,7 @@
 """The official score on hand-made cases, where the right answer is known without the code."""
-from datetime import date, timedelta
+
 import math
+from datetime import date, timedelta
 
 import polars as pl
 import pytest
@@ -10,9 +11,7 @@ from musictrend_dagster.core.forecast.metric import artist_scores, f_norm
 
 def frame(values: dict[str, list[float]]) -> pl.DataFrame:
     rows = [
-        (artist, date(2015, 9, 1) + timedelta(days=k), v)
-        for artist, vs in values.items()
-        for k, v in enumerate(vs)
+        (artist, date(2015, 9, 1) + timedelta(days=k), v) for artist, vs in values.items() for k, v in enumerate(vs)
     ]
     return pl.DataFrame(rows, schema={"artist_id": pl.String, "ds": pl.Date, "plays": pl.Float64}, orient="row")
 

@@ -1,4 +1,5 @@
 """New and returning artists are forecast from their own recent level, by every registered model."""
+
 from datetime import timedelta
 
 import numpy as np

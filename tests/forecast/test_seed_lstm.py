@@ -5,6 +5,7 @@ The recursion and the training loss are derived here independently: the [plays, 
 3-day variance] rows by hand from the plays, the network run by Keras on whole sequences (not
 through the model's own step loop), the feedback and the scaling written out from their definitions.
 """
+
 from datetime import timedelta
 
 import numpy as np
@@ -162,10 +163,15 @@ def test_observe_forecasts_from_the_newer_tail_with_the_fitted_weights(fitted, h
     weights = [w.copy() for net in model.keras_models for w in net.get_weights()]
     try:
         model.observe(history, SONGS)
-        assert all(np.array_equal(a, b) for a, b in zip(weights, [w for net in model.keras_models for w in net.get_weights()]))
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(weights, [w for net in model.keras_models for w in net.get_weights()], strict=False)
+        )
         np.testing.assert_allclose(forecast_of(model, history, 6), forecast_by_hand(model, history, 6), rtol=2e-4)
         with pytest.raises(ValueError, match="not after"):
-            model.predict(history["ds"].min() + timedelta(days=FIT_DAYS), 5)  # the fitted history's next day is past now
+            model.predict(
+                history["ds"].min() + timedelta(days=FIT_DAYS), 5
+            )  # the fitted history's next day is past now
         with pytest.raises(InsufficientHistory, match="history has 6 days; seed_lstm reads the last window=7"):
             model.observe(history.filter(pl.col("ds") < history["ds"].min() + timedelta(days=6)), SONGS)
     finally:
@@ -184,7 +190,9 @@ def test_training_loss_is_the_error_of_the_fed_back_rollout(history):
     starts = range(n_days - w)  # every window with at least one day after it, all run as one batch
     windows = np.concatenate([rows[:, s : s + w] for s in starts])
     scale = Scaling(model, windows)
-    outs = recursion_by_hand(model, model.keras_model, windows, np.concatenate([plays[:, s : s + w] for s in starts]), scale, 3)
+    outs = recursion_by_hand(
+        model, model.keras_model, windows, np.concatenate([plays[:, s : s + w] for s in starts]), scale, 3
+    )
     padded = np.concatenate([rows, np.zeros((len(rows), 2, 3))], axis=1)  # days past the history: masked below
     targets = scale(np.concatenate([padded[:, s + w : s + w + 3] for s in starts]))
     seen = np.concatenate([np.tile(np.arange(3) < n_days - s - w, (len(rows), 1)) for s in starts])
@@ -196,7 +204,12 @@ def test_literal_2016_switch_is_reachable_and_explicit():
     assert spec("seed_lstm").defaults["literal_2016"] is False  # a launchpad field (the config is built from these)
     literal = make_model("seed_lstm", literal_2016=True).params()
     assert {k: literal[k] for k in ("scaling", "feedback", "recursion", "rollout", "shrink", "members")} == {
-        "scaling": "global", "feedback": "vector", "recursion": "window", "rollout": 1, "shrink": False, "members": 1,
+        "scaling": "global",
+        "feedback": "vector",
+        "recursion": "window",
+        "rollout": 1,
+        "shrink": False,
+        "members": 1,
     }
     with pytest.raises(ValueError, match=r"literal_2016 sets feedback .* got feedback='plays'"):
         SeedLSTM(literal_2016=True, feedback="plays")
@@ -237,9 +250,13 @@ def test_score_floor_at_least_median14_on_a_small_real_sample():
     frame = packaged_history()[0]
     artists = sorted(frame["artist_id"].unique())[::5]
     sample = frame.filter(
-        pl.col("artist_id").is_in(artists) & pl.col("ds").is_between(origin - timedelta(days=70), origin + timedelta(days=59))
+        pl.col("artist_id").is_in(artists)
+        & pl.col("ds").is_between(origin - timedelta(days=70), origin + timedelta(days=59))
     )
-    train, actual = sample.filter(pl.col("ds") < origin), sample.filter(pl.col("ds") >= origin).select("artist_id", "ds", "plays")
+    train, actual = (
+        sample.filter(pl.col("ds") < origin),
+        sample.filter(pl.col("ds") >= origin).select("artist_id", "ds", "plays"),
+    )
     model = SeedLSTM(epochs=3, members=1)
     model.fit(train, SONGS)
     median14 = (

@@ -10,6 +10,7 @@ worktree of HEAD, never to the working tree, and the named tests run there with
 stale. Hand-written mutants rather than a generator (mutmut, cosmic-ray): each one encodes a
 claim the README makes, and a handful run in minutes instead of hours on 2 cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,10 @@ def run(mutant: dict, tree: Path) -> tuple[str, float]:
         started = time.perf_counter()
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant["tests"]],
-            cwd=tree, env=env, capture_output=True, text=True,
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         seconds = time.perf_counter() - started
     finally:

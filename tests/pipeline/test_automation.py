@@ -1,5 +1,6 @@
 """The service's automation: one daily run per new drop file, never twice; the full path when there is
 no champion; the retrain sensor on its triggers; the schedule on the daily job; pools as the README says."""
+
 from __future__ import annotations
 
 import re
@@ -26,14 +27,19 @@ def instance():
 
 def register(instance, version=1, through="2015-08-30", history_days=183):
     """What a retrain leaves in the instance: the registered_champion materialization's metadata."""
-    instance.report_runless_asset_event(dg.AssetMaterialization("registered_champion", metadata={
-        "model_version": version, "data_through": through, "history_days": history_days}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "registered_champion",
+            metadata={"model_version": version, "data_through": through, "history_days": history_days},
+        )
+    )
 
 
 def vintage(instance, data_through, history_days):
     """What a daily run leaves: the forecast materialization's metadata."""
-    instance.report_runless_asset_event(dg.AssetMaterialization("forecast", metadata={
-        "data_through": data_through, "history_days": history_days}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("forecast", metadata={"data_through": data_through, "history_days": history_days})
+    )
 
 
 def _evaluate(instance, raw_dir, cursor=None):
@@ -57,10 +63,13 @@ def test_sensor_starts_one_daily_run_per_drop_file_never_twice(tmp_path, instanc
     (raw / DROP.format("20150831")).write_text("u,s,1441036800,1,20150831\n")
     result = _evaluate(instance, raw)
     assert [(r.run_key, r.job_name, _start(r)) for r in result.run_requests] == [
-        (DROP.format("20150831"), "daily_forecast", "2015-09-01")]
+        (DROP.format("20150831"), "daily_forecast", "2015-09-01")
+    ]
     tags = result.run_requests[0].tags
     assert (tags[PATH_TAG], tags[TRIGGER_TAG], tags[DROP_FILE_TAG]) == ("daily", "drop_file", DROP.format("20150831"))
-    assert isinstance(_evaluate(instance, raw, cursor=result.cursor), dg.SkipReason), "the same file must not trigger twice"
+    assert isinstance(_evaluate(instance, raw, cursor=result.cursor), dg.SkipReason), (
+        "the same file must not trigger twice"
+    )
 
     (raw / "mars_tianchi_user_actions_20150901.csv.gz").write_bytes(b"")
     (raw / "mars_tianchi_user_actions_notadate.csv").write_text("")
@@ -79,7 +88,9 @@ def test_two_files_landing_together_start_two_runs_two_vintages(tmp_path, instan
         (raw / DROP.format(day)).write_text("")
     result = _evaluate(instance, raw)
     assert [(r.run_key, _start(r)) for r in result.run_requests] == [
-        (DROP.format("20150831"), "2015-09-01"), (DROP.format("20150901"), "2015-09-02")]
+        (DROP.format("20150831"), "2015-09-01"),
+        (DROP.format("20150901"), "2015-09-02"),
+    ]
     assert "one run per new file" in README.read_text()
 
 
@@ -101,10 +112,15 @@ def test_retrain_sensor_fires_on_cadence_growth_or_a_degraded_champion_only(inst
     assert retrain_sensor(context()).skip_message.startswith("not due: champion v4")
 
     # monitoring warns on the current champion: retrain, and the run says why
-    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey("forecast_monitoring"), check_name=LIVE_CHECK, passed=False,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"model_version": 4, "verdict": "global_ensemble v4: live f_norm 0.61 vs backtest 0.75"}))
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("forecast_monitoring"),
+            check_name=LIVE_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"model_version": 4, "verdict": "global_ensemble v4: live f_norm 0.61 vs backtest 0.75"},
+        )
+    )
     request = retrain_sensor(context())
     assert request.job_name in (None, "refresh_all") and request.tags[PATH_TAG] == "retrain"
     assert request.tags[REASON_TAG] == "degraded: global_ensemble v4: live f_norm 0.61 vs backtest 0.75"
@@ -142,8 +158,7 @@ def _steps(job_name: str) -> dict[str, tuple[str | None, set[str]]]:
     from musictrend_dagster.definitions import defs
 
     job = defs.resolve_job_def(job_name)
-    return {node.name: (node.definition.pool, set(node.definition.required_resource_keys))
-            for node in job.graph.nodes}
+    return {node.name: (node.definition.pool, set(node.definition.required_resource_keys)) for node in job.graph.nodes}
 
 
 def test_pools_are_as_the_readme_says():

@@ -5,6 +5,7 @@ Every run must finish successfully (waiting for the others where it has to), nev
 "Could not set lock on file" or SQLite's "database is locked", and the warehouse must look as if
 the runs had gone one after the other: every file ingested once, models equal to a rebuild.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,17 @@ from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES
 from musictrend_dagster.core.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_faults import ROWS, Run, Sandbox, champion_version, make_sandbox, read_only, submission_problems, warehouse_problems  # noqa: E402
-from test_pipeline import tiny_training  # noqa: E402
+from test_faults import (
+    ROWS,
+    Run,
+    Sandbox,
+    champion_version,
+    make_sandbox,
+    read_only,
+    submission_problems,
+    warehouse_problems,
+)
+from test_pipeline import tiny_training
 
 pytestmark = pytest.mark.slow  # whole runs of the graph
 
@@ -39,14 +49,16 @@ def scheduled_run(box: Sandbox) -> Run:
     return Run(
         box,
         argv=[dagster, "job", "execute", "-m", "musictrend_dagster.definitions", "-j", "refresh_all", "-c", str(path)],
-        extra_env={"MUSICTREND_HOME": str(paths.home), "MUSICTREND_RAW_DIR": str(paths.raw_dir),
-                   "DAGSTER_HOME": str(paths.dagster_home)},
+        extra_env={
+            "MUSICTREND_HOME": str(paths.home),
+            "MUSICTREND_RAW_DIR": str(paths.raw_dir),
+            "DAGSTER_HOME": str(paths.dagster_home),
+        },
     )
 
 
 def lock_errors(text: str) -> list[str]:
-    return [line for line in text.splitlines()
-            if any(e in line for e in LOCK_ERRORS) and RETRY_NOTICE not in line]
+    return [line for line in text.splitlines() if any(e in line for e in LOCK_ERRORS) and RETRY_NOTICE not in line]
 
 
 @dataclass
@@ -81,7 +93,7 @@ def overlap(tmp_path_factory) -> Overlap:
 
 
 def test_two_runs_started_together_both_succeed(overlap):
-    for run, code in zip(overlap.twins, overlap.codes):
+    for run, code in zip(overlap.twins, overlap.codes, strict=False):
         assert code == 0, f"musictrend run exited {code}:\n{run.stderr()[-4000:]}"
         assert "musictrend run succeeded" in run.stdout()
         assert lock_errors(run.stderr()) == []

@@ -1,6 +1,7 @@
 """The daily loop as a user runs it: `musictrend replay` over a tiny log (the full path, then 3 held-back
 days fed one drop file at a time through the sensor and the daily job), then `musictrend run` on the
 same data and after `musictrend sample --next-day`. Everything is read back from the home on disk."""
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,12 @@ import duckdb
 import polars as pl
 import pytest
 from mlflow import MlflowClient
+from test_pipeline import table, tiny_training
 
 from musictrend_dagster.core.forecast.models.registry import spec
 from musictrend_dagster.core.sample import generate_synthetic
-from musictrend_dagster.defs.tags import PATH_TAG, TRIGGER_TAG
 from musictrend_dagster.core.settings import MLFLOW_MONITORING_EXPERIMENT, REGISTERED_MODEL, Paths
-from test_pipeline import table, tiny_training  # noqa: E402  (a warehouse table, read-only; tiny epochs)
+from musictrend_dagster.defs.tags import PATH_TAG, TRIGGER_TAG
 
 pytestmark = pytest.mark.slow  # whole runs of the graph
 
@@ -47,8 +48,14 @@ sys.exit(main(sys.argv[1:]))
 
 def musictrend(*args: str, cwd) -> subprocess.CompletedProcess:
     training = json.dumps(tiny_training(epochs=1)["ops"])
-    done = subprocess.run([sys.executable, "-c", CLI, training, *args], capture_output=True, text=True, cwd=cwd, timeout=900,
-                          env={**_clean_env(), "MPLBACKEND": "Agg"})
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, training, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=900,
+        env={**_clean_env(), "MPLBACKEND": "Agg"},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -73,15 +80,22 @@ def replayed(tmp_path_factory):
 def test_replay_keeps_every_line_and_makes_one_vintage_a_day(replayed):
     paths, source, out = replayed
     original = sorted((source / "mars_tianchi_user_actions.csv").read_bytes().splitlines())
-    replayed_lines = sorted(line for f in paths.raw_dir.glob("mars_tianchi_user_actions*.csv")
-                            for line in f.read_bytes().splitlines())
+    replayed_lines = sorted(
+        line for f in paths.raw_dir.glob("mars_tianchi_user_actions*.csv") for line in f.read_bytes().splitlines()
+    )
     assert replayed_lines == original, "the held-back days plus the rest are the log, line for line"
     drops = sorted(p.name for p in paths.raw_dir.glob("mars_tianchi_user_actions_*.csv"))
-    assert drops == ["mars_tianchi_user_actions_20150427.csv", "mars_tianchi_user_actions_20150428.csv",
-                     "mars_tianchi_user_actions_20150429.csv"]
-    vintages = table(paths, "SELECT vintage, count(*) AS n, count(DISTINCT artist_id) AS artists, min(ds) AS first, "
-                            "max(ds) AS last, any_value(model_version) AS v FROM forecast_vintages GROUP BY vintage "
-                            "ORDER BY vintage")
+    assert drops == [
+        "mars_tianchi_user_actions_20150427.csv",
+        "mars_tianchi_user_actions_20150428.csv",
+        "mars_tianchi_user_actions_20150429.csv",
+    ]
+    vintages = table(
+        paths,
+        "SELECT vintage, count(*) AS n, count(DISTINCT artist_id) AS artists, min(ds) AS first, "
+        "max(ds) AS last, any_value(model_version) AS v FROM forecast_vintages GROUP BY vintage "
+        "ORDER BY vintage",
+    )
     first = pl.Series([d for d in (vintages["vintage"][0] + timedelta(days=k) for k in range(4))])
     assert vintages["vintage"].to_list() == first.to_list(), "the full path's vintage, then one per replayed day"
     assert (vintages["first"] == vintages["vintage"]).all()
@@ -122,7 +136,9 @@ def test_monitoring_scores_every_vintage_as_a_hand_computation(replayed):
     assert got["days_scored"].to_list() == [3, 2, 1], "the full path's vintage has 3 actual days, the next 2, then 1"
     for vintage, f_norm, days, _ in got.rows():
         assert f_norm == pytest.approx(want[vintage][0], abs=1e-9) and days == want[vintage][1]
-    artists = table(paths, "SELECT vintage, sum(loss) AS lost FROM forecast_monitoring_artists GROUP BY vintage ORDER BY vintage")
+    artists = table(
+        paths, "SELECT vintage, sum(loss) AS lost FROM forecast_monitoring_artists GROUP BY vintage ORDER BY vintage"
+    )
     assert [1 - x for x in artists["lost"].to_list()] == pytest.approx(got["f_norm"].to_list())
 
     # and the same figures in MLflow, against the registered version that made them
@@ -130,7 +146,9 @@ def test_monitoring_scores_every_vintage_as_a_hand_computation(replayed):
     experiment = client.get_experiment_by_name(MLFLOW_MONITORING_EXPERIMENT)
     (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.model_version = '1'")
     for vintage, f_norm, days, _ in got.rows():
-        (logged,) = [m for m in client.get_metric_history(run.info.run_id, f"f_norm_{vintage:%Y%m%d}") if m.step == days]
+        (logged,) = [
+            m for m in client.get_metric_history(run.info.run_id, f"f_norm_{vintage:%Y%m%d}") if m.step == days
+        ]
         assert logged.value == pytest.approx(f_norm)
     version = client.get_model_version(REGISTERED_MODEL, "1")
     assert run.data.tags["source_run_id"] == version.run_id

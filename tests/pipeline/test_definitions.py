@@ -1,4 +1,5 @@
 """The code location as a user meets it in the UI: groups, descriptions, kinds, checks, automation."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,9 +19,15 @@ def _assets():
 
 def test_every_asset_has_group_description_and_kind():
     assets = _assets()
-    assert {"raw_user_actions", "raw_songs", "artist_daily", "model_features", "champion", "forecast", "submission"} <= {
-        k.to_user_string() for k in assets
-    }
+    assert {
+        "raw_user_actions",
+        "raw_songs",
+        "artist_daily",
+        "model_features",
+        "champion",
+        "forecast",
+        "submission",
+    } <= {k.to_user_string() for k in assets}
     for key, node in assets.items():
         assert node.group_name in GROUPS, key
         assert node.description and len(node.description) > 20, key
@@ -30,6 +37,7 @@ def test_every_asset_has_group_description_and_kind():
 
 def test_sql_models_depend_on_what_their_sql_reads():
     graph = defs.resolve_asset_graph()
+
     def parents(name: str) -> set[str]:
         return {p.to_user_string() for p in graph.get(dg.AssetKey(name)).parent_keys}
 
@@ -58,7 +66,9 @@ def test_checks_guard_the_graph():
     assert ("artist_daily", "no_outage_day") in checks
     assert ("forecast", "forecast_complete_and_valid") in checks
     assert ("submission", "submission_complete") in checks
-    assert any(asset == "artist_daily" and name != "no_outage_day" for asset, name in checks), "SQL singular tests become checks"
+    assert any(asset == "artist_daily" and name != "no_outage_day" for asset, name in checks), (
+        "SQL singular tests become checks"
+    )
 
 
 def test_daily_schedule_and_sensor_are_on():

@@ -12,6 +12,7 @@ before COMMIT, a backtest between two origins with TensorFlow mid-training, MLfl
 create_run and set_terminated, the submission after the temp file is written but before the
 rename. The test SIGKILLs the process on the marker, so the kill lands inside the step every time.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -30,14 +31,14 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from test_pipeline import tiny_training
 
 from musictrend_dagster.core.data import sql_models
-from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.sample import generate_synthetic
 from musictrend_dagster.core.service.outputs import read_submission
+from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.service.tracking import CHAMPION_ALIAS
 from musictrend_dagster.core.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
-from test_pipeline import tiny_training
 
 pytestmark = pytest.mark.slow  # whole runs of the graph
 
@@ -171,8 +172,9 @@ class Sandbox:
     def env(self) -> dict[str, str]:
         """This interpreter's environment minus anything pointing musictrend elsewhere."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MUSICTREND_", "DAGSTER_", "MLFLOW_"))}
-        env.update(HOME=str(self.root / "user"), TMPDIR=str(self.root / "tmp"), TF_CPP_MIN_LOG_LEVEL="2",
-                   PYTHONUNBUFFERED="1")
+        env.update(
+            HOME=str(self.root / "user"), TMPDIR=str(self.root / "tmp"), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1"
+        )
         if self.raw_outside_home:
             env["MUSICTREND_RAW_DIR"] = str(self.paths.raw_dir)
         return env
@@ -190,17 +192,40 @@ class Run:
     """One `musictrend run` subprocess (one-epoch training, optional fault point, config and selection),
     or any other command (`argv`) run in the sandbox."""
 
-    def __init__(self, box: Sandbox, fault: str = "", config: dict | None = None, select: list[str] | None = None,
-                 argv: list[str] | None = None, extra_env: dict[str, str] | None = None, verb: str = "run") -> None:
+    def __init__(
+        self,
+        box: Sandbox,
+        fault: str = "",
+        config: dict | None = None,
+        select: list[str] | None = None,
+        argv: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+        verb: str = "run",
+    ) -> None:
         self.box = box
         stamp = time.time_ns()
         self.out_path = box.root / "logs" / f"{stamp}.stdout"
         self.err_path = box.root / "logs" / f"{stamp}.stderr"
-        argv = argv or [sys.executable, "-c", DRIVER, str(box.paths.home), fault, json.dumps(config or {}),
-                        ",".join(select or []), verb, json.dumps(tiny_training(epochs=1)["ops"])]
+        argv = argv or [
+            sys.executable,
+            "-c",
+            DRIVER,
+            str(box.paths.home),
+            fault,
+            json.dumps(config or {}),
+            ",".join(select or []),
+            verb,
+            json.dumps(tiny_training(epochs=1)["ops"]),
+        ]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=err, env=box.env() | (extra_env or {}), cwd=box.root / "cwd",
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=err,
+                env=box.env() | (extra_env or {}),
+                cwd=box.root / "cwd",
+                start_new_session=True,
+            )
 
     def stdout(self) -> str:
         return self.out_path.read_text(errors="replace")
@@ -245,8 +270,11 @@ def claimed_slots(paths: Paths) -> list[tuple[str, str, str]]:
 
     with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
         storage = instance.event_log_storage
-        claimed = [(pool, s.run_id, s.step_key) for pool in storage.get_concurrency_keys()
-                   for s in storage.get_concurrency_info(pool).claimed_slots]
+        claimed = [
+            (pool, s.run_id, s.step_key)
+            for pool in storage.get_concurrency_keys()
+            for s in storage.get_concurrency_info(pool).claimed_slots
+        ]
     return claimed
 
 
@@ -307,18 +335,28 @@ def warehouse_problems(paths: Paths, complete: bool = True) -> list[str]:
                 problems.append(f"{rel}: {pq.read_metadata(path).num_rows} rows, lake_files says {rows}")
         on_disk = {str(p.relative_to(paths.lake)) for p in paths.lake.rglob("*") if p.is_file()}
         if complete and on_disk != {rel for rel, _ in manifest}:
-            problems.append(f"lake files the manifest does not list: {sorted(on_disk - {rel for rel, _ in manifest})[:5]}")
-        for kind, table, quarantine in (("songs", "raw_songs", "quarantine_songs"),
-                                        ("actions", "raw_user_actions", "quarantine_user_actions")):
-            files = query(con, "SELECT file, lines_read, loaded, quarantined FROM ingested_files WHERE kind = ?", [kind])
+            problems.append(
+                f"lake files the manifest does not list: {sorted(on_disk - {rel for rel, _ in manifest})[:5]}"
+            )
+        for kind, table, quarantine in (
+            ("songs", "raw_songs", "quarantine_songs"),
+            ("actions", "raw_user_actions", "quarantine_user_actions"),
+        ):
+            files = query(
+                con, "SELECT file, lines_read, loaded, quarantined FROM ingested_files WHERE kind = ?", [kind]
+            )
             got = dict(con.execute(f"SELECT source_file, count(*) FROM {table} GROUP BY ALL").fetchall())
             bad = dict(con.execute(f"SELECT source_file, count(*) FROM {quarantine} GROUP BY ALL").fetchall())
             for row in files.iter_rows(named=True):
                 name = row["file"]
                 if got.get(name, 0) != row["loaded"]:
-                    problems.append(f"{table}: {got.get(name, 0)} rows from {name}, ingested_files says {row['loaded']}")
+                    problems.append(
+                        f"{table}: {got.get(name, 0)} rows from {name}, ingested_files says {row['loaded']}"
+                    )
                 if bad.get(name, 0) != row["quarantined"]:
-                    problems.append(f"{quarantine}: {bad.get(name, 0)} rows from {name}, ingested_files says {row['quarantined']}")
+                    problems.append(
+                        f"{quarantine}: {bad.get(name, 0)} rows from {name}, ingested_files says {row['quarantined']}"
+                    )
                 if row["loaded"] + row["quarantined"] != row["lines_read"]:
                     problems.append(f"{name}: loaded + quarantined != lines read in {row}")
                 on_disk_lines = count_lines(paths.raw_dir / name)
@@ -377,7 +415,9 @@ def digest(path: Path) -> str:
 SNAPSHOT = {
     name: f"SELECT * FROM {name} ORDER BY ALL"
     for name in ("raw_user_actions", "artist_daily", "artist_rolling_stats", "model_features", "forecast")
-} | {"backtest_scores": "SELECT model, origin, f_norm, params FROM backtest_scores ORDER BY ALL"}  # not timings, run ids
+} | {
+    "backtest_scores": "SELECT model, origin, f_norm, params FROM backtest_scores ORDER BY ALL"
+}  # not timings, run ids
 
 
 def tables_snapshot(paths: Paths) -> dict[str, pl.DataFrame]:
@@ -409,7 +449,9 @@ def mlflow_runs_by_status(paths: Paths) -> dict[str, int]:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 def watched_folders(box: Sandbox) -> dict[str, Path]:
@@ -450,8 +492,10 @@ def baseline(tmp_path_factory) -> Baseline:
     kill_at(box, "ingest")
     con = read_only(paths)
     try:
-        after_kill = (con.execute("SELECT count(*) FROM ingested_files WHERE kind = 'actions'").fetchone()[0],
-                      con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0])
+        after_kill = (
+            con.execute("SELECT count(*) FROM ingested_files WHERE kind = 'actions'").fetchone()[0],
+            con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0],
+        )
     finally:
         con.close()
     problems = warehouse_problems(paths, complete=False)
@@ -459,10 +503,13 @@ def baseline(tmp_path_factory) -> Baseline:
     before = {name: snapshot(folder) for name, folder in watched.items()}
     run_ok(box)
     after = {name: snapshot(folder) for name, folder in watched.items()}
-    outside = {name: sorted(k for k in before[name].keys() | after[name].keys() if before[name].get(k) != after[name].get(k))
-               for name in watched}
-    return Baseline(box, after_kill, problems, outside, tables_snapshot(paths), digest(paths.submission),
-                    champion_version(paths))
+    outside = {
+        name: sorted(k for k in before[name].keys() | after[name].keys() if before[name].get(k) != after[name].get(k))
+        for name in watched
+    }
+    return Baseline(
+        box, after_kill, problems, outside, tables_snapshot(paths), digest(paths.submission), champion_version(paths)
+    )
 
 
 def test_kill_inside_ingest_leaves_nothing_half_loaded_and_the_rerun_loads_once(baseline):
@@ -499,8 +546,11 @@ def test_kill_while_replacing_the_submission_keeps_the_old_file(baseline):
 
 
 def test_a_failing_model_keeps_the_previous_champion_and_submission(baseline):
-    run = Run(baseline.box, config={"ops": {"backtest__median14": {"config": {"window": 0}}}},
-              select=["backtest/median14", "champion", "forecast", "submission"])
+    run = Run(
+        baseline.box,
+        config={"ops": {"backtest__median14": {"config": {"window": 0}}}},
+        select=["backtest/median14", "champion", "forecast", "submission"],
+    )
     assert run.wait() == 1
     summary = run.stderr().partition("musictrend run FAILED")[2]
     assert "step backtest__median14:" in summary
@@ -524,10 +574,13 @@ def test_the_run_after_the_kills_succeeds_and_reproduces_the_first(baseline):
     assert "daily path" in run.stdout() and "full path" not in run.stdout()
     statuses = mlflow_runs_by_status(paths)
     assert statuses.get("RUNNING", 0) == 0, "the killed MLflow logging left a run RUNNING"
-    assert statuses.get("KILLED", 0) == len(baseline.mlflow_kills), "each run a kill left RUNNING, and no other, is KILLED"
+    assert statuses.get("KILLED", 0) == len(baseline.mlflow_kills), (
+        "each run a kill left RUNNING, and no other, is KILLED"
+    )
 
 
 # ---------------------------------------------------------------------------- the lake, through `musictrend ingest`
+
 
 def ingest_ok(box: Sandbox) -> Run:
     run = Run(box, verb="ingest")

@@ -4,6 +4,7 @@ Runs only the assets around the guard, in-process on a small synthetic log. Wher
 cannot come from a raw file (a gap in artist_daily, a broken forecast), a stand-in asset with the
 real asset's key writes the doctored table, and the real checks and downstream assets run after it.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -15,16 +16,22 @@ import polars as pl
 import pytest
 
 from musictrend_dagster.core.data import sql_models
-from musictrend_dagster.core.service.store import save_forecast
 from musictrend_dagster.core.sample import generate_synthetic
 from musictrend_dagster.core.service.outputs import write_submission
+from musictrend_dagster.core.service.store import save_forecast
+from musictrend_dagster.core.settings import ACTIONS_PREFIX, Paths
 from musictrend_dagster.defs.assets.features import model_features
 from musictrend_dagster.defs.assets.forecast import submission
 from musictrend_dagster.defs.assets.ingest import raw_songs, raw_user_actions
 from musictrend_dagster.defs.assets.transform import MODELS, transform_assets, transform_checks
-from musictrend_dagster.defs.checks import forecast_complete_and_valid, guard_checks, no_outage_day, quarantine_share, submission_complete
+from musictrend_dagster.defs.checks import (
+    forecast_complete_and_valid,
+    guard_checks,
+    no_outage_day,
+    quarantine_share,
+    submission_complete,
+)
 from musictrend_dagster.defs.resources import OutputResource, WarehouseResource, default_resources
-from musictrend_dagster.core.settings import ACTIONS_PREFIX, Paths
 
 ARTISTS, DAYS, ROWS, SEED = 4, 40, 8_000, 5
 UPSTREAM = [raw_songs, raw_user_actions, *transform_assets, *transform_checks, *guard_checks]
@@ -46,8 +53,11 @@ def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
 
 
 def evaluation(result: dg.ExecuteInProcessResult, check: str):
-    found = [e.event_specific_data for e in result.all_events
-             if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == check]
+    found = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == check
+    ]
     assert len(found) == 1, f"check {check} did not run exactly once"
     return found[0]
 
@@ -58,10 +68,16 @@ def actions_file(paths: Paths) -> Path:
 
 # ---------------------------------------------------------------------------- raw data guards
 
-@pytest.mark.parametrize(("bad_share", "limit", "passes"), [
-    (0.009, None, True), (0.011, None, False),  # the default limit is 1%, not anything near it
-    (0.02, "0.03", True), (0.02, "0.015", False),  # MUSICTREND_MAX_QUARANTINE_SHARE moves it
-])
+
+@pytest.mark.parametrize(
+    ("bad_share", "limit", "passes"),
+    [
+        (0.009, None, True),
+        (0.011, None, False),  # the default limit is 1%, not anything near it
+        (0.02, "0.03", True),
+        (0.02, "0.015", False),  # MUSICTREND_MAX_QUARANTINE_SHARE moves it
+    ],
+)
 def test_quarantine_share_above_the_limit_stops_the_sql_models(tmp_path, monkeypatch, bad_share, limit, passes):
     if limit is None:
         monkeypatch.delenv("MUSICTREND_MAX_QUARANTINE_SHARE", raising=False)
@@ -107,12 +123,16 @@ def test_a_calendar_gap_in_artist_daily_stops_what_reads_it(tmp_path):
         with warehouse.connect() as con:
             sql_models.build_model(con, real)
             # The model is a view over the lake: a table with one artist-day fewer takes its place.
-            con.execute("CREATE TABLE gapped AS SELECT * FROM artist_daily WHERE NOT (artist_id = "
-                        "(SELECT min(artist_id) FROM artist_daily) AND ds = (SELECT min(ds) + 10 FROM artist_daily))")
+            con.execute(
+                "CREATE TABLE gapped AS SELECT * FROM artist_daily WHERE NOT (artist_id = "
+                "(SELECT min(artist_id) FROM artist_daily) AND ds = (SELECT min(ds) + 10 FROM artist_daily))"
+            )
             con.execute("DROP VIEW artist_daily")
             con.execute("ALTER TABLE gapped RENAME TO artist_daily")
 
-    others = [a for a in UPSTREAM if a not in transform_assets] + [a for a in transform_assets if a.key.path != ["artist_daily"]]
+    others = [a for a in UPSTREAM if a not in transform_assets] + [
+        a for a in transform_assets if a.key.path != ["artist_daily"]
+    ]
     result = materialize(paths, [*others, gapped_artist_daily, model_features])
     check = evaluation(result, "artist_daily__no_calendar_gaps")
     assert not check.passed and check.metadata["failing_rows"].value == 1
@@ -121,6 +141,7 @@ def test_a_calendar_gap_in_artist_daily_stops_what_reads_it(tmp_path):
 
 
 # ---------------------------------------------------------------------------- forecast guards
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Paths:
@@ -139,7 +160,11 @@ def good_forecast(paths: Paths, horizon: int = 60) -> pl.DataFrame:
         con.close()
     days = [last + timedelta(days=h) for h in range(1, horizon + 1)]
     return pl.DataFrame(
-        {"artist_id": [a for a in artists for _ in days], "ds": days * len(artists), "plays": [100.0] * (len(artists) * horizon)},
+        {
+            "artist_id": [a for a in artists for _ in days],
+            "ds": days * len(artists),
+            "plays": [100.0] * (len(artists) * horizon),
+        },
         schema={"artist_id": pl.String, "ds": pl.Date, "plays": pl.Float64},
     )
 
@@ -158,8 +183,15 @@ def doctor(frame: pl.DataFrame, fault: str) -> pl.DataFrame:
     }[fault]()
 
 
-FORECAST_FAULTS = ["missing_artist", "missing_day_of_one_artist", "missing_day_of_every_artist", "duplicate_row",
-                   "negative", "nan", "inf"]
+FORECAST_FAULTS = [
+    "missing_artist",
+    "missing_day_of_one_artist",
+    "missing_day_of_every_artist",
+    "duplicate_row",
+    "negative",
+    "nan",
+    "inf",
+]
 
 
 @pytest.mark.parametrize("fault", FORECAST_FAULTS)

@@ -1,4 +1,5 @@
 """The whole graph in-process on a small synthetic log: what a user gets from "Materialize all"."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,12 +12,12 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, SPECS
 from musictrend_dagster.core.sample import generate_synthetic
 from musictrend_dagster.core.service.outputs import read_submission
-from musictrend_dagster.definitions import build_defs
+from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
+from musictrend_dagster.definitions import build_defs
 
 pytestmark = pytest.mark.slow  # whole runs of the graph
 
@@ -119,5 +120,7 @@ def test_rerun_on_unchanged_input_is_identical(first_run):
     assert run_all(paths).success
     assert table(paths, "SELECT count(*) AS n FROM raw_user_actions")["n"][0] == before["raw"]
     assert table(paths, "SELECT * FROM artist_daily ORDER BY artist_id, ds").equals(before["daily"])
-    assert table(paths, "SELECT * EXCLUDE (model_version) FROM forecast ORDER BY artist_id, ds").equals(before["forecast"])
+    assert table(paths, "SELECT * EXCLUDE (model_version) FROM forecast ORDER BY artist_id, ds").equals(
+        before["forecast"]
+    )
     assert hashlib.sha256(paths.submission.read_bytes()).hexdigest() == before["submission"]

@@ -1,4 +1,5 @@
 """The README is the front door: its asset graph and commands must match the code."""
+
 from __future__ import annotations
 
 import re
@@ -19,9 +20,11 @@ def mermaid_graph() -> str:
     for group in ("ingest", "transform", "features", "models", "forecast", "monitoring"):
         lines += [f"  subgraph {group}", *(f"    {a}" for a in sorted(groups.pop(group))), "  end"]
     assert not groups, f"groups missing from the README order: {sorted(groups)}"
-    edges = sorted(("__".join(p.path), "__".join(k.path)) for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys)
+    edges = sorted(
+        ("__".join(p.path), "__".join(k.path)) for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys
+    )
     lines += [f"  {parent} --> {child}" for parent, child in edges]
-    return "\n".join(lines + ["```"])
+    return "\n".join([*lines, "```"])
 
 
 def _node(key) -> str:

@@ -1,6 +1,7 @@
 """Safety: servers bind to localhost, SQL model names cannot smuggle SQL, and nothing from config or data
 is evaluated as code. That a full run writes only under MUSICTREND_HOME is checked on the fault suite's
 complete run (test_faults.py::test_a_full_run_writes_only_under_musictrend_home), not on a run of its own."""
+
 from __future__ import annotations
 
 import ast
@@ -11,8 +12,7 @@ import pytest
 
 import musictrend_dagster
 from musictrend_dagster import cli
-from musictrend_dagster.core.data import sql_models
-from musictrend_dagster.core.data import warehouse
+from musictrend_dagster.core.data import sql_models, warehouse
 from musictrend_dagster.core.data.sql_models import SqlModel, SqlModelError
 
 PACKAGE = Path(musictrend_dagster.__file__).parent
@@ -77,8 +77,15 @@ def test_a_sql_test_file_with_an_unsafe_name_is_refused(tmp_path):
         sql_models.load_tests(tmp_path)
 
 
-@pytest.mark.parametrize("sql", ["SELECT 1 AS x; DROP TABLE raw_songs", "DROP TABLE raw_songs",
-                                 "INSERT INTO raw_songs SELECT * FROM raw_songs", "ATTACH 'other.db'"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 AS x; DROP TABLE raw_songs",
+        "DROP TABLE raw_songs",
+        "INSERT INTO raw_songs SELECT * FROM raw_songs",
+        "ATTACH 'other.db'",
+    ],
+)
 def test_a_sql_model_must_be_one_select(tmp_path, sql):
     (tmp_path / "model.sql").write_text(sql)
     with pytest.raises(SqlModelError, match=r"model\.sql: (expected a single SELECT|SQL does not parse)"):
@@ -88,7 +95,9 @@ def test_a_sql_model_must_be_one_select(tmp_path, sql):
 def test_build_model_refuses_a_name_that_bypassed_loading(tmp_path):
     con = warehouse.connect(tmp_path / "w.duckdb")
     try:
-        model = SqlModel('x" AS SELECT 1; DROP TABLE ingested_files; --', "SELECT 1 AS x", tmp_path / "x.sql", frozenset())
+        model = SqlModel(
+            'x" AS SELECT 1; DROP TABLE ingested_files; --', "SELECT 1 AS x", tmp_path / "x.sql", frozenset()
+        )
         with pytest.raises(SqlModelError, match="refusing to use"):
             sql_models.build_model(con, model)
         assert con.execute("SELECT count(*) FROM ingested_files").fetchone() == (0,)
@@ -104,25 +113,47 @@ def test_memory_limit_config_cannot_inject_sql(tmp_path, value):
 
 # Calls that turn data into code. `x.compile(...)` (Keras) is a method, not the builtin.
 BUILTINS = {"eval", "exec", "compile", "__import__"}
-MODULE_CALLS = {("pickle", "load"), ("pickle", "loads"), ("cloudpickle", "load"), ("cloudpickle", "loads"),
-                ("marshal", "loads"), ("yaml", "load"), ("yaml", "unsafe_load"), ("os", "system"), ("os", "popen"),
-                ("importlib", "import_module")}
+MODULE_CALLS = {
+    ("pickle", "load"),
+    ("pickle", "loads"),
+    ("cloudpickle", "load"),
+    ("cloudpickle", "loads"),
+    ("marshal", "loads"),
+    ("yaml", "load"),
+    ("yaml", "unsafe_load"),
+    ("os", "system"),
+    ("os", "popen"),
+    ("importlib", "import_module"),
+}
 
 
 def code_from_data(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
-            found += [f"{path}:{node.lineno}: imports {n}" for n in names if n.split(".")[0] in {"pickle", "marshal", "cloudpickle"}]
+            names = [a.name for a in node.names] + (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            )
+            found += [
+                f"{path}:{node.lineno}: imports {n}"
+                for n in names
+                if n.split(".")[0] in {"pickle", "marshal", "cloudpickle"}
+            ]
         if not isinstance(node, ast.Call):
             continue
         func = node.func
         if isinstance(func, ast.Name) and func.id in BUILTINS:
             found.append(f"{path}:{node.lineno}: {func.id}()")
-        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and (func.value.id, func.attr) in MODULE_CALLS:
+        elif (
+            isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Name)
+            and (func.value.id, func.attr) in MODULE_CALLS
+        ):
             found.append(f"{path}:{node.lineno}: {func.value.id}.{func.attr}()")
-        if any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False) for k in node.keywords):
+        if any(
+            k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+            for k in node.keywords
+        ):
             found.append(f"{path}:{node.lineno}: shell=")
     return found
 
@@ -148,8 +179,8 @@ def test_config_values_stay_values(tmp_path):
     import dagster as dg
 
     from musictrend_dagster.core.forecast.models.registry import make_model
-    from musictrend_dagster.definitions import build_defs
     from musictrend_dagster.core.settings import Paths
+    from musictrend_dagster.definitions import build_defs
 
     marker = tmp_path / "pwned"
     payload = f"__import__('pathlib').Path({str(marker)!r}).touch()"
@@ -162,4 +193,3 @@ def test_config_values_stay_values(tmp_path):
         with pytest.raises(dg.DagsterInvalidConfigError):
             dg.validate_run_config(job, {"ops": {op: {"config": {field: payload}}}})
     assert not marker.exists()
-

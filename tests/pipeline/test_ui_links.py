@@ -1,5 +1,6 @@
 """One setting, MUSICTREND_MLFLOW_UI_URL, says where the MLflow UI is: `musictrend mlflow-ui` serves
 there, and every MLflow link Dagster stores starts with it (issue 13, point 1)."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,8 @@ import os
 import pytest
 
 from musictrend_dagster import cli
-from musictrend_dagster.defs.resources import default_resources
 from musictrend_dagster.core.settings import MLFLOW_UI_URL_VAR, Paths
+from musictrend_dagster.defs.resources import default_resources
 
 
 class Exec(Exception):
@@ -66,11 +67,15 @@ def test_links_stored_in_dagster_follow_the_setting(monkeypatch, tmp_path):
     mlflow = default_resources(Paths.from_env(home=tmp_path))["mlflow"]
     # in MLflow's model-training view (3.17 would otherwise open the GenAI one)
     assert mlflow.run_url("3", "abc") == "http://localhost:5310/#/experiments/3/runs/abc?workflowType=machine_learning"
-    assert mlflow.runs_url("3") == ("http://localhost:5310/#/experiments/3/runs?workflowType=machine_learning"
-                                    "&orderByKey=metrics.%60f_norm%60&orderByAsc=false")
+    assert mlflow.runs_url("3") == (
+        "http://localhost:5310/#/experiments/3/runs?workflowType=machine_learning"
+        "&orderByKey=metrics.%60f_norm%60&orderByAsc=false"
+    )
 
 
-@pytest.mark.parametrize("value", ["localhost:5310", "http://127.0.0.1", "ftp://h:1", "http://h:1/mlflow", "http://h:x"])
+@pytest.mark.parametrize(
+    "value", ["localhost:5310", "http://127.0.0.1", "ftp://h:1", "http://h:1/mlflow", "http://h:x"]
+)
 def test_a_bad_url_is_refused_naming_the_variable(served, monkeypatch, capsys, value):
     monkeypatch.setenv(MLFLOW_UI_URL_VAR, value)
     assert cli.main(["mlflow-ui"]) == 2

@@ -1,4 +1,5 @@
 """Sample generators: the real Tianchi expansion is exact, synthetic logs are sized and shaped, drops continue."""
+
 from __future__ import annotations
 
 import gzip
@@ -15,8 +16,10 @@ from musictrend_dagster.core.sample import SOURCES, expand_tianchi_s1, generate_
 from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
 ACTIONS = "{'user_id':'VARCHAR','song_id':'VARCHAR','gmt_create':'BIGINT','action_type':'INTEGER','Ds':'VARCHAR'}"
-SONGS = ("{'song_id':'VARCHAR','artist_id':'VARCHAR','publish_time':'VARCHAR','song_init_plays':'BIGINT',"
-         "'language':'INTEGER','gender':'INTEGER'}")
+SONGS = (
+    "{'song_id':'VARCHAR','artist_id':'VARCHAR','publish_time':'VARCHAR','song_init_plays':'BIGINT',"
+    "'language':'INTEGER','gender':'INTEGER'}"
+)
 MISSING_ARTIST = "4b8eb68442432c242e9242be040bacf9"
 
 
@@ -27,8 +30,12 @@ def _sha(path: Path) -> str:
 def _con(raw: Path, actions: str | None = None) -> duckdb.DuckDBPyConnection:
     """Views over a raw folder read the way ingest will: explicit columns, no header."""
     con = duckdb.connect()
-    con.execute(f"create view a as select * from read_csv('{actions or raw / f'{ACTIONS_PREFIX}.csv'}', header=false, columns={ACTIONS}, auto_detect=false)")
-    con.execute(f"create table s as select * from read_csv('{raw / SONGS_FILE}', header=false, columns={SONGS}, auto_detect=false)")
+    con.execute(
+        f"create view a as select * from read_csv('{actions or raw / f'{ACTIONS_PREFIX}.csv'}', header=false, columns={ACTIONS}, auto_detect=false)"
+    )
+    con.execute(
+        f"create table s as select * from read_csv('{raw / SONGS_FILE}', header=false, columns={SONGS}, auto_detect=false)"
+    )
     return con
 
 
@@ -66,10 +73,14 @@ def test_tianchi_reproduces_artist_days_and_distinct_users_exactly(tianchi, tian
 
 def test_tianchi_reproduces_song_days_and_synthesises_missing_artist(tianchi, tianchi_db, packaged):
     con = tianchi_db.cursor()
-    con.execute(f"create temp table sd as select song_id, ds, plays, downloads, collects from read_csv('{packaged / 'song_daily_actions.csv.gz'}')")
-    con.execute("""create temp table got_sd as select song_id, Ds::bigint ds, count(*) filter (action_type=1) plays,
+    con.execute(
+        f"create temp table sd as select song_id, ds, plays, downloads, collects from read_csv('{packaged / 'song_daily_actions.csv.gz'}')"
+    )
+    con.execute(
+        """create temp table got_sd as select song_id, Ds::bigint ds, count(*) filter (action_type=1) plays,
                      count(*) filter (action_type=2) downloads, count(*) filter (action_type=3) collects
-                     from a join s using (song_id) where s.artist_id <> '%s' group by all""" % MISSING_ARTIST)
+                     from a join s using (song_id) where s.artist_id <> '{}' group by all""".format(MISSING_ARTIST)
+    )
     got = con.table("got_sd")
     assert got.except_(con.sql("select * from sd")).fetchall() == []
     assert con.sql("select * from sd").except_(got).fetchall() == []
@@ -94,6 +105,7 @@ def test_tianchi_is_deterministic_and_seed_changes_users(tianchi, tmp_path):
     assert _sha(again.actions_file) == _sha(tianchi.actions_file)
     assert _sha(again.songs_file) == _sha(tianchi.songs_file)
     other = expand_tianchi_s1(tmp_path / "other", seed=1, progress=False)
+
     def users(path: Path) -> set[bytes]:
         return {line[:32] for line in path.read_bytes()[: 88 * 20_000].splitlines()}
 
@@ -122,7 +134,9 @@ def test_synthetic_exact_rows_format_songs_and_weekly_cycle(tmp_path):
 
 def test_synthetic_is_deterministic_and_independent_of_chunking(tmp_path):
     a = generate_synthetic(tmp_path / "a", artists=5, days=10, rows=50_000, seed=1, chunk_rows=7_000, progress=False)
-    b = generate_synthetic(tmp_path / "b", artists=5, days=10, rows=50_000, seed=1, chunk_rows=2_000_000, progress=False)
+    b = generate_synthetic(
+        tmp_path / "b", artists=5, days=10, rows=50_000, seed=1, chunk_rows=2_000_000, progress=False
+    )
     c = generate_synthetic(tmp_path / "c", artists=5, days=10, rows=50_000, seed=2, progress=False)
     assert _sha(a.actions_file) == _sha(b.actions_file) != _sha(c.actions_file)
     assert _sha(a.songs_file) == _sha(b.songs_file)
@@ -132,7 +146,9 @@ def test_synthetic_memory_is_bounded_by_chunk_rows_not_rows(tmp_path):
     def peak(rows: int, chunk_rows: int) -> int:
         tracemalloc.start()  # numpy reports its buffers to tracemalloc
         try:
-            generate_synthetic(tmp_path / f"{rows}-{chunk_rows}", artists=10, days=5, rows=rows, chunk_rows=chunk_rows, progress=False)
+            generate_synthetic(
+                tmp_path / f"{rows}-{chunk_rows}", artists=10, days=5, rows=rows, chunk_rows=chunk_rows, progress=False
+            )
             return tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -166,10 +182,18 @@ def test_next_day_continues_each_artist_plausibly_and_refuses_overwrite(tmp_path
     second = write_next_day(raw, seed=0)
     assert second.name == f"{ACTIONS_PREFIX}_20150501.csv"
     con = _con(raw, actions=str(second))
-    new = dict(con.sql("select artist_id, count(*) filter (action_type = 1) from a join s using (song_id) group by 1").fetchall())
-    con.execute(f"create view h as select * from read_csv('{raw / f'{ACTIONS_PREFIX}.csv'}', header=false, columns={ACTIONS}, auto_detect=false)")
-    recent = dict(con.sql("""select artist_id, median(n) from (select artist_id, Ds, count(*) filter (action_type = 1) n
-        from h join s using (song_id) where Ds > '20150415' group by all) group by 1""").fetchall())
+    new = dict(
+        con.sql(
+            "select artist_id, count(*) filter (action_type = 1) from a join s using (song_id) group by 1"
+        ).fetchall()
+    )
+    con.execute(
+        f"create view h as select * from read_csv('{raw / f'{ACTIONS_PREFIX}.csv'}', header=false, columns={ACTIONS}, auto_detect=false)"
+    )
+    recent = dict(
+        con.sql("""select artist_id, median(n) from (select artist_id, Ds, count(*) filter (action_type = 1) n
+        from h join s using (song_id) where Ds > '20150415' group by all) group by 1""").fetchall()
+    )
     for artist, level in recent.items():
         if level >= 200:
             assert 0.5 * level < new.get(artist, 0) < 2.0 * level, artist

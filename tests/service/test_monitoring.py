@@ -1,4 +1,5 @@
 """Monitoring's arithmetic against hand computations, and the retraining rules on their boundaries."""
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,18 @@ def official(pairs: list[tuple[str, float, float]], actual_days: dict[str, list[
 
 
 def frame(rows: list[tuple]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema={"vintage": pl.Date, "artist_id": pl.String, "ds": pl.Date, "plays": pl.Float64,
-                                      "model": pl.String, "model_version": pl.Int32}, orient="row")
+    return pl.DataFrame(
+        rows,
+        schema={
+            "vintage": pl.Date,
+            "artist_id": pl.String,
+            "ds": pl.Date,
+            "plays": pl.Float64,
+            "model": pl.String,
+            "model_version": pl.Int32,
+        },
+        orient="row",
+    )
 
 
 def actuals(through: date = D3) -> pl.DataFrame:
@@ -44,12 +55,18 @@ def test_each_vintage_is_scored_on_its_days_that_happened():
     forecast_v1 = {("a", D1): 12, ("a", D2): 15, ("a", D3): 7, ("b", D1): 5, ("b", D2): 10, ("b", D3): 4}
     later = D3 + timedelta(days=1)  # not actual yet: never scored
     rows = [(D1, a, d, s, "m", 1) for (a, d), s in forecast_v1.items()]
-    rows += [(D3, "a", D3, 1.0, "m", 2), (D3, "b", D3, 6.0, "m", 2), (D3, "a", later, 9.0, "m", 2), (D3, "b", later, 9.0, "m", 2)]
+    rows += [
+        (D3, "a", D3, 1.0, "m", 2),
+        (D3, "b", D3, 6.0, "m", 2),
+        (D3, "a", later, 9.0, "m", 2),
+        (D3, "b", later, 9.0, "m", 2),
+    ]
     scores, artists = score_vintages(frame(rows), actuals())
 
-    want_v1, per_v1 = official([(a, s, ACTUAL[(a, d)]) for (a, d), s in forecast_v1.items()],
-                               {"a": [10, 20, 0], "b": [5, 5, 5]})
-    want_v3, per_v3 = official([("a", 1.0, 0), ("b", 6.0, 5)], {"a": [0], "b": [5]})
+    want_v1, per_v1 = official(
+        [(a, s, ACTUAL[(a, d)]) for (a, d), s in forecast_v1.items()], {"a": [10, 20, 0], "b": [5, 5, 5]}
+    )
+    want_v3, _per_v3 = official([("a", 1.0, 0), ("b", 6.0, 5)], {"a": [0], "b": [5]})
     assert want_v3 == pytest.approx(0.8)  # a's only day has no plays: phi 0; b is 20% off
     got = {r["vintage"]: r for r in scores.iter_rows(named=True)}
     assert got[D1]["f_norm"] == pytest.approx(want_v1) and got[D1]["days_scored"] == 3
@@ -75,15 +92,42 @@ def test_the_live_score_pools_the_champions_own_forecasts_over_the_last_days():
     # version 1 (trained through D1 - 1) made vintages D1 and D2; version 2 made D3; a hindcast of version 1
     # (vintage D1 - 1, on or before its training data) is left out too.
     hindcast = D1 - timedelta(days=1)
-    rows = [(D1, "a", D2, 30.0, "m", 1), (D1, "a", D3, 1.0, "m", 1), (D1, "b", D2, 4.0, "m", 1), (D1, "b", D3, 4.0, "m", 1),
-            (D2, "a", D2, 22.0, "m", 1), (D2, "a", D3, 2.0, "m", 1), (D2, "b", D2, 6.0, "m", 1), (D2, "b", D3, 5.0, "m", 1),
-            (D1, "a", D1, 10.0, "m", 1), (D1, "b", D1, 50.0, "m", 1),
-            (hindcast, "a", D2, 999.0, "m", 1), (hindcast, "b", D2, 999.0, "m", 1),
-            (D3, "a", D3, 500.0, "m", 2), (D3, "b", D3, 500.0, "m", 2)]
-    live = live_score(frame(rows), actuals(), model_version=1, model="m", backtest_f_norm=0.7,
-                      trained_through=hindcast, window=2, min_days=2)
-    pairs = [("a", 30.0, 20), ("a", 1.0, 0), ("b", 4.0, 5), ("b", 4.0, 5),
-             ("a", 22.0, 20), ("a", 2.0, 0), ("b", 6.0, 5), ("b", 5.0, 5)]
+    rows = [
+        (D1, "a", D2, 30.0, "m", 1),
+        (D1, "a", D3, 1.0, "m", 1),
+        (D1, "b", D2, 4.0, "m", 1),
+        (D1, "b", D3, 4.0, "m", 1),
+        (D2, "a", D2, 22.0, "m", 1),
+        (D2, "a", D3, 2.0, "m", 1),
+        (D2, "b", D2, 6.0, "m", 1),
+        (D2, "b", D3, 5.0, "m", 1),
+        (D1, "a", D1, 10.0, "m", 1),
+        (D1, "b", D1, 50.0, "m", 1),
+        (hindcast, "a", D2, 999.0, "m", 1),
+        (hindcast, "b", D2, 999.0, "m", 1),
+        (D3, "a", D3, 500.0, "m", 2),
+        (D3, "b", D3, 500.0, "m", 2),
+    ]
+    live = live_score(
+        frame(rows),
+        actuals(),
+        model_version=1,
+        model="m",
+        backtest_f_norm=0.7,
+        trained_through=hindcast,
+        window=2,
+        min_days=2,
+    )
+    pairs = [
+        ("a", 30.0, 20),
+        ("a", 1.0, 0),
+        ("b", 4.0, 5),
+        ("b", 4.0, 5),
+        ("a", 22.0, 20),
+        ("a", 2.0, 0),
+        ("b", 6.0, 5),
+        ("b", 5.0, 5),
+    ]
     want, per = official(pairs, {"a": [20, 0], "b": [5, 5]})  # the last 2 days only: D1's forecasts are older
     assert live.f_norm == pytest.approx(want)
     assert (live.scored_days, live.first_day, live.last_day, live.forecasts) == (2, D2, D3, 8)
@@ -95,8 +139,9 @@ def test_the_live_score_pools_the_champions_own_forecasts_over_the_last_days():
 @pytest.mark.parametrize(("backtest", "degraded"), [(0.99, False), (1.0001, True), (0.70, False)])
 def test_degraded_means_more_than_the_tolerance_below_the_backtest(backtest, degraded):
     rows = [(D2, "a", D2, 20.0, "m", 1), (D2, "b", D2, 5.0 * 1.15, "m", 1)]  # a exact, b 15% over
-    live = live_score(frame(rows), actuals(D2), 1, "m", backtest, trained_through=D1, window=14, min_days=1,
-                      tolerance=0.05)
+    live = live_score(
+        frame(rows), actuals(D2), 1, "m", backtest, trained_through=D1, window=14, min_days=1, tolerance=0.05
+    )
     want, _ = official([("a", 20.0, 20), ("b", 5.75, 5)], {"a": [20], "b": [5]})
     assert live.f_norm == pytest.approx(want)
     assert want == pytest.approx(0.95, abs=0.001)  # (sqrt(20) + 0.85 sqrt(5)) / (sqrt(20) + sqrt(5))
@@ -115,19 +160,23 @@ def test_a_version_is_judged_only_from_min_days_scored():
 SELECTED = Selection(model_version=3, data_through=date(2015, 8, 30), history_days=100)
 
 
-@pytest.mark.parametrize(("days_later", "history_days", "degraded", "expected"), [
-    (6, 106, None, []),
-    (7, 107, None, ["cadence: 7 new days"]),
-    (1, 130, None, ["growth: the history grew from 100 to 130 days (+30%"]),
-    (1, 129, None, []),
-    (1, 101, "m v3: live f_norm 0.6 ...", ["degraded: m v3: live f_norm 0.6"]),
-    (8, 131, "m v3: bad", ["cadence: 8 new days", "growth:", "degraded: m v3: bad"]),
-])
+@pytest.mark.parametrize(
+    ("days_later", "history_days", "degraded", "expected"),
+    [
+        (6, 106, None, []),
+        (7, 107, None, ["cadence: 7 new days"]),
+        (1, 130, None, ["growth: the history grew from 100 to 130 days (+30%"]),
+        (1, 129, None, []),
+        (1, 101, "m v3: live f_norm 0.6 ...", ["degraded: m v3: live f_norm 0.6"]),
+        (8, 131, "m v3: bad", ["cadence: 8 new days", "growth:", "degraded: m v3: bad"]),
+    ],
+)
 def test_retraining_is_due_on_cadence_growth_or_degradation(days_later, history_days, degraded, expected):
-    reasons = retrain_reasons(SELECTED, SELECTED.data_through + timedelta(days=days_later), history_days, degraded,
-                              every_days=7, growth=0.3)
+    reasons = retrain_reasons(
+        SELECTED, SELECTED.data_through + timedelta(days=days_later), history_days, degraded, every_days=7, growth=0.3
+    )
     assert len(reasons) == len(expected)
-    for reason, start in zip(reasons, expected):
+    for reason, start in zip(reasons, expected, strict=False):
         assert reason.startswith(start), reasons
 
 
@@ -146,25 +195,43 @@ def test_freshness_is_stale_after_two_days_without_a_new_day():
 def test_the_monitoring_chart_draws_each_vintage_the_live_line_and_each_versions_backtest(tmp_path):
     from musictrend_dagster.core.service.plots import monitoring_figure, plot_monitoring, worst_artists_figure
 
-    scores = pl.DataFrame({"vintage": [D1, D2, D3], "model_version": [1, 1, 2], "days_scored": [3, 2, 1],
-                           "f_norm": [0.71, 0.64, 0.80]})
+    scores = pl.DataFrame(
+        {"vintage": [D1, D2, D3], "model_version": [1, 1, 2], "days_scored": [3, 2, 1], "f_norm": [0.71, 0.64, 0.80]}
+    )
     live = pl.DataFrame({"as_of": [D2, D3], "f_norm": [0.70, 0.66], "judged": [False, True]})
-    selections = pl.DataFrame({"model_version": [1, 2], "model": ["median14", "global_ensemble"],
-                               "data_through": [D1 - timedelta(days=1), D2], "backtest_f_norm": [0.72, 0.75]})
+    selections = pl.DataFrame(
+        {
+            "model_version": [1, 2],
+            "model": ["median14", "global_ensemble"],
+            "data_through": [D1 - timedelta(days=1), D2],
+            "backtest_f_norm": [0.72, 0.75],
+        }
+    )
     ax = monitoring_figure(scores, live, selections, tolerance=0.05).axes[0]
-    dots = sorted((line.get_xdata()[0], line.get_ydata()[0]) for line in ax.get_lines()
-                  if line.get_marker() == "o" and len(line.get_xdata()) == 1)
-    assert dots == list(zip(scores["vintage"], scores["f_norm"])), "one dot per vintage at its f_norm"
-    levels = {round(float(line.get_ydata()[0]), 4) for line in ax.get_lines()
-              if line.get_linestyle() in ("--", ":") and len(line.get_ydata()) == 2}
+    dots = sorted(
+        (line.get_xdata()[0], line.get_ydata()[0])
+        for line in ax.get_lines()
+        if line.get_marker() == "o" and len(line.get_xdata()) == 1
+    )
+    assert dots == list(zip(scores["vintage"], scores["f_norm"], strict=False)), "one dot per vintage at its f_norm"
+    levels = {
+        round(float(line.get_ydata()[0]), 4)
+        for line in ax.get_lines()
+        if line.get_linestyle() in ("--", ":") and len(line.get_ydata()) == 2
+    }
     assert {0.72, 0.67, 0.75, 0.70} <= levels, "each version's backtest and its warning threshold"
-    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-" and line.get_color() == "k" and len(line.get_ydata())]
+    solid = [
+        line
+        for line in ax.get_lines()
+        if line.get_linestyle() == "-" and line.get_color() == "k" and len(line.get_ydata())
+    ]
     assert [list(line.get_ydata()) for line in solid] == [[0.66]], "the judged live score, solid"
     first, second = (plot_monitoring(scores, live, selections, 0.05, path=tmp_path / f"{k}.png") for k in "ab")
     assert first.read_bytes() == second.read_bytes(), "same input, same PNG"
 
-    artists = pl.DataFrame({"artist_id": ["x", "y", "z"], "sigma": [0.5, 0.1, 0.9], "loss": [0.02, 0.001, 0.05],
-                            "bias": [-0.2, 0.01, 0.5]})
+    artists = pl.DataFrame(
+        {"artist_id": ["x", "y", "z"], "sigma": [0.5, 0.1, 0.9], "loss": [0.02, 0.001, 0.05], "bias": [-0.2, 0.01, 0.5]}
+    )
     bars = worst_artists_figure(artists, top_n=2).axes[0].patches
     assert [round(b.get_width(), 4) for b in bars] == [0.02, 0.05], "the two largest losses, the worst on top"
 

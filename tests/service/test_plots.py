@@ -1,4 +1,5 @@
 """Charts: what each one draws (panels, series, values, the interval band) and byte-identical PNGs per input."""
+
 from datetime import date, timedelta
 
 import polars as pl
@@ -62,7 +63,9 @@ def test_forecast_panels_show_the_largest_artists_with_their_series_and_band():
     bands = [c for c in first.collections if isinstance(c, PolyCollection) and c.get_label() == "80% interval"]
     assert len(bands) == 1
     ys = bands[0].get_paths()[0].vertices[:, 1]
-    assert min(ys) == pytest.approx(min(one(banded)["plays_lo"])) and max(ys) == pytest.approx(max(one(banded)["plays_hi"]))
+    assert min(ys) == pytest.approx(min(one(banded)["plays_lo"])) and max(ys) == pytest.approx(
+        max(one(banded)["plays_hi"])
+    )
     assert fig.get_suptitle() == "Daily plays: forecast from 2015-06-01"
     # no actuals (the production forecast), no band, one chosen artist
     alone = forecast_figure(history, forecast, None, artists=["artist00"])
@@ -82,11 +85,15 @@ def test_artist_daily_draws_the_largest_artists_largest_first():
 def test_backtest_bars_are_the_means_best_on_top_and_show_close_negative_scores():
     origins = [date(2015, 5, 3) + timedelta(days=30 * i) for i in range(3)]
     scores = pl.DataFrame(
-        {"model": ["median14"] * 3 + ["lstm"] * 3, "origin": origins * 2, "f_norm": [-0.02, 0.04, -0.03, 0.05, 0.0, -0.2]}
+        {
+            "model": ["median14"] * 3 + ["lstm"] * 3,
+            "origin": origins * 2,
+            "f_norm": [-0.02, 0.04, -0.03, 0.05, 0.0, -0.2],
+        }
     )
     ax = backtest_figure(scores).axes[0]
     # bars end at the means (-0.05/3 and -0.15/3), written in the labels; best on top
-    ends = {t.get_text(): p.get_x() + p.get_width() for t, p in zip(ax.get_yticklabels(), ax.patches)}
+    ends = {t.get_text(): p.get_x() + p.get_width() for t, p in zip(ax.get_yticklabels(), ax.patches, strict=False)}
     assert ends == pytest.approx({"lstm  -0.0500": -0.05, "median14  -0.0033": -0.01 / 3})
     dots = sorted(x for line in ax.get_lines() for x in line.get_xdata())
     assert dots == pytest.approx(sorted(scores["f_norm"].to_list()))
@@ -95,14 +102,18 @@ def test_backtest_bars_are_the_means_best_on_top_and_show_close_negative_scores(
 
 
 # One tianchi-s1-like backtest: six models within 0.06 of each other and the 2016 LSTM far below.
-BOARD = {"global_ensemble": [0.7601, 0.7488, 0.7600], "global_direct": [0.7512, 0.7401, 0.7524],
-         "median14": [0.7211, 0.7100, 0.7265], "best_constant": [0.7081, 0.6990, 0.7097],
-         "seed_lstm": [0.3121, -0.2950, 0.5517]}
+BOARD = {
+    "global_ensemble": [0.7601, 0.7488, 0.7600],
+    "global_direct": [0.7512, 0.7401, 0.7524],
+    "median14": [0.7211, 0.7100, 0.7265],
+    "best_constant": [0.7081, 0.6990, 0.7097],
+    "seed_lstm": [0.3121, -0.2950, 0.5517],
+}
 
 
 def board_scores() -> pl.DataFrame:
     origins = [date(2015, 5, 3), date(2015, 6, 2), date(2015, 7, 2)]
-    rows = [(m, o, v) for m, vs in BOARD.items() for o, v in zip(origins, vs)]
+    rows = [(m, o, v) for m, vs in BOARD.items() for o, v in zip(origins, vs, strict=False)]
     return pl.DataFrame(rows, schema={"model": pl.String, "origin": pl.Date, "f_norm": pl.Float64}, orient="row")
 
 
@@ -110,7 +121,12 @@ def test_backtest_chart_zooms_on_the_competitive_models_and_writes_the_outlier()
     fig = backtest_figure(board_scores())
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == [  # means by hand, best on top
-        "seed_lstm  0.1896", "best_constant  0.7056", "median14  0.7192", "global_direct  0.7479", "global_ensemble  0.7563"]
+        "seed_lstm  0.1896",
+        "best_constant  0.7056",
+        "median14  0.7192",
+        "global_direct  0.7479",
+        "global_ensemble  0.7563",
+    ]
     # the axis spans the competitive scores (0.6990..0.7601) with 0.02 to spare, not -0.295..0.76
     assert ax.get_xlim() == pytest.approx((0.6790, 0.7801))
     assert [t.get_text() for t in ax.texts] == ["off-axis: mean 0.1896; origins 0.3121, -0.2950, 0.5517"]
@@ -137,7 +153,9 @@ def test_every_chart_is_a_small_png_with_the_same_bytes_for_the_same_input(chart
 
 def test_empty_input_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no backtest results"):
-        plot_backtest_table(pl.DataFrame(schema={"model": pl.String, "origin": pl.Date, "f_norm": pl.Float64}), tmp_path / "x.png")
+        plot_backtest_table(
+            pl.DataFrame(schema={"model": pl.String, "origin": pl.Date, "f_norm": pl.Float64}), tmp_path / "x.png"
+        )
     with pytest.raises(ValueError, match="empty"):
         plot_artist_daily(daily().head(0), path=tmp_path / "x.png")
     with pytest.raises(ValueError, match="empty"):

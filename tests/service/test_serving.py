@@ -1,5 +1,6 @@
 """The daily path's core: the registered champion reads the newest days without learning (observe), a
 kind that cannot is refit and says so, and the vintage starts the day after the newest data."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +24,9 @@ def _split(five_artists, days: int):
 
 def _level(c_star_last, history: pl.DataFrame, shrink: float) -> list[float]:
     """The untrained ensemble's level: c*(last 7 days) moved `shrink` of the way (in log) toward c*(last 28 days)."""
-    return [a ** (1 - shrink) * b**shrink for a, b in zip(c_star_last(history, 7), c_star_last(history, 28))]
+    return [
+        a ** (1 - shrink) * b**shrink for a, b in zip(c_star_last(history, 7), c_star_last(history, 28), strict=False)
+    ]
 
 
 def test_the_ensemble_observes_new_days_with_its_trained_weights(five_artists, c_star_last):
@@ -40,7 +43,7 @@ def test_the_ensemble_observes_new_days_with_its_trained_weights(five_artists, c
     # new and returning artists are forecast at their own level (core/forecast/models/recent.py): compare the others
     recent = set(model.recent_artists())
     want = _level(c_star_last, history, model.level_shrink)
-    rows = [(a, lo, hi, w) for (a, lo, hi), w in zip(per_artist.rows(), want) if a not in recent]
+    rows = [(a, lo, hi, w) for (a, lo, hi), w in zip(per_artist.rows(), want, strict=False) if a not in recent]
     assert rows, "the fixture has established artists"
     for _, lo, hi, w in rows:
         assert lo == pytest.approx(w, rel=1e-9) and hi == pytest.approx(w, rel=1e-9)
@@ -80,7 +83,9 @@ def test_forecast_vintage_from_the_served_champion(five_artists):
     assert made.data_through == history["ds"].max() and made.history_days == 80
     assert made.refit is None and not made.in_sample
     assert made.frame.height == 5 * 60 and made.frame["vintage"].unique().to_list() == [made.vintage]
-    assert (made.frame["plays_lo"] <= made.frame["plays"]).all() and (made.frame["plays"] <= made.frame["plays_hi"]).all()
+    assert (made.frame["plays_lo"] <= made.frame["plays"]).all() and (
+        made.frame["plays"] <= made.frame["plays_hi"]
+    ).all()
 
     back = forecast_vintage(served, history, songs, start=short["ds"].max() - timedelta(days=4), horizon=7)
     assert back.in_sample and back.data_through == short["ds"].max() - timedelta(days=5)

@@ -2,6 +2,7 @@
 
 One store for the module: migrating a fresh SQLite store costs MLflow several seconds.
 """
+
 import os
 import socket
 import subprocess
@@ -14,9 +15,9 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from musictrend_dagster.core.service import tracking
 from musictrend_dagster.core.forecast.backtest import backtest
 from musictrend_dagster.core.forecast.models.baselines import BestConstantForecaster, MedianForecaster
+from musictrend_dagster.core.service import tracking
 from musictrend_dagster.core.service.owner import HOST_TAG, PID_TAG, owner_tags
 from musictrend_dagster.core.service.tracking import CHAMPION_ALIAS, Tracker
 from musictrend_dagster.core.settings import REGISTERED_MODEL
@@ -27,7 +28,9 @@ ORIGINS = [date(2015, 2, 1), date(2015, 2, 11)]
 @pytest.fixture(scope="module")
 def history() -> pl.DataFrame:
     first = date(2015, 1, 1)
-    rows = [(a, first + timedelta(days=k), 100 * (i + 1) + (k * 7) % 13) for i, a in enumerate("abc") for k in range(60)]
+    rows = [
+        (a, first + timedelta(days=k), 100 * (i + 1) + (k * 7) % 13) for i, a in enumerate("abc") for k in range(60)
+    ]
     return pl.DataFrame(rows, schema={"artist_id": pl.String, "ds": pl.Date, "plays": pl.Int64}, orient="row")
 
 
@@ -77,8 +80,9 @@ def test_run_spans_the_work_and_leads_with_f_norm_and_its_dagster_run(tracker, h
     result.origins[0].f_norm, result.origins[1].f_norm = 0.61234, -0.25
     result.origins[0].fit_seconds, result.origins[1].fit_seconds = 2.0, 3.5
     time.sleep(1.2)  # the "work": the run must span it, not open after it
-    run = tracker.client.get_run(tracker.log_backtest(
-        result, {"dagster_run_id": "d-42", "dagster_asset": "backtest/median14"}, started=started))
+    run = tracker.client.get_run(
+        tracker.log_backtest(result, {"dagster_run_id": "d-42", "dagster_asset": "backtest/median14"}, started=started)
+    )
     assert run.info.start_time == int(started * 1000)
     assert run.info.end_time - run.info.start_time >= 1200
     lines = run.data.tags["mlflow.note.content"].splitlines()
@@ -91,7 +95,9 @@ def test_run_spans_the_work_and_leads_with_f_norm_and_its_dagster_run(tracker, h
 def test_experiment_opens_in_model_training_view(tracker, tmp_path):
     """MLflow 3 shows an experiment as GenAI or model training by its mlflow.experimentKind tag;
     an experiment created by an older musictrend (no tag) gets it when the next Tracker opens it."""
-    assert tracker.client.get_experiment(tracker.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert (
+        tracker.client.get_experiment(tracker.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    )
     uri = f"sqlite:///{tmp_path / 'old.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri)
     old = client.create_experiment("musictrend", artifact_location=(tmp_path / "a").as_uri())
@@ -104,7 +110,9 @@ def test_champion_alias_and_pyfunc_round_trip(tracker, history):
     runs = {}
     for factory in (lambda: MedianForecaster(14), BestConstantForecaster):
         result = backtest(factory, history, pl.DataFrame(), ORIGINS, horizon=10)
-        runs[result.model] = tracker.log_backtest(result, {}, (date(2015, 1, 1), date(2015, 3, 1)), seed=0, plot_png=None)
+        runs[result.model] = tracker.log_backtest(
+            result, {}, (date(2015, 1, 1), date(2015, 3, 1)), seed=0, plot_png=None
+        )
     assert tracker.champion_run_id() is None
     before = os.environ.get("MLFLOW_TRACKING_URI")
     for name, make in (("median14", lambda: MedianForecaster(14)), ("best_constant", BestConstantForecaster)):
@@ -228,10 +236,14 @@ def test_coverage_metrics_and_skipped_runs(tracker, history):
     assert run.data.metrics["coverage_80_20150211"] == pytest.approx(cover.per_origin[date(2015, 2, 11)])
     assert run.data.tags["coverage_method"] == "leave-one-origin-out"
     assert run.data.params["train_days"] == str(plan.train_days)
-    path = tracker.client.download_artifacts(run.info.run_id, "backtest/forecasts.csv", str(tracker.artifact_dir.parent))
+    path = tracker.client.download_artifacts(
+        run.info.run_id, "backtest/forecasts.csv", str(tracker.artifact_dir.parent)
+    )
     assert {"plays_lo", "plays_hi", "origin"} <= set(pl.read_csv(path).columns)
 
-    skipped = Skipped("global_ensemble", {"window_long": 28}, "needs 42 days of history before an origin; the plan leaves 28")
+    skipped = Skipped(
+        "global_ensemble", {"window_long": 28}, "needs 42 days of history before an origin; the plan leaves 28"
+    )
     run = tracker.client.get_run(tracker.log_skipped(skipped, plan, {"dagster_run_id": "d-2"}))
     assert run.info.status == "FINISHED"
     assert (run.data.tags["status"], run.data.tags["skip_reason"]) == ("skipped", skipped.reason)

@@ -18,11 +18,12 @@ sqlglot transpiles to Spark SQL (a test checks that), so a second engine reuses 
 The README's bad-input table is generated from ``RULES`` (``bad_input_table``; a test keeps
 them equal).
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 # No good line comes near this (ids are at most 64 characters); longer lines are quarantined
 # as a whole, whatever they hold, and only their first bytes are kept in the quarantine table.
@@ -74,16 +75,31 @@ def _sql_text(value: str) -> str:
 def _line_rules(n: int) -> tuple[Rule, ...]:
     """Rules about the line as a whole; a line that breaks one has no fields worth reading."""
     return (
-        Rule("line_too_long", f"line_bytes > {MAX_LINE_BYTES}", f"'line longer than {MAX_LINE_BYTES} bytes'",
-             f"a line longer than {MAX_LINE_BYTES:,} bytes (only its first {QUARANTINED_TEXT_BYTES:,} bytes are kept)"),
-        Rule("invalid_utf8", "contains(line, '\ufffd')", "'invalid UTF-8'",
-             "bytes that are not UTF-8 (or U+FFFD, which undecodable bytes turn into)"),
+        Rule(
+            "line_too_long",
+            f"line_bytes > {MAX_LINE_BYTES}",
+            f"'line longer than {MAX_LINE_BYTES} bytes'",
+            f"a line longer than {MAX_LINE_BYTES:,} bytes (only its first {QUARANTINED_TEXT_BYTES:,} bytes are kept)",
+        ),
+        Rule(
+            "invalid_utf8",
+            "contains(line, '\ufffd')",
+            "'invalid UTF-8'",
+            "bytes that are not UTF-8 (or U+FFFD, which undecodable bytes turn into)",
+        ),
         Rule("empty_line", "trim(line) = ''", "'empty line'", "an empty or blank line"),
-        Rule("stray_cr", "contains(line, chr(13))", "'stray carriage return'",
-             "a carriage return inside a line (CRLF line ends are fine)"),
-        Rule("column_count", f"nfields <> {n}",
-             f"'wrong column count: ' || CAST(nfields AS VARCHAR) || ' (expected {n})'",
-             f"not exactly {n} comma-separated fields (a trailing comma is one field more)"),
+        Rule(
+            "stray_cr",
+            "contains(line, chr(13))",
+            "'stray carriage return'",
+            "a carriage return inside a line (CRLF line ends are fine)",
+        ),
+        Rule(
+            "column_count",
+            f"nfields <> {n}",
+            f"'wrong column count: ' || CAST(nfields AS VARCHAR) || ' (expected {n})'",
+            f"not exactly {n} comma-separated fields (a trailing comma is one field more)",
+        ),
     )
 
 
@@ -91,18 +107,29 @@ def _id_rules(col: str, name: str, empty_reason: str) -> tuple[Rule, ...]:
     a = "an" if name[0] in "aeiou" else "a"
     return (
         Rule(f"empty_{name}", f"{col} = ''", _sql_text(empty_reason), f"an empty {name}"),
-        Rule(f"{name}_too_long", f"length({col}) > {MAX_ID_CHARS}",
-             _sql_text(f"{name} longer than {MAX_ID_CHARS} characters"), f"{a} {name} longer than {MAX_ID_CHARS} characters"),
-        Rule(f"{name}_not_printable", f"regexp_matches({col}, {_sql_text(ID_FORBIDDEN_RE)})",
-             _sql_text(f"{name} holds whitespace, a control character or a quote"),
-             f"{a} {name} holding whitespace (also NBSP, U+2028), a control character (also NUL) or a quote",
-             screened=True),
+        Rule(
+            f"{name}_too_long",
+            f"length({col}) > {MAX_ID_CHARS}",
+            _sql_text(f"{name} longer than {MAX_ID_CHARS} characters"),
+            f"{a} {name} longer than {MAX_ID_CHARS} characters",
+        ),
+        Rule(
+            f"{name}_not_printable",
+            f"regexp_matches({col}, {_sql_text(ID_FORBIDDEN_RE)})",
+            _sql_text(f"{name} holds whitespace, a control character or a quote"),
+            f"{a} {name} holding whitespace (also NBSP, U+2028), a control character (also NUL) or a quote",
+            screened=True,
+        ),
     )
 
 
 def _header_rule(first: str) -> Rule:
-    return Rule("header", f"length(c1) = {len(first)} AND lower(c1) = '{first}'", "'header line'",
-                "a header line (the files have none)")
+    return Rule(
+        "header",
+        f"length(c1) = {len(first)} AND lower(c1) = '{first}'",
+        "'header line'",
+        "a header line (the files have none)",
+    )
 
 
 ACTIONS = RawFormat(
@@ -126,29 +153,54 @@ ACTIONS = RawFormat(
         _header_rule("user_id"),
         *_id_rules("c1", "user_id", "empty user_id"),
         *_id_rules("c2", "song_id", "empty song_id"),
-        Rule("gmt_not_integer", "g IS NULL OR CAST(g AS VARCHAR) <> c3", "'gmt_create not an integer'",
-             "`gmt_create` not a plain integer (no sign, spaces, decimals or exponents)"),
+        Rule(
+            "gmt_not_integer",
+            "g IS NULL OR CAST(g AS VARCHAR) <> c3",
+            "'gmt_create not an integer'",
+            "`gmt_create` not a plain integer (no sign, spaces, decimals or exponents)",
+        ),
         Rule("gmt_negative", "g < 0", "'gmt_create negative'", "a negative `gmt_create`"),
-        Rule("gmt_out_of_range", f"g < {GMT_MIN} OR g >= {GMT_MAX}", "'gmt_create out of range'",
-             "`gmt_create` outside 2000-01-01..2099-12-31 (milliseconds, garbage)"),
+        Rule(
+            "gmt_out_of_range",
+            f"g < {GMT_MIN} OR g >= {GMT_MAX}",
+            "'gmt_create out of range'",
+            "`gmt_create` outside 2000-01-01..2099-12-31 (milliseconds, garbage)",
+        ),
         Rule("action_type", "c4 NOT IN ('1', '2', '3')", "'action_type not in 1..3'", "`action_type` not 1, 2 or 3"),
-        Rule("ds_not_a_date",
-             "d IS NULL OR CAST(year(d) * 10000 + month(d) * 100 + day(d) AS VARCHAR) <> c5",
-             "'Ds not a valid yyyymmdd date'", "`Ds` not a real yyyymmdd date"),
-        Rule("ds_in_future", "d > {today}", "'ds in the future'",
-             "`Ds` after the run's day in UTC+8 (the line is checked again once that day has come)", recheck="d"),
-        Rule("ds_not_drop_day", "d <> {file_day}",
-             "'Ds ' || c5 || ' is not the drop file''s day {file_day_text}'",
-             "in a drop file `..._YYYYMMDD.csv`, `Ds` not that day (the reason names both days)"),
-        Rule("ds_far_from_gmt",
-             f"abs(date_diff('day', DATE '1970-01-01', d) - floor((g + 28800) / 86400)) > 1",
-             "'Ds more than one day from gmt_create (UTC+8)'",
-             "`Ds` more than one day away from `gmt_create`'s day in UTC+8"),
+        Rule(
+            "ds_not_a_date",
+            "d IS NULL OR CAST(year(d) * 10000 + month(d) * 100 + day(d) AS VARCHAR) <> c5",
+            "'Ds not a valid yyyymmdd date'",
+            "`Ds` not a real yyyymmdd date",
+        ),
+        Rule(
+            "ds_in_future",
+            "d > {today}",
+            "'ds in the future'",
+            "`Ds` after the run's day in UTC+8 (the line is checked again once that day has come)",
+            recheck="d",
+        ),
+        Rule(
+            "ds_not_drop_day",
+            "d <> {file_day}",
+            "'Ds ' || c5 || ' is not the drop file''s day {file_day_text}'",
+            "in a drop file `..._YYYYMMDD.csv`, `Ds` not that day (the reason names both days)",
+        ),
+        Rule(
+            "ds_far_from_gmt",
+            "abs(date_diff('day', DATE '1970-01-01', d) - floor((g + 28800) / 86400)) > 1",
+            "'Ds more than one day from gmt_create (UTC+8)'",
+            "`Ds` more than one day away from `gmt_create`'s day in UTC+8",
+        ),
         # NOT EXISTS, not NOT IN: both engines make it a hash join, where Spark turns a NOT IN
         # in an expression into a null-aware nested-loop join (lines x songs). The same for
         # every line that gets here: c2 is not NULL (column_count) and no song_id is NULL.
-        Rule("unknown_song", "NOT EXISTS (SELECT 1 FROM raw_songs WHERE raw_songs.song_id = c2)", "'unknown song_id'",
-             "a `song_id` that the songs file does not list"),
+        Rule(
+            "unknown_song",
+            "NOT EXISTS (SELECT 1 FROM raw_songs WHERE raw_songs.song_id = c2)",
+            "'unknown song_id'",
+            "a `song_id` that the songs file does not list",
+        ),
     ),
 )
 
@@ -171,25 +223,47 @@ SONGS = RawFormat(
         ("gender", "INTEGER", "gender"),
     ),
     relations=(
-        ("conflicting_songs",
-         "SELECT c1 AS song_id FROM lines WHERE nfields = 6 AND c1 <> '' AND c2 <> '' "
-         "GROUP BY c1 HAVING count(DISTINCT c2) > 1"),
+        (
+            "conflicting_songs",
+            "SELECT c1 AS song_id FROM lines WHERE nfields = 6 AND c1 <> '' AND c2 <> '' "
+            "GROUP BY c1 HAVING count(DISTINCT c2) > 1",
+        ),
     ),
     rules=(
         *_line_rules(6),
         _header_rule("song_id"),
         *_id_rules("c1", "song_id", "empty song_id"),
         *_id_rules("c2", "artist_id", "missing artist_id"),
-        Rule("publish_time", "pt IS NULL OR CAST(year(pt) * 10000 + month(pt) * 100 + day(pt) AS VARCHAR) <> c3",
-             "'publish_time not a valid yyyymmdd date'", "`publish_time` not a real yyyymmdd date"),
-        Rule("song_init_plays", "plays IS NULL OR CAST(plays AS VARCHAR) <> c4 OR plays < 0",
-             "'song_init_plays not a non-negative integer'", "`song_init_plays` not a non-negative integer"),
-        Rule("language", "lang IS NULL OR CAST(lang AS VARCHAR) <> c5", "'Language not an integer'",
-             "`Language` not an integer"),
-        Rule("gender", "gender IS NULL OR CAST(gender AS VARCHAR) <> c6", "'Gender not an integer'",
-             "`Gender` not an integer"),
-        Rule("conflicting_artist", "c1 IN (SELECT song_id FROM conflicting_songs)", "'song_id has conflicting artist_id'",
-             "a `song_id` listed with two different artists in the file (every such line)"),
+        Rule(
+            "publish_time",
+            "pt IS NULL OR CAST(year(pt) * 10000 + month(pt) * 100 + day(pt) AS VARCHAR) <> c3",
+            "'publish_time not a valid yyyymmdd date'",
+            "`publish_time` not a real yyyymmdd date",
+        ),
+        Rule(
+            "song_init_plays",
+            "plays IS NULL OR CAST(plays AS VARCHAR) <> c4 OR plays < 0",
+            "'song_init_plays not a non-negative integer'",
+            "`song_init_plays` not a non-negative integer",
+        ),
+        Rule(
+            "language",
+            "lang IS NULL OR CAST(lang AS VARCHAR) <> c5",
+            "'Language not an integer'",
+            "`Language` not an integer",
+        ),
+        Rule(
+            "gender",
+            "gender IS NULL OR CAST(gender AS VARCHAR) <> c6",
+            "'Gender not an integer'",
+            "`Gender` not an integer",
+        ),
+        Rule(
+            "conflicting_artist",
+            "c1 IN (SELECT song_id FROM conflicting_songs)",
+            "'song_id has conflicting artist_id'",
+            "a `song_id` listed with two different artists in the file (every such line)",
+        ),
     ),
 )
 
@@ -199,14 +273,16 @@ LINE_RULE_IDS = frozenset(r.id for r in _line_rules(1))
 
 def today_utc8(now: datetime | None = None) -> date:
     """The run's day where the log's days are counted (the service is in UTC+8)."""
-    return (now or datetime.now(timezone.utc)).astimezone(UTC8).date()
+    return (now or datetime.now(UTC)).astimezone(UTC8).date()
 
 
 def render(sql: str, today: date, file_day: date | None) -> str:
     """Fill a rule's per-run values in as SQL literals (an absent drop day makes its rule never fire)."""
-    return (sql.replace("{today}", f"DATE '{today.isoformat()}'")
-            .replace("{file_day}", f"DATE '{file_day.isoformat()}'" if file_day else "NULL")
-            .replace("{file_day_text}", f"{file_day:%Y%m%d}" if file_day else ""))
+    return (
+        sql.replace("{today}", f"DATE '{today.isoformat()}'")
+        .replace("{file_day}", f"DATE '{file_day.isoformat()}'" if file_day else "NULL")
+        .replace("{file_day_text}", f"{file_day:%Y%m%d}" if file_day else "")
+    )
 
 
 def reason_case(fmt: RawFormat, today: date, file_day: date | None, rules: tuple[Rule, ...] | None = None) -> str:
@@ -220,8 +296,9 @@ def recheck_case(fmt: RawFormat, today: date, file_day: date | None) -> str:
 
 
 def _case(rules: tuple[Rule, ...], today: date, file_day: date | None, then) -> str:
-    whens = "\n".join(f"        WHEN {render(r.when, today, file_day)} THEN {render(then(r), today, file_day)}"
-                      for r in rules)
+    whens = "\n".join(
+        f"        WHEN {render(r.when, today, file_day)} THEN {render(then(r), today, file_day)}" for r in rules
+    )
     return f"CASE\n{whens}\n    END"
 
 
@@ -230,8 +307,11 @@ def field_rules(fmt: RawFormat, screened_out: bool = False) -> tuple[Rule, ...]:
 
     ``screened_out`` leaves out the rules no line of SAFE_BYTES can break (for a screened file).
     """
-    return tuple(r for r in fmt.rules
-                 if (r.id not in LINE_RULE_IDS or r.id == "column_count") and not (screened_out and r.screened))
+    return tuple(
+        r
+        for r in fmt.rules
+        if (r.id not in LINE_RULE_IDS or r.id == "column_count") and not (screened_out and r.screened)
+    )
 
 
 def bad_input_table() -> str:

@@ -17,21 +17,19 @@ stops everything before anything changes, so an unmounted raw folder never empti
 The engine (``engines.duckdb`` by default, ``engines.spark``) only validates and writes aside;
 publishing, bookkeeping and the mirror rules live here and in ``lake``, the same for any engine.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
-from typing import Callable
 
 import duckdb
 import pyarrow as pa
 
-from musictrend_dagster.core.data import contract
-
-from musictrend_dagster.core.data import lake
+from musictrend_dagster.core.data import contract, lake
 from musictrend_dagster.core.data.engines import Engine, Staged, duckdb_engine
 from musictrend_dagster.core.data.rawdir import IngestError, RawFile, is_gzip, list_raw_dir, scan
 
@@ -90,9 +88,17 @@ class _Run:
     hashes: dict[str, str] = field(default_factory=dict)  # content hash -> action source holding it
 
 
-def ingest_raw_dir(con: duckdb.DuckDBPyConnection, raw_dir: str | os.PathLike, lake_dir: str | os.PathLike, *,
-                   full_refresh: bool = False, now: datetime | None = None, songs_only: bool = False,
-                   progress: ProgressFn | None = None, engine: Engine | None = None) -> IngestResult:
+def ingest_raw_dir(
+    con: duckdb.DuckDBPyConnection,
+    raw_dir: str | os.PathLike,
+    lake_dir: str | os.PathLike,
+    *,
+    full_refresh: bool = False,
+    now: datetime | None = None,
+    songs_only: bool = False,
+    progress: ProgressFn | None = None,
+    engine: Engine | None = None,
+) -> IngestResult:
     """Songs first, then removals, then the bulk file and every drop by day; one report per file.
 
     ``engine`` validates and writes each file (DuckDB when None).
@@ -108,8 +114,11 @@ def ingest_raw_dir(con: duckdb.DuckDBPyConnection, raw_dir: str | os.PathLike, l
     previous = {row["file"]: row for row in _rows(con, "SELECT * FROM ingested_files")}
     run = _Run(con, the_lake, engine or duckdb_engine(), contract.today_utc8(now), full_refresh, previous)
     names = {f.name for f in [listing.songs, *listing.actions]}
-    run.hashes = {row["content_hash"]: name for name, row in previous.items()
-                  if row["kind"] == "actions" and name in names and row["lines_read"]}
+    run.hashes = {
+        row["content_hash"]: name
+        for name, row in previous.items()
+        if row["kind"] == "actions" and name in names and row["lines_read"]
+    }
     errors = list(listing.errors)
     reports = []
 
@@ -142,19 +151,28 @@ def ingest_raw_dir(con: duckdb.DuckDBPyConnection, raw_dir: str | os.PathLike, l
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> list[dict]:
     cur = con.execute(sql, params)
     cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, row)) for row in cur.fetchall()]
+    return [dict(zip(cols, row, strict=False)) for row in cur.fetchall()]
 
 
 def _songs_key(con: duckdb.DuckDBPyConnection) -> str:
     """What "unknown song_id" depends on: the set of song ids (not the rest of the catalogue)."""
-    (key,) = con.execute("SELECT md5(coalesce(string_agg(song_id, ',' ORDER BY song_id), '')) "
-                         "FROM (SELECT DISTINCT song_id FROM raw_songs)").fetchone()
+    (key,) = con.execute(
+        "SELECT md5(coalesce(string_agg(song_id, ',' ORDER BY song_id), '')) "
+        "FROM (SELECT DISTINCT song_id FROM raw_songs)"
+    ).fetchone()
     return key
 
 
 def _unchanged(prev: dict) -> FileReport:
-    return FileReport(prev["file"], prev["kind"], "unchanged", prev["lines_read"], prev["loaded"], prev["quarantined"],
-                      reasons=json.loads(prev["reasons"]))
+    return FileReport(
+        prev["file"],
+        prev["kind"],
+        "unchanged",
+        prev["lines_read"],
+        prev["loaded"],
+        prev["quarantined"],
+        reasons=json.loads(prev["reasons"]),
+    )
 
 
 def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
@@ -164,10 +182,19 @@ def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
         if identity == (prev["size"], prev["mtime_ns"], prev["ctime_ns"], prev["inode"], prev["device"]):
             return _unchanged(prev)
         if scan(raw.real, is_gzip(raw.real)).hash == prev["content_hash"]:
-            run.con.execute("UPDATE ingested_files SET path = $p, size = $s, mtime_ns = $m, ctime_ns = $c, inode = $i, "
-                            "device = $d WHERE file = $f",
-                            {"p": str(raw.path), "s": identity[0], "m": identity[1], "c": identity[2], "i": identity[3],
-                             "d": identity[4], "f": raw.name})
+            run.con.execute(
+                "UPDATE ingested_files SET path = $p, size = $s, mtime_ns = $m, ctime_ns = $c, inode = $i, "
+                "device = $d WHERE file = $f",
+                {
+                    "p": str(raw.path),
+                    "s": identity[0],
+                    "m": identity[1],
+                    "c": identity[2],
+                    "i": identity[3],
+                    "d": identity[4],
+                    "f": raw.name,
+                },
+            )
             return _unchanged(prev)
 
     load_id = lake.new_load_id()
@@ -177,8 +204,10 @@ def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
         if raw.kind == "actions" and staged.lines_read:
             other = run.hashes.get(staged.content_hash)
             if other is not None and other != raw.name:
-                raise IngestError(f"{raw.path}: refused, its content repeats {other}, which is already loaded "
-                                  "(the same drop saved under two names?)")
+                raise IngestError(
+                    f"{raw.path}: refused, its content repeats {other}, which is already loaded "
+                    "(the same drop saved under two names?)"
+                )
         old_rows = _publish(run, raw, identity, staged, load_id)
     finally:
         run.lake.discard(load_id)
@@ -187,8 +216,16 @@ def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
             run.hashes.pop(prev["content_hash"], None)
         if staged.lines_read:
             run.hashes[staged.content_hash] = raw.name
-    return FileReport(raw.name, raw.kind, "replaced" if prev is not None else "loaded", staged.lines_read,
-                      staged.loaded, staged.quarantined, old_rows, staged.reasons())
+    return FileReport(
+        raw.name,
+        raw.kind,
+        "replaced" if prev is not None else "loaded",
+        staged.lines_read,
+        staged.loaded,
+        staged.quarantined,
+        old_rows,
+        staged.reasons(),
+    )
 
 
 def _still_valid(run: _Run, prev: dict, raw: RawFile) -> bool:
@@ -205,9 +242,13 @@ def _publish(run: _Run, raw: RawFile, identity: tuple, staged: Staged, load_id: 
     con = run.con
     con.execute("BEGIN TRANSACTION")
     try:
-        old_rows = con.execute("SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d AND source_file = $f",
-                               {"d": dataset.name, "f": raw.name}).fetchone()[0]
-        superseded = run.lake.swap(con, dataset, raw.name, load_id, placed, "replaced" if raw.name in run.previous else "loaded")
+        old_rows = con.execute(
+            "SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d AND source_file = $f",
+            {"d": dataset.name, "f": raw.name},
+        ).fetchone()[0]
+        superseded = run.lake.swap(
+            con, dataset, raw.name, load_id, placed, "replaced" if raw.name in run.previous else "loaded"
+        )
         _replace_quarantine(con, raw.kind, raw.name, staged.quarantine)
         _record_file(con, raw, identity, staged, run.songs_key if raw.kind == "actions" else None, load_id)
         con.execute("COMMIT")
@@ -230,17 +271,32 @@ def _replace_quarantine(con: duckdb.DuckDBPyConnection, kind: str, name: str, qu
             con.unregister("_quarantine_batch")
 
 
-def _record_file(con: duckdb.DuckDBPyConnection, raw: RawFile, identity: tuple, staged: Staged,
-                 songs_key: str | None, load_id: str) -> None:
+def _record_file(
+    con: duckdb.DuckDBPyConnection, raw: RawFile, identity: tuple, staged: Staged, songs_key: str | None, load_id: str
+) -> None:
     """Bookkeeping row, written inside the file's transaction so it commits with the data."""
     con.execute("DELETE FROM ingested_files WHERE file = $f", {"f": raw.name})
     con.execute(
         "INSERT INTO ingested_files VALUES ($f, $k, $p, $s, $m, $c, $i, $d, $h, $sk, $r, $l, $q, $why, $until, $load, "
         "now()::TIMESTAMP)",
-        {"f": raw.name, "k": raw.kind, "p": str(raw.path), "s": identity[0], "m": identity[1], "c": identity[2],
-         "i": identity[3], "d": identity[4], "h": staged.content_hash, "sk": songs_key, "r": staged.lines_read,
-         "l": staged.loaded, "q": staged.quarantined, "why": json.dumps(staged.reasons()), "until": staged.recheck_on,
-         "load": load_id},
+        {
+            "f": raw.name,
+            "k": raw.kind,
+            "p": str(raw.path),
+            "s": identity[0],
+            "m": identity[1],
+            "c": identity[2],
+            "i": identity[3],
+            "d": identity[4],
+            "h": staged.content_hash,
+            "sk": songs_key,
+            "r": staged.lines_read,
+            "l": staged.loaded,
+            "q": staged.quarantined,
+            "why": json.dumps(staged.reasons()),
+            "until": staged.recheck_on,
+            "load": load_id,
+        },
     )
 
 
@@ -251,8 +307,10 @@ def _remove(run: _Run, name: str) -> FileReport:
     con = run.con
     con.execute("BEGIN TRANSACTION")
     try:
-        rows = con.execute("SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d AND source_file = $f",
-                           {"d": dataset.name, "f": name}).fetchone()[0]
+        rows = con.execute(
+            "SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d AND source_file = $f",
+            {"d": dataset.name, "f": name},
+        ).fetchone()[0]
         superseded = run.lake.swap(con, dataset, name, None, [], "removed")
         con.execute(f"DELETE FROM {_QUARANTINE[prev['kind']]} WHERE source_file = $f", {"f": name})
         con.execute("DELETE FROM ingested_files WHERE file = $f", {"f": name})
@@ -262,5 +320,10 @@ def _remove(run: _Run, name: str) -> FileReport:
         raise
     run.lake.delete(superseded)
     run.hashes = {h: n for h, n in run.hashes.items() if n != name}
-    return FileReport(name, prev["kind"], "removed", removed=int(rows),
-                      message=f"{name} is no longer in the raw folder: its {int(rows):,} rows were removed")
+    return FileReport(
+        name,
+        prev["kind"],
+        "removed",
+        removed=int(rows),
+        message=f"{name} is no longer in the raw folder: its {int(rows):,} rows were removed",
+    )

@@ -27,6 +27,7 @@ every model table and every model view) with its columns, so that every engine s
 relations under the same names: DuckDB as warehouse views, Spark as temporary views
 (``relations``). The warehouse also records the lake's root (``Lake.recorded``).
 """
+
 from __future__ import annotations
 
 import json
@@ -56,19 +57,33 @@ class Dataset:
 
 
 USER_ACTIONS = Dataset(
-    "user_actions", "raw_user_actions",
-    (("user_id", "VARCHAR"), ("song_id", "VARCHAR"), ("gmt_create", "BIGINT"), ("action_type", "TINYINT"),
-     ("ds", "DATE"), ("source_file", "VARCHAR")),
+    "user_actions",
+    "raw_user_actions",
+    (
+        ("user_id", "VARCHAR"),
+        ("song_id", "VARCHAR"),
+        ("gmt_create", "BIGINT"),
+        ("action_type", "TINYINT"),
+        ("ds", "DATE"),
+        ("source_file", "VARCHAR"),
+    ),
     partition_by="ds",
 )
 SONGS = Dataset(
-    "songs", "raw_songs",
-    (("song_id", "VARCHAR"), ("artist_id", "VARCHAR"), ("publish_time", "DATE"), ("song_init_plays", "BIGINT"),
-     ("language", "INTEGER"), ("gender", "INTEGER"), ("source_file", "VARCHAR")),
+    "songs",
+    "raw_songs",
+    (
+        ("song_id", "VARCHAR"),
+        ("artist_id", "VARCHAR"),
+        ("publish_time", "DATE"),
+        ("song_init_plays", "BIGINT"),
+        ("language", "INTEGER"),
+        ("gender", "INTEGER"),
+        ("source_file", "VARCHAR"),
+    ),
 )
 DATASETS = {d.name: d for d in (USER_ACTIONS, SONGS)}
 MODELS = "models"  # the folder of the SQL models' tables
-
 
 
 def model_dataset(name: str, columns: tuple[tuple[str, str], ...], partition_by: str | None) -> Dataset:
@@ -151,11 +166,14 @@ class ParquetParts:
         del self.buffered[value]
         writer = self.writers.get(value)
         if writer is None:
-            folder = self.folder if self.partition_by is None else self.folder / f"{self.partition_by}={value.isoformat()}"
+            folder = (
+                self.folder if self.partition_by is None else self.folder / f"{self.partition_by}={value.isoformat()}"
+            )
             folder.mkdir(parents=True, exist_ok=True)
             numeric = [f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_date(f.type)]
-            writer = self.writers[value] = pq.ParquetWriter(folder / "part_0.parquet", table.schema, compression="zstd",
-                                                            write_statistics=numeric)
+            writer = self.writers[value] = pq.ParquetWriter(
+                folder / "part_0.parquet", table.schema, compression="zstd", write_statistics=numeric
+            )
         writer.write_table(table, row_group_size=self.ROW_GROUP)
 
     def close(self) -> int:
@@ -203,7 +221,7 @@ class Lake:
             self.register(con, d)
 
     @classmethod
-    def recorded(cls, con: duckdb.DuckDBPyConnection) -> "Lake":
+    def recorded(cls, con: duckdb.DuckDBPyConnection) -> Lake:
         """The lake this warehouse was last brought up to date with."""
         con.execute(LAKE_SQL)
         row = con.execute("SELECT root FROM lake_root").fetchone()
@@ -221,7 +239,9 @@ class Lake:
     def discard(self, load_id: str) -> None:
         shutil.rmtree(self.root / STAGING / load_id, ignore_errors=True)
 
-    def place(self, dataset: Dataset, source_file: str, load_id: str, staged: list[StagedFile]) -> list[tuple[str, date | None, int]]:
+    def place(
+        self, dataset: Dataset, source_file: str, load_id: str, staged: list[StagedFile]
+    ) -> list[tuple[str, date | None, int]]:
         """Move staged files to their final, load-unique names; not yet visible (the manifest decides).
 
         Each file is fsynced before the rename and each folder after it, so a published file
@@ -240,19 +260,32 @@ class Lake:
             placed.append((str(target.relative_to(self.root)), f.ds, f.rows))
         return placed
 
-    def swap(self, con: duckdb.DuckDBPyConnection, dataset: Dataset, source_file: str, load_id: str | None,
-             placed: list[tuple[str, date | None, int]], change: str) -> list[str]:
+    def swap(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        dataset: Dataset,
+        source_file: str,
+        load_id: str | None,
+        placed: list[tuple[str, date | None, int]],
+        change: str,
+    ) -> list[str]:
         """Inside the caller's transaction: the source file's manifest rows become `placed`.
 
         Returns the relative paths it no longer lists (delete them after the commit). The
         days of both the old and the new files are recorded in `lake_changes`.
         """
-        old = con.execute("SELECT path, ds FROM lake_files WHERE dataset = $d AND source_file = $f",
-                          {"d": dataset.name, "f": source_file}).fetchall()
-        con.execute("DELETE FROM lake_files WHERE dataset = $d AND source_file = $f", {"d": dataset.name, "f": source_file})
+        old = con.execute(
+            "SELECT path, ds FROM lake_files WHERE dataset = $d AND source_file = $f",
+            {"d": dataset.name, "f": source_file},
+        ).fetchall()
+        con.execute(
+            "DELETE FROM lake_files WHERE dataset = $d AND source_file = $f", {"d": dataset.name, "f": source_file}
+        )
         if placed:
-            con.executemany("INSERT INTO lake_files VALUES (?, ?, ?, ?, ?, ?)",
-                            [(dataset.name, source_file, p, ds, rows, load_id) for p, ds, rows in placed])
+            con.executemany(
+                "INSERT INTO lake_files VALUES (?, ?, ?, ?, ?, ?)",
+                [(dataset.name, source_file, p, ds, rows, load_id) for p, ds, rows in placed],
+            )
         days = sorted({ds for _, ds in old} | {ds for _, ds, _ in placed}, key=lambda d: d or date.min)
         con.executemany(
             "INSERT INTO lake_changes VALUES (nextval('lake_change_seq'), ?, ?, ?, ?, now()::TIMESTAMP)",
@@ -268,8 +301,14 @@ class Lake:
             path.unlink(missing_ok=True)
             _remove_empty_parents(path.parent, self.root)
 
-    def publish_model(self, con: duckdb.DuckDBPyConnection, dataset: Dataset, load_id: str,
-                      placed: list[tuple[str, date | None, int]], days: list[date] | None) -> list[str]:
+    def publish_model(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        dataset: Dataset,
+        load_id: str,
+        placed: list[tuple[str, date | None, int]],
+        days: list[date] | None,
+    ) -> list[str]:
         """Inside the caller's transaction: a model's files become `placed`, for every day (None) or these days.
 
         Returns the relative paths it no longer lists (delete them after the commit). Only
@@ -282,8 +321,10 @@ class Lake:
         old = [p for (p,) in con.execute(f"SELECT path FROM lake_files WHERE {where}", params).fetchall()]
         con.execute(f"DELETE FROM lake_files WHERE {where}", params)
         for path, ds, rows in placed:
-            con.execute("INSERT INTO lake_files VALUES ($d, $f, $p, $ds, $r, $l)",
-                        {"d": dataset.name, "f": dataset.view, "p": path, "ds": ds, "r": rows, "l": load_id})
+            con.execute(
+                "INSERT INTO lake_files VALUES ($d, $f, $p, $ds, $r, $l)",
+                {"d": dataset.name, "f": dataset.view, "p": path, "ds": ds, "r": rows, "l": load_id},
+            )
         self.register(con, dataset)
         self.refresh_view(con, dataset)
         return old
@@ -291,13 +332,20 @@ class Lake:
     def register(self, con: duckdb.DuckDBPyConnection, relation: Dataset | Relation) -> None:
         """Record a lake dataset (or a SQL view: a ``Relation`` with ``sql``) in the catalogue, under its view name."""
         if isinstance(relation, Dataset):
-            name, dataset, columns, partition_by, sql = (relation.view, relation.name, relation.columns,
-                                                         relation.partition_by, None)
+            name, dataset, columns, partition_by, sql = (
+                relation.view,
+                relation.name,
+                relation.columns,
+                relation.partition_by,
+                None,
+            )
         else:
             name, dataset, columns, partition_by, sql = relation.name, None, relation.columns, None, relation.sql
         con.execute("DELETE FROM lake_relations WHERE name = $n", {"n": name})
-        con.execute("INSERT INTO lake_relations VALUES ($n, $d, $c, $p, $s)",
-                    {"n": name, "d": dataset, "c": json.dumps(columns), "p": partition_by, "s": sql})
+        con.execute(
+            "INSERT INTO lake_relations VALUES ($n, $d, $c, $p, $s)",
+            {"n": name, "d": dataset, "c": json.dumps(columns), "p": partition_by, "s": sql},
+        )
 
     def unregister(self, con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
         """Drop a relation from the catalogue (a model that became a view, say); its files' paths, to delete."""
@@ -311,22 +359,31 @@ class Lake:
 
     def datasets(self, con: duckdb.DuckDBPyConnection) -> list[Dataset]:
         """Every lake dataset the catalogue lists: the raw ones and the models' tables."""
-        rows = con.execute("SELECT name, dataset, columns, partition_by FROM lake_relations "
-                           "WHERE dataset IS NOT NULL ORDER BY rowid").fetchall()
-        return [Dataset(dataset, name, tuple(map(tuple, json.loads(columns))), partition_by)
-                for name, dataset, columns, partition_by in rows]
+        rows = con.execute(
+            "SELECT name, dataset, columns, partition_by FROM lake_relations WHERE dataset IS NOT NULL ORDER BY rowid"
+        ).fetchall()
+        return [
+            Dataset(dataset, name, tuple(map(tuple, json.loads(columns))), partition_by)
+            for name, dataset, columns, partition_by in rows
+        ]
 
     def relations(self, con: duckdb.DuckDBPyConnection) -> list[Relation]:
         """The catalogue as engines read it, lake datasets first, then views in the order they were recorded."""
-        found = [Relation(d.view, d.columns, tuple(self.files(con, d)), self.root / d.name, d.partition_by)
-                 for d in self.datasets(con)]
-        views = con.execute("SELECT name, columns, sql FROM lake_relations WHERE sql IS NOT NULL ORDER BY rowid").fetchall()
+        found = [
+            Relation(d.view, d.columns, tuple(self.files(con, d)), self.root / d.name, d.partition_by)
+            for d in self.datasets(con)
+        ]
+        views = con.execute(
+            "SELECT name, columns, sql FROM lake_relations WHERE sql IS NOT NULL ORDER BY rowid"
+        ).fetchall()
         return found + [Relation(name, tuple(map(tuple, json.loads(columns))), sql=sql) for name, columns, sql in views]
 
     # ------------------------------------------------------------------ reading
 
     def files(self, con: duckdb.DuckDBPyConnection, dataset: Dataset) -> list[Path]:
-        rows = con.execute("SELECT path FROM lake_files WHERE dataset = $d ORDER BY path", {"d": dataset.name}).fetchall()
+        rows = con.execute(
+            "SELECT path FROM lake_files WHERE dataset = $d ORDER BY path", {"d": dataset.name}
+        ).fetchall()
         return [self.root / p for (p,) in rows]
 
     def view_sql(self, con: duckdb.DuckDBPyConnection, dataset: Dataset) -> str:

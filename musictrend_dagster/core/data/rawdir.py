@@ -16,6 +16,7 @@ inode, device) is unchanged: no tool can rewrite a file in place and restore its
 file whose identity changed is read once to hash its decompressed bytes; only a different
 hash reloads it. A load counts lines and hashes in the same pass (``ContentScan``).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -23,10 +24,10 @@ import io
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Iterator
 
 import xxhash
 
@@ -76,7 +77,9 @@ def list_raw_dir(raw_dir: str | os.PathLike) -> Listing:
     try:
         names = sorted(os.listdir(raw))
     except FileNotFoundError:
-        raise IngestError(f"{raw}: raw folder not found (it should hold {SONGS_FILE} and {ACTIONS_PREFIX}.csv)") from None
+        raise IngestError(
+            f"{raw}: raw folder not found (it should hold {SONGS_FILE} and {ACTIONS_PREFIX}.csv)"
+        ) from None
     except NotADirectoryError:
         raise IngestError(f"{raw}: not a folder") from None
     except PermissionError:
@@ -114,8 +117,9 @@ def list_raw_dir(raw_dir: str | os.PathLike) -> Listing:
     actions: list[RawFile] = []
     for source, twins in found.items():
         if len(twins) > 1:
-            errors.append(f"{' and '.join(str(t.path) for t in twins)}: the same file twice (plain and gzip); "
-                          "keep one of them")
+            errors.append(
+                f"{' and '.join(str(t.path) for t in twins)}: the same file twice (plain and gzip); keep one of them"
+            )
             held.add(source)
             continue
         (f,) = twins
@@ -148,6 +152,7 @@ def _classify(name: str) -> tuple[str | None, date | None]:
 
 
 # --------------------------------------------------------------------------- content
+
 
 def is_gzip(path: Path) -> bool:
     with open(path, "rb") as f:
@@ -232,8 +237,10 @@ def check_delimiter(path: Path, gz: bool, n_fields: int) -> None:
         if text.count(",") != n_fields - 1:
             for delim, name in _OTHER_DELIMITERS.items():
                 if text.count(delim) == n_fields - 1:
-                    raise IngestError(f"{path}: line {line_no} is delimited by {name}, expected ',' "
-                                      f"({n_fields} comma-separated columns, no header)")
+                    raise IngestError(
+                        f"{path}: line {line_no} is delimited by {name}, expected ',' "
+                        f"({n_fields} comma-separated columns, no header)"
+                    )
         return
 
 
@@ -269,7 +276,7 @@ def iter_lines(path: Path, gz: bool) -> Iterator[tuple[int, bytes, int]]:
 
 def _finish(line_no: int, line: bytes, length: int) -> tuple[int, bytes, int]:
     if line_no == 1 and line.startswith(_BOM):
-        line, length = line[len(_BOM):], length - len(_BOM)
+        line, length = line[len(_BOM) :], length - len(_BOM)
     if line.endswith(b"\r") and length <= MAX_LINE_BYTES:
         line, length = line[:-1], length - 1
     if length > MAX_LINE_BYTES:

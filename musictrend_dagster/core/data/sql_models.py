@@ -21,6 +21,7 @@ A model's configuration is a block of ``-- key: value`` comment lines at the top
   SQL of the model or of any model upstream of it changed, and when an unpartitioned source
   (the songs) changed. One SQL file serves both modes; a test holds them equal.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -101,8 +102,7 @@ def _table_refs(tree: exp.Expression) -> frozenset[str]:
     """Names of the tables a query reads: table references that are neither CTEs nor functions."""
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     return frozenset(
-        t.name for t in tree.find_all(exp.Table)
-        if isinstance(t.this, exp.Identifier) and t.name and t.name not in ctes
+        t.name for t in tree.find_all(exp.Table) if isinstance(t.this, exp.Identifier) and t.name and t.name not in ctes
     )
 
 
@@ -132,8 +132,10 @@ def _config(path: Path, sql: str) -> dict[str, str]:
         if not config.get("partition_by") or not _NAME_RE.fullmatch(config["partition_by"]):
             raise SqlModelError(f"{path}: an incremental model needs '-- partition_by: <column>'")
         if not filters:
-            raise SqlModelError(f"{path}: an incremental model must say where to cut the increment: "
-                                "WHERE incremental_filter(<source day column>)")
+            raise SqlModelError(
+                f"{path}: an incremental model must say where to cut the increment: "
+                "WHERE incremental_filter(<source day column>)"
+            )
     elif filters:
         raise SqlModelError(f"{path}: incremental_filter() is only for '-- materialized: incremental' models")
     return config
@@ -184,8 +186,9 @@ def load_tests(tests_dir: Path = SQL_DIR / "tests") -> list[SqlTest]:
         sql = path.read_text(encoding="utf-8")
         refs = _table_refs(_parse_select(path, sql))
         if model not in refs:
-            raise SqlModelError(f"{path}: test is named after model {model!r} but does not read it "
-                                f"(it reads {sorted(refs)})")
+            raise SqlModelError(
+                f"{path}: test is named after model {model!r} but does not read it (it reads {sorted(refs)})"
+            )
         tests.append(SqlTest(name, sql, path, model))
     return tests
 
@@ -217,8 +220,9 @@ def _quote_ident(name: str) -> str:
     return f'"{name}"'
 
 
-def build_model(con: duckdb.DuckDBPyConnection, model: SqlModel, full_refresh: bool = False,
-                engine: Engine | None = None) -> BuildResult:
+def build_model(
+    con: duckdb.DuckDBPyConnection, model: SqlModel, full_refresh: bool = False, engine: Engine | None = None
+) -> BuildResult:
     """(Re)build the model: a view in the warehouse, or its table in the lake (every day, or the changed days).
 
     The engine (DuckDB when None) runs the SELECT and writes the Parquet files aside; then one
@@ -255,8 +259,9 @@ def build_model(con: duckdb.DuckDBPyConnection, model: SqlModel, full_refresh: b
     finally:
         the_lake.discard(load_id)
     the_lake.delete(superseded)
-    (rows,) = con.execute("SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d",
-                          {"d": _dataset(model, ()).name}).fetchone()
+    (rows,) = con.execute(
+        "SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d", {"d": _dataset(model, ()).name}
+    ).fetchone()
     if days is None:
         return BuildResult(int(rows), "full")
     return BuildResult(int(rows), "incremental" if days else "unchanged", tuple(days))
@@ -282,14 +287,17 @@ def _dataset(model: SqlModel, columns: tuple[tuple[str, str], ...]) -> lake.Data
 
 def _drop_other_kind(con: duckdb.DuckDBPyConnection, ident: str, keep: str) -> None:
     """No in-place replace across kinds: drop a table where a view goes (a warehouse from before the lake)."""
-    existing = con.execute("SELECT table_type FROM information_schema.tables "
-                           "WHERE table_name = $n AND table_schema = current_schema()", {"n": ident.strip('"')}).fetchone()
+    existing = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = $n AND table_schema = current_schema()",
+        {"n": ident.strip('"')},
+    ).fetchone()
     if existing and existing[0] != keep:
         con.execute(f"DROP {'VIEW' if existing[0] == 'VIEW' else 'TABLE'} {ident}")
 
 
-def _build_view(con: duckdb.DuckDBPyConnection, the_lake: lake.Lake, model: SqlModel, ident: str,
-                watermark: int) -> BuildResult:
+def _build_view(
+    con: duckdb.DuckDBPyConnection, the_lake: lake.Lake, model: SqlModel, ident: str, watermark: int
+) -> BuildResult:
     sql = full_select(model)
     con.execute("BEGIN TRANSACTION")
     try:
@@ -309,25 +317,34 @@ def _build_view(con: duckdb.DuckDBPyConnection, the_lake: lake.Lake, model: SqlM
 
 def _save_state(con: duckdb.DuckDBPyConnection, model: SqlModel, watermark: int) -> None:
     con.execute("DELETE FROM model_state WHERE model = $m", {"m": model.name})
-    con.execute("INSERT INTO model_state VALUES ($m, $h, $w, now()::TIMESTAMP)",
-                {"m": model.name, "h": model.definition, "w": watermark})
+    con.execute(
+        "INSERT INTO model_state VALUES ($m, $h, $w, now()::TIMESTAMP)",
+        {"m": model.name, "h": model.definition, "w": watermark},
+    )
 
 
-def _days_to_rebuild(con: duckdb.DuckDBPyConnection, the_lake: lake.Lake, model: SqlModel,
-                     full_refresh: bool) -> list[date] | None:
+def _days_to_rebuild(
+    con: duckdb.DuckDBPyConnection, the_lake: lake.Lake, model: SqlModel, full_refresh: bool
+) -> list[date] | None:
     """The days an incremental build replaces: the lake's changes since its watermark (None: rebuild it all).
 
     Everything is rebuilt on ``full_refresh``, on the first build, when the SQL of the model or
     of a model upstream changed, and when an unpartitioned source (the songs) changed.
     """
-    built = con.execute("SELECT count(*) FROM lake_relations WHERE name = $n AND dataset = $d",
-                        {"n": model.name, "d": _dataset(model, ()).name}).fetchone()[0]
+    built = con.execute(
+        "SELECT count(*) FROM lake_relations WHERE name = $n AND dataset = $d",
+        {"n": model.name, "d": _dataset(model, ()).name},
+    ).fetchone()[0]
     state = con.execute("SELECT sql_hash, last_change FROM model_state WHERE model = $m", {"m": model.name}).fetchone()
     if full_refresh or not built or state is None or state[0] != model.definition:
         return None
-    changed = [d for (d,) in con.execute(
-        "SELECT DISTINCT ds FROM lake_changes WHERE seq > $s AND list_contains($src, dataset)",
-        {"s": state[1], "src": sorted(model.sources)}).fetchall()]
+    changed = [
+        d
+        for (d,) in con.execute(
+            "SELECT DISTINCT ds FROM lake_changes WHERE seq > $s AND list_contains($src, dataset)",
+            {"s": state[1], "src": sorted(model.sources)},
+        ).fetchall()
+    ]
     return None if None in changed else sorted(changed)
 
 
@@ -338,13 +355,15 @@ def _check_unique_key(con: duckdb.DuckDBPyConnection, model: SqlModel, ident: st
         raise SqlModelError(f"{model.path}: unique_key ({', '.join(model.unique_key)}) repeats: {dupes}")
 
 
-def build_all(con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR, full_refresh: bool = False,
-              engine: Engine | None = None) -> dict[str, BuildResult]:
+def build_all(
+    con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR, full_refresh: bool = False, engine: Engine | None = None
+) -> dict[str, BuildResult]:
     """Build every model in dependency order."""
     return {m.name: build_model(con, m, full_refresh, engine) for m in topo_order(load_models(sql_dir))}
 
 
-def run_test(con: duckdb.DuckDBPyConnection, test: SqlTest, limit: int = 20,
-             engine: Engine | None = None) -> tuple[int, list[tuple[Any, ...]]]:
+def run_test(
+    con: duckdb.DuckDBPyConnection, test: SqlTest, limit: int = 20, engine: Engine | None = None
+) -> tuple[int, list[tuple[Any, ...]]]:
     """Run a singular test on the engine (DuckDB when None): (number of offending rows, up to ``limit`` of them)."""
     return (engine or duckdb_engine()).run_test(con, test.sql.strip().rstrip(";"), limit)

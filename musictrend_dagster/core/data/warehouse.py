@@ -5,6 +5,7 @@ The warehouse holds the bookkeeping (``ingested_files``, the lake manifest ``lak
 ``raw_songs`` over the lake, and the SQL models' tables. Whatever engine ran, tools read
 every table of the data layer here under its usual name.
 """
+
 from __future__ import annotations
 
 import os
@@ -69,8 +70,10 @@ def connect(db_path: str | os.PathLike, memory_limit: str = DEFAULT_MEMORY_LIMIT
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the warehouse's own tables if absent (explicit types: nothing is guessed)."""
-    legacy = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'raw_user_actions' "
-                         "AND table_type = 'BASE TABLE' AND table_schema = current_schema()").fetchone()[0]
+    legacy = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'raw_user_actions' "
+        "AND table_type = 'BASE TABLE' AND table_schema = current_schema()"
+    ).fetchone()[0]
     if legacy:
         for table in _LEGACY:
             con.execute(f"DROP TABLE IF EXISTS {table}")

@@ -4,6 +4,7 @@ The plan adapts to the history: a log of any length from MIN_HISTORY_DAYS (35) d
 a test window as long as the history allows (up to the 60-day horizon, at least 7 days) and
 as many origins (up to `max_origins`) as leave every model the training days it declares.
 """
+
 from __future__ import annotations
 
 import time

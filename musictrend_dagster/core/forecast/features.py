@@ -3,6 +3,7 @@
 Every feature at day d uses days <= d only (trailing windows, release dates <= d), so a
 model fed features up to an origin never sees the test window.
 """
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -104,7 +105,9 @@ def build_features(history: pl.DataFrame, songs: pl.DataFrame) -> pl.DataFrame:
     dupes = history.group_by("artist_id", "ds").len().filter(pl.col("len") > 1)
     if dupes.height:
         row = dupes.row(0, named=True)
-        raise ValueError(f"history has {dupes.height} duplicate (artist_id, ds) rows, e.g. {row['artist_id']} {row['ds']}")
+        raise ValueError(
+            f"history has {dupes.height} duplicate (artist_id, ds) rows, e.g. {row['artist_id']} {row['ds']}"
+        )
     base = history.select(
         "artist_id", pl.col("ds").cast(pl.Date), pl.col("plays", *ACTIVITY_INPUTS).cast(pl.Float64)
     ).sort("artist_id", "ds")

@@ -11,6 +11,7 @@ Coverage is measured honestly: with two or more origins, each origin's intervals
 calibration on the other origins only (leave one origin out); with one origin it can only be
 in-sample, and is reported as such.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ def calibrate(errors: pl.DataFrame, horizon: int) -> pl.DataFrame:
     if errors.is_empty():
         raise ValueError("no backtest errors to calibrate intervals on")
     by_day = errors.group_by("day").agg(pl.col("err")).sort("day")
-    seen = dict(zip(by_day["day"].to_list(), by_day["err"].to_list()))
+    seen = dict(zip(by_day["day"].to_list(), by_day["err"].to_list(), strict=False))
     last = max(seen)
     rows = []
     for day in range(min(horizon, last + 1)):

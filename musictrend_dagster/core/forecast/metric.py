@@ -5,6 +5,7 @@ F = sum_j (1 - sigma_j) * phi_j, f_norm = F / sum_j phi_j. Days with T = 0 are l
 out of sigma's mean; phi uses every day. An artist with no positive day has phi = 0
 and so adds nothing.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Sample raw logs in the official Tianchi format: the real season-1 data, synthetic logs, next-day drops."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,15 @@ from musictrend_dagster.core.sample.tianchi import expand_tianchi_s1, packaged_h
 
 SOURCES = ("tianchi-s1", "synthetic")
 
-__all__ = ["SOURCES", "SampleSummary", "expand_tianchi_s1", "generate_synthetic", "packaged_history", "write_next_day",
-           "write_sample"]
+__all__ = [
+    "SOURCES",
+    "SampleSummary",
+    "expand_tianchi_s1",
+    "generate_synthetic",
+    "packaged_history",
+    "write_next_day",
+    "write_sample",
+]
 
 
 def write_sample(

@@ -1,4 +1,5 @@
 """Continue a raw log by one day, as a drop file, so sensors and incremental loads can be exercised."""
+
 from __future__ import annotations
 
 import os
@@ -20,10 +21,20 @@ from musictrend_dagster.core.sample.synthetic import (
 )
 from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
-ACTION_COLUMNS = {"user_id": "VARCHAR", "song_id": "VARCHAR", "gmt_create": "BIGINT", "action_type": "INTEGER", "Ds": "VARCHAR"}
+ACTION_COLUMNS = {
+    "user_id": "VARCHAR",
+    "song_id": "VARCHAR",
+    "gmt_create": "BIGINT",
+    "action_type": "INTEGER",
+    "Ds": "VARCHAR",
+}
 SONG_COLUMNS = {
-    "song_id": "VARCHAR", "artist_id": "VARCHAR", "publish_time": "VARCHAR",
-    "song_init_plays": "BIGINT", "Language": "INTEGER", "Gender": "INTEGER",
+    "song_id": "VARCHAR",
+    "artist_id": "VARCHAR",
+    "publish_time": "VARCHAR",
+    "song_init_plays": "BIGINT",
+    "Language": "INTEGER",
+    "Gender": "INTEGER",
 }
 _DROP = re.compile(rf"^{ACTIONS_PREFIX}(_\d{{8}})?\.csv(\.gz)?$")
 # How far back the per-artist level, weekday factors and listener pool look.
@@ -98,11 +109,13 @@ def write_next_day(raw_dir: Path, seed: int = 0) -> Path:
     if not artists:
         raise ValueError(f"{raw_dir}: no recent action matches a song of {SONGS_FILE}")
     # Dense daily plays per artist over the weekday window (missing days are zero plays).
-    daily = pl.from_arrow(con.sql(
-        "select artist_id, ds, count(*) filter (action_type = 1) as plays, "
-        "count(*) filter (action_type = 2) as downloads, count(*) filter (action_type = 3) as collects "
-        "from recent group by all"
-    ).to_arrow_table())
+    daily = pl.from_arrow(
+        con.sql(
+            "select artist_id, ds, count(*) filter (action_type = 1) as plays, "
+            "count(*) filter (action_type = 2) as downloads, count(*) filter (action_type = 3) as collects "
+            "from recent group by all"
+        ).to_arrow_table()
+    )
     span = [last - timedelta(days=i) for i in range(WEEKDAY_DAYS - 1, -1, -1)]
     grid = pl.DataFrame({"artist_id": artists}).join(pl.DataFrame({"ds": span}), how="cross")
     daily = grid.join(daily, on=["artist_id", "ds"], how="left").fill_null(0).sort("artist_id", "ds")
@@ -127,18 +140,24 @@ def write_next_day(raw_dir: Path, seed: int = 0) -> Path:
         profile[int(h)] = c
     profile = profile / profile.sum() if profile.sum() else DIURNAL
 
-    song_w = pl.from_arrow(con.sql(
-        "select artist_id, song_id, count(*) as n from recent group by all order by artist_id, song_id"
-    ).to_arrow_table())
-    user_w = pl.from_arrow(con.sql(
-        "select artist_id, user_id, count(*) as n from recent where ds > ?::date - ? "
-        "group by all order by artist_id, user_id",
-        params=[last, USER_DAYS],
-    ).to_arrow_table())
+    song_w = pl.from_arrow(
+        con.sql(
+            "select artist_id, song_id, count(*) as n from recent group by all order by artist_id, song_id"
+        ).to_arrow_table()
+    )
+    user_w = pl.from_arrow(
+        con.sql(
+            "select artist_id, user_id, count(*) as n from recent where ds > ?::date - ? "
+            "group by all order by artist_id, user_id",
+            params=[last, USER_DAYS],
+        ).to_arrow_table()
+    )
     song_tab = ids_to_bytes(song_w["song_id"], SONGS_FILE)
     known_users = user_w["user_id"].unique().sort()
     n_new_users = max(100, int(NEW_USER_SHARE * (n_play + n_dl + n_col).sum()))
-    user_tab = np.concatenate([ids_to_bytes(known_users, "action files"), hex_ids(rng.integers(0, 256, (n_new_users, 16), dtype=np.uint8))])
+    user_tab = np.concatenate(
+        [ids_to_bytes(known_users, "action files"), hex_ids(rng.integers(0, 256, (n_new_users, 16), dtype=np.uint8))]
+    )
     user_code = user_w.with_columns(u=pl.col("user_id").cast(pl.Enum(known_users)).to_physical().cast(pl.Int64))
 
     parts_user, parts_song, parts_action, parts_hour = [], [], [], []
@@ -159,7 +178,9 @@ def write_next_day(raw_dir: Path, seed: int = 0) -> Path:
             returning = rng.random(m) >= NEW_USER_SHARE
             users[returning] = user_u[rng.choice(u_idx, int(returning.sum()), p=user_n[u_idx] / user_n[u_idx].sum())]
         parts_user.append(users)
-        parts_action.append(np.repeat(np.array([1, 2, 3], dtype=np.uint8), [int(n_play[i]), int(n_dl[i]), int(n_col[i])]))
+        parts_action.append(
+            np.repeat(np.array([1, 2, 3], dtype=np.uint8), [int(n_play[i]), int(n_dl[i]), int(n_col[i])])
+        )
         parts_hour.append(rng.choice(24, m, p=profile))
     tmp = out.with_name(out.name + ".partial")
     if parts_user:
@@ -172,4 +193,3 @@ def write_next_day(raw_dir: Path, seed: int = 0) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, out)
     return out
-

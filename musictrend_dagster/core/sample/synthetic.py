@@ -3,6 +3,7 @@
 Also home of the raw-format primitives (fixed-width row encoder, hex ids, diurnal profile,
 SampleSummary) that the Tianchi expansion and the next-day writer share.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,32 @@ UTC8 = timezone(timedelta(hours=8))
 # Actions per local hour (UTC+8) in the real log: counts of single-action song-days of the
 # packaged Tianchi season-1 aggregates, whose mean_gmt_create is the exact hour.
 DIURNAL = np.array(
-    [7025, 4527, 2613, 1809, 1676, 1685, 3508, 5644, 8303, 7763, 7599, 7907,
-     7222, 7935, 8367, 7770, 8067, 9927, 8859, 8897, 9103, 9548, 10002, 9815],
+    [
+        7025,
+        4527,
+        2613,
+        1809,
+        1676,
+        1685,
+        3508,
+        5644,
+        8303,
+        7763,
+        7599,
+        7907,
+        7222,
+        7935,
+        8367,
+        7770,
+        8067,
+        9927,
+        8859,
+        8897,
+        9103,
+        9548,
+        10002,
+        9815,
+    ],
     dtype=np.float64,
 )
 DIURNAL /= DIURNAL.sum()
@@ -93,9 +118,13 @@ def check_day_range(first: date, last: date) -> None:
 
 
 def encode_rows(
-    user_tab: np.ndarray, user_idx: np.ndarray,
-    song_tab: np.ndarray, song_idx: np.ndarray,
-    slot_gmt: np.ndarray, slot_ds: np.ndarray, slot_idx: np.ndarray,
+    user_tab: np.ndarray,
+    user_idx: np.ndarray,
+    song_tab: np.ndarray,
+    song_idx: np.ndarray,
+    slot_gmt: np.ndarray,
+    slot_ds: np.ndarray,
+    slot_idx: np.ndarray,
     action: np.ndarray,
 ) -> bytes:
     """Build the CSV bytes of n action rows from id tables and per-row indices.
@@ -161,28 +190,30 @@ _BOTS_PER_BURST = 8
 class _World:
     """Everything fixed before streaming: artists, songs, users, per-artist-day intensity."""
 
-    artist_tab: np.ndarray      # (A, 32)
-    song_tab: np.ndarray        # (S, 32)
-    song_artist: np.ndarray     # (S,)
-    song_weight: np.ndarray     # (S,) base popularity
-    song_release: np.ndarray    # (S,) day index of release inside the window, -1 for catalogue
-    release_amp: np.ndarray     # (S,)
-    release_tau: np.ndarray     # (S,)
+    artist_tab: np.ndarray  # (A, 32)
+    song_tab: np.ndarray  # (S, 32)
+    song_artist: np.ndarray  # (S,)
+    song_weight: np.ndarray  # (S,) base popularity
+    song_release: np.ndarray  # (S,) day index of release inside the window, -1 for catalogue
+    release_amp: np.ndarray  # (S,)
+    release_tau: np.ndarray  # (S,)
     songs: pl.DataFrame
-    user_tab: np.ndarray        # (P + bots, 32)
+    user_tab: np.ndarray  # (P + bots, 32)
     population: int
-    user_mult: np.ndarray       # (A,)
-    user_off: np.ndarray        # (A,)
-    p_play: np.ndarray          # (A,)
-    p_play_dl: np.ndarray       # (A,)
-    normal: np.ndarray          # (A, D) expected normal volume
-    bursts: np.ndarray          # (B, 4): artist, day, song, bot-volume factor
+    user_mult: np.ndarray  # (A,)
+    user_off: np.ndarray  # (A,)
+    p_play: np.ndarray  # (A,)
+    p_play_dl: np.ndarray  # (A,)
+    normal: np.ndarray  # (A, D) expected normal volume
+    bursts: np.ndarray  # (B, 4): artist, day, song, bot-volume factor
 
     def song_weights(self, d: int) -> np.ndarray:
         """Song weights on day d: base popularity, zero before release, decaying launch spike."""
         age = d - self.song_release
         new = self.song_release >= 0
-        boost = np.where(new, np.where(age >= 0, 1.0 + self.release_amp * np.exp(-np.maximum(age, 0) / self.release_tau), 0.0), 1.0)
+        boost = np.where(
+            new, np.where(age >= 0, 1.0 + self.release_amp * np.exp(-np.maximum(age, 0) / self.release_tau), 0.0), 1.0
+        )
         return self.song_weight * boost
 
 
@@ -207,7 +238,9 @@ def _build_world(rng: np.random.Generator, artists: int, days: int, rows: int, s
     release_tau = rng.uniform(4.0, 15.0, S)
     age_days = rng.exponential(900.0, S).astype(np.int64) + 1
     start_ord = start.toordinal()
-    publish_ord = np.where(is_new, start_ord + song_release, np.maximum(start_ord - age_days, date(1990, 1, 1).toordinal()))
+    publish_ord = np.where(
+        is_new, start_ord + song_release, np.maximum(start_ord - age_days, date(1990, 1, 1).toordinal())
+    )
     publish = [int(date.fromordinal(int(o)).strftime("%Y%m%d")) for o in publish_ord]
     init_plays = np.rint(rng.lognormal(8.0, 2.0, S) * song_weight / song_weight.mean()).astype(np.int64)
     init_plays[is_new] //= 10
@@ -239,15 +272,27 @@ def _build_world(rng: np.random.Generator, artists: int, days: int, rows: int, s
     noise = np.exp(rng.normal(0.0, 0.1, (A, D)))
     catalogue = np.bincount(song_artist, weights=np.where(is_new, 0.0, song_weight), minlength=A)
     world = _World(
-        artist_tab=artist_tab, song_tab=song_tab, song_artist=song_artist, song_weight=song_weight,
-        song_release=song_release, release_amp=release_amp, release_tau=release_tau, songs=songs,
-        user_tab=np.empty((0, 32), np.uint8), population=0, user_mult=np.empty(0, np.int64),
-        user_off=np.empty(0, np.int64), p_play=np.empty(0), p_play_dl=np.empty(0),
-        normal=np.empty((A, D)), bursts=np.empty((0, 4)),
+        artist_tab=artist_tab,
+        song_tab=song_tab,
+        song_artist=song_artist,
+        song_weight=song_weight,
+        song_release=song_release,
+        release_amp=release_amp,
+        release_tau=release_tau,
+        songs=songs,
+        user_tab=np.empty((0, 32), np.uint8),
+        population=0,
+        user_mult=np.empty(0, np.int64),
+        user_off=np.empty(0, np.int64),
+        p_play=np.empty(0),
+        p_play_dl=np.empty(0),
+        normal=np.empty((A, D)),
+        bursts=np.empty((0, 4)),
     )
-    release_mass = np.stack(
-        [np.bincount(song_artist, weights=world.song_weights(d), minlength=A) for d in range(D)], axis=1
-    ) / catalogue[:, None]
+    release_mass = (
+        np.stack([np.bincount(song_artist, weights=world.song_weights(d), minlength=A) for d in range(D)], axis=1)
+        / catalogue[:, None]
+    )
     world.normal = (popularity / popularity.sum())[:, None] * weekly * trend * noise * release_mass
 
     # Occasional one-day bot bursts: a handful of accounts hammer one song of one artist.
@@ -287,7 +332,9 @@ def generate_synthetic(
     depend on chunk_rows, which only bounds how many rows are held in memory at once.
     """
     if artists < 1 or days < 1 or rows < 1 or chunk_rows < 1:
-        raise ValueError(f"artists, days, rows and chunk_rows must be >= 1, got {artists}, {days}, {rows}, {chunk_rows}")
+        raise ValueError(
+            f"artists, days, rows and chunk_rows must be >= 1, got {artists}, {days}, {rows}, {chunk_rows}"
+        )
     last = start + timedelta(days=days - 1)
     check_day_range(start, last)
     out_dir = Path(out_dir)
@@ -313,7 +360,10 @@ def generate_synthetic(
     song_hi = np.searchsorted(world.song_artist, np.arange(A), side="right") - 1
     actions_file = out_dir / f"{ACTIONS_PREFIX}.csv"
     tmp = actions_file.with_name(actions_file.name + ".partial")
-    with open(tmp, "wb") as fh, tqdm(total=rows, unit="rows", unit_scale=True, desc="synthetic", disable=not progress) as bar:
+    with (
+        open(tmp, "wb") as fh,
+        tqdm(total=rows, unit="rows", unit_scale=True, desc="synthetic", disable=not progress) as bar,
+    ):
         for d in range(days):
             n = int(day_rows[d])
             if n == 0:
@@ -321,7 +371,9 @@ def generate_synthetic(
             drng = np.random.default_rng(np.random.SeedSequence([seed, 0xDA7, d]))
             hour_end = np.cumsum(drng.multinomial(n, DIURNAL))
             day_bursts = burst_of_day[d]
-            stream_w = np.concatenate([world.normal[:, d], [bursts[k, 3] * world.normal[int(bursts[k, 0]), d] for k in day_bursts]])
+            stream_w = np.concatenate(
+                [world.normal[:, d], [bursts[k, 3] * world.normal[int(bursts[k, 0]), d] for k in day_bursts]]
+            )
             stream_cdf = np.cumsum(stream_w) / stream_w.sum()
             stream_artist = np.concatenate([np.arange(A), bursts[day_bursts, 0].astype(np.int64)])
             w = world.song_weights(d)
@@ -337,14 +389,18 @@ def generate_synthetic(
                 song = np.searchsorted(song_cdf, artist + u[:, 1], side="right")
                 song = np.clip(song, song_lo[artist], song_hi[artist])
                 action = 1 + (u[:, 2] >= world.p_play[artist]).astype(np.uint8) + (u[:, 2] >= world.p_play_dl[artist])
-                user = (powerlaw_ranks(u[:, 3], P, _USER_EXPONENT) * world.user_mult[artist] + world.user_off[artist]) % P
+                user = (
+                    powerlaw_ranks(u[:, 3], P, _USER_EXPONENT) * world.user_mult[artist] + world.user_off[artist]
+                ) % P
                 if bot.any():
                     k = np.asarray(day_bursts, dtype=np.int64)[stream[bot] - A]
                     song[bot] = bursts[k, 2].astype(np.int64)
                     action[bot] = 1
                     user[bot] = P + _BOTS_PER_BURST * k + (u[bot, 3] * _BOTS_PER_BURST).astype(np.int64)
                 hour = np.searchsorted(hour_end, np.arange(b0, b0 + m), side="right")
-                fh.write(encode_rows(world.user_tab, user, world.song_tab, song, slot_gmt, slot_ds, d * 24 + hour, action))
+                fh.write(
+                    encode_rows(world.user_tab, user, world.song_tab, song, slot_gmt, slot_ds, d * 24 + hour, action)
+                )
                 bar.update(m)
     os.replace(tmp, actions_file)
     return SampleSummary(actions_file, songs_file, rows, A, world.songs.height, start, last)

@@ -3,6 +3,7 @@
 Counts are real and reproduced exactly (per song-day and per artist-day); only user ids,
 hours and the songs of the one artist without song-level data are synthesised.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,7 @@ _COUNTS = ["plays", "downloads", "collects"]
 
 def _artist_daily() -> pl.DataFrame:
     return _read_packaged("artist_daily.csv").with_columns(
-        pl.col(_COUNTS + ["distinct_users"]).cast(pl.Int64), pl.col("ds").str.to_date("%Y%m%d")
+        pl.col([*_COUNTS, "distinct_users"]).cast(pl.Int64), pl.col("ds").str.to_date("%Y%m%d")
     )
 
 
@@ -64,7 +65,7 @@ def _songs() -> pl.DataFrame:
 
 def _song_daily() -> pl.DataFrame:
     return _read_packaged("song_daily_actions.csv.gz").with_columns(
-        pl.col(_COUNTS + ["mean_gmt_create"]).cast(pl.Int64), pl.col("ds").str.to_date("%Y%m%d")
+        pl.col([*_COUNTS, "mean_gmt_create"]).cast(pl.Int64), pl.col("ds").str.to_date("%Y%m%d")
     )
 
 
@@ -88,7 +89,7 @@ def _synthesise_artist_songs(
     """
     days = days.sort("ds")
     plays = days["plays"].to_numpy().astype(np.float64)
-    trailing = np.array([np.median(plays[max(0, i - 7):i]) if i else plays[0] for i in range(len(plays))])
+    trailing = np.array([np.median(plays[max(0, i - 7) : i]) if i else plays[0] for i in range(len(plays))])
     jump = plays / np.maximum(trailing, 1.0)
     n_new = 5
     release_day = np.sort(np.argsort(-jump[7:], kind="stable")[:n_new] + 7)
@@ -100,7 +101,9 @@ def _synthesise_artist_songs(
     t = np.arange(len(plays))[None, :]
     age = t - release[:, None]
     new = (release >= 0)[:, None]
-    boost = np.where(new, np.where(age >= 0, 1.0 + rng.uniform(4, 12, (n_songs, 1)) * np.exp(-np.maximum(age, 0) / 7.0), 0.0), 1.0)
+    boost = np.where(
+        new, np.where(age >= 0, 1.0 + rng.uniform(4, 12, (n_songs, 1)) * np.exp(-np.maximum(age, 0) / 7.0), 0.0), 1.0
+    )
     p = weight[:, None] * boost
     p = (p / p.sum(axis=0)).T  # (days, songs)
     counts = np.stack(
@@ -114,7 +117,9 @@ def _synthesise_artist_songs(
     init_plays = np.rint(rng.lognormal(9.0, 1.8, n_songs) * weight / weight.mean()).astype(np.int64)
     init_plays[release >= 0] //= 10
     # One language and gender for the artist, drawn from the real artists' mix.
-    per_artist = songs.group_by("artist_id").agg(pl.col("language").mode().first(), pl.col("gender").first()).sort("artist_id")
+    per_artist = (
+        songs.group_by("artist_id").agg(pl.col("language").mode().first(), pl.col("gender").first()).sort("artist_id")
+    )
     pick = int(rng.integers(0, per_artist.height))
     new_songs = pl.DataFrame(
         {
@@ -207,14 +212,20 @@ def expand_tianchi_s1(out_dir: Path, seed: int = 0, progress: bool = True) -> Sa
         bad = song_daily.filter(pl.col("artist_id").is_null())["song_id"][0]
         raise ValueError(f"song_daily_actions.csv.gz: song {bad} is not in songs.csv")
     check = (
-        song_daily.group_by("artist_id", "ds").agg(pl.col("plays", "downloads", "collects").sum())
+        song_daily.group_by("artist_id", "ds")
+        .agg(pl.col("plays", "downloads", "collects").sum())
         .join(artist_daily, on=["artist_id", "ds"], how="full", coalesce=True, suffix="_artist")
         .fill_null(0)
-        .filter((pl.col("plays") != pl.col("plays_artist")) | (pl.col("downloads") != pl.col("downloads_artist"))
-                | (pl.col("collects") != pl.col("collects_artist")))
+        .filter(
+            (pl.col("plays") != pl.col("plays_artist"))
+            | (pl.col("downloads") != pl.col("downloads_artist"))
+            | (pl.col("collects") != pl.col("collects_artist"))
+        )
     )
     if check.height:
-        raise ValueError(f"packaged aggregates disagree: song-day sums != artist_daily.csv at {check.row(0, named=True)}")
+        raise ValueError(
+            f"packaged aggregates disagree: song-day sums != artist_daily.csv at {check.row(0, named=True)}"
+        )
     bar.update(1)
 
     # One row per song-day, grouped by artist-day so each artist-day's actions are contiguous.
@@ -268,7 +279,9 @@ def expand_tianchi_s1(out_dir: Path, seed: int = 0, progress: bool = True) -> Sa
     total = np.bincount(group, minlength=len(need))
     if (total < need).any():
         g = int(np.argmax(total < need))
-        raise ValueError(f"artist_daily.csv: {artist_ids[g // DAYS]} on {calendar[g % DAYS]} has fewer actions than distinct_users")
+        raise ValueError(
+            f"artist_daily.csv: {artist_ids[g // DAYS]} on {calendar[g % DAYS]} has fewer actions than distinct_users"
+        )
     chosen = _pick_users(rng, np.arange(len(need)) // DAYS, need)
     chosen_start = np.concatenate([[0], np.cumsum(need)[:-1]])
     within = np.argsort(group + rng.random(n))  # a random order of each group's actions
@@ -290,8 +303,12 @@ def expand_tianchi_s1(out_dir: Path, seed: int = 0, progress: bool = True) -> Sa
     tmp = actions_file.with_name(actions_file.name + ".partial")
     with open(tmp, "wb") as fh:
         for b0 in range(0, n, WRITE_ROWS):
-            idx = order[b0:b0 + WRITE_ROWS]
-            fh.write(encode_rows(user_tab, user[idx], song_tab, song[idx], slot_gmt, slot_ds, day[idx] * 24 + hour[idx], action[idx]))
+            idx = order[b0 : b0 + WRITE_ROWS]
+            fh.write(
+                encode_rows(
+                    user_tab, user[idx], song_tab, song[idx], slot_gmt, slot_ds, day[idx] * 24 + hour[idx], action[idx]
+                )
+            )
             bar.update(len(idx))
     os.replace(tmp, actions_file)
     songs_file = out_dir / SONGS_FILE

@@ -15,6 +15,7 @@ the same bad days that triggered it. Live forecasts are mostly short-horizon one
 k days has forecast no day further than k days ahead), so with nothing changed they sit at or
 above the 60-day backtest score: a drop of `tolerance` below it is a real change.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,12 +31,23 @@ TOLERANCE = 0.05
 STALE_AFTER = timedelta(days=2)
 
 VINTAGE_SCORE_SCHEMA = {
-    "vintage": pl.Date, "model": pl.String, "model_version": pl.Int64, "days_scored": pl.Int64,
-    "first_day": pl.Date, "last_day": pl.Date, "artists": pl.Int64, "f_norm": pl.Float64,
+    "vintage": pl.Date,
+    "model": pl.String,
+    "model_version": pl.Int64,
+    "days_scored": pl.Int64,
+    "first_day": pl.Date,
+    "last_day": pl.Date,
+    "artists": pl.Int64,
+    "f_norm": pl.Float64,
 }
 ARTIST_SCORE_SCHEMA = {
-    "vintage": pl.Date, "artist_id": pl.String, "days_scored": pl.Int64, "sigma": pl.Float64, "phi": pl.Float64,
-    "loss": pl.Float64, "bias": pl.Float64,
+    "vintage": pl.Date,
+    "artist_id": pl.String,
+    "days_scored": pl.Int64,
+    "sigma": pl.Float64,
+    "phi": pl.Float64,
+    "loss": pl.Float64,
+    "bias": pl.Float64,
 }
 
 
@@ -54,10 +66,12 @@ def _artist_errors(joined: pl.DataFrame) -> pl.DataFrame:
     sigma = artist_scores(joined.select("artist_id", "ds", "plays"), days)
     phi = days.group_by("artist_id").agg(phi=pl.col("plays").sum().sqrt(), days_scored=pl.len())
     bias = joined.group_by("artist_id").agg(
-        bias=pl.when(pl.col("t").sum() > 0).then((pl.col("plays") - pl.col("t")).sum() / pl.col("t").sum()))
+        bias=pl.when(pl.col("t").sum() > 0).then((pl.col("plays") - pl.col("t")).sum() / pl.col("t").sum())
+    )
     total = phi["phi"].sum()
     return (
-        phi.join(sigma.select("artist_id", "sigma"), on="artist_id").join(bias, on="artist_id")
+        phi.join(sigma.select("artist_id", "sigma"), on="artist_id")
+        .join(bias, on="artist_id")
         .with_columns(loss=pl.col("sigma") * pl.col("phi") / total if total else pl.lit(None, pl.Float64))
         .select("artist_id", "days_scored", "sigma", "phi", "loss", "bias")
         .sort("artist_id")
@@ -78,15 +92,25 @@ def score_vintages(vintages: pl.DataFrame, actuals: pl.DataFrame) -> tuple[pl.Da
             continue
         artists = _artist_errors(joined)
         total = artists["phi"].sum()
-        per_vintage.append({
-            "vintage": vintage, "model": frame["model"][0], "model_version": frame["model_version"][0],
-            "days_scored": joined["ds"].n_unique(), "first_day": joined["ds"].min(), "last_day": joined["ds"].max(),
-            "artists": artists.height, "f_norm": 1 - float(artists["loss"].sum()) if total else None,
-        })
+        per_vintage.append(
+            {
+                "vintage": vintage,
+                "model": frame["model"][0],
+                "model_version": frame["model_version"][0],
+                "days_scored": joined["ds"].n_unique(),
+                "first_day": joined["ds"].min(),
+                "last_day": joined["ds"].max(),
+                "artists": artists.height,
+                "f_norm": 1 - float(artists["loss"].sum()) if total else None,
+            }
+        )
         per_artist.append(artists.with_columns(vintage=pl.lit(vintage)))
     scores = pl.DataFrame(per_vintage, schema=VINTAGE_SCORE_SCHEMA).sort("vintage")
-    errors = (pl.concat(per_artist).select(list(ARTIST_SCORE_SCHEMA)).cast(ARTIST_SCORE_SCHEMA) if per_artist
-              else pl.DataFrame(schema=ARTIST_SCORE_SCHEMA)).sort("vintage", "artist_id")
+    errors = (
+        pl.concat(per_artist).select(list(ARTIST_SCORE_SCHEMA)).cast(ARTIST_SCORE_SCHEMA)
+        if per_artist
+        else pl.DataFrame(schema=ARTIST_SCORE_SCHEMA)
+    ).sort("vintage", "artist_id")
     return scores, errors
 
 
@@ -120,17 +144,29 @@ class LiveScore:
         """One sentence for logs, check metadata and run tags."""
         who = f"{self.model} v{self.model_version}"
         if not self.judged:
-            return (f"{who}: {self.scored_days} scored day(s) so far; judged from {self.min_days} "
-                    f"(backtest f_norm {self.backtest_f_norm:.4f})")
+            return (
+                f"{who}: {self.scored_days} scored day(s) so far; judged from {self.min_days} "
+                f"(backtest f_norm {self.backtest_f_norm:.4f})"
+            )
         gap = self.f_norm - self.backtest_f_norm
-        return (f"{who}: live f_norm {self.f_norm:.4f} over the last {self.scored_days} scored days "
-                f"({self.first_day}..{self.last_day}) vs backtest {self.backtest_f_norm:.4f} ({gap:+.4f}; "
-                f"degraded below {-self.tolerance:+.2f})")
+        return (
+            f"{who}: live f_norm {self.f_norm:.4f} over the last {self.scored_days} scored days "
+            f"({self.first_day}..{self.last_day}) vs backtest {self.backtest_f_norm:.4f} ({gap:+.4f}; "
+            f"degraded below {-self.tolerance:+.2f})"
+        )
 
 
-def live_score(vintages: pl.DataFrame, actuals: pl.DataFrame, model_version: int, model: str,
-               backtest_f_norm: float, trained_through: date, window: int = LIVE_WINDOW_DAYS,
-               min_days: int = MIN_SCORED_DAYS, tolerance: float = TOLERANCE) -> LiveScore:
+def live_score(
+    vintages: pl.DataFrame,
+    actuals: pl.DataFrame,
+    model_version: int,
+    model: str,
+    backtest_f_norm: float,
+    trained_through: date,
+    window: int = LIVE_WINDOW_DAYS,
+    min_days: int = MIN_SCORED_DAYS,
+    tolerance: float = TOLERANCE,
+) -> LiveScore:
     """The version's pooled score over the last `window` days it has forecasts and actuals for.
 
     Vintages on or before `trained_through` are hindcasts (the model was fitted on their days) and
@@ -145,10 +181,18 @@ def live_score(vintages: pl.DataFrame, actuals: pl.DataFrame, model_version: int
     artists = _artist_errors(joined) if days else empty
     total = artists["phi"].sum() if days else 0
     return LiveScore(
-        model_version=model_version, model=model, backtest_f_norm=backtest_f_norm, as_of=as_of,
-        scored_days=len(days), first_day=days[0] if days else None, last_day=days[-1] if days else None,
-        forecasts=joined.height, f_norm=1 - float(artists["loss"].sum()) if total else None,
-        artists=artists.sort("loss", descending=True, nulls_last=True), window=window, min_days=min_days,
+        model_version=model_version,
+        model=model,
+        backtest_f_norm=backtest_f_norm,
+        as_of=as_of,
+        scored_days=len(days),
+        first_day=days[0] if days else None,
+        last_day=days[-1] if days else None,
+        forecasts=joined.height,
+        f_norm=1 - float(artists["loss"].sum()) if total else None,
+        artists=artists.sort("loss", descending=True, nulls_last=True),
+        window=window,
+        min_days=min_days,
         tolerance=tolerance,
     )
 
@@ -173,5 +217,7 @@ class Freshness:
     def verdict(self) -> str:
         hours = self.age.total_seconds() / 3600
         state = "no new day since" if self.stale else "fresh:"
-        return (f"{state} the newest day {self.newest_day} arrived {hours:.1f} h ago "
-                f"({self.arrived_at:%Y-%m-%d %H:%M}; stale after {self.stale_after.days} days)")
+        return (
+            f"{state} the newest day {self.newest_day} arrived {hours:.1f} h ago "
+            f"({self.arrived_at:%Y-%m-%d %H:%M}; stale after {self.stale_after.days} days)"
+        )

@@ -1,4 +1,5 @@
 """The competition file: artist_id,Plays,Ds with no header, integer plays, written atomically."""
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,9 @@ def write_submission(forecast: pl.DataFrame, path: Path) -> int:
 def read_submission(path: Path) -> pl.DataFrame:
     """Parse a submission file strictly (no header; integer plays; yyyymmdd days)."""
     frame = pl.read_csv(
-        path, has_header=False, new_columns=["artist_id", "Plays", "Ds"],
+        path,
+        has_header=False,
+        new_columns=["artist_id", "Plays", "Ds"],
         schema_overrides={"artist_id": pl.String, "Plays": pl.Int64, "Ds": pl.String},
     )
     return frame.select("artist_id", ds=pl.col("Ds").str.strptime(pl.Date, "%Y%m%d"), plays=pl.col("Plays"))

@@ -1,5 +1,6 @@
 """Who owns a run: the writing process's pid and host as tags, so a later process can tell a
 killed run (its process gone from this host) from a live one, in Dagster and MLflow alike."""
+
 from __future__ import annotations
 
 import os

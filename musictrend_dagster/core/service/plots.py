@@ -5,6 +5,7 @@ state, so concurrent assets cannot step on each other. PNGs are saved at 80 dpi 
 matplotlib version stamp, so the same input gives the same bytes and stays well under
 ~150 KB for base64 embedding in markdown.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import polars as pl
 from matplotlib.figure import Figure
-
 
 DPI = 80
 HISTORY_TAIL_DAYS = 90
@@ -68,7 +68,7 @@ def forecast_figure(
     rows, cols = _grid(len(chosen))
     fig = Figure(figsize=(5 * cols, 2.4 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, artist in zip(axes, chosen):
+    for ax, artist in zip(axes, chosen, strict=False):
         h = tail.filter(pl.col("artist_id") == artist).sort("ds")
         f = forecast.filter(pl.col("artist_id") == artist).sort("ds")
         ax.plot(h["ds"].to_list(), h["plays"].to_list(), color="0.45", lw=1, label="history")
@@ -76,8 +76,15 @@ def forecast_figure(
             a = actual.filter(pl.col("artist_id") == artist).sort("ds")
             ax.plot(a["ds"].to_list(), a["plays"].to_list(), color="tab:blue", lw=1, label="actual")
         if has_band:
-            ax.fill_between(f["ds"].to_list(), f["plays_lo"].to_list(), f["plays_hi"].to_list(), color="tab:red",
-                            alpha=0.15, lw=0, label="80% interval")
+            ax.fill_between(
+                f["ds"].to_list(),
+                f["plays_lo"].to_list(),
+                f["plays_hi"].to_list(),
+                color="tab:red",
+                alpha=0.15,
+                lw=0,
+                label="80% interval",
+            )
         ax.plot(f["ds"].to_list(), f["plays"].to_list(), color="tab:red", lw=1.5, label="forecast")
         ax.axvline(start, color="0.7", lw=0.8, ls="--")
         ax.set_title(_short(artist), fontsize=9)
@@ -147,7 +154,10 @@ def backtest_figure(scores: pl.DataFrame) -> Figure:
     colors = {o: f"C{i % 10}" for i, o in enumerate(origins)}
     best = means["mean"].max()
     competitive = means.filter(pl.col("mean") >= best - COMPETITIVE_RANGE)
-    left = min(scores.filter(pl.col("model").is_in(competitive["model"]))["f_norm"].min(), competitive["mean"].min()) - _PAD
+    left = (
+        min(scores.filter(pl.col("model").is_in(competitive["model"]))["f_norm"].min(), competitive["mean"].min())
+        - _PAD
+    )
     right = max(scores["f_norm"].max(), best) + _PAD
 
     fig = Figure(figsize=(8, 0.45 * len(ordered) + 1.9), layout="constrained")
@@ -158,16 +168,24 @@ def backtest_figure(scores: pl.DataFrame) -> Figure:
     for i, (model, mean) in enumerate(means.iter_rows()):
         rows = scores.filter(pl.col("model") == model).sort("origin")
         off = []
-        for k, (origin, value) in enumerate(zip(rows["origin"], rows["f_norm"])):
+        for k, (origin, value) in enumerate(zip(rows["origin"], rows["f_norm"], strict=False)):
             if value < left:  # stacked a little apart at the edge, so each origin's colour shows
                 ax.plot(left, i + 0.2 * (k - (rows.height - 1) / 2), "<", ms=6, color=colors[origin], clip_on=False)
                 off.append(value)
             else:
                 ax.plot(value, i, "o", ms=5, color=colors[origin])
         if mean < left or off:
-            written = ([f"mean {mean:.4f}"] if mean < left else []) + ([f"origins {', '.join(f'{v:.4f}' for v in off)}"] if off else [])
-            ax.text(left + 0.015 * (right - left), i, "off-axis: " + "; ".join(written), va="center",
-                    fontsize=7, color="0.25")
+            written = ([f"mean {mean:.4f}"] if mean < left else []) + (
+                [f"origins {', '.join(f'{v:.4f}' for v in off)}"] if off else []
+            )
+            ax.text(
+                left + 0.015 * (right - left),
+                i,
+                "off-axis: " + "; ".join(written),
+                va="center",
+                fontsize=7,
+                color="0.25",
+            )
     for origin in origins:
         ax.plot([], [], "o", color=colors[origin], label=f"origin {origin.isoformat()}")
     ax.set_yticks(y, [f"{m}  {v:.4f}" for m, v in means.iter_rows()], fontsize=8)
@@ -179,8 +197,10 @@ def backtest_figure(scores: pl.DataFrame) -> Figure:
 
 # ---- live monitoring --------------------------------------------------------------------------
 
-def monitoring_figure(scores: pl.DataFrame, live: pl.DataFrame, selections: pl.DataFrame, tolerance: float,
-                      horizon: int = 60) -> Figure:
+
+def monitoring_figure(
+    scores: pl.DataFrame, live: pl.DataFrame, selections: pl.DataFrame, tolerance: float, horizon: int = 60
+) -> Figure:
     """The service's live scores against what the backtests promised, over the calendar.
 
     `scores` (vintage, model_version, days_scored, f_norm): each vintage's f_norm as a dot at its first
@@ -210,8 +230,16 @@ def monitoring_figure(scores: pl.DataFrame, live: pl.DataFrame, selections: pl.D
         ax.plot([start, stop], [row["backtest_f_norm"]] * 2, ls="--", lw=1.2, color=c)
         ax.plot([start, stop], [row["backtest_f_norm"] - tolerance] * 2, ls=":", lw=1, color=c)
         ax.axvline(start, color=c, lw=0.6, alpha=0.6)
-        ax.text(start, 1.0, f" v{row['model_version']} {row['model']}", transform=ax.get_xaxis_transform(), va="top",
-                fontsize=7, color=c, rotation=90)
+        ax.text(
+            start,
+            1.0,
+            f" v{row['model_version']} {row['model']}",
+            transform=ax.get_xaxis_transform(),
+            va="top",
+            fontsize=7,
+            color=c,
+            rotation=90,
+        )
         values += [row["backtest_f_norm"], row["backtest_f_norm"] - tolerance]
     for row in scores.drop_nulls("f_norm").iter_rows(named=True):
         alpha = 0.2 + 0.8 * min(row["days_scored"], horizon) / horizon
@@ -220,7 +248,9 @@ def monitoring_figure(scores: pl.DataFrame, live: pl.DataFrame, selections: pl.D
     ax.plot(live["as_of"].to_list(), live["f_norm"].to_list(), ls=":", lw=1, color="k")
     ax.plot(judged["as_of"].to_list(), judged["f_norm"].to_list(), "-", lw=2, color="k")
     ax.plot([], [], "o", color="0.4", ms=4, label="f_norm of each vintage (paler: fewer days scored)")
-    ax.plot([], [], "-", lw=2, color="k", label="champion's live f_norm, last 14 scored days (dotted: too few to judge)")
+    ax.plot(
+        [], [], "-", lw=2, color="k", label="champion's live f_norm, last 14 scored days (dotted: too few to judge)"
+    )
     ax.plot([], [], "--", color="0.3", label="its backtest f_norm")
     ax.plot([], [], ":", color="0.3", label=f"warning threshold (backtest - {tolerance:.2f})")
     low, high = min(values), max(values)
@@ -233,8 +263,9 @@ def monitoring_figure(scores: pl.DataFrame, live: pl.DataFrame, selections: pl.D
     return fig
 
 
-def plot_monitoring(scores: pl.DataFrame, live: pl.DataFrame, selections: pl.DataFrame, tolerance: float, *,
-                    path: Path) -> Path:
+def plot_monitoring(
+    scores: pl.DataFrame, live: pl.DataFrame, selections: pl.DataFrame, tolerance: float, *, path: Path
+) -> Path:
     """`monitoring_figure` as a PNG at `path`."""
     return _save(monitoring_figure(scores, live, selections, tolerance), path)
 

@@ -1,5 +1,6 @@
 """Replaying a log: hold back its last days, then feed them one drop file a day through the daily
 path, so the service's monitoring history is made by the real thing (`musictrend replay`)."""
+
 from __future__ import annotations
 
 import re
@@ -54,4 +55,3 @@ def hold_back(source: Path, raw_dir: Path, holdback_dir: Path, days: int) -> lis
             drops.append(holdback_dir / f"{ACTIONS_PREFIX}_{key.decode()}.csv")
             shutil.move(Path(tmp) / key.decode(), drops[-1])
     return drops
-

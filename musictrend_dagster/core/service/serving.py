@@ -14,6 +14,7 @@ wall clock: a replay or a catch-up of several days retrains as the live service 
 that stalls does not retrain on the same data), the history grown by `growth` since the last
 selection, or the champion's live score degraded (core/service/monitoring.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,12 +61,15 @@ def vintage_day(history: pl.DataFrame, start: date | None = None) -> date:
     """The first forecast day: `start`, or the day after the newest data; never past that day."""
     next_day = history["ds"].max() + timedelta(days=1)
     if start is not None and start > next_day:
-        raise ValueError(f"forecast start {start} leaves a gap after the last observed day {next_day - timedelta(days=1)}")
+        raise ValueError(
+            f"forecast start {start} leaves a gap after the last observed day {next_day - timedelta(days=1)}"
+        )
     return start or next_day
 
 
-def forecast_vintage(served: ServedModel, history: pl.DataFrame, songs: pl.DataFrame, start: date | None = None,
-                     horizon: int = 60) -> Vintage:
+def forecast_vintage(
+    served: ServedModel, history: pl.DataFrame, songs: pl.DataFrame, start: date | None = None, horizon: int = 60
+) -> Vintage:
     """The champion's `horizon`-day forecast from the vintage day on, read from the days before it."""
     vintage = vintage_day(history, start)
     seen = history.filter(pl.col("ds") < vintage)
@@ -75,8 +79,10 @@ def forecast_vintage(served: ServedModel, history: pl.DataFrame, songs: pl.DataF
     if model_spec(served.model).observes:
         forecaster.observe(seen, songs)
     else:
-        refit = (f"{served.model} cannot apply learned weights to new days: refit on {seen['ds'].n_unique()} days "
-                 "with the registered hyperparameters")
+        refit = (
+            f"{served.model} cannot apply learned weights to new days: refit on {seen['ds'].n_unique()} days "
+            "with the registered hyperparameters"
+        )
         forecaster = make_model(served.model, **served.params)
         forecaster.fit(seen, songs)
     predicted = with_interval(forecaster.predict(vintage, horizon), served.calibration)
@@ -99,8 +105,14 @@ class Selection:
     history_days: int
 
 
-def retrain_reasons(selection: Selection | None, data_through: date, history_days: int, degraded: str | None = None,
-                    every_days: int = RETRAIN_EVERY_DAYS, growth: float = RETRAIN_GROWTH) -> list[str]:
+def retrain_reasons(
+    selection: Selection | None,
+    data_through: date,
+    history_days: int,
+    degraded: str | None = None,
+    every_days: int = RETRAIN_EVERY_DAYS,
+    growth: float = RETRAIN_GROWTH,
+) -> list[str]:
     """Why the champion should be re-chosen now (empty: not due).
 
     `degraded` is monitoring's verdict on the current champion, as a sentence, or None.
@@ -111,11 +123,15 @@ def retrain_reasons(selection: Selection | None, data_through: date, history_day
     reasons = []
     new_days = (data_through - selection.data_through).days
     if every_days and new_days >= every_days:
-        reasons.append(f"cadence: {new_days} new days of data since the last selection (through "
-                       f"{selection.data_through}; retrain every {every_days})")
+        reasons.append(
+            f"cadence: {new_days} new days of data since the last selection (through "
+            f"{selection.data_through}; retrain every {every_days})"
+        )
     if history_days >= (1 + growth) * selection.history_days:
-        reasons.append(f"growth: the history grew from {selection.history_days} to {history_days} days "
-                       f"(+{history_days / selection.history_days - 1:.0%}, threshold +{growth:.0%})")
+        reasons.append(
+            f"growth: the history grew from {selection.history_days} to {history_days} days "
+            f"(+{history_days / selection.history_days - 1:.0%}, threshold +{growth:.0%})"
+        )
     if degraded:
         reasons.append(f"degraded: {degraded}")
     return reasons

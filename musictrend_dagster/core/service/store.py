@@ -1,4 +1,5 @@
 """Reads and writes of the warehouse tables the models use (DuckDB <-> polars via Arrow)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -54,9 +55,13 @@ def _replace(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, wh
     """
     con.register("incoming_frame", frame.to_arrow())
     try:
-        existing = [r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [table]
-        ).fetchall()]
+        existing = [
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
+        ]
         if existing and sorted(existing) != sorted(frame.columns):
             con.execute(f"DROP TABLE {table}")
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming_frame LIMIT 0")
@@ -67,11 +72,19 @@ def _replace(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, wh
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0])
+    return bool(
+        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0]
+    )
 
 
-def _save_run(con: duckdb.DuckDBPyConnection, model: str, plan: BacktestPlan, run_id: str, reason: str | None,
-              coverage: Coverage | None) -> None:
+def _save_run(
+    con: duckdb.DuckDBPyConnection,
+    model: str,
+    plan: BacktestPlan,
+    run_id: str,
+    reason: str | None,
+    coverage: Coverage | None,
+) -> None:
     """The model's row in `backtest_runs`: ran or skipped (and why), on which plan, its interval coverage."""
     frame = pl.DataFrame(
         {
@@ -90,8 +103,15 @@ def _save_run(con: duckdb.DuckDBPyConnection, model: str, plan: BacktestPlan, ru
     _replace(con, "backtest_runs", frame, "model = ?", [model])
 
 
-def save_backtest(con: duckdb.DuckDBPyConnection, result: BacktestResult, run_id: str, params: dict,
-                  plan: BacktestPlan, calibration: pl.DataFrame, coverage: Coverage) -> None:
+def save_backtest(
+    con: duckdb.DuckDBPyConnection,
+    result: BacktestResult,
+    run_id: str,
+    params: dict,
+    plan: BacktestPlan,
+    calibration: pl.DataFrame,
+    coverage: Coverage,
+) -> None:
     """One row per model and origin in `backtest_scores`, the interval calibration and the run row;
     the model's previous rows are replaced."""
     frame = pl.DataFrame(
@@ -109,8 +129,13 @@ def save_backtest(con: duckdb.DuckDBPyConnection, result: BacktestResult, run_id
     )
     with _transaction(con):
         _replace(con, "backtest_scores", frame, "model = ?", [result.model])
-        _replace(con, "interval_calibration", calibration.with_columns(model=pl.lit(result.model)), "model = ?",
-                 [result.model])
+        _replace(
+            con,
+            "interval_calibration",
+            calibration.with_columns(model=pl.lit(result.model)),
+            "model = ?",
+            [result.model],
+        )
         _save_run(con, result.model, plan, run_id, None, coverage)
 
 
@@ -153,7 +178,9 @@ def leaderboard(scores: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def standings(con: duckdb.DuckDBPyConnection, models: list[str], plan: BacktestPlan) -> tuple[pl.DataFrame, pl.DataFrame]:
+def standings(
+    con: duckdb.DuckDBPyConnection, models: list[str], plan: BacktestPlan
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(per model and origin scores of the models that ran on `plan`'s origins, every model's run row).
 
     A model whose stored backtest was made on other origins (an earlier, shorter log) is left
@@ -179,19 +206,24 @@ def load_calibration(con: duckdb.DuckDBPyConnection, model: str) -> pl.DataFrame
 FORECAST_COLUMNS = ["artist_id", "ds", "plays", "plays_lo", "plays_hi"]
 
 
-def save_forecast(con: duckdb.DuckDBPyConnection, forecast: pl.DataFrame, model: str, model_version: int | None = None) -> None:
+def save_forecast(
+    con: duckdb.DuckDBPyConnection, forecast: pl.DataFrame, model: str, model_version: int | None = None
+) -> None:
     """One vintage into `forecast_vintages` (vintage = the forecast's first day), replacing that vintage's
     rows atomically: a rerun on the same data replaces its vintage, never duplicates it. plays_lo and
     plays_hi are the 80% interval (null only for a forecast written without one)."""
     frame = forecast.with_columns(
         pl.lit(None, pl.Float64).alias(c) for c in ("plays_lo", "plays_hi") if c not in forecast.columns
     ).select(
-        pl.col("ds").min().alias("vintage"), *FORECAST_COLUMNS, model=pl.lit(model),
+        pl.col("ds").min().alias("vintage"),
+        *FORECAST_COLUMNS,
+        model=pl.lit(model),
         model_version=pl.lit(model_version, pl.Int32),
     )
     with _transaction(con):
-        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'forecast' "
-                       "AND table_type = 'BASE TABLE'").fetchone()[0]:
+        if con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'forecast' AND table_type = 'BASE TABLE'"
+        ).fetchone()[0]:
             con.execute("DROP TABLE forecast")  # the one-forecast table of earlier releases
         con.execute(VINTAGES_SQL)
         con.register("incoming_frame", frame.to_arrow())
@@ -204,30 +236,50 @@ def save_forecast(con: duckdb.DuckDBPyConnection, forecast: pl.DataFrame, model:
 
 def load_forecast(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """The newest vintage."""
-    return query(con, f"SELECT {', '.join(FORECAST_COLUMNS)}, model, model_version, vintage FROM forecast "
-                      "ORDER BY artist_id, ds")
+    return query(
+        con, f"SELECT {', '.join(FORECAST_COLUMNS)}, model, model_version, vintage FROM forecast ORDER BY artist_id, ds"
+    )
 
 
 def load_vintages(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Every vintage's rows (empty before the first forecast)."""
     if not _table_exists(con, "forecast_vintages"):
-        return pl.DataFrame(schema={"vintage": pl.Date, "artist_id": pl.String, "ds": pl.Date, "plays": pl.Float64,
-                                    "plays_lo": pl.Float64, "plays_hi": pl.Float64, "model": pl.String,
-                                    "model_version": pl.Int32})
+        return pl.DataFrame(
+            schema={
+                "vintage": pl.Date,
+                "artist_id": pl.String,
+                "ds": pl.Date,
+                "plays": pl.Float64,
+                "plays_lo": pl.Float64,
+                "plays_hi": pl.Float64,
+                "model": pl.String,
+                "model_version": pl.Int32,
+            }
+        )
     return query(con, "SELECT * FROM forecast_vintages ORDER BY vintage, artist_id, ds")
-
-
 
 
 def save_selection(con: duckdb.DuckDBPyConnection, row: dict) -> None:
     """A registered champion's row in `champion_selections` (one per registered version)."""
     con.execute(SELECTIONS_SQL)
-    columns = ["model_version", "model", "data_through", "history_days", "backtest_f_norm", "backtest_coverage",
-               "reason", "mlflow_run_id", "dagster_run_id"]
+    columns = [
+        "model_version",
+        "model",
+        "data_through",
+        "history_days",
+        "backtest_f_norm",
+        "backtest_coverage",
+        "reason",
+        "mlflow_run_id",
+        "dagster_run_id",
+    ]
     with _transaction(con):
         con.execute("DELETE FROM champion_selections WHERE model_version = ?", [row["model_version"]])
-        con.execute(f"INSERT INTO champion_selections ({', '.join(columns)}, selected_at) "
-                    f"VALUES ({', '.join('?' * len(columns))}, now()::TIMESTAMP)", [row[c] for c in columns])
+        con.execute(
+            f"INSERT INTO champion_selections ({', '.join(columns)}, selected_at) "
+            f"VALUES ({', '.join('?' * len(columns))}, now()::TIMESTAMP)",
+            [row[c] for c in columns],
+        )
 
 
 def load_selections(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -236,8 +288,9 @@ def load_selections(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return query(con, "SELECT * FROM champion_selections ORDER BY model_version")
 
 
-def save_monitoring(con: duckdb.DuckDBPyConnection, vintages: pl.DataFrame, artists: pl.DataFrame,
-                    live: pl.DataFrame | None) -> None:
+def save_monitoring(
+    con: duckdb.DuckDBPyConnection, vintages: pl.DataFrame, artists: pl.DataFrame, live: pl.DataFrame | None
+) -> None:
     """Monitoring's tables, in one transaction: `forecast_monitoring` (one row per scored vintage) and
     `forecast_monitoring_artists` (per vintage and artist) replaced whole; `forecast_monitoring_live`
     (the champion's live score, one row per newest actual day) replaces its day's row."""

@@ -6,6 +6,7 @@ by `register_champion`. SQLite allows one writer at a time, so every write goes 
 `_retry`, which retries "database is locked" with exponential backoff
 (0.25 s, 0.5 s, 1 s, 2 s, 4 s: about 8 s in all before giving up).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -112,7 +113,9 @@ class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         missing = {"start", "horizon"} - set(model_input.columns)
         if missing:
-            raise ValueError(f"model input lacks columns {sorted(missing)}; expected 'start' (yyyy-mm-dd) and 'horizon'")
+            raise ValueError(
+                f"model input lacks columns {sorted(missing)}; expected 'start' (yyyy-mm-dd) and 'horizon'"
+            )
         frames = [
             self.forecaster.predict(date.fromisoformat(str(row.start)[:10]), int(row.horizon))
             for row in model_input.itertuples(index=False)
@@ -123,7 +126,9 @@ class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
 class Tracker:
     """All MLflow writes of one process go through here, so a SQLite store sees one writer."""
 
-    def __init__(self, uri: str | None = None, artifact_dir: Path | None = None, experiment: str = MLFLOW_EXPERIMENT) -> None:
+    def __init__(
+        self, uri: str | None = None, artifact_dir: Path | None = None, experiment: str = MLFLOW_EXPERIMENT
+    ) -> None:
         paths = Paths.from_env() if uri is None or artifact_dir is None else None
         self.uri = uri or paths.mlflow_uri
         self.artifact_dir = Path(artifact_dir or paths.mlflow_artifacts).resolve()
@@ -142,7 +147,9 @@ class Tracker:
         leave a run that shows as running in the MLflow UI for ever.
         """
         running = _retry(
-            self.client.search_runs, [self.experiment_id], filter_string="attributes.status = 'RUNNING'",
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string="attributes.status = 'RUNNING'",
             max_results=1000,
         )
         orphans = [run.info.run_id for run in running if owner_gone(run.data.tags)]
@@ -157,8 +164,12 @@ class Tracker:
         found = _retry(self.client.get_experiment_by_name, name)
         if found is None:
             try:
-                return _retry(self.client.create_experiment, name, artifact_location=self.artifact_dir.as_uri(),
-                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                return _retry(
+                    self.client.create_experiment,
+                    name,
+                    artifact_location=self.artifact_dir.as_uri(),
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                )
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -235,23 +246,45 @@ class Tracker:
         metrics += [Metric("loss", float(v), now, epoch) for epoch, v in enumerate(result.origins[-1].losses)]
 
         run_id = self._finished_run(
-            result.model, run_tags, params, metrics, lambda run_id: self._log_result_files(run_id, result, plot_png),
+            result.model,
+            run_tags,
+            params,
+            metrics,
+            lambda run_id: self._log_result_files(run_id, result, plot_png),
             started,
         )
         return run_id
 
-    def log_skipped(self, skipped: Skipped, plan: BacktestPlan, tags: dict[str, str] | None = None,
-                    started: float | None = None) -> str:
+    def log_skipped(
+        self, skipped: Skipped, plan: BacktestPlan, tags: dict[str, str] | None = None, started: float | None = None
+    ) -> str:
         """A finished run for a model the plan could not score: tag status=skipped and the reason, no metrics."""
-        run_tags = {"model": skipped.model, "status": "skipped", "skip_reason": skipped.reason,
-                    **{k: str(v) for k, v in (tags or {}).items()}, **owner_tags()}
+        run_tags = {
+            "model": skipped.model,
+            "status": "skipped",
+            "skip_reason": skipped.reason,
+            **{k: str(v) for k, v in (tags or {}).items()},
+            **owner_tags(),
+        }
         run_tags[DESCRIPTION_TAG] = f"**skipped**: {skipped.reason}\n\n{_provenance(run_tags)}"
-        params = {**skipped.params, "origins": ",".join(_ymd(o) for o in plan.origins), "train_days": plan.train_days,
-                  "history_days": plan.history_days, "skip_reason": skipped.reason}
+        params = {
+            **skipped.params,
+            "origins": ",".join(_ymd(o) for o in plan.origins),
+            "train_days": plan.train_days,
+            "history_days": plan.history_days,
+            "skip_reason": skipped.reason,
+        }
         return self._finished_run(skipped.model, run_tags, params, [], None, started)
 
-    def _finished_run(self, name: str, tags: dict[str, str], params: dict[str, Any], metrics: list[Metric],
-                      log_files: Callable[[str], None] | None, started: float | None = None) -> str:
+    def _finished_run(
+        self,
+        name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        metrics: list[Metric],
+        log_files: Callable[[str], None] | None,
+        started: float | None = None,
+    ) -> str:
         """Create a run (starting at `started`, epoch seconds, else now), log params and metrics in
         batches (and files), close it FINISHED (FAILED on error)."""
         start_ms = int((time.time() if started is None else started) * 1000)
@@ -283,7 +316,9 @@ class Tracker:
                 shutil.copyfile(plot_png, Path(tmp) / PLOT_ARTIFACT)
                 _retry(self.client.log_artifact, run_id, str(Path(tmp) / PLOT_ARTIFACT))
 
-    def register_champion(self, run_id: str, model: Forecaster, history: pl.DataFrame, start: date, horizon: int) -> int:
+    def register_champion(
+        self, run_id: str, model: Forecaster, history: pl.DataFrame, start: date, horizon: int
+    ) -> int:
         """Log the fitted champion into its run, register it and point the `champion` alias at it.
 
         Keras-backed models (a `keras_model` attribute) are logged with the keras flavour, their
@@ -354,14 +389,20 @@ def run_page(ui_url: str, experiment_id: str, run_id: str) -> str:
 
 def runs_page(ui_url: str, experiment_id: str) -> str:
     """The experiment's runs in the MLflow UI, model-training view, best f_norm first."""
-    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"
-            "&orderByKey=metrics.%60f_norm%60&orderByAsc=false")
+    return (
+        f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"
+        "&orderByKey=metrics.%60f_norm%60&orderByAsc=false"
+    )
 
 
 def describe_run(result: BacktestResult, tags: dict[str, str], coverage: Coverage | None) -> str:
     """The run's description (markdown): f_norm first, then each origin's score and fit time, then provenance."""
-    lines = [f"**f_norm {result.mean_f_norm:.4f}** (mean over {len(result.origins)} origins; 1.0 = perfect)", "",
-             "| origin | f_norm | fit s |", "|---|---:|---:|"]
+    lines = [
+        f"**f_norm {result.mean_f_norm:.4f}** (mean over {len(result.origins)} origins; 1.0 = perfect)",
+        "",
+        "| origin | f_norm | fit s |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {o.origin.isoformat()} | {o.f_norm:.4f} | {o.fit_seconds:.1f} |" for o in result.origins]
     if coverage is not None:
         lines += ["", f"80% interval coverage {coverage.overall:.0%}"]
@@ -409,15 +450,20 @@ def load_champion(tracker: Tracker) -> tuple[int, Any]:
         try:
             mv = _retry(tracker.client.get_model_version_by_alias, REGISTERED_MODEL, CHAMPION_ALIAS)
         except MlflowException:
-            raise NoChampion(f"no model version of {REGISTERED_MODEL} has the alias {CHAMPION_ALIAS!r} in "
-                             f"{tracker.uri}: run the full path first (musictrend run --retrain)") from None
+            raise NoChampion(
+                f"no model version of {REGISTERED_MODEL} has the alias {CHAMPION_ALIAS!r} in "
+                f"{tracker.uri}: run the full path first (musictrend run --retrain)"
+            ) from None
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=SERVED_MODEL_ARTIFACT,
-                                                            dst_path=tmp, tracking_uri=tracker.uri)
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=mv.run_id, artifact_path=SERVED_MODEL_ARTIFACT, dst_path=tmp, tracking_uri=tracker.uri
+                )
             except (MlflowException, OSError):
-                raise NoChampion(f"{REGISTERED_MODEL} version {mv.version} (run {mv.run_id}) has no "
-                                 f"{SERVED_MODEL_ARTIFACT}: retrain (musictrend run --retrain)") from None
+                raise NoChampion(
+                    f"{REGISTERED_MODEL} version {mv.version} (run {mv.run_id}) has no "
+                    f"{SERVED_MODEL_ARTIFACT}: retrain (musictrend run --retrain)"
+                ) from None
             served = pickle.loads(Path(local).read_bytes())
     return int(mv.version), served
 
@@ -436,16 +482,21 @@ def _monitoring_experiment(tracker: Tracker) -> str:
     if found:
         return found.experiment_id
     try:
-        return _retry(tracker.client.create_experiment, MLFLOW_MONITORING_EXPERIMENT,
-                      artifact_location=tracker.artifact_dir.as_uri(),
-                      tags={"mlflow.experimentKind": "custom_model_development"})
+        return _retry(
+            tracker.client.create_experiment,
+            MLFLOW_MONITORING_EXPERIMENT,
+            artifact_location=tracker.artifact_dir.as_uri(),
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         return _retry(tracker.client.get_experiment_by_name, MLFLOW_MONITORING_EXPERIMENT).experiment_id
 
 
-def log_live_scores(tracker: Tracker, version: int, model: str, scores: pl.DataFrame, live: dict[str, Any] | None) -> str | None:
+def log_live_scores(
+    tracker: Tracker, version: int, model: str, scores: pl.DataFrame, live: dict[str, Any] | None
+) -> str | None:
     """The live scores of one registered version, in its run `live <model> v<version>` of the experiment
     `musictrend-monitoring` (None: nothing scored yet, nothing logged).
 
@@ -462,20 +513,31 @@ def log_live_scores(tracker: Tracker, version: int, model: str, scores: pl.DataF
     mv = _retry(tracker.client.get_model_version, REGISTERED_MODEL, str(version))
     with _quiet():
         experiment_id = _monitoring_experiment(tracker)
-        found = _retry(tracker.client.search_runs, [experiment_id], max_results=1,
-                       filter_string=f"tags.model_version = '{version}'")
+        found = _retry(
+            tracker.client.search_runs,
+            [experiment_id],
+            max_results=1,
+            filter_string=f"tags.model_version = '{version}'",
+        )
         if found:
             run_id, latest = found[0].info.run_id, found[0].data.metrics
         else:
-            tags = {MONITORING_TAG: "live", "model": model, "model_version": str(version),
-                    "registered_model": REGISTERED_MODEL, "source_run_id": mv.run_id, **owner_tags()}
+            tags = {
+                MONITORING_TAG: "live",
+                "model": model,
+                "model_version": str(version),
+                "registered_model": REGISTERED_MODEL,
+                "source_run_id": mv.run_id,
+                **owner_tags(),
+            }
             run = _retry(tracker.client.create_run, experiment_id, run_name=f"live {model} v{version}", tags=tags)
             run_id, latest = run.info.run_id, {}
             _retry(tracker.client.set_terminated, run_id, "FINISHED")
     now = int(time.time() * 1000)
     metrics = [
         Metric(f"f_norm_{_ymd(row['vintage'])}", row["f_norm"], now, int(row["days_scored"]), model_id=mv.model_id)
-        for row in scored.iter_rows(named=True) if latest.get(f"f_norm_{_ymd(row['vintage'])}") != row["f_norm"]
+        for row in scored.iter_rows(named=True)
+        if latest.get(f"f_norm_{_ymd(row['vintage'])}") != row["f_norm"]
     ]
     if live and live.get("f_norm") is not None:
         if latest.get("live_f_norm") != live["f_norm"]:

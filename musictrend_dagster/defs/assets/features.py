@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.forecast.features import build_features
+from musictrend_dagster.core.service.store import query
 from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL

@@ -10,9 +10,9 @@ import polars as pl
 from pydantic import Field
 
 from musictrend_dagster.core.service import plots
-from musictrend_dagster.core.service.store import load_forecast, load_history, save_forecast
-from musictrend_dagster.core.service.serving import forecast_vintage
 from musictrend_dagster.core.service.outputs import read_submission, write_submission
+from musictrend_dagster.core.service.serving import forecast_vintage
+from musictrend_dagster.core.service.store import load_forecast, load_history, save_forecast
 from musictrend_dagster.defs.metadata import png, preview, score
 from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG, TRIGGER_TAG
@@ -20,9 +20,12 @@ from musictrend_dagster.instance import DUCKDB_POOL
 
 
 class ForecastConfig(dg.Config):
-    start: str = Field(default="", description="First forecast day (the vintage), YYYY-MM-DD; empty = the day after "
-                                               "the newest data. An earlier day forecasts from the days before it "
-                                               "(a hindcast, and marked so, if the champion was trained on that day).")
+    start: str = Field(
+        default="",
+        description="First forecast day (the vintage), YYYY-MM-DD; empty = the day after "
+        "the newest data. An earlier day forecasts from the days before it "
+        "(a hindcast, and marked so, if the champion was trained on that day).",
+    )
     horizon: int = Field(default=60, ge=1, le=366, description="Number of days to forecast.")
 
 
@@ -38,8 +41,9 @@ class ForecastConfig(dg.Config):
         "`forecast_vintages` (vintage = first forecast day; a rerun replaces its vintage); `forecast` is the newest."
     ),
 )
-def forecast(context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource,
-             mlflow: MlflowResource) -> dg.MaterializeResult:
+def forecast(
+    context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     from musictrend_dagster.core.service.tracking import NoChampion, load_champion  # MLflow: not at code-location load
 
     try:
@@ -49,21 +53,29 @@ def forecast(context: dg.AssetExecutionContext, config: ForecastConfig, warehous
     with warehouse.connect() as con:
         history, songs = load_history(con)
     try:
-        made = forecast_vintage(served, history, songs, date.fromisoformat(config.start) if config.start else None,
-                                config.horizon)
+        made = forecast_vintage(
+            served, history, songs, date.fromisoformat(config.start) if config.start else None, config.horizon
+        )
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
         save_forecast(con, made.frame.drop("vintage"), served.model, version)
-    refit = made.refit or (f"no: the weights of version {version} (trained through {served.trained_through}) "
-                           f"read the days through {made.data_through}")
-    context.log.info(f"vintage {made.vintage}: {served.model} v{version}, {made.history_days} days of history; refit {refit}")
+    refit = made.refit or (
+        f"no: the weights of version {version} (trained through {served.trained_through}) "
+        f"read the days through {made.data_through}"
+    )
+    context.log.info(
+        f"vintage {made.vintage}: {served.model} v{version}, {made.history_days} days of history; refit {refit}"
+    )
     if made.in_sample:
-        context.log.warning(f"vintage {made.vintage} is a hindcast: version {version} was trained on days through "
-                            f"{served.trained_through}; monitoring leaves it out of the live score")
+        context.log.warning(
+            f"vintage {made.vintage} is a hindcast: version {version} was trained on days through "
+            f"{served.trained_through}; monitoring leaves it out of the live score"
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        chart = plots.plot_forecast_vs_actual(history.filter(pl.col("ds") < made.vintage), made.frame, None,
-                                              path=Path(tmp) / "forecast.png")
+        chart = plots.plot_forecast_vs_actual(
+            history.filter(pl.col("ds") < made.vintage), made.frame, None, path=Path(tmp) / "forecast.png"
+        )
         chart_md = png(chart, "forecast")
     tags = context.run.tags
     return dg.MaterializeResult(
@@ -94,23 +106,27 @@ def forecast(context: dg.AssetExecutionContext, config: ForecastConfig, warehous
     deps=[forecast],
     pool=DUCKDB_POOL,
     description="`$MUSICTREND_HOME/output/mars_tianchi_artist_plays_predict.csv`: the newest vintage; no header, "
-                "artist_id,Plays,Ds; integer plays >= 0; replaced atomically.",
+    "artist_id,Plays,Ds; integer plays >= 0; replaced atomically.",
 )
-def submission(context: dg.AssetExecutionContext, warehouse: WarehouseResource, output: OutputResource) -> dg.MaterializeResult:
+def submission(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, output: OutputResource
+) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         predicted = load_forecast(con)
     path = Path(output.submission_path)
     rows = write_submission(predicted, path)
     context.log.info(f"submission: {rows:,} rows of vintage {predicted['vintage'][0]} -> {path}")
     written = read_submission(path)  # the preview shows the file as written: artist_id, Plays, Ds
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(path)),
-        "dagster/row_count": rows,
-        "vintage": str(predicted["vintage"][0]),
-        "champion": predicted["model"][0],
-        "model_version": predicted["model_version"][0],
-        "first_day": str(written["ds"].min()),
-        "last_day": str(written["ds"].max()),
-        "artists": written["artist_id"].n_unique(),
-        "preview": preview(written.select("artist_id", Plays="plays", Ds=pl.col("ds").dt.strftime("%Y%m%d"))),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "dagster/row_count": rows,
+            "vintage": str(predicted["vintage"][0]),
+            "champion": predicted["model"][0],
+            "model_version": predicted["model_version"][0],
+            "first_day": str(written["ds"].min()),
+            "last_day": str(written["ds"].max()),
+            "artists": written["artist_id"].n_unique(),
+            "preview": preview(written.select("artist_id", Plays="plays", Ds=pl.col("ds").dt.strftime("%Y%m%d"))),
+        }
+    )

@@ -7,10 +7,10 @@ import polars as pl
 
 from musictrend_dagster.core.data import ingest
 from musictrend_dagster.core.service.store import query
+from musictrend_dagster.core.settings import engine
 from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
-from musictrend_dagster.core.settings import engine
 
 # The engine that runs the data layer, in the UI as a kind (the warehouse is DuckDB whatever runs).
 KINDS = {engine(), "duckdb", "parquet"}
@@ -31,8 +31,16 @@ def _report_metadata(result: ingest.IngestResult, kind: str, warehouse: Warehous
             reasons[reason] = reasons.get(reason, 0) + n
     table = pl.DataFrame(
         [(r.file, _status(r), r.lines_read, r.loaded, r.quarantined, r.removed) for r in files],
-        schema={"file": pl.String, "status": pl.String, "lines": pl.Int64, "rows_in_lake": pl.Int64,
-                "quarantined": pl.Int64, "rows_removed": pl.Int64}, orient="row")
+        schema={
+            "file": pl.String,
+            "status": pl.String,
+            "lines": pl.Int64,
+            "rows_in_lake": pl.Int64,
+            "quarantined": pl.Int64,
+            "rows_removed": pl.Int64,
+        },
+        orient="row",
+    )
     worked = [r for r in files if r.status in ("loaded", "replaced")]
     metadata = {
         "summary": _summary(files),
@@ -45,9 +53,19 @@ def _report_metadata(result: ingest.IngestResult, kind: str, warehouse: Warehous
         "removed_files": dg.MetadataValue.json([r.file for r in files if r.status == "removed"]),
         "quarantine_reasons": dg.MetadataValue.json(reasons),
         "files": preview(table, rows=table.height),
-        "file_reports": dg.MetadataValue.json([
-            {"file": r.file, "status": r.status, "lines_read": r.lines_read, "loaded": r.loaded,
-             "quarantined": r.quarantined, "removed": r.removed} for r in files]),
+        "file_reports": dg.MetadataValue.json(
+            [
+                {
+                    "file": r.file,
+                    "status": r.status,
+                    "lines_read": r.lines_read,
+                    "loaded": r.loaded,
+                    "quarantined": r.quarantined,
+                    "removed": r.removed,
+                }
+                for r in files
+            ]
+        ),
         "warnings": dg.MetadataValue.json(result.warnings),
     }
     if result.garbage:
@@ -65,7 +83,9 @@ def _summary(files: list[ingest.FileReport]) -> str:
     counts: dict[str, int] = {}
     for r in files:
         counts[_status(r)] = counts.get(_status(r), 0) + 1
-    return "; ".join(f"{n} {status}" for status, n in counts.items()) + (f" ({len(files)} files)" if files else "no files")
+    return "; ".join(f"{n} {status}" for status, n in counts.items()) + (
+        f" ({len(files)} files)" if files else "no files"
+    )
 
 
 def _log(context: dg.AssetExecutionContext, result: ingest.IngestResult) -> None:
@@ -79,20 +99,29 @@ def _log(context: dg.AssetExecutionContext, result: ingest.IngestResult) -> None
         elif r.status == "unchanged":
             context.log.info(f"{r.file}: unchanged, skipped ({r.loaded:,} rows already in the lake)")
         elif r.status != "refused":
-            context.log.info(f"{r.file}: {r.status}, {r.lines_read:,} lines, {r.loaded:,} loaded, "
-                             f"{r.quarantined:,} quarantined" + (f", {r.removed:,} old rows replaced" if r.removed else ""))
+            context.log.info(
+                f"{r.file}: {r.status}, {r.lines_read:,} lines, {r.loaded:,} loaded, "
+                f"{r.quarantined:,} quarantined" + (f", {r.removed:,} old rows replaced" if r.removed else "")
+            )
 
 
-def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource, config: RefreshConfig,
-            songs_only: bool) -> tuple[ingest.IngestResult, int]:
+def _ingest(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, config: RefreshConfig, songs_only: bool
+) -> tuple[ingest.IngestResult, int]:
     def progress(rows: int) -> None:
         context.log.info(f"ingest: {rows:,} action rows in the lake so far")
 
     with warehouse.connect() as con:
         try:
-            result = ingest.ingest_raw_dir(con, Path(warehouse.raw_dir), warehouse.lake,
-                                           full_refresh=config.full_refresh, songs_only=songs_only,
-                                           progress=None if songs_only else progress, engine=warehouse.data_engine())
+            result = ingest.ingest_raw_dir(
+                con,
+                Path(warehouse.raw_dir),
+                warehouse.lake,
+                full_refresh=config.full_refresh,
+                songs_only=songs_only,
+                progress=None if songs_only else progress,
+                engine=warehouse.data_engine(),
+            )
         except ingest.IngestFailed as exc:
             _log(context, exc.result)
             raise
@@ -107,9 +136,11 @@ def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource, con
     kinds=KINDS | {"csv"},
     pool=DUCKDB_POOL,
     description="mars_tianchi_songs.csv validated into the lake (`lake/songs/`), seen as the view `raw_songs`; "
-                "bad lines in `quarantine_songs`.",
+    "bad lines in `quarantine_songs`.",
 )
-def raw_songs(context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def raw_songs(
+    context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     result, rows = _ingest(context, warehouse, config, songs_only=True)
     return dg.MaterializeResult(metadata={**_report_metadata(result, "songs", warehouse), "dagster/row_count": rows})
 
@@ -127,7 +158,9 @@ def raw_songs(context: dg.AssetExecutionContext, config: RefreshConfig, warehous
         "Loaded + quarantined = lines read."
     ),
 )
-def raw_user_actions(context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def raw_user_actions(
+    context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     result, rows = _ingest(context, warehouse, config, songs_only=False)
     with warehouse.connect() as con:
         head = query(con, "SELECT * FROM raw_user_actions LIMIT 10")

@@ -11,13 +11,18 @@ import dagster as dg
 import polars as pl
 from pydantic import Field, create_model
 
-from musictrend_dagster.core.service import plots
-from musictrend_dagster.core.forecast.backtest import HORIZON, BacktestPlan, OriginResult, Skipped, backtest, plan_backtest
-from musictrend_dagster.core.service.store import leaderboard, load_history, save_backtest, save_skipped, standings
+from musictrend_dagster.core.forecast.backtest import (
+    HORIZON,
+    OriginResult,
+    Skipped,
+    backtest,
+)
 from musictrend_dagster.core.forecast.intervals import calibrate, coverage, log_errors, with_interval
 from musictrend_dagster.core.forecast.models.base import Forecaster, InsufficientHistory
 from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, SPECS, ModelSpec, backtest_plan, make_model
 from musictrend_dagster.core.forecast.models.registry import spec as model_spec
+from musictrend_dagster.core.service import plots
+from musictrend_dagster.core.service.store import leaderboard, load_history, save_backtest, save_skipped, standings
 from musictrend_dagster.defs.metadata import png, preview, score, seconds
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
 from musictrend_dagster.instance import TRAINING_POOL
@@ -41,7 +46,9 @@ def _epoch_logger(context: dg.AssetExecutionContext, label: str, epochs: int) ->
 
 def logged_model(context: dg.AssetExecutionContext, name: str, params: dict, label: str) -> Forecaster:
     """A fresh model from its hyperparameters; TensorFlow models report their epochs to the run log as `label`."""
-    extra = {"on_epoch": _epoch_logger(context, label, params.get("epochs", 0))} if model_spec(name).uses_tensorflow else {}
+    extra = (
+        {"on_epoch": _epoch_logger(context, label, params.get("epochs", 0))} if model_spec(name).uses_tensorflow else {}
+    )
     return make_model(name, **params, **extra)
 
 
@@ -76,10 +83,13 @@ def _config_class(spec: ModelSpec) -> type[dg.Config]:
     """Launchpad-editable hyperparameters (only those: paths and stores are the resources'), with the
     model's own defaults and a one-line description each."""
     camel = "".join(part.title() for part in spec.name.split("_"))
-    fields = {name: (type(value), Field(default=value, description=HYPERPARAMETER_HELP[name]))
-              for name, value in spec.defaults.items()}
-    return create_model(f"{camel}Hyperparameters", __base__=dg.Config,
-                        __doc__=f"Hyperparameters of {spec.name}.", **fields)
+    fields = {
+        name: (type(value), Field(default=value, description=HYPERPARAMETER_HELP[name]))
+        for name, value in spec.defaults.items()
+    }
+    return create_model(
+        f"{camel}Hyperparameters", __base__=dg.Config, __doc__=f"Hyperparameters of {spec.name}.", **fields
+    )
 
 
 def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
@@ -107,8 +117,13 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             history, songs = load_history(con)
         plan = backtest_plan(history)
         context.log.info(f"{spec.name}: backtest plan: {plan.describe()}")
-        plan_md = {"plan": plan.describe(), "origins": dg.MetadataValue.json([o.isoformat() for o in plan.origins]), "window_days": plan.window,
-                   "train_days": plan.train_days, "history_days": plan.history_days}
+        plan_md = {
+            "plan": plan.describe(),
+            "origins": dg.MetadataValue.json([o.isoformat() for o in plan.origins]),
+            "window_days": plan.window,
+            "train_days": plan.train_days,
+            "history_days": plan.history_days,
+        }
         tracker = mlflow.tracker()
         tags = {"dagster_run_id": context.run_id, "dagster_asset": context.asset_key.to_user_string()}
 
@@ -122,8 +137,14 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         if reason is None:
             origins = iter(plan.origins)  # backtest makes one model per origin, oldest first: name it in the log
             try:
-                result = backtest(lambda: logged_model(context, spec.name, params, f"{spec.name} @ {next(origins)}"),
-                                  history, songs, plan.origins, horizon=plan.window, on_origin=on_origin)
+                result = backtest(
+                    lambda: logged_model(context, spec.name, params, f"{spec.name} @ {next(origins)}"),
+                    history,
+                    songs,
+                    plan.origins,
+                    horizon=plan.window,
+                    on_origin=on_origin,
+                )
             except InsufficientHistory as exc:
                 reason = str(exc)
         if result is None:
@@ -132,10 +153,15 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             run_id = tracker.log_skipped(skipped, plan, tags, started=started)
             with warehouse.connect() as con:
                 save_skipped(con, skipped, run_id, plan)
-            return dg.MaterializeResult(metadata={
-                "status": "skipped", "skip_reason": reason, **plan_md, "mlflow_run_id": run_id,
-                "mlflow_run": dg.MetadataValue.url(mlflow.run_url(tracker.experiment_id, run_id)),
-            })
+            return dg.MaterializeResult(
+                metadata={
+                    "status": "skipped",
+                    "skip_reason": reason,
+                    **plan_md,
+                    "mlflow_run_id": run_id,
+                    "mlflow_run": dg.MetadataValue.url(mlflow.run_url(tracker.experiment_id, run_id)),
+                }
+            )
 
         calibration = calibrate(log_errors(result), HORIZON)
         cover = coverage(result, HORIZON)
@@ -144,7 +170,10 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         with tempfile.TemporaryDirectory() as tmp:
             last = result.origins[-1]
             plot = plots.plot_forecast_vs_actual(
-                history.filter(pl.col("ds") < last.origin), last.forecast, last.actual, path=Path(tmp) / "forecast_vs_actual.png"
+                history.filter(pl.col("ds") < last.origin),
+                last.forecast,
+                last.actual,
+                path=Path(tmp) / "forecast_vs_actual.png",
             )
             run_id = tracker.log_backtest(
                 result,
@@ -187,7 +216,8 @@ def leaderboard_table(scores: pl.DataFrame) -> pl.DataFrame:
     The columns a person compares come first: the asset page shows about six before it scrolls."""
     board = leaderboard(scores)
     per_origin = scores.with_columns(pl.col("origin").cast(pl.String)).pivot(
-        "origin", index="model", values="f_norm", sort_columns=True)
+        "origin", index="model", values="f_norm", sort_columns=True
+    )
     return (
         board.join(per_origin, on="model", how="left", maintain_order="left")
         .with_columns(
@@ -209,16 +239,20 @@ def leaderboard_table(scores: pl.DataFrame) -> pl.DataFrame:
         "listed with their reason). A baseline that wins is the champion."
     ),
 )
-def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+def champion(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         plan = backtest_plan(load_history(con)[0])
         scores, runs = standings(con, MODEL_NAMES, plan)
     table = leaderboard(scores)
     best = table.row(0, named=True)
     margin = best["f_norm"] - table["f_norm"][1] if table.height > 1 else None
-    context.log.info(f"champion: {best['model']} with mean f_norm {best['f_norm']:.4f}"
-                     + (f", {margin:.4f} ahead of {table['model'][1]}" if margin is not None else "")
-                     + f" ({plan.describe()})")
+    context.log.info(
+        f"champion: {best['model']} with mean f_norm {best['f_norm']:.4f}"
+        + (f", {margin:.4f} ahead of {table['model'][1]}" if margin is not None else "")
+        + f" ({plan.describe()})"
+    )
     not_ranked = runs.filter((pl.col("status") != "ran") | ~pl.col("current"))
     for row in not_ranked.iter_rows(named=True):
         context.log.warning(f"{row['model']} not ranked: {row['reason'] or 'backtested on other origins (stale)'}")
@@ -239,7 +273,10 @@ def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource, ml
             "plan": plan.describe(),
             "leaderboard": preview(leaderboard_table(scores), rows=len(table)),
             "scores": chart_md,
-            **({"skipped": preview(not_ranked.select("model", "status", "reason"), rows=len(not_ranked))}
-               if not_ranked.height else {}),
+            **(
+                {"skipped": preview(not_ranked.select("model", "status", "reason"), rows=len(not_ranked))}
+                if not_ranked.height
+                else {}
+            ),
         }
     )

@@ -9,8 +9,14 @@ import dagster as dg
 import polars as pl
 
 from musictrend_dagster.core.service import plots
-from musictrend_dagster.core.service.store import load_live_history, load_selections, load_vintages, query, save_monitoring
 from musictrend_dagster.core.service.monitoring import TOLERANCE, Freshness, LiveScore, live_score, score_vintages
+from musictrend_dagster.core.service.store import (
+    load_live_history,
+    load_selections,
+    load_vintages,
+    query,
+    save_monitoring,
+)
 from musictrend_dagster.defs.metadata import png, preview
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
@@ -26,16 +32,30 @@ def _champion_live(vintages: pl.DataFrame, actuals: pl.DataFrame, selections: pl
     if selected.is_empty():
         return None
     row = selected.row(0, named=True)
-    return live_score(vintages, actuals, row["model_version"], row["model"], row["backtest_f_norm"], row["data_through"])
+    return live_score(
+        vintages, actuals, row["model_version"], row["model"], row["backtest_f_norm"], row["data_through"]
+    )
 
 
 def _live_row(live: LiveScore) -> pl.DataFrame:
-    return pl.DataFrame([{
-        "as_of": live.as_of, "model": live.model, "model_version": live.model_version, "f_norm": live.f_norm,
-        "scored_days": live.scored_days, "first_day": live.first_day, "last_day": live.last_day,
-        "forecasts": live.forecasts, "backtest_f_norm": live.backtest_f_norm, "judged": live.judged,
-        "degraded": live.degraded,
-    }], schema_overrides={"f_norm": pl.Float64, "first_day": pl.Date, "last_day": pl.Date})
+    return pl.DataFrame(
+        [
+            {
+                "as_of": live.as_of,
+                "model": live.model,
+                "model_version": live.model_version,
+                "f_norm": live.f_norm,
+                "scored_days": live.scored_days,
+                "first_day": live.first_day,
+                "last_day": live.last_day,
+                "forecasts": live.forecasts,
+                "backtest_f_norm": live.backtest_f_norm,
+                "judged": live.judged,
+                "degraded": live.degraded,
+            }
+        ],
+        schema_overrides={"f_norm": pl.Float64, "first_day": pl.Date, "last_day": pl.Date},
+    )
 
 
 def _log_to_mlflow(mlflow: MlflowResource, scores: pl.DataFrame, live: LiveScore, selections: pl.DataFrame) -> None:
@@ -43,14 +63,19 @@ def _log_to_mlflow(mlflow: MlflowResource, scores: pl.DataFrame, live: LiveScore
     from musictrend_dagster.core.service.tracking import log_live_scores  # MLflow: not at code-location load
 
     tracker = mlflow.tracker()
-    trained = dict(zip(selections["model_version"].to_list(), selections["data_through"].to_list()))
-    models = dict(zip(selections["model_version"].to_list(), selections["model"].to_list()))
+    trained = dict(zip(selections["model_version"].to_list(), selections["data_through"].to_list(), strict=False))
+    models = dict(zip(selections["model_version"].to_list(), selections["model"].to_list(), strict=False))
     touched = set(scores.filter(pl.col("last_day") == live.as_of)["model_version"].drop_nulls().to_list())
     for version in sorted((touched | {live.model_version}) & set(models)):
         summary = None
         if version == live.model_version:
-            summary = {"f_norm": live.f_norm, "scored_days": live.scored_days, "degraded": live.degraded,
-                       "as_of": live.as_of, "step": (live.as_of - trained[version]).days}
+            summary = {
+                "f_norm": live.f_norm,
+                "scored_days": live.scored_days,
+                "degraded": live.degraded,
+                "as_of": live.as_of,
+                "step": (live.as_of - trained[version]).days,
+            }
         log_live_scores(tracker, version, models[version], scores.filter(pl.col("model_version") == version), summary)
 
 
@@ -59,10 +84,14 @@ def _log_to_mlflow(mlflow: MlflowResource, scores: pl.DataFrame, live: LiveScore
     kinds={"duckdb", "mlflow", "polars"},
     deps=["forecast"],
     pool=DUCKDB_POOL,
-    check_specs=[dg.AssetCheckSpec(
-        LIVE_CHECK, asset="forecast_monitoring",
-        description=f"WARN when the champion's live f_norm over its last 14 scored days is more than {TOLERANCE} "
-                    "below its backtest f_norm (judged from 7 scored days); the warning triggers retraining.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            LIVE_CHECK,
+            asset="forecast_monitoring",
+            description=f"WARN when the champion's live f_norm over its last 14 scored days is more than {TOLERANCE} "
+            "below its backtest f_norm (judged from 7 scored days); the warning triggers retraining.",
+        )
+    ],
     description=(
         "Every forecast vintage scored with the official metric on the days that have since become actual: "
         "`forecast_monitoring` (vintage, model_version, days_scored, f_norm), `forecast_monitoring_artists` "
@@ -76,28 +105,49 @@ def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseR
         actuals = query(con, "SELECT artist_id, ds, plays FROM artist_daily")
         selections = load_selections(con)
     scores, artists = score_vintages(vintages, actuals)
-    scores = scores.join(selections.select("model_version", "backtest_f_norm", trained_through="data_through"),
-                         on="model_version", how="left").with_columns(
-        hindcast=pl.col("vintage") <= pl.col("trained_through")).drop("trained_through")
+    scores = (
+        scores.join(
+            selections.select("model_version", "backtest_f_norm", trained_through="data_through"),
+            on="model_version",
+            how="left",
+        )
+        .with_columns(hindcast=pl.col("vintage") <= pl.col("trained_through"))
+        .drop("trained_through")
+    )
     live = _champion_live(vintages, actuals, selections)
     with warehouse.connect() as con:
         save_monitoring(con, scores, artists, _live_row(live) if live else None)
         history = load_live_history(con)
 
-    metadata: dict = {"vintages_scored": scores.height, "newest_actual_day": str(actuals["ds"].max()),
-                      "dagster/row_count": scores.height}
-    check = dg.AssetCheckResult(check_name=LIVE_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN,
-                                metadata={"verdict": "no registered champion version made the newest vintage"})
+    metadata: dict = {
+        "vintages_scored": scores.height,
+        "newest_actual_day": str(actuals["ds"].max()),
+        "dagster/row_count": scores.height,
+    }
+    check = dg.AssetCheckResult(
+        check_name=LIVE_CHECK,
+        passed=True,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"verdict": "no registered champion version made the newest vintage"},
+    )
     if live is not None:
         verdict = live.verdict()
         (context.log.warning if live.degraded else context.log.info)(f"live score: {verdict}")
-        facts = {"verdict": verdict, "model_version": live.model_version, "model": live.model,
-                 "backtest_f_norm": live.backtest_f_norm, "scored_days": live.scored_days, "judged": live.judged,
-                 "degraded": live.degraded, "as_of": str(live.as_of)}
+        facts = {
+            "verdict": verdict,
+            "model_version": live.model_version,
+            "model": live.model,
+            "backtest_f_norm": live.backtest_f_norm,
+            "scored_days": live.scored_days,
+            "judged": live.judged,
+            "degraded": live.degraded,
+            "as_of": str(live.as_of),
+        }
         if live.f_norm is not None:
             facts["live_f_norm"] = live.f_norm
-        check = dg.AssetCheckResult(check_name=LIVE_CHECK, passed=not live.degraded, severity=dg.AssetCheckSeverity.WARN,
-                                    metadata=facts)
+        check = dg.AssetCheckResult(
+            check_name=LIVE_CHECK, passed=not live.degraded, severity=dg.AssetCheckSeverity.WARN, metadata=facts
+        )
         metadata |= facts
         _log_to_mlflow(mlflow, scores, live, selections)
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,19 +162,31 @@ def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseR
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
-@dg.asset_check(asset=forecast_monitoring, pool=DUCKDB_POOL,
-                description="ERROR when no new day of data has arrived for 2 days (when the newest day first "
-                            "reached the lake, against the clock).")
+@dg.asset_check(
+    asset=forecast_monitoring,
+    pool=DUCKDB_POOL,
+    description="ERROR when no new day of data has arrived for 2 days (when the newest day first "
+    "reached the lake, against the clock).",
+)
 def new_day_freshness(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         newest, arrived, now = con.execute(
             "WITH newest AS (SELECT max(ds) AS ds FROM lake_files WHERE dataset = 'user_actions') "
             "SELECT newest.ds, (SELECT min(changed_at) FROM lake_changes c WHERE c.dataset = 'user_actions' "
-            "AND c.ds = newest.ds), now()::TIMESTAMP FROM newest").fetchone()
+            "AND c.ds = newest.ds), now()::TIMESTAMP FROM newest"
+        ).fetchone()
     if newest is None:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
-                                   metadata={"verdict": "no action data in the lake"})
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"verdict": "no action data in the lake"}
+        )
     fresh = Freshness(newest, arrived, now)
-    return dg.AssetCheckResult(passed=not fresh.stale, severity=dg.AssetCheckSeverity.ERROR, metadata={
-        "verdict": fresh.verdict(), "newest_day": str(newest), "arrived_at": str(arrived),
-        "hours_since": round(fresh.age.total_seconds() / 3600, 1)})
+    return dg.AssetCheckResult(
+        passed=not fresh.stale,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "verdict": fresh.verdict(),
+            "newest_day": str(newest),
+            "arrived_at": str(arrived),
+            "hours_since": round(fresh.age.total_seconds() / 3600, 1),
+        },
+    )

@@ -7,6 +7,8 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field
 
+from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, backtest_plan
+from musictrend_dagster.core.service.serving import ServedModel
 from musictrend_dagster.core.service.store import (
     leaderboard,
     load_calibration,
@@ -15,8 +17,6 @@ from musictrend_dagster.core.service.store import (
     save_selection,
     standings,
 )
-from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, backtest_plan
-from musictrend_dagster.core.service.serving import ServedModel
 from musictrend_dagster.defs.assets.models import logged_model
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG
@@ -24,8 +24,11 @@ from musictrend_dagster.instance import TRAINING_POOL
 
 
 class RegisteredChampionConfig(dg.Config):
-    reason: str = Field(default="", description="Why this retrain (recorded with the registered version); "
-                                                "empty: the run's musictrend/reason tag, else 'launched by hand'.")
+    reason: str = Field(
+        default="",
+        description="Why this retrain (recorded with the registered version); "
+        "empty: the run's musictrend/reason tag, else 'launched by hand'.",
+    )
 
 
 @dg.asset(
@@ -39,9 +42,16 @@ class RegisteredChampionConfig(dg.Config):
         "interval calibration); one row per registered version in `champion_selections` (why, on which data)."
     ),
 )
-def registered_champion(context: dg.AssetExecutionContext, config: RegisteredChampionConfig,
-                        warehouse: WarehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from musictrend_dagster.core.service.tracking import log_served_model, tag_model_version  # MLflow: not at code-location load
+def registered_champion(
+    context: dg.AssetExecutionContext,
+    config: RegisteredChampionConfig,
+    warehouse: WarehouseResource,
+    mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    from musictrend_dagster.core.service.tracking import (
+        log_served_model,
+        tag_model_version,
+    )  # MLflow: not at code-location load
 
     with warehouse.connect() as con:
         history, songs = load_history(con)
@@ -53,28 +63,49 @@ def registered_champion(context: dg.AssetExecutionContext, config: RegisteredCha
     model = logged_model(context, name, params, f"{name} refit")
     model.fit(history, songs)
     last_day = history["ds"].max()
-    served = ServedModel(model, name, params, calibration, trained_through=last_day,
-                         history_days=history["ds"].n_unique(), backtest_f_norm=best["f_norm"])
+    served = ServedModel(
+        model,
+        name,
+        params,
+        calibration,
+        trained_through=last_day,
+        history_days=history["ds"].n_unique(),
+        backtest_f_norm=best["f_norm"],
+    )
     tracker = mlflow.tracker()
     log_served_model(tracker, best["mlflow_run_id"], served)
     version = tracker.register_champion(best["mlflow_run_id"], model, history, last_day + timedelta(days=1), 60)
-    row = {"model_version": version, "model": name, "data_through": last_day, "history_days": served.history_days,
-           "backtest_f_norm": best["f_norm"], "backtest_coverage": best["coverage"], "reason": reason,
-           "mlflow_run_id": best["mlflow_run_id"], "dagster_run_id": context.run_id}
-    tag_model_version(tracker, version, {k: row[k] for k in ("data_through", "history_days", "backtest_f_norm", "reason")})
-    with warehouse.connect() as con:
-        save_selection(con, row)
-    before = (f"{previous['model'][0]} v{previous['model_version'][0]}" if previous.height else "none")
-    context.log.info(f"{name} registered as musictrend-forecaster version {version} (alias champion); "
-                     f"previous champion: {before}; why: {reason}")
-    return dg.MaterializeResult(metadata={
-        "champion": name,
+    row = {
         "model_version": version,
-        "previous_champion": before,
-        "reason": reason,
-        "data_through": str(last_day),
+        "model": name,
+        "data_through": last_day,
         "history_days": served.history_days,
         "backtest_f_norm": best["f_norm"],
-        "backtest_coverage_80": best["coverage"],
-        "mlflow_run": dg.MetadataValue.url(mlflow.run_url(tracker.experiment_id, best["mlflow_run_id"])),
-    })
+        "backtest_coverage": best["coverage"],
+        "reason": reason,
+        "mlflow_run_id": best["mlflow_run_id"],
+        "dagster_run_id": context.run_id,
+    }
+    tag_model_version(
+        tracker, version, {k: row[k] for k in ("data_through", "history_days", "backtest_f_norm", "reason")}
+    )
+    with warehouse.connect() as con:
+        save_selection(con, row)
+    before = f"{previous['model'][0]} v{previous['model_version'][0]}" if previous.height else "none"
+    context.log.info(
+        f"{name} registered as musictrend-forecaster version {version} (alias champion); "
+        f"previous champion: {before}; why: {reason}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "champion": name,
+            "model_version": version,
+            "previous_champion": before,
+            "reason": reason,
+            "data_through": str(last_day),
+            "history_days": served.history_days,
+            "backtest_f_norm": best["f_norm"],
+            "backtest_coverage_80": best["coverage"],
+            "mlflow_run": dg.MetadataValue.url(mlflow.run_url(tracker.experiment_id, best["mlflow_run_id"])),
+        }
+    )

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from musictrend_dagster.core.service import plots
-
 from musictrend_dagster.core.data import sql_models
+from musictrend_dagster.core.service import plots
 from musictrend_dagster.core.service.store import query
 from musictrend_dagster.defs.assets.ingest import KINDS, RefreshConfig
 from musictrend_dagster.defs.metadata import png, preview
@@ -33,15 +32,25 @@ def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
         description=f"{_what(model)} the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```",
         code_version=hashlib.sha256(model.sql.encode()).hexdigest()[:12],
     )
-    def _build(context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def _build(
+        context: dg.AssetExecutionContext, config: RefreshConfig, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         with warehouse.connect() as con:
             built = sql_models.build_model(con, model, full_refresh=config.full_refresh, engine=warehouse.data_engine())
             head = query(con, f'SELECT * FROM "{model.name}" LIMIT 10')
             full = query(con, f'SELECT * FROM "{model.name}"') if model.name in PLOTS else None
-        days = f" ({len(built.days)} days: {', '.join(map(str, built.days[:5]))}{' ...' if len(built.days) > 5 else ''})" if built.days else ""
+        days = (
+            f" ({len(built.days)} days: {', '.join(map(str, built.days[:5]))}{' ...' if len(built.days) > 5 else ''})"
+            if built.days
+            else ""
+        )
         context.log.info(f"{model.name}: {built.rows:,} rows, {built.mode} build{days}")
-        metadata = {**warehouse.engine_metadata, "dagster/row_count": built.rows, "build": built.mode,
-                    "preview": preview(head)}
+        metadata = {
+            **warehouse.engine_metadata,
+            "dagster/row_count": built.rows,
+            "build": built.mode,
+            "preview": preview(head),
+        }
         if model.materialized == "incremental":
             metadata["days_rebuilt"] = dg.MetadataValue.json([str(d) for d in built.days])
         if full is not None:
@@ -54,8 +63,10 @@ def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
 
 def _what(model: sql_models.SqlModel) -> str:
     if model.materialized == "incremental":
-        return (f"Incremental (partitions by `{model.partition_by}`): only the days the lake changed on are "
-                "re-derived (`full_refresh` in the launchpad rebuilds it all) from")
+        return (
+            f"Incremental (partitions by `{model.partition_by}`): only the days the lake changed on are "
+            "re-derived (`full_refresh` in the launchpad rebuilds it all) from"
+        )
     return f"`CREATE OR REPLACE {model.materialized.upper()} {model.name} AS`"
 
 

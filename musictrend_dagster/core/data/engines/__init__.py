@@ -15,6 +15,7 @@ up where the other left off. An engine provides:
 
 ``con`` is the warehouse (DuckDB): the catalogue every engine reads its relations from.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -64,10 +65,13 @@ class ModelOutput:
 class Engine(Protocol):
     name: str
 
-    def stage(self, con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date) -> Staged: ...
+    def stage(
+        self, con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date
+    ) -> Staged: ...
 
-    def write_model(self, con: duckdb.DuckDBPyConnection, sql: str, partition_by: str | None,
-                    staging: Path) -> ModelOutput: ...
+    def write_model(
+        self, con: duckdb.DuckDBPyConnection, sql: str, partition_by: str | None, staging: Path
+    ) -> ModelOutput: ...
 
     def run_test(self, con: duckdb.DuckDBPyConnection, sql: str, limit: int) -> tuple[int, list[tuple[Any, ...]]]: ...
 
@@ -85,8 +89,13 @@ def staged_files(folder: Path, partition_by: str | None) -> list[StagedFile]:
 
 
 def empty_quarantine() -> pa.Table:
-    return pa.table({"line_no": pa.array([], pa.int64()), "raw_line": pa.array([], pa.string()),
-                     "reason": pa.array([], pa.string())})
+    return pa.table(
+        {
+            "line_no": pa.array([], pa.int64()),
+            "raw_line": pa.array([], pa.string()),
+            "reason": pa.array([], pa.string()),
+        }
+    )
 
 
 def duckdb_engine() -> Engine:

@@ -11,6 +11,7 @@ starts the cluster, runs the command with ``MUSICTREND_ENGINE=spark`` and
 ``MUSICTREND_SPARK_MASTER=spark://127.0.0.1:PORT``, and stops every process it started, also
 when the command fails or is interrupted.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,6 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 from tempfile import mkdtemp
+import contextlib
 
 HOST = "127.0.0.1"
 
@@ -36,8 +38,9 @@ def free_port() -> int:
 class LocalCluster:
     """``with LocalCluster(workdir) as c: ... c.master_url``; every daemon stopped on exit."""
 
-    def __init__(self, workdir: str | os.PathLike, workers: int = 2, cores: int = 1, memory: str = "1g",
-                 timeout_s: float = 180) -> None:
+    def __init__(
+        self, workdir: str | os.PathLike, workers: int = 2, cores: int = 1, memory: str = "1g", timeout_s: float = 180
+    ) -> None:
         import pyspark
 
         self.spark_home = Path(pyspark.__file__).parent
@@ -56,10 +59,15 @@ class LocalCluster:
 
     def env(self) -> dict[str, str]:
         """For the daemons and for a driver that talks to them: everything bound to 127.0.0.1."""
-        return {**os.environ, "SPARK_HOME": str(self.spark_home), "SPARK_LOCAL_IP": HOST,
-                "SPARK_LOG_DIR": str(self.workdir / "logs"), "SPARK_LOCAL_DIRS": str(self.workdir / "tmp")}
+        return {
+            **os.environ,
+            "SPARK_HOME": str(self.spark_home),
+            "SPARK_LOCAL_IP": HOST,
+            "SPARK_LOG_DIR": str(self.workdir / "logs"),
+            "SPARK_LOCAL_DIRS": str(self.workdir / "tmp"),
+        }
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         try:
             self.start()
         except BaseException:
@@ -72,20 +80,45 @@ class LocalCluster:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._daemon("master", "org.apache.spark.deploy.master.Master",
-                     "--host", HOST, "--port", str(self.port), "--webui-port", str(self.ui_port))
+        self._daemon(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--webui-port",
+            str(self.ui_port),
+        )
         for i in range(self.workers):
-            self._daemon(f"worker{i}", "org.apache.spark.deploy.worker.Worker",
-                         "--host", HOST, "--webui-port", str(free_port()), "--cores", str(self.cores),
-                         "--memory", self.memory, "--work-dir", str(self.workdir / f"worker{i}"), self.master_url)
+            self._daemon(
+                f"worker{i}",
+                "org.apache.spark.deploy.worker.Worker",
+                "--host",
+                HOST,
+                "--webui-port",
+                str(free_port()),
+                "--cores",
+                str(self.cores),
+                "--memory",
+                self.memory,
+                "--work-dir",
+                str(self.workdir / f"worker{i}"),
+                self.master_url,
+            )
         self._wait_for_workers()
 
     def _daemon(self, name: str, cls: str, *args: str) -> None:
         log = self.workdir / f"{name}.log"
         with open(log, "wb") as out:  # the child keeps its own descriptor
-            proc = subprocess.Popen([str(self.spark_home / "bin" / "spark-class"), cls, *args], env=self.env(),
-                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)  # its own process group: stop() reaches every child
+            proc = subprocess.Popen(
+                [str(self.spark_home / "bin" / "spark-class"), cls, *args],
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # its own process group: stop() reaches every child
         self.procs.append((proc, log))
 
     def state(self) -> dict:
@@ -106,8 +139,10 @@ class LocalCluster:
             except OSError:
                 pass  # the master's UI is not up yet
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the Spark master at {self.master_url} had not {self.workers} workers after "
-                                   f"{self.timeout_s:.0f}s: {_tail(self.procs[0][1])}")
+                raise TimeoutError(
+                    f"the Spark master at {self.master_url} had not {self.workers} workers after "
+                    f"{self.timeout_s:.0f}s: {_tail(self.procs[0][1])}"
+                )
             time.sleep(1)
 
     def stop(self) -> None:
@@ -124,10 +159,8 @@ class LocalCluster:
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _tail(log: Path, lines: int = 15) -> str:
@@ -145,13 +178,19 @@ def main(argv: list[str] | None = None) -> int:
         workers, argv = int(argv[1]), argv[2:]
     command = argv[1:] if argv[:1] == ["--"] else argv
     if not command:
-        print("usage: python -m musictrend_dagster.core.data.engines.cluster [--workers N] -- command ...", file=sys.stderr)
+        print(
+            "usage: python -m musictrend_dagster.core.data.engines.cluster [--workers N] -- command ...",
+            file=sys.stderr,
+        )
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped demo stops its cluster too
     workdir = Path(mkdtemp(prefix="musictrend-spark-"))
     with LocalCluster(workdir, workers=workers) as cluster:
-        print(f"Spark standalone cluster: master {cluster.master_url}, {workers} workers x 1 core\n"
-              f"  master UI  {cluster.ui_url}  (127.0.0.1 only; logs in {workdir})", flush=True)
+        print(
+            f"Spark standalone cluster: master {cluster.master_url}, {workers} workers x 1 core\n"
+            f"  master UI  {cluster.ui_url}  (127.0.0.1 only; logs in {workdir})",
+            flush=True,
+        )
         env = {**cluster.env(), "MUSICTREND_ENGINE": "spark", "MUSICTREND_SPARK_MASTER": cluster.master_url}
         code = subprocess.call(command, env=env)
         print(f"stopping the cluster (the command exited with {code})", flush=True)

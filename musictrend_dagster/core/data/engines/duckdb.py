@@ -22,6 +22,7 @@ Why it is built this way:
   in Python must be one DuckDB wrote and vice versa: loaded + quarantined = lines read, or
   the load fails naming the file ("accounting mismatch"), never a silent drop.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -50,8 +51,9 @@ class DuckDBEngine:
     def stage(self, con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date) -> Staged:
         return stage(con, fmt, raw, staging, today)
 
-    def write_model(self, con: duckdb.DuckDBPyConnection, sql: str, partition_by: str | None,
-                    staging: Path) -> ModelOutput:
+    def write_model(
+        self, con: duckdb.DuckDBPyConnection, sql: str, partition_by: str | None, staging: Path
+    ) -> ModelOutput:
         """The SELECT streamed as Arrow into the lake's Parquet writer (only ``con.execute`` is used)."""
         columns = tuple((name, typ) for name, typ, *_ in con.execute(f"DESCRIBE {sql}").fetchall())
         parts = ParquetParts(staging, partition_by)
@@ -82,8 +84,9 @@ def stage(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging:
     params = {"path": literal_path(raw.real), "compression": "gzip" if gz else "none"}
     try:
         for name, sql in fmt.relations:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS WITH lines AS ({_parsed(fmt, strict=False)}) {sql}",
-                        params)
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {name} AS WITH lines AS ({_parsed(fmt, strict=False)}) {sql}", params
+            )
         # Optimistic: without the screened rules, which no file of safe bytes can break; the
         # screen runs beside this scan, and a file that fails it is validated again in full.
         loaded, strict = _write_good_any_endings(con, fmt, raw, staging, today, params, screened_out=True)
@@ -95,8 +98,10 @@ def stage(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging:
         if loaded != lines_read:
             quarantine, recheck_on = _quarantine(con, fmt, raw, gz, today, params, strict)
         if loaded + quarantine.num_rows != lines_read:
-            raise IngestError(f"{raw.path}: accounting mismatch: {lines_read} lines read, "
-                              f"{loaded} loaded + {quarantine.num_rows} quarantined")
+            raise IngestError(
+                f"{raw.path}: accounting mismatch: {lines_read} lines read, "
+                f"{loaded} loaded + {quarantine.num_rows} quarantined"
+            )
     except duckdb.Error as exc:
         raise IngestError(f"{raw.path}: DuckDB could not read it: {exc}") from exc
     finally:
@@ -126,8 +131,15 @@ def _checked(fmt: RawFormat, raw: RawFile, today: date, strict: bool, screened_o
     return f"SELECT *, {reason} AS reason FROM ({_parsed(fmt, strict)}) AS lines"
 
 
-def _write_good_any_endings(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date,
-                            params: dict, screened_out: bool) -> tuple[int, bool]:
+def _write_good_any_endings(
+    con: duckdb.DuckDBPyConnection,
+    fmt: RawFormat,
+    raw: RawFile,
+    staging: Path,
+    today: date,
+    params: dict,
+    screened_out: bool,
+) -> tuple[int, bool]:
     """(rows written, whether the strict parser read the file); the staging folder holds only them."""
     _clear(staging)
     try:
@@ -147,8 +159,16 @@ def _clear(folder: Path) -> None:
         shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
-def _write_good(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date,
-                params: dict, strict: bool, screened_out: bool = False) -> int:
+def _write_good(
+    con: duckdb.DuckDBPyConnection,
+    fmt: RawFormat,
+    raw: RawFile,
+    staging: Path,
+    today: date,
+    params: dict,
+    strict: bool,
+    screened_out: bool = False,
+) -> int:
     cols = ", ".join(f"CAST({expr} AS {typ}) AS {name}" for name, typ, expr in fmt.columns)
     checked = _checked(fmt, raw, today, strict, screened_out)
     select = f"SELECT {cols}, {sql_literal(raw.name)} AS source_file FROM ({checked}) WHERE reason IS NULL"
@@ -162,8 +182,9 @@ def _write_good(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, st
     return rows
 
 
-def _quarantine(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, gz: bool, today: date,
-                params: dict, strict: bool) -> tuple[pa.Table, date | None]:
+def _quarantine(
+    con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, gz: bool, today: date, params: dict, strict: bool
+) -> tuple[pa.Table, date | None]:
     """Slow path, only when some line failed: every failing line with its number and reason.
 
     A line is taken here when DuckDB rejected its text or could not have returned it as a row;
@@ -174,21 +195,33 @@ def _quarantine(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, gz
     text = "concat_ws(',', " + ", ".join(f"c{i}" for i in range(1, n + 1)) + ")"
     failing = {
         row[0].encode("utf-8")
-        for row in con.execute(f"SELECT DISTINCT {text} FROM ({_checked(fmt, raw, today, strict)}) WHERE reason IS NOT NULL",
-                               params).fetchall()
+        for row in con.execute(
+            f"SELECT DISTINCT {text} FROM ({_checked(fmt, raw, today, strict)}) WHERE reason IS NOT NULL", params
+        ).fetchall()
     }
     commas = fmt.n_fields - 1
     numbers: list[int] = []
     lines: list[str] = []
     sizes: list[int] = []
     for line_no, line, size in iter_lines(raw.real, gz):
-        if (size > contract.MAX_LINE_BYTES or line in failing or line.count(b",") != commas
-                or b"\r" in line or not line.strip() or not _utf8(line)):
+        if (
+            size > contract.MAX_LINE_BYTES
+            or line in failing
+            or line.count(b",") != commas
+            or b"\r" in line
+            or not line.strip()
+            or not _utf8(line)
+        ):
             numbers.append(line_no)
             lines.append(line.decode("utf-8", "replace"))
             sizes.append(size)
-    batch = pa.table({"line_no": pa.array(numbers, pa.int64()), "line": pa.array(lines, pa.string()),
-                      "line_bytes": pa.array(sizes, pa.int64())})
+    batch = pa.table(
+        {
+            "line_no": pa.array(numbers, pa.int64()),
+            "line": pa.array(lines, pa.string()),
+            "line_bytes": pa.array(sizes, pa.int64()),
+        }
+    )
     split = ", ".join(f"f[{i}] AS c{i}" for i in range(1, n + 1))
     derived = ", ".join(f"{expr} AS {name}" for name, expr in fmt.derived)
     reason = contract.reason_case(fmt, today, raw.day)
@@ -205,10 +238,16 @@ def _quarantine(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, gz
         result = con.sql(sql).to_arrow_table()
     finally:
         con.unregister("_quarantine_batch")
-    unexplained = [n for n, r in zip(result.column("line_no").to_pylist(), result.column("reason").to_pylist()) if r is None]
+    unexplained = [
+        n
+        for n, r in zip(result.column("line_no").to_pylist(), result.column("reason").to_pylist(), strict=False)
+        if r is None
+    ]
     if unexplained:
-        raise IngestError(f"{raw.path}: accounting mismatch: line(s) {unexplained[:5]} were not loaded "
-                          "but break no rule of the contract")
+        raise IngestError(
+            f"{raw.path}: accounting mismatch: line(s) {unexplained[:5]} were not loaded "
+            "but break no rule of the contract"
+        )
     rechecks = [d for d in result.column("recheck").to_pylist() if d is not None]
     return result.select(["line_no", "raw_line", "reason"]), min(rechecks, default=None)
 

@@ -27,6 +27,7 @@ Why it is built this way:
   is escaped for Hadoop's glob syntax (``literal``), so a folder named ``raw[1]`` is read as
   itself. The lake must be on a filesystem the driver and every executor see at the same path.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,13 +45,21 @@ from musictrend_dagster.core.data.contract import RawFormat
 from musictrend_dagster.core.data.engines import ModelOutput, Staged, empty_quarantine, staged_files
 from musictrend_dagster.core.data.engines.transpile import to_spark
 from musictrend_dagster.core.data.lake import Lake, Relation
-from musictrend_dagster.core.settings import ConfigError
 from musictrend_dagster.core.data.rawdir import ContentScan, IngestError, RawFile, check_delimiter, is_gzip
+from musictrend_dagster.core.settings import ConfigError
 
 # Spark type names (DataType.simpleString) -> the DuckDB types the warehouse records.
 _DUCKDB_TYPES = {
-    "string": "VARCHAR", "bigint": "BIGINT", "int": "INTEGER", "smallint": "SMALLINT", "tinyint": "TINYINT",
-    "double": "DOUBLE", "float": "FLOAT", "date": "DATE", "boolean": "BOOLEAN", "timestamp": "TIMESTAMP WITH TIME ZONE",
+    "string": "VARCHAR",
+    "bigint": "BIGINT",
+    "int": "INTEGER",
+    "smallint": "SMALLINT",
+    "tinyint": "TINYINT",
+    "double": "DOUBLE",
+    "float": "FLOAT",
+    "date": "DATE",
+    "boolean": "BOOLEAN",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",
     "timestamp_ntz": "TIMESTAMP",
 }
 _SCRATCH_VIEWS = ("_text", "_fields", "lines")
@@ -79,8 +88,10 @@ def check_java() -> None:
     """pyspark starts a JVM: say what is missing rather than let it die with "Java gateway process exited"."""
     java_home = os.environ.get("JAVA_HOME")
     if not (java_home and Path(java_home, "bin", "java").exists()) and shutil.which("java") is None:
-        raise ConfigError("the Spark engine needs Java 17 or later (no `java` on PATH and no JAVA_HOME): "
-                          "apt-get install openjdk-17-jre-headless, or set JAVA_HOME")
+        raise ConfigError(
+            "the Spark engine needs Java 17 or later (no `java` on PATH and no JAVA_HOME): "
+            "apt-get install openjdk-17-jre-headless, or set JAVA_HOME"
+        )
 
 
 def spark_config(master: str) -> dict[str, str]:
@@ -155,8 +166,11 @@ class SparkEngine:
             checked = self._checked(fmt, raw, gz, staging, today)
             out = staging / "out"
             good = checked.where("reason IS NULL").selectExpr(
-                *(f"CAST({to_spark(expr)} AS {exp.DataType.build(typ, dialect='duckdb').sql('spark')}) AS {name}"
-                  for name, typ, expr in fmt.columns))
+                *(
+                    f"CAST({to_spark(expr)} AS {exp.DataType.build(typ, dialect='duckdb').sql('spark')}) AS {name}"
+                    for name, typ, expr in fmt.columns
+                )
+            )
             writer = good.withColumn("source_file", F.lit(raw.name)).write.option("compression", "zstd")
             if fmt.partition_by:
                 writer = writer.partitionBy(fmt.partition_by)
@@ -168,8 +182,10 @@ class SparkEngine:
             if loaded != content.lines:
                 quarantine, recheck_on = self._quarantine(checked)
             if loaded + quarantine.num_rows != content.lines:
-                raise IngestError(f"{raw.path}: accounting mismatch: {content.lines} lines read, "
-                                  f"{loaded} loaded + {quarantine.num_rows} quarantined")
+                raise IngestError(
+                    f"{raw.path}: accounting mismatch: {content.lines} lines read, "
+                    f"{loaded} loaded + {quarantine.num_rows} quarantined"
+                )
         except PySparkException as exc:
             raise IngestError(f"{raw.path}: Spark could not read it: {_first_line(exc)}") from exc
         finally:
@@ -185,10 +201,17 @@ class SparkEngine:
         # Spark decompresses by file name: read through a link whose name says what the bytes are.
         source = staging / ("input.csv.gz" if gz else "input.csv")
         os.symlink(raw.real, source)
-        (self.spark.read.option("lineSep", "\n").text(literal(source))
-         .select("value", F.col("_metadata.file_block_start").alias("blk"),
-                 F.spark_partition_id().alias("pid"), F.monotonically_increasing_id().alias("rid"))
-         .createOrReplaceTempView("_text"))
+        (
+            self.spark.read.option("lineSep", "\n")
+            .text(literal(source))
+            .select(
+                "value",
+                F.col("_metadata.file_block_start").alias("blk"),
+                F.spark_partition_id().alias("pid"),
+                F.monotonically_increasing_id().alias("rid"),
+            )
+            .createOrReplaceTempView("_text")
+        )
         n, cut, keep = fmt.n_fields, contract.MAX_LINE_BYTES, contract.QUARANTINED_TEXT_BYTES
         fields = ", ".join(f"try_element_at(f, {i}) AS c{i}" for i in range(1, n + 1))
         derived = ", ".join(f"{to_spark(expr)} AS {name}" for name, expr in fmt.derived)
@@ -221,23 +244,36 @@ class SparkEngine:
         from pyspark.sql import functions as F
 
         bad = checked.where("reason IS NOT NULL").select("pid", "blk", "rid", "raw_line", "reason", "recheck").toArrow()
-        splits = sorted(self.spark.table("_text").groupBy("pid", "blk")
-                        .agg(F.count("*").alias("n"), F.min("rid").alias("first")).collect(), key=lambda r: (r.blk, r.pid))
+        splits = sorted(
+            self.spark.table("_text")
+            .groupBy("pid", "blk")
+            .agg(F.count("*").alias("n"), F.min("rid").alias("first"))
+            .collect(),
+            key=lambda r: (r.blk, r.pid),
+        )
         offsets, before = {}, 0
         for s in splits:
             offsets[(s.pid, s.blk)] = (before, s.first)
             before += s.n
-        places = zip(bad.column("pid").to_pylist(), bad.column("blk").to_pylist(), bad.column("rid").to_pylist())
+        places = zip(
+            bad.column("pid").to_pylist(), bad.column("blk").to_pylist(), bad.column("rid").to_pylist(), strict=False
+        )
         numbers = [offsets[(p, b)][0] + (r - offsets[(p, b)][1]) + 1 for p, b, r in places]
-        table = pa.table({"line_no": pa.array(numbers, pa.int64()), "raw_line": bad.column("raw_line"),
-                          "reason": bad.column("reason")}).sort_by("line_no")
+        table = pa.table(
+            {
+                "line_no": pa.array(numbers, pa.int64()),
+                "raw_line": bad.column("raw_line"),
+                "reason": bad.column("reason"),
+            }
+        ).sort_by("line_no")
         rechecks = [d for d in bad.column("recheck").to_pylist() if d is not None]
         return table.cast(empty_quarantine().schema), min(rechecks, default=None)
 
     # ------------------------------------------------------------------ SQL models
 
-    def write_model(self, con: duckdb.DuckDBPyConnection, sql: str, partition_by: str | None,
-                    staging: Path) -> ModelOutput:
+    def write_model(
+        self, con: duckdb.DuckDBPyConnection, sql: str, partition_by: str | None, staging: Path
+    ) -> ModelOutput:
         """The model's SELECT, transpiled, written as one file per partition (or one file: models are small)."""
         self.register(con)
         frame = self.spark.sql(to_spark(sql))

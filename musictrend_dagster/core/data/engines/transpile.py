@@ -7,6 +7,7 @@ drops the "safe" flag (``TO_TIMESTAMP`` raises on a bad date under Spark 4's ANS
 two dialect subclasses below close that gap in sqlglot's own terms: ``TRY_STRPTIME(x, fmt)``
 becomes Spark's ``TRY_TO_TIMESTAMP(x, fmt')`` with the format translated by sqlglot.
 """
+
 from __future__ import annotations
 
 import sqlglot
@@ -34,8 +35,9 @@ class SparkTarget(Spark):
     class Generator(Spark.Generator):
         TRANSFORMS = {
             **Spark.Generator.TRANSFORMS,
-            exp.StrToTime: lambda self, e: self.func("TRY_TO_TIMESTAMP" if e.args.get("safe") else "TO_TIMESTAMP",
-                                                     e.this, self.format_time(e)),
+            exp.StrToTime: lambda self, e: self.func(
+                "TRY_TO_TIMESTAMP" if e.args.get("safe") else "TO_TIMESTAMP", e.this, self.format_time(e)
+            ),
         }
 
 

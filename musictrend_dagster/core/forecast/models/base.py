@@ -1,4 +1,5 @@
 """The one interface every forecaster implements, so backtests treat them all alike."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields

@@ -3,6 +3,7 @@
 Both repeat one level per artist over the whole horizon, computed from the last `window`
 days of history strictly before the forecast start.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,6 +8,7 @@ log-time trend, a weekday profile) on top of the anchor level c*(last 7 days); i
 layer starts at zero, so an untrained model IS the anchor and training only moves away
 from it where the data agree.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -195,7 +196,9 @@ class GlobalModel:
             raise RuntimeError("fit the model before it observes new days")
         self._read(*artist_series(history, songs), songs)
 
-    def _read(self, artists: list[str], first: date, plays: np.ndarray, context: np.ndarray, songs: pl.DataFrame) -> None:
+    def _read(
+        self, artists: list[str], first: date, plays: np.ndarray, context: np.ndarray, songs: pl.DataFrame
+    ) -> None:
         """The forecast's starting point: every artist's features and anchor at the day after the history."""
         self._artists = artists
         self._songs_seen = songs
@@ -218,6 +221,8 @@ class GlobalModel:
             raise RuntimeError("fit the model before predicting")
         offset = forecast_offset(self._last_day, start)
         if offset + horizon > self.horizon:
-            raise ValueError(f"{self.name} forecasts {self.horizon} days after its history; asked for {offset + horizon}")
+            raise ValueError(
+                f"{self.name} forecasts {self.horizon} days after its history; asked for {offset + horizon}"
+            )
         curve = np.asarray(self.keras_model.predict_on_batch(self._origin_x))[:, offset : offset + horizon]
         return forecast_frame(self._artists, start, self._anchor[:, None] * np.exp(curve))

@@ -3,6 +3,7 @@ repeatable TF setup and one training loop.
 
 TensorFlow is imported only inside `keras_setup`, so importing this module stays cheap.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,6 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.forecast.features import ACTIVITY_INPUTS, HISTORY_COLUMNS, build_features, require_columns
 from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA
 
 
@@ -31,7 +31,9 @@ def forecast_frame(artists: list[str], start: date, values: np.ndarray) -> pl.Da
 
 def keras_setup(seed: int, threads: int = 2):
     """Import keras, pin thread counts (once per process) and make training repeatable."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF C++ start-up and graph chatter is not progress; errors still raise
+    os.environ.setdefault(
+        "TF_CPP_MIN_LOG_LEVEL", "3"
+    )  # TF C++ start-up and graph chatter is not progress; errors still raise
     import keras
     import tensorflow as tf
 

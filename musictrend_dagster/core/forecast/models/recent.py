@@ -7,6 +7,7 @@ artists every forecaster's output is replaced by a flat level of their own curre
 the metric-optimal constant c* = sum(1/x) / sum(1/x^2) of its last (up to) 14 days with
 plays. Days without plays are left out of c*, as the official score leaves them out of sigma.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,9 +17,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.forecast.models.base import FitInfo, Forecaster
 from musictrend_dagster.core.forecast.features import plays_matrix
 from musictrend_dagster.core.forecast.metric import c_star
+from musictrend_dagster.core.forecast.models.base import FitInfo, Forecaster
 
 RECENT_DAYS = 28  # a stretch of plays that began within this many days of the end is "recent"
 SILENCE_DAYS = 28  # this many days in a row without plays end a stretch
@@ -40,7 +41,9 @@ def stretch_starts(plays: np.ndarray, silence: int = SILENCE_DAYS) -> np.ndarray
     return starts
 
 
-def recent_levels(plays: np.ndarray, recent: int = RECENT_DAYS, silence: int = SILENCE_DAYS) -> tuple[np.ndarray, np.ndarray]:
+def recent_levels(
+    plays: np.ndarray, recent: int = RECENT_DAYS, silence: int = SILENCE_DAYS
+) -> tuple[np.ndarray, np.ndarray]:
     """(mask of rows whose current stretch began in the last `recent` days, their levels).
 
     A row with plays on the log's first day is never "recent": the log cannot tell how long it
@@ -50,7 +53,7 @@ def recent_levels(plays: np.ndarray, recent: int = RECENT_DAYS, silence: int = S
     mask = (starts < n_days) & (starts > 0) & (starts >= n_days - recent)
     levels = np.zeros(plays.shape[0])
     for i in np.flatnonzero(mask):
-        days = plays[i, starts[i]:][-LEVEL_DAYS:]
+        days = plays[i, starts[i] :][-LEVEL_DAYS:]
         x = days[days > 0]
         levels[i] = c_star(x)
     return mask, levels
@@ -92,7 +95,7 @@ class RecentLevel:
         """Which artists are new or returning at the end of `history`, and their own levels."""
         artists, first, matrix = plays_matrix(history)
         mask, levels = recent_levels(matrix)
-        self._levels = {a: float(v) for a, v, m in zip(artists, levels, mask) if m}
+        self._levels = {a: float(v) for a, v, m in zip(artists, levels, mask, strict=False) if m}
         self._last_day = first + timedelta(days=matrix.shape[1] - 1)
 
     def recent_artists(self) -> dict[str, float]:

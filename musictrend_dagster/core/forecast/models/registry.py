@@ -4,6 +4,7 @@ Each spec declares the history it needs (`min_history`, training days as a funct
 hyperparameters): the backtest plan leaves that much before its oldest origin, and a model
 configured to need more than the plan leaves is skipped with the reason, not failed.
 """
+
 from __future__ import annotations
 
 import inspect

@@ -41,6 +41,7 @@ origins 05-15 / 05-27 / 06-08 / 06-20: 0.7590 / 0.7519 / 0.7415 / 0.7100 (median
 0.7162). One more day of history (origins 05-04 / 06-03 / 07-03, 59 scored days): 0.7387 /
 0.7446 / 0.7288 (median14 0.7267 / 0.7409 / 0.6958): each origin moves by at most 0.005.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -51,10 +52,9 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.forecast.features import PLAYS_FEATURES
-from musictrend_dagster.core.forecast.models.base import FitInfo, InsufficientHistory, hyperparameters
-from musictrend_dagster.core.forecast.features import dense_features
+from musictrend_dagster.core.forecast.features import PLAYS_FEATURES, dense_features
 from musictrend_dagster.core.forecast.metric import c_star
+from musictrend_dagster.core.forecast.models.base import FitInfo, InsufficientHistory, hyperparameters
 from musictrend_dagster.core.forecast.models.keras_common import forecast_frame, forecast_offset, keras_setup
 
 _EMPTY_SONGS = pl.DataFrame(schema={"artist_id": pl.String, "publish_time": pl.Date})
@@ -211,7 +211,9 @@ class SeedLSTM:
             raise RuntimeError("fit the model before pointing it at a history")
         artists, first, plays, feats = dense_features(history, _EMPTY_SONGS)
         if plays.shape[1] < self.window:
-            raise InsufficientHistory(f"history has {plays.shape[1]} days; seed_lstm reads the last window={self.window}")
+            raise InsufficientHistory(
+                f"history has {plays.shape[1]} days; seed_lstm reads the last window={self.window}"
+            )
         return artists, first, plays, self._logs(feats.select(PLAYS_FEATURES).to_numpy().reshape(len(artists), -1, 3))
 
     def _point_at(self, artists: list[str], first: date, plays: np.ndarray, logs: np.ndarray) -> None:
@@ -238,7 +240,7 @@ class SeedLSTM:
                 errors = [tf.reduce_mean(tf.square(roll(xb, lb, pb, self.rollout) - yb), axis=-1) for roll in rolls]
                 total = tf.add_n([tf.reduce_sum(e * mb) for e in errors]) / len(rolls)
                 loss = total / tf.reduce_sum(mb)
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=False))
             return total
 
         rng = np.random.default_rng(self.seed)
@@ -265,7 +267,9 @@ class SeedLSTM:
         days = tf.concat([prev, plays], axis=1)
         mean = tf.reduce_mean(days, axis=1, keepdims=True)
         var = tf.reduce_mean(tf.square(days - mean), axis=1, keepdims=True)
-        logs = tf.concat([log_plays, tf.math.log1p(mean), tf.math.log1p(var) * (0.5 if self.scaling == "window" else 1.0)], 1)
+        logs = tf.concat(
+            [log_plays, tf.math.log1p(mean), tf.math.log1p(var) * (0.5 if self.scaling == "window" else 1.0)], 1
+        )
         return (logs - level - mu) / sd, days[:, 1:]
 
     def _roll_fn(self, model):
