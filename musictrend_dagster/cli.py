@@ -154,14 +154,16 @@ def _run(args: argparse.Namespace) -> int:
     paths = _point_environment(args.home, args.raw_dir)
     if (code := _start(paths, "run")) is not None:
         return code
+    from musictrend_dagster.core.settings import retrain_every_days
     from musictrend_dagster.defs.automation import due_reasons, service_state
     from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
 
+    cadence = retrain_every_days()
     runs = []
     with _instance(paths, "run") as instance:
         state = service_state(instance)
         if args.retrain or state.selection is None:
-            reasons = ["requested: musictrend run --retrain"] if args.retrain else due_reasons(state)
+            reasons = ["requested: musictrend run --retrain"] if args.retrain else due_reasons(state, cadence)
         else:
             result, elapsed = _execute(
                 paths,
@@ -173,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
             if result is None:
                 return 1
             runs.append(("daily path", result, elapsed))
-            reasons = due_reasons(service_state(instance))
+            reasons = due_reasons(service_state(instance), cadence)
         if reasons:
             result, elapsed = _execute(
                 paths,

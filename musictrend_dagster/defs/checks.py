@@ -8,9 +8,9 @@ import polars as pl
 
 from musictrend_dagster.core.service.outputs import read_submission
 from musictrend_dagster.core.service.store import query
-from musictrend_dagster.core.settings import MAX_QUARANTINE_SHARE_VAR, max_quarantine_share
+from musictrend_dagster.core.settings import MAX_QUARANTINE_SHARE_VAR
 from musictrend_dagster.defs.metadata import preview
-from musictrend_dagster.defs.resources import OutputResource, WarehouseResource
+from musictrend_dagster.defs.resources import OutputResource, ServiceResource, WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
 
 OUTAGE_DAYS_SHOWN = 10
@@ -20,10 +20,11 @@ OUTAGE_DAYS_SHOWN = 10
     asset="raw_user_actions",
     blocking=True,
     pool=DUCKDB_POOL,
-    description=f"At most 1% of all action lines quarantined (or the share in env {MAX_QUARANTINE_SHARE_VAR}).",
+    description=f"At most 1% of all action lines quarantined (or the share in the service resource's "
+    f"max_quarantine_share, env {MAX_QUARANTINE_SHARE_VAR}).",
 )
-def quarantine_share(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    limit = max_quarantine_share()
+def quarantine_share(warehouse: WarehouseResource, service: ServiceResource) -> dg.AssetCheckResult:
+    limit = service.quarantine_limit
     with warehouse.connect() as con:
         loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
