@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC
 
 import dagster as dg
 
@@ -85,3 +86,36 @@ def test_loading_the_code_location_imports_neither_tensorflow_nor_mlflow():
     code = "import sys, musictrend_dagster.definitions; print('tensorflow' in sys.modules, 'mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False False"
+
+
+def test_the_freshness_policy_reports_a_forecast_older_than_two_days():
+    """Dagster's own freshness evaluation (what its daemon runs) on the forecast asset's policy: fresh the day
+    a vintage is made, a warning after 26 hours without a new one, a failure after two days."""
+    import asyncio
+    from datetime import datetime, timedelta
+
+    from dagster._core.definitions.freshness import FreshnessState
+    from dagster._core.test_utils import BasicLoadingContext, freeze_time
+    from dagster._daemon.freshness import FreshnessDaemon
+
+    node = defs.resolve_asset_graph().get(dg.AssetKey("forecast"))
+    made = datetime(2026, 1, 10, 6, 0, tzinfo=UTC)
+    with dg.DagsterInstance.ephemeral() as instance:
+
+        def state(hours_later: float) -> FreshnessState:
+            with freeze_time(made + timedelta(hours=hours_later)):
+                evaluation = FreshnessDaemon()._compute_asset_freshness_state(BasicLoadingContext(instance), node)
+                return asyncio.run(evaluation)
+
+        assert state(0) == FreshnessState.UNKNOWN  # no vintage yet
+        with freeze_time(made):
+            instance.report_runless_asset_event(dg.AssetMaterialization("forecast"))
+        assert [state(h) for h in (1, 25, 27, 47, 49)] == [
+            FreshnessState.PASS,
+            FreshnessState.PASS,
+            FreshnessState.WARN,
+            FreshnessState.WARN,
+            FreshnessState.FAIL,
+        ]
+    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    assert "new_day_freshness" not in checks, "the policy replaces the hand-written check"

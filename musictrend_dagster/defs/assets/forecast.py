@@ -2,7 +2,7 @@
 submission file (always the newest vintage)."""
 
 import tempfile
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -13,10 +13,15 @@ from musictrend_dagster.core.service import plots
 from musictrend_dagster.core.service.outputs import read_submission, write_submission
 from musictrend_dagster.core.service.serving import forecast_vintage
 from musictrend_dagster.core.service.store import load_forecast, load_history, save_forecast
+from musictrend_dagster.defs.checks import FORECAST_CHECK, forecast_complete_and_valid
 from musictrend_dagster.defs.metadata import png, preview, score
 from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL
+
+# A vintage a day is the service: a forecast older than a day warns, older than two days fails (evaluated by
+# Dagster's freshness daemon, shown on the asset page; it replaces the hand-written freshness check).
+FORECAST_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=2), warn_window=timedelta(hours=26))
 
 
 class ForecastConfig(dg.Config):
@@ -34,6 +39,8 @@ class ForecastConfig(dg.Config):
     kinds={"mlflow", "duckdb", "polars"},
     deps=["model_features", "registered_champion"],
     pool=DUCKDB_POOL,
+    check_specs=[FORECAST_CHECK],
+    freshness_policy=FORECAST_FRESHNESS,
     description=(
         "A forecast vintage: the registered champion (models:/musictrend-forecaster@champion) reads the newest "
         "data and forecasts `horizon` days from the day after it, with an 80% interval per artist and day; no "
@@ -52,6 +59,7 @@ def forecast(
         raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
         history, songs = load_history(con)
+        artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
     try:
         made = forecast_vintage(
             served, history, songs, date.fromisoformat(config.start) if config.start else None, config.horizon
@@ -96,7 +104,8 @@ def forecast(
             "dagster/row_count": made.frame.height,
             "plot": chart_md,
             "preview": preview(made.frame),
-        }
+        },
+        check_results=[forecast_complete_and_valid(made.frame, artists)],
     )
 
 
