@@ -92,23 +92,28 @@ def _execute(
     job_name: str = "refresh_all",
     tags: dict[str, str] | None = None,
     instance=None,
+    selection=None,
+    partition_key: str | None = None,
 ):
-    """Run a job (or the asset groups given) in the project's Dagster instance: (result or None on failure, seconds)."""
+    """Run a job (or the asset groups or keys given) in the project's Dagster instance, for a vintage partition
+    when the selection holds partitioned assets: (result or None on failure, seconds)."""
     import dagster as dg
 
     from musictrend_dagster.definitions import defs
 
     if instance is None:
         with _instance(paths, verb) as instance:
-            return _execute(paths, verb, groups, run_config, job_name, tags, instance)
+            return _execute(paths, verb, groups, run_config, job_name, tags, instance, selection, partition_key)
     started = time.perf_counter()
     job = defs.resolve_job_def(job_name)
-    selection = list(dg.AssetSelection.groups(*groups).resolve(defs.resolve_asset_graph())) if groups else None
+    if groups:
+        selection = list(dg.AssetSelection.groups(*groups).resolve(defs.resolve_asset_graph()))
     result = job.execute_in_process(
         instance=instance,
         raise_on_error=False,
         tags={**(tags or {}), **owner_tags()},
         asset_selection=selection,
+        partition_key=partition_key,
         run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
     elapsed = time.perf_counter() - started
@@ -128,6 +133,45 @@ def _execute(
                 )
         return None, elapsed
     return result, elapsed
+
+
+def _execute_path(paths: Paths, verb: str, job_name: str, tags: dict[str, str], instance, run_config=None):
+    """A job as two runs: its data and model assets (unpartitioned), then the vintage partition of the day after
+    the data they left (forecast, submission, monitoring): ([results] or None on failure, seconds)."""
+    from musictrend_dagster.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = defs.resolve_job_def(job_name).asset_layer.selected_asset_keys
+    vintage = [k for k in keys if graph.get(k).is_partitioned]
+    results, took = [], 0.0
+    for selection, key in (([k for k in keys if k not in vintage], None), (vintage, "newest")):
+        if key:
+            key = _newest_vintage_key(paths)
+        result, elapsed = _execute(
+            paths,
+            verb,
+            run_config=run_config,
+            job_name=job_name,
+            tags=tags,
+            instance=instance,
+            selection=selection,
+            partition_key=key,
+        )
+        took += elapsed
+        if result is None:
+            return None, took
+        results.append(result)
+    return results, took
+
+
+def _newest_vintage_key(paths: Paths) -> str:
+    """The partition of the vintage that reads every day the warehouse holds."""
+    from musictrend_dagster.defs.partitions import vintage_key
+    from musictrend_dagster.defs.resources import default_resources
+
+    with default_resources(paths)["warehouse"].connect() as con:
+        (newest,) = con.execute("SELECT max(ds) FROM model_features").fetchone()
+    return vintage_key(newest)
 
 
 @contextlib.contextmanager
@@ -165,28 +209,28 @@ def _run(args: argparse.Namespace) -> int:
         if args.retrain or state.selection is None:
             reasons = ["requested: musictrend run --retrain"] if args.retrain else due_reasons(state, cadence)
         else:
-            result, elapsed = _execute(
+            results, elapsed = _execute_path(
                 paths,
                 "run",
-                job_name="daily_forecast",
-                instance=instance,
-                tags={PATH_TAG: "daily", TRIGGER_TAG: "cli", REASON_TAG: "musictrend run"},
+                "daily_forecast",
+                {PATH_TAG: "daily", TRIGGER_TAG: "cli", REASON_TAG: "musictrend run"},
+                instance,
             )
-            if result is None:
+            if results is None:
                 return 1
-            runs.append(("daily path", result, elapsed))
+            runs.append(("daily path", results, elapsed))
             reasons = due_reasons(service_state(instance), cadence)
         if reasons:
-            result, elapsed = _execute(
+            results, elapsed = _execute_path(
                 paths,
                 "run",
-                job_name="refresh_all",
-                instance=instance,
-                tags={PATH_TAG: "retrain", TRIGGER_TAG: "cli", REASON_TAG: "; ".join(reasons)},
+                "refresh_all",
+                {PATH_TAG: "retrain", TRIGGER_TAG: "cli", REASON_TAG: "; ".join(reasons)},
+                instance,
             )
-            if result is None:
+            if results is None:
                 return 1
-            runs.append(("full path", result, elapsed))
+            runs.append(("full path", results, elapsed))
         not_due = None if reasons else _not_due(service_state(instance))
     _print_summary(paths, runs, reasons, not_due)
     return 0
@@ -236,8 +280,8 @@ def _ingest(args: argparse.Namespace) -> int:
 def _metadata(runs: list) -> dict[str, dict]:
     """Every asset's materialization metadata over the runs (the later run's wins), as plain values."""
     found: dict[str, dict] = {}
-    for _, result, _ in runs:
-        for event in result.get_asset_materialization_events():
+    for _, results, _ in runs:
+        for event in (e for result in results for e in result.get_asset_materialization_events()):
             materialization = event.event_specific_data.materialization
             found[materialization.asset_key.to_user_string()] = {
                 k: v.value for k, v in materialization.metadata.items()
@@ -255,7 +299,7 @@ def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | 
         loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
     took = " + ".join(f"{label} {elapsed:.0f}s" for label, _, elapsed in runs)
-    ids = ", ".join(result.run_id for _, result, _ in runs)
+    ids = ", ".join(result.run_id for _, results, _ in runs for result in results)
     print(f"\nmusictrend run succeeded in {sum(e for _, _, e in runs):.0f}s ({took}; Dagster run {ids})")
     print(f"  rows ingested     {loaded:,} ({quarantined:,} quarantined)")
     if "registered_champion" in meta:
@@ -344,18 +388,18 @@ def _replay(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     with _instance(paths, "replay") as instance:
-        result, elapsed = _execute(
+        results, elapsed = _execute_path(
             paths,
             "replay",
-            job_name="refresh_all",
-            instance=instance,
-            tags={
+            "refresh_all",
+            {
                 PATH_TAG: "retrain",
                 TRIGGER_TAG: "replay",
                 REASON_TAG: "replay: the full path on the days before the held-back ones",
             },
+            instance,
         )
-        if result is None:
+        if results is None:
             return 1
         print(f"replay: full path on the history in {elapsed:.0f}s")
         cursor, resources = None, defs.get_repository_def().get_top_level_resources()
@@ -370,7 +414,7 @@ def _replay(args: argparse.Namespace) -> int:
                 if line is None:
                     return 1
                 print(f"replay {k}/{len(drops)} {drop.name}: {line}")
-            retrain = retrain_sensor(dg.build_sensor_context(instance=instance))
+            retrain = retrain_sensor(dg.build_sensor_context(instance=instance, resources=resources))
             if isinstance(retrain, dg.RunRequest):
                 line = _replay_request(paths, instance, retrain, "refresh_all")
                 if line is None:
@@ -389,11 +433,17 @@ def _replay(args: argparse.Namespace) -> int:
 def _replay_request(paths: Paths, instance, request, job_name: str) -> str | None:
     """Run what a sensor asked for, as the daemon would; one line on what came out (None on failure)."""
     result, elapsed = _execute(
-        paths, "replay", job_name=job_name, instance=instance, tags=dict(request.tags), run_config=request.run_config
+        paths,
+        "replay",
+        job_name=job_name,
+        instance=instance,
+        tags=dict(request.tags),
+        run_config=request.run_config,
+        partition_key=request.partition_key,
     )
     if result is None:
         return None
-    meta = _metadata([(None, result, elapsed)])
+    meta = _metadata([(None, [result], elapsed)])
     vintage, monitoring = meta["forecast"], meta.get("forecast_monitoring", {})
     return (
         f"{job_name} {elapsed:.0f}s, vintage {vintage['vintage']} by {vintage['champion']} v{vintage['model_version']}; "

@@ -13,7 +13,6 @@ from musictrend_dagster.defs.assets.registry import registered_champion
 from musictrend_dagster.defs.assets.transform import transform_assets, transform_checks
 from musictrend_dagster.defs.automation import (
     daily_forecast,
-    daily_refresh,
     new_drop_file_sensor,
     refresh_all,
     retrain_sensor,
@@ -39,7 +38,6 @@ def build_defs(paths: Paths) -> dg.Definitions:
         ],
         asset_checks=[*transform_checks, *guard_checks],
         jobs=[daily_forecast, refresh_all],
-        schedules=[daily_refresh],
         sensors=[new_drop_file_sensor, retrain_sensor],
         resources=default_resources(paths),
         # Steps are serialised by the duckdb/training pools anyway; one process per run saves a

@@ -6,18 +6,16 @@ saying what each run does and why.
 - `refresh_all` (the full path = retraining): the whole graph, backtests, champion selection and
   registration included, then the same forecast, submission and monitoring.
 
-`new_drop_file_sensor` starts one `daily_forecast` run per new drop file, forecasting from that
-file's day (two files landing together make two vintages); on a home without a champion it starts
-the full path instead. `retrain_sensor` starts `refresh_all` when the champion is due (core.service.serving:
-cadence in days of data, 30% more history, or monitoring's WARN). `daily_refresh` runs the daily
-path at 03:00. The CLI (`musictrend run`, `musictrend replay`) evaluates the same sensors and
-runs what they request.
+`new_drop_file_sensor` starts one `daily_forecast` run per new drop file, for the vintage partition of the
+day after the file's day (two files landing together make two vintages); on a home without a champion it
+starts the full path instead. `retrain_sensor` starts `refresh_all` for the newest vintage's partition when
+the champion is due (core.service.serving: cadence in days of data, 30% more history, or monitoring's WARN).
 """
 
 import json
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -25,6 +23,7 @@ import dagster as dg
 from musictrend_dagster.core.service.serving import Selection, retrain_reasons
 from musictrend_dagster.core.settings import ACTIONS_PREFIX, RETRAIN_EVERY_DAYS_VAR
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
+from musictrend_dagster.defs.partitions import vintage_key
 from musictrend_dagster.defs.resources import ServiceResource, WarehouseResource
 from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
 
@@ -120,11 +119,11 @@ def new_drop_files(raw_dir: Path, seen: set[str]) -> list[str]:
     return sorted((p.name for p in raw_dir.iterdir() if _drop_day(p.name) and p.name not in seen), key=_drop_day)
 
 
-def _daily_request(run_key: str, start: date, files: list[str], why: str) -> dg.RunRequest:
+def _daily_request(run_key: str, data_through: date, files: list[str], why: str) -> dg.RunRequest:
     return dg.RunRequest(
         job_name=daily_forecast.name,
         run_key=run_key,
-        run_config={"ops": {"forecast": {"config": {"start": start.isoformat()}}}},
+        partition_key=vintage_key(data_through),
         tags={PATH_TAG: "daily", TRIGGER_TAG: "drop_file", DROP_FILE_TAG: ",".join(files), REASON_TAG: why},
     )
 
@@ -154,6 +153,7 @@ def new_drop_file_sensor(
                 dg.RunRequest(
                     job_name=refresh_all.name,
                     run_key=",".join(new),
+                    partition_key=vintage_key(max(_drop_day(n) for n in new)),
                     tags={
                         PATH_TAG: "retrain",
                         TRIGGER_TAG: "drop_file",
@@ -166,14 +166,12 @@ def new_drop_file_sensor(
     floor = state.covered_through
     fresh = [n for n in new if _drop_day(n) > floor]
     late = [n for n in new if n not in fresh]
-    requests = [
-        _daily_request(n, _drop_day(n) + timedelta(days=1), [n], f"new day {_drop_day(n)} in {n}") for n in fresh
-    ]
+    requests = [_daily_request(n, _drop_day(n), [n], f"new day {_drop_day(n)} in {n}") for n in fresh]
     if late and not fresh:  # days a vintage has read changed: forecast the newest vintage again from them
         requests.append(
             _daily_request(
                 ",".join(late),
-                floor + timedelta(days=1),
+                floor,
                 late,
                 f"files for days already read (through {floor}): the newest vintage again",
             )
@@ -218,17 +216,6 @@ def retrain_sensor(context: dg.SensorEvaluationContext, service: ServiceResource
         )
     return dg.RunRequest(
         run_key=f"retrain {state.data_through} v{state.selection.model_version}",
+        partition_key=vintage_key(state.data_through),
         tags={PATH_TAG: "retrain", TRIGGER_TAG: "retrain_sensor", REASON_TAG: "; ".join(reasons)},
     )
-
-
-@dg.schedule(
-    cron_schedule="0 3 * * *",
-    job=daily_forecast,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every day at 03:00 (the code location's time zone): the daily path on whatever data is there.",
-)
-def daily_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    if service_state(context.instance).selection is None:
-        return dg.SkipReason("no champion registered yet: run the full path first (musictrend run or Materialize all)")
-    return dg.RunRequest(tags={PATH_TAG: "daily", TRIGGER_TAG: "schedule", REASON_TAG: "03:00 daily refresh"})

@@ -1,16 +1,14 @@
 """Blocking asset checks that stop bad data from flowing downstream."""
 
 from datetime import date, timedelta
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from musictrend_dagster.core.service.outputs import read_submission
 from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.settings import MAX_QUARANTINE_SHARE_VAR
 from musictrend_dagster.defs.metadata import preview
-from musictrend_dagster.defs.resources import OutputResource, ServiceResource, WarehouseResource
+from musictrend_dagster.defs.resources import ServiceResource, WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
 
 OUTAGE_DAYS_SHOWN = 10
@@ -150,18 +148,23 @@ def forecast_complete_and_valid(predicted: pl.DataFrame, artists: list[str]) -> 
     return dg.AssetCheckResult(check_name=FORECAST_CHECK.name, passed=passed, metadata={**problems, **intervals})
 
 
-@dg.asset_check(
+SUBMISSION_CHECK = dg.AssetCheckSpec(
+    "submission_complete",
     asset="submission",
     blocking=True,
-    pool=DUCKDB_POOL,
-    description="The file parses as artist_id,Plays,Ds with no header and covers every artist and day.",
+    description="The file parses as artist_id,Plays,Ds with no header and covers every artist and day. "
+    "Runs in the submission's step, on the file as written.",
 )
-def submission_complete(warehouse: WarehouseResource, output: OutputResource) -> dg.AssetCheckResult:
-    with warehouse.connect() as con:
-        artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
-    frame = read_submission(Path(output.submission_path))
-    problems = _forecast_problems(frame, artists)
-    return dg.AssetCheckResult(passed=not any(problems.values()), metadata={**problems, "rows": frame.height})
 
 
-guard_checks = [quarantine_share, no_outage_day, submission_complete]
+def submission_complete(written: pl.DataFrame, artists: list[str]) -> dg.AssetCheckResult:
+    """The submission asset's own check, on the file it wrote (parsed back)."""
+    problems = _forecast_problems(written, artists)
+    return dg.AssetCheckResult(
+        check_name=SUBMISSION_CHECK.name,
+        passed=not any(problems.values()),
+        metadata={**problems, "rows": written.height},
+    )
+
+
+guard_checks = [quarantine_share, no_outage_day]

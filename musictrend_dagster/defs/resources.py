@@ -5,6 +5,7 @@ the variable, and a run reads the variable's value when it starts (no code chang
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -164,7 +165,12 @@ class MlflowResource(dg.ConfigurableResource):
 class OutputResource(dg.ConfigurableResource):
     """Where the competition submission file is written."""
 
-    submission_path: str = Field(description="Path of mars_tianchi_artist_plays_predict.csv.")
+    submission_path: str = Field(description="Path of mars_tianchi_artist_plays_predict.csv (the newest vintage's).")
+
+    def vintage_path(self, vintage: date) -> Path:
+        """Where one vintage's submission file goes: vintages/<vintage>/ next to the newest one."""
+        path = Path(self.submission_path)
+        return path.parent / "vintages" / vintage.isoformat() / path.name
 
 
 class ServiceResource(dg.ConfigurableResource):

@@ -111,7 +111,8 @@ GRAPH_TINY = {
 }
 
 
-def _run_graph(paths):
+def _run_graph(paths, days: int):
+    """Materialize all for the vintage after the log's `days` days (it starts on FIRST)."""
     import dagster as dg
 
     from musictrend_dagster.core.forecast.models.registry import SPECS
@@ -125,7 +126,13 @@ def _run_graph(paths):
         }
     }
     with dg.DagsterInstance.ephemeral() as instance:
-        return build_defs(paths).resolve_job_def("refresh_all").execute_in_process(run_config=config, instance=instance)
+        return (
+            build_defs(paths)
+            .resolve_job_def("refresh_all")
+            .execute_in_process(
+                run_config=config, instance=instance, partition_key=(FIRST + timedelta(days=days)).isoformat()
+            )
+        )
 
 
 def _first_days_of(tianchi, days: int, raw_dir):
@@ -155,7 +162,7 @@ def short_run(request, tianchi, tmp_path_factory):
         _first_days_of(tianchi, int(days), paths.raw_dir)
     else:
         generate_synthetic(paths.raw_dir, artists=8, days=int(days), rows=60_000, seed=5, progress=False)
-    return request.param, paths, _run_graph(paths)
+    return request.param, paths, _run_graph(paths, int(days))
 
 
 # what each short log's plan must be (hand-derived as in PLANS; the synthetic log starts on 2015-03-01 too)

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
-from musictrend_dagster.defs.automation import daily_refresh, new_drop_file_sensor, retrain_sensor
+from musictrend_dagster.defs.automation import new_drop_file_sensor, retrain_sensor
 from musictrend_dagster.defs.resources import ServiceResource, WarehouseResource
 from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL, TRAINING_POOL, ensure_instance
@@ -51,7 +51,8 @@ def _evaluate(instance, raw_dir, cursor=None):
 
 
 def _start(request: dg.RunRequest) -> str:
-    return request.run_config["ops"]["forecast"]["config"]["start"]
+    """The vintage a request forecasts: its partition key."""
+    return request.partition_key
 
 
 def test_sensor_starts_one_daily_run_per_drop_file_never_twice(tmp_path, instance):
@@ -129,6 +130,7 @@ def test_retrain_sensor_fires_on_cadence_growth_or_a_degraded_champion_only(inst
     request = retrain_sensor(context())
     assert request.job_name in (None, "refresh_all") and request.tags[PATH_TAG] == "retrain"
     assert request.tags[REASON_TAG] == "degraded: global_ensemble v4: live f_norm 0.61 vs backtest 0.75"
+    assert request.partition_key == "2015-09-06", "the retrain re-makes the newest vintage with the new champion"
     assert request.tags[TRIGGER_TAG] == "retrain_sensor"
 
     # a warning about an older version is no reason to retrain the current one
@@ -142,13 +144,11 @@ def test_retrain_sensor_fires_on_cadence_growth_or_a_degraded_champion_only(inst
     assert retrain_sensor(context()).tags[REASON_TAG].startswith("growth: the history grew from 106 to 138 days")
 
 
-def test_daily_schedule_runs_the_daily_job_which_has_no_backtest():
-    """The 03:00 schedule targets daily_forecast: every asset but the models group (no backtest, no
-    selection), with the monitoring; refresh_all (retraining) is the whole graph."""
+def test_the_daily_job_has_no_backtest():
+    """daily_forecast is every asset but the models group (no backtest, no selection), with the monitoring;
+    refresh_all (retraining) is the whole graph."""
     from musictrend_dagster.definitions import defs
 
-    assert daily_refresh.cron_schedule == "0 3 * * *"
-    assert daily_refresh.job_name == "daily_forecast"
     graph = defs.resolve_asset_graph()
     everything = graph.get_all_asset_keys()
     daily = defs.resolve_job_def("daily_forecast").asset_layer.selected_asset_keys

@@ -57,7 +57,7 @@ def test_tensorflow_models_are_tagged_and_configurable():
     lstm_config = fields["backtest__seed_lstm"].config_type.fields["config"].config_type.fields
     assert {"epochs", "seed"} <= set(lstm_config)
     forecast_config = fields["forecast"].config_type.fields["config"].config_type.fields
-    assert {"start", "horizon"} <= set(forecast_config)
+    assert set(forecast_config) == {"horizon"}, "the vintage is the partition key, not config"
 
 
 def test_checks_guard_the_graph():
@@ -72,10 +72,13 @@ def test_checks_guard_the_graph():
     )
 
 
-def test_daily_schedule_and_sensor_are_on():
-    schedule = defs.resolve_schedule_def("daily_refresh")
-    assert schedule.cron_schedule == "0 3 * * *"
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+def test_vintages_are_daily_partitions_and_the_drop_file_sensor_is_on():
+    graph = defs.resolve_asset_graph()
+    partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).is_partitioned}
+    assert partitioned == {"forecast", "submission", "forecast_monitoring"}
+    vintages = graph.get(dg.AssetKey("forecast")).partitions_def
+    assert isinstance(vintages, dg.DailyPartitionsDefinition)
+    assert {graph.get(dg.AssetKey(k)).partitions_def for k in partitioned} == {vintages}
     sensor = defs.resolve_sensor_def("new_drop_file_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 

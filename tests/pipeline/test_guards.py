@@ -17,7 +17,7 @@ import pytest
 
 from musictrend_dagster.core.data import sql_models
 from musictrend_dagster.core.sample import generate_synthetic
-from musictrend_dagster.core.service.outputs import write_submission
+from musictrend_dagster.core.service.outputs import read_submission, write_submission
 from musictrend_dagster.core.service.store import save_forecast
 from musictrend_dagster.core.settings import ACTIONS_PREFIX, Paths
 from musictrend_dagster.defs.assets.features import model_features
@@ -26,12 +26,14 @@ from musictrend_dagster.defs.assets.ingest import raw_songs, raw_user_actions
 from musictrend_dagster.defs.assets.transform import MODELS, transform_assets, transform_checks
 from musictrend_dagster.defs.checks import (
     FORECAST_CHECK,
+    SUBMISSION_CHECK,
     forecast_complete_and_valid,
     guard_checks,
     no_outage_day,
     quarantine_share,
     submission_complete,
 )
+from musictrend_dagster.defs.partitions import VINTAGES
 from musictrend_dagster.defs.resources import OutputResource, WarehouseResource, default_resources
 
 ARTISTS, DAYS, ROWS, SEED = 4, 40, 8_000, 5
@@ -44,9 +46,15 @@ def new_home(root: Path) -> Paths:
     return paths
 
 
-def materialize(paths: Paths, assets: list) -> dg.ExecuteInProcessResult:
+def materialize(paths: Paths, assets: list, partition_key: str | None = None) -> dg.ExecuteInProcessResult:
     with dg.DagsterInstance.ephemeral() as instance:
-        return dg.materialize(assets, resources=default_resources(paths), instance=instance, raise_on_error=False)
+        return dg.materialize(
+            assets,
+            resources=default_resources(paths),
+            instance=instance,
+            raise_on_error=False,
+            partition_key=partition_key,
+        )
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
@@ -195,11 +203,16 @@ FORECAST_FAULTS = [
 ]
 
 
+def vintage_of(predicted: pl.DataFrame) -> str:
+    """The vintage partition of a forecast frame: its first day."""
+    return predicted["ds"].min().isoformat()
+
+
 def stand_in_forecast(predicted: pl.DataFrame) -> dg.AssetsDefinition:
     """An asset with the forecast's key that saves `predicted` and runs the forecast's own check in its step,
     as the real forecast asset does on the vintage it made."""
 
-    @dg.asset(name="forecast", deps=["champion"], check_specs=[FORECAST_CHECK])
+    @dg.asset(name="forecast", deps=["champion"], check_specs=[FORECAST_CHECK], partitions_def=VINTAGES)
     def stand_in(warehouse: WarehouseResource) -> dg.MaterializeResult:
         with warehouse.connect() as con:
             save_forecast(con, predicted, "stand-in")
@@ -214,7 +227,7 @@ def test_a_broken_forecast_stops_the_submission(built, fault):
     predicted = doctor(good_forecast(built), fault)
     built.submission.unlink(missing_ok=True)
 
-    result = materialize(built, [stand_in_forecast(predicted), submission, submission_complete])
+    result = materialize(built, [stand_in_forecast(predicted), submission], vintage_of(predicted))
     assert not evaluation(result, FORECAST_CHECK.name).passed, fault
     assert "submission" not in materialized(result)
     assert not built.submission.exists()
@@ -225,21 +238,26 @@ def test_a_good_forecast_passes_both_guards(built):
     """The guards above fail because of the doctoring, not always."""
     predicted = good_forecast(built)
 
-    result = materialize(built, [stand_in_forecast(predicted), submission, submission_complete])
+    result = materialize(built, [stand_in_forecast(predicted), submission], vintage_of(predicted))
     assert result.success
     assert evaluation(result, FORECAST_CHECK.name).passed
-    assert evaluation(result, submission_complete.check_key.name).passed
+    assert evaluation(result, SUBMISSION_CHECK.name).passed
+    assert read_submission(built.submission).height == predicted.height, "the newest vintage's file"
 
 
 @pytest.mark.parametrize("fault", ["missing_artist", "missing_day_of_one_artist", "missing_day_of_every_artist"])
 def test_an_incomplete_submission_file_fails_its_guard(built, fault):
     predicted = doctor(good_forecast(built), fault)
 
-    @dg.asset(name="submission", deps=["forecast"])
-    def doctored_submission(output: OutputResource) -> None:
+    @dg.asset(name="submission", deps=["forecast"], check_specs=[SUBMISSION_CHECK])
+    def doctored_submission(warehouse: WarehouseResource, output: OutputResource) -> dg.MaterializeResult:
         write_submission(predicted, Path(output.submission_path))
+        with warehouse.connect() as con:
+            artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
+        written = read_submission(Path(output.submission_path))
+        return dg.MaterializeResult(check_results=[submission_complete(written, artists)])
 
-    result = materialize(built, [doctored_submission, submission_complete])
+    result = materialize(built, [doctored_submission])
     assert "submission" in materialized(result)
-    assert not evaluation(result, submission_complete.check_key.name).passed, fault
+    assert not evaluation(result, SUBMISSION_CHECK.name).passed, fault
     assert not result.success

@@ -6,6 +6,7 @@ import contextlib
 import json
 import warnings
 from collections.abc import Iterator
+from datetime import date
 
 import duckdb
 import polars as pl
@@ -234,10 +235,13 @@ def save_forecast(
             con.unregister("incoming_frame")
 
 
-def load_forecast(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """The newest vintage."""
+def load_forecast(con: duckdb.DuckDBPyConnection, vintage: date | None = None) -> pl.DataFrame:
+    """One vintage's rows (default: the newest vintage)."""
+    columns = f"{', '.join(FORECAST_COLUMNS)}, model, model_version, vintage"
+    if vintage is None:
+        return query(con, f"SELECT {columns} FROM forecast ORDER BY artist_id, ds")
     return query(
-        con, f"SELECT {', '.join(FORECAST_COLUMNS)}, model, model_version, vintage FROM forecast ORDER BY artist_id, ds"
+        con, f"SELECT {columns} FROM forecast_vintages WHERE vintage = $v ORDER BY artist_id, ds", {"v": vintage}
     )
 
 
@@ -289,14 +293,20 @@ def load_selections(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def save_monitoring(
-    con: duckdb.DuckDBPyConnection, vintages: pl.DataFrame, artists: pl.DataFrame, live: pl.DataFrame | None
+    con: duckdb.DuckDBPyConnection,
+    vintages: pl.DataFrame,
+    artists: pl.DataFrame,
+    live: pl.DataFrame | None,
+    whole: bool = True,
 ) -> None:
     """Monitoring's tables, in one transaction: `forecast_monitoring` (one row per scored vintage) and
-    `forecast_monitoring_artists` (per vintage and artist) replaced whole; `forecast_monitoring_live`
-    (the champion's live score, one row per newest actual day) replaces its day's row."""
+    `forecast_monitoring_artists` (per vintage and artist) replaced whole unless `whole` is false (a rerun
+    as of an older day must not replace the newer scores); `forecast_monitoring_live` (the champion's live
+    score, one row per newest actual day) replaces its day's row."""
     with _transaction(con):
-        _replace(con, "forecast_monitoring", vintages, "TRUE", [])
-        _replace(con, "forecast_monitoring_artists", artists, "TRUE", [])
+        if whole:
+            _replace(con, "forecast_monitoring", vintages, "TRUE", [])
+            _replace(con, "forecast_monitoring_artists", artists, "TRUE", [])
         if live is not None:
             _replace(con, "forecast_monitoring_live", live, "as_of = ?", [live["as_of"][0]])
 

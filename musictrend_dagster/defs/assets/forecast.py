@@ -2,7 +2,7 @@
 submission file (always the newest vintage)."""
 
 import tempfile
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -13,8 +13,14 @@ from musictrend_dagster.core.service import plots
 from musictrend_dagster.core.service.outputs import read_submission, write_submission
 from musictrend_dagster.core.service.serving import forecast_vintage
 from musictrend_dagster.core.service.store import load_forecast, load_history, save_forecast
-from musictrend_dagster.defs.checks import FORECAST_CHECK, forecast_complete_and_valid
+from musictrend_dagster.defs.checks import (
+    FORECAST_CHECK,
+    SUBMISSION_CHECK,
+    forecast_complete_and_valid,
+    submission_complete,
+)
 from musictrend_dagster.defs.metadata import png, preview, score
+from musictrend_dagster.defs.partitions import VINTAGES, vintage_of
 from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL
@@ -25,12 +31,6 @@ FORECAST_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=2
 
 
 class ForecastConfig(dg.Config):
-    start: str = Field(
-        default="",
-        description="First forecast day (the vintage), YYYY-MM-DD; empty = the day after "
-        "the newest data. An earlier day forecasts from the days before it "
-        "(a hindcast, and marked so, if the champion was trained on that day).",
-    )
     horizon: int = Field(default=60, ge=1, le=366, description="Number of days to forecast.")
 
 
@@ -41,11 +41,14 @@ class ForecastConfig(dg.Config):
     pool=DUCKDB_POOL,
     check_specs=[FORECAST_CHECK],
     freshness_policy=FORECAST_FRESHNESS,
+    partitions_def=VINTAGES,
     description=(
-        "A forecast vintage: the registered champion (models:/musictrend-forecaster@champion) reads the newest "
-        "data and forecasts `horizon` days from the day after it, with an 80% interval per artist and day; no "
-        "backtest, no refit unless the model kind needs one to see new days (then the metadata says so). Kept in "
-        "`forecast_vintages` (vintage = first forecast day; a rerun replaces its vintage); `forecast` is the newest."
+        "A forecast vintage, one daily partition per vintage day (the first forecast day): the registered champion "
+        "(models:/musictrend-forecaster@champion) reads the days before it and forecasts `horizon` days, with an "
+        "80% interval per artist and day; no backtest, no refit unless the model kind needs one to see new days "
+        "(then the metadata says so). An earlier day reads only the days before it (a backfill never peeks; a "
+        "hindcast is marked if the champion was trained on that day). Kept in `forecast_vintages`; materialising "
+        "a partition replaces that vintage only; `forecast` is the newest."
     ),
 )
 def forecast(
@@ -61,9 +64,7 @@ def forecast(
         history, songs = load_history(con)
         artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
     try:
-        made = forecast_vintage(
-            served, history, songs, date.fromisoformat(config.start) if config.start else None, config.horizon
-        )
+        made = forecast_vintage(served, history, songs, vintage_of(context), config.horizon)
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
@@ -114,28 +115,40 @@ def forecast(
     kinds={"csv"},
     deps=[forecast],
     pool=DUCKDB_POOL,
-    description="`$MUSICTREND_HOME/output/mars_tianchi_artist_plays_predict.csv`: the newest vintage; no header, "
-    "artist_id,Plays,Ds; integer plays >= 0; replaced atomically.",
+    partitions_def=VINTAGES,
+    check_specs=[SUBMISSION_CHECK],
+    description="The competition file of each vintage, `$MUSICTREND_HOME/output/vintages/<vintage>/"
+    "mars_tianchi_artist_plays_predict.csv` (no header, artist_id,Plays,Ds; integer plays >= 0; replaced "
+    "atomically); the newest vintage's is also `$MUSICTREND_HOME/output/mars_tianchi_artist_plays_predict.csv`.",
 )
 def submission(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, output: OutputResource
 ) -> dg.MaterializeResult:
+    vintage = vintage_of(context)
     with warehouse.connect() as con:
-        predicted = load_forecast(con)
-    path = Path(output.submission_path)
+        predicted = load_forecast(con, vintage)
+        (newest,) = con.execute("SELECT max(vintage) FROM forecast_vintages").fetchone()
+        artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
+    if predicted.is_empty():
+        raise dg.Failure(f"no forecast vintage {vintage} in the warehouse: materialise forecast {vintage} first")
+    path = output.vintage_path(vintage)
     rows = write_submission(predicted, path)
-    context.log.info(f"submission: {rows:,} rows of vintage {predicted['vintage'][0]} -> {path}")
-    written = read_submission(path)  # the preview shows the file as written: artist_id, Plays, Ds
+    written = read_submission(path)  # the check and the preview see the file as written: artist_id, Plays, Ds
+    if vintage == newest:
+        write_submission(predicted, Path(output.submission_path))
+    context.log.info(f"submission: {rows:,} rows of vintage {vintage} -> {path}")
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(path)),
+            "newest": vintage == newest,
             "dagster/row_count": rows,
-            "vintage": str(predicted["vintage"][0]),
+            "vintage": str(vintage),
             "champion": predicted["model"][0],
             "model_version": predicted["model_version"][0],
             "first_day": str(written["ds"].min()),
             "last_day": str(written["ds"].max()),
             "artists": written["artist_id"].n_unique(),
             "preview": preview(written.select("artist_id", Plays="plays", Ds=pl.col("ds").dt.strftime("%Y%m%d"))),
-        }
+        },
+        check_results=[submission_complete(written, artists)],
     )

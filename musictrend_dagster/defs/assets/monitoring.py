@@ -18,6 +18,7 @@ from musictrend_dagster.core.service.store import (
     save_monitoring,
 )
 from musictrend_dagster.defs.metadata import png, preview
+from musictrend_dagster.defs.partitions import VINTAGES, vintage_of
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
 
@@ -84,6 +85,7 @@ def _log_to_mlflow(mlflow: MlflowResource, scores: pl.DataFrame, live: LiveScore
     kinds={"duckdb", "mlflow", "polars"},
     deps=["forecast"],
     pool=DUCKDB_POOL,
+    partitions_def=VINTAGES,
     check_specs=[
         dg.AssetCheckSpec(
             LIVE_CHECK,
@@ -96,14 +98,18 @@ def _log_to_mlflow(mlflow: MlflowResource, scores: pl.DataFrame, live: LiveScore
         "Every forecast vintage scored with the official metric on the days that have since become actual: "
         "`forecast_monitoring` (vintage, model_version, days_scored, f_norm), `forecast_monitoring_artists` "
         "(per vintage and artist: sigma, phi, loss, bias) and `forecast_monitoring_live` (the champion's live "
-        "score by day); logged to MLflow against the registered version that made each vintage."
+        "score by day); logged to MLflow against the registered version that made each vintage. Partition = the "
+        "vintage day: monitoring as that day's run saw it (vintages up to it, actuals before it), so a backfill "
+        "scores as the daily runs did; an older partition rerun rewrites its own live row only."
     ),
 )
 def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource):
+    day = vintage_of(context)
     with warehouse.connect() as con:
-        vintages = load_vintages(con)
-        actuals = query(con, "SELECT artist_id, ds, plays FROM artist_daily")
-        selections = load_selections(con)
+        vintages = load_vintages(con).filter(pl.col("vintage") <= day)
+        actuals = query(con, "SELECT artist_id, ds, plays FROM artist_daily WHERE ds < $d", {"d": day})
+        selections = load_selections(con).filter(pl.col("data_through") < day)
+        newest_as_of = load_live_history(con)["as_of"].max()
     scores, artists = score_vintages(vintages, actuals)
     scores = (
         scores.join(
@@ -115,9 +121,10 @@ def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseR
         .drop("trained_through")
     )
     live = _champion_live(vintages, actuals, selections)
+    latest = newest_as_of is None or newest_as_of < day  # not an older partition rerun
     with warehouse.connect() as con:
-        save_monitoring(con, scores, artists, _live_row(live) if live else None)
-        history = load_live_history(con)
+        save_monitoring(con, scores, artists, _live_row(live) if live else None, whole=latest)
+        history = load_live_history(con).filter(pl.col("as_of") < day)
 
     metadata: dict = {
         "vintages_scored": scores.height,
