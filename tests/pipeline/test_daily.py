@@ -157,10 +157,14 @@ def test_daily_runs_forecast_from_the_champion_without_a_backtest(replayed):
     paths, _, _ = replayed
     with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
         runs = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]), ascending=True)
-        assert [r.dagster_run.job_name for r in runs] == ["refresh_all"] + ["daily_forecast"] * HELD_BACK
-        assert [r.dagster_run.tags[TRIGGER_TAG] for r in runs] == ["replay"] + ["drop_file"] * HELD_BACK
-        assert {r.dagster_run.tags[PATH_TAG] for r in runs[1:]} == {"daily"}
-        daily = {r.dagster_run.run_id for r in runs[1:]}
+        # the full path: its data and models, then the vintage partition; then one partition run per drop file
+        assert [r.dagster_run.job_name for r in runs] == ["refresh_all"] * 2 + ["daily_forecast"] * HELD_BACK
+        assert [r.dagster_run.tags[TRIGGER_TAG] for r in runs] == ["replay"] * 2 + ["drop_file"] * HELD_BACK
+        assert {r.dagster_run.tags[PATH_TAG] for r in runs[2:]} == {"daily"}
+        assert [r.dagster_run.tags.get("dagster/partition") for r in runs[1:]] == sorted(
+            str(v) for v in table(paths, "SELECT DISTINCT vintage FROM forecast_vintages")["vintage"]
+        )
+        daily = {r.dagster_run.run_id for r in runs[2:]}
         backtests = instance.fetch_materializations(dg.AssetKey(["backtest", "median14"]), limit=100).records
         assert backtests and not {m.run_id for m in backtests} & daily
         forecast = instance.get_latest_materialization_event(dg.AssetKey("forecast")).asset_materialization.metadata

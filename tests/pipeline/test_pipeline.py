@@ -40,11 +40,16 @@ def tiny_training(epochs: int = 2) -> dict:
 
 def newest_vintage(raw_dir) -> str:
     """The vintage partition after the newest day of the raw actions files (their last column, yyyymmdd)."""
-    days = pl.concat(
-        pl.read_csv(f, has_header=False, columns=[4], schema_overrides={"column_5": pl.String})
-        for f in sorted(raw_dir.glob("mars_tianchi_user_actions*.csv"))
-    )["column_5"]
-    return (pl.Series(days).str.strptime(pl.Date, "%Y%m%d", strict=False).max() + timedelta(days=1)).isoformat()
+    files = [str(f) for f in sorted(raw_dir.glob("mars_tianchi_user_actions*.csv"))]
+    con = duckdb.connect()
+    try:
+        (newest,) = con.execute(
+            "SELECT max(try_strptime(column4, '%Y%m%d'))::DATE FROM read_csv($f, header=false, all_varchar=true)",
+            {"f": files},
+        ).fetchone()
+    finally:
+        con.close()
+    return (newest + timedelta(days=1)).isoformat()
 
 
 def run_all(paths: Paths) -> dg.ExecuteInProcessResult:
