@@ -143,10 +143,10 @@ def _execute_path(paths: Paths, verb: str, job_name: str, tags: dict[str, str], 
     graph = defs.resolve_asset_graph()
     keys = defs.resolve_job_def(job_name).asset_layer.selected_asset_keys
     vintage = [k for k in keys if graph.get(k).is_partitioned]
+    data = [k for k in keys if k not in vintage]
     results, took = [], 0.0
-    for selection, key in (([k for k in keys if k not in vintage], None), (vintage, "newest")):
-        if key:
-            key = _newest_vintage_key(paths)
+    for selection in (data, vintage):
+        key = _newest_vintage_key(paths) if selection is vintage else None  # known once the data run is done
         result, elapsed = _execute(
             paths,
             verb,

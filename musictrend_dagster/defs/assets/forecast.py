@@ -1,5 +1,5 @@
-"""Forecast group: the daily forecast vintage by the registered champion, and the competition
-submission file (always the newest vintage)."""
+"""Forecast group, one daily partition per vintage: the forecast vintage by the registered champion, and the
+vintage's competition submission file (the newest vintage's also at the usual path)."""
 
 import tempfile
 from datetime import timedelta
