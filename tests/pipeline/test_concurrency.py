@@ -31,7 +31,7 @@ from test_faults import (
     submission_problems,
     warehouse_problems,
 )
-from test_pipeline import tiny_training
+from test_pipeline import newest_vintage, tiny_training
 
 pytestmark = pytest.mark.slow  # whole runs of the graph
 
@@ -41,14 +41,19 @@ RETRY_NOTICE = "retrying"  # tracking._retry's warning: a wait, not an error
 
 
 def scheduled_run(box: Sandbox) -> Run:
-    """What the daily schedule does, minus the daemon: the refresh_all job from the code location, in another process."""
+    """What a sensor's run request does, minus the daemon: the refresh_all job from the code location, for the
+    newest vintage partition, in another process."""
     path = box.root / "logs" / "scheduled.json"
     path.write_text(json.dumps(tiny_training(epochs=1)))
     paths = box.paths
     dagster = str(Path(sys.executable).with_name("dagster"))
     return Run(
         box,
-        argv=[dagster, "job", "execute", "-m", "musictrend_dagster.definitions", "-j", "refresh_all", "-c", str(path)],
+        argv=[
+            dagster,
+            *("job", "execute", "-m", "musictrend_dagster.definitions", "-j", "refresh_all", "-c", str(path)),
+            *("--tags", json.dumps({"dagster/partition": newest_vintage(paths.raw_dir)})),
+        ],
         extra_env={
             "MUSICTREND_HOME": str(paths.home),
             "MUSICTREND_RAW_DIR": str(paths.raw_dir),
