@@ -68,8 +68,12 @@ def execute_in_process(self, run_config=None, **kwargs):
     ops = dict(training)
     for op, cfg in [*run_config.get("ops", {}).items(), *extra.get("ops", {}).items()]:
         ops[op] = {"config": {**ops.get(op, {}).get("config", {}), **cfg["config"]}}
-    if selection:
-        kwargs["asset_selection"] = [dg.AssetKey.from_user_string(k) for k in selection.split(",")]
+    if selection:  # the CLI runs the data and models, then the vintage partition: each gets its chosen assets
+        from musictrend_dagster.definitions import defs
+        graph = defs.resolve_asset_graph()
+        chosen = [dg.AssetKey.from_user_string(k) for k in selection.split(",")]
+        mine = [k for k in chosen if graph.get(k).is_partitioned == (kwargs.get("partition_key") is not None)]
+        kwargs["asset_selection"] = mine or kwargs.get("asset_selection")
     if kwargs.get("asset_selection"):
         ops = {op: cfg for op, cfg in ops.items() if dg.AssetKey(op.split("__")) in kwargs["asset_selection"]}
     ops = {op: cfg for op, cfg in ops.items() if op in {node.name for node in self.graph.nodes}}  # daily_forecast has no backtests
