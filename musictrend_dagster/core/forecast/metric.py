@@ -1,4 +1,4 @@
-"""The official Tianchi score (see README "The score"): sqrt-volume-weighted relative error.
+"""The official Tianchi score (docs/models-and-scores.md, "The score"): sqrt-volume-weighted relative error.
 
 sigma_j = sqrt(mean over days with T>0 of ((S-T)/T)^2), phi_j = sqrt(sum T),
 F = sum_j (1 - sigma_j) * phi_j, f_norm = F / sum_j phi_j. Days with T = 0 are left
