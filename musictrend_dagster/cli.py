@@ -77,7 +77,8 @@ def _start(paths: Paths, verb: str) -> int | None:
         list_raw_dir(paths.raw_dir)
     except IngestError as exc:
         print(
-            f"musictrend {verb}: {exc}\n  (make sample data with: musictrend sample --source tianchi-s1 --out {paths.raw_dir})",
+            f"musictrend {verb}: {exc}\n"
+            f"  (make sample data with: musictrend sample --source tianchi-s1 --out {paths.raw_dir})",
             file=sys.stderr,
         )
         return 2
@@ -123,7 +124,8 @@ def _execute(
             elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
                 evaluation = event.event_specific_data
                 print(
-                    f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: {evaluation.metadata}",
+                    f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} "
+                    f"failed: {evaluation.metadata}",
                     file=sys.stderr,
                 )
         return None, elapsed
@@ -224,7 +226,8 @@ def _ingest(args: argparse.Namespace) -> int:
     print(f"  {'file':<46} {'status':<10} {'lines':>12} {'loaded':>12} {'quarantined':>12} {'removed':>10}")
     for r in reports:
         print(
-            f"  {r['file']:<46} {r['status']:<10} {r['lines_read']:>12,} {r['loaded']:>12,} {r['quarantined']:>12,} {r['removed']:>10,}"
+            f"  {r['file']:<46} {r['status']:<10} {r['lines_read']:>12,} {r['loaded']:>12,} "
+            f"{r['quarantined']:>12,} {r['removed']:>10,}"
         )
     print(f"  lake              {paths.lake}")
     print(f"  warehouse         {paths.warehouse}")
@@ -266,7 +269,8 @@ def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | 
         )
     vintage = meta["forecast"]
     print(
-        f"  vintage           {vintage['vintage']}: {vintage['horizon']} days x {vintage['dagster/row_count'] // vintage['horizon']} "
+        f"  vintage           {vintage['vintage']}: {vintage['horizon']} days x "
+        f"{vintage['dagster/row_count'] // vintage['horizon']} "
         f"artists by {vintage['champion']} v{vintage['model_version']}, from the data through {vintage['data_through']}"
     )
     print(f"  refit             {vintage['refit']}")
@@ -394,7 +398,8 @@ def _replay_request(paths: Paths, instance, request, job_name: str) -> str | Non
     meta = _metadata([(None, result, elapsed)])
     vintage, monitoring = meta["forecast"], meta.get("forecast_monitoring", {})
     return (
-        f"{job_name} {elapsed:.0f}s, vintage {vintage['vintage']} by {vintage['champion']} v{vintage['model_version']}; "
+        f"{job_name} {elapsed:.0f}s, vintage {vintage['vintage']} by {vintage['champion']} "
+        f"v{vintage['model_version']}; "
         f"{monitoring.get('verdict', '')}"
     )
 

@@ -118,7 +118,7 @@ def _forecast_problems(predicted: pl.DataFrame, artists: list[str]) -> dict[str,
 
 
 def _interval_problems(predicted: pl.DataFrame) -> dict[str, int]:
-    """Rows without an 80% interval, and rows whose interval does not hold the forecast (0 <= lo <= plays <= hi, finite)."""
+    """Rows without an 80% interval, and rows whose interval does not hold the forecast (0 <= lo <= plays <= hi)."""
     lo, hi, plays = pl.col("plays_lo"), pl.col("plays_hi"), pl.col("plays")
     return {
         "interval_missing": predicted.filter(lo.is_null() | hi.is_null()).height,

@@ -211,7 +211,7 @@ class Lake:
         self.root = Path(root).resolve()
 
     def ensure(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Folders, the warehouse's lake tables, the raw datasets in the catalogue, and this root as the recorded one."""
+        """Folders, the warehouse's lake tables, the raw datasets in the catalogue, this root as the recorded one."""
         for d in DATASETS.values():
             (self.root / d.name).mkdir(parents=True, exist_ok=True)
         con.execute(LAKE_SQL)
@@ -406,7 +406,7 @@ class Lake:
         con.execute(f"CREATE OR REPLACE VIEW {dataset.view} AS {self.view_sql(con, dataset)}")
 
     def refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Point the views of every lake dataset at this lake root (after the home folder moved, say): one transaction."""
+        """Point every lake dataset's view at this lake root (after the home folder moved, say): one transaction."""
         con.execute("BEGIN TRANSACTION")
         try:
             for d in self.datasets(con):

@@ -68,7 +68,9 @@ HYPERPARAMETER_HELP = {
     "learning_rate": "Adam learning rate.",
     "l2": "L2 penalty on the weights.",
     "recency_days": "Age (days) over which a training origin's weight decays by e: recent origins count more.",
-    "level_shrink": "Share of the way (in log, 0-1) the forecast's level moves from c*(last 7 days) toward c*(last 28).",
+    "level_shrink": (
+        "Share of the way (in log, 0-1) the forecast's level moves from c*(last 7 days) toward c*(last 28)."
+    ),
     "seed": "Random seed of weights and shuffling: same data and seed, same forecast.",
     "scaling": "'window': each input window on its own level; 'global': one standardisation of all (2016).",
     "feedback": "What the recursion feeds back: 'vector', the network's [plays, mean, variance] (2016); 'plays'.",
@@ -129,7 +131,8 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
 
         def on_origin(r: OriginResult) -> None:
             context.log.info(
-                f"{spec.name} @ {r.origin}: f_norm {r.f_norm:.4f} (fit {r.fit_seconds:.1f}s, predict {r.predict_seconds:.1f}s)"
+                f"{spec.name} @ {r.origin}: f_norm {r.f_norm:.4f} "
+                f"(fit {r.fit_seconds:.1f}s, predict {r.predict_seconds:.1f}s)"
             )
 
         reason = spec.skip_reason(params, plan.train_days)

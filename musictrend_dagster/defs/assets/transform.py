@@ -29,7 +29,9 @@ def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
         kinds=KINDS | {"sql"},
         pool=DUCKDB_POOL,
         deps=sorted(model.deps),
-        description=f"{_what(model)} the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```",
+        description=(
+            f"{_what(model)} the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```"
+        ),
         code_version=hashlib.sha256(model.sql.encode()).hexdigest()[:12],
     )
     def _build(
@@ -75,7 +77,10 @@ def _test_check(test: sql_models.SqlTest) -> dg.AssetChecksDefinition:
         name=test.name,
         asset=test.model,
         blocking=True,
-        description=f"Singular test `dbt_like_sql/tests/{test.path.name}`: passes when the query returns no rows.\n\n```sql\n{test.sql.strip()}\n```",
+        description=(
+            f"Singular test `dbt_like_sql/tests/{test.path.name}`: passes when the query returns no rows.\n\n"
+            f"```sql\n{test.sql.strip()}\n```"
+        ),
         pool=DUCKDB_POOL,
     )
     def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:

@@ -96,7 +96,8 @@ SPECS: list[ModelSpec] = [
     ModelSpec(
         "global_ensemble",
         GlobalEnsemble,
-        "Six global_direct-shaped networks (3 seeds x 14- and 28-day inputs) trained together in TensorFlow on the metric's own "
+        "Six global_direct-shaped networks (3 seeds x 14- and 28-day inputs) trained together in TensorFlow "
+        "on the metric's own "
         "sqrt-volume-weighted sigma with recent origins weighted up, their log-multiplier curves averaged over "
         "c*(last 7 days) moved 15% of the way (in log) toward c*(last 28 days); inputs include downloads and "
         "distinct listeners per play.",
