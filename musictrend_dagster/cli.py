@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from musictrend_dagster.core.service.owner import HOST_TAG, PID_TAG, owner_gone, owner_tags
 from musictrend_dagster.core.settings import Paths
@@ -121,8 +122,8 @@ def _execute(
                 while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
                     error = error.cause
                 print(f"  step {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr)
-            elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
-                evaluation = event.event_specific_data
+            elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.asset_check_evaluation_data.passed:
+                evaluation = event.asset_check_evaluation_data
                 print(
                     f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} "
                     f"failed: {evaluation.metadata}",
@@ -363,12 +364,13 @@ def _replay(args: argparse.Namespace) -> int:
         cursor, resources = None, defs.get_repository_def().get_top_level_resources()
         for k, drop in enumerate(drops, 1):
             drop.rename(paths.raw_dir / drop.name)
-            sensed = new_drop_file_sensor(
-                dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+            sensed = cast(  # a drop file was just added: the sensor returns run requests, not a skip
+                dg.SensorResult,
+                new_drop_file_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)),
             )
             cursor = sensed.cursor
-            for request in sensed.run_requests:
-                line = _replay_request(paths, instance, request, request.job_name)
+            for request in sensed.run_requests or []:
+                line = _replay_request(paths, instance, request, cast(str, request.job_name))
                 if line is None:
                     return 1
                 print(f"replay {k}/{len(drops)} {drop.name}: {line}")
@@ -440,7 +442,10 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
 
     paths = _point_environment(args.home, None)
     configured = urlsplit(mlflow_ui_url())
-    host, port = args.host or configured.hostname, args.port or configured.port
+    host, port = (
+        cast(str, args.host or configured.hostname),
+        args.port or configured.port,
+    )  # mlflow_ui_url() checked the host
     served = f"{configured.scheme}://{host}:{port}"
     print(f"MLflow UI on {served} (store {paths.mlflow_uri})", flush=True)
     if served != mlflow_ui_url():

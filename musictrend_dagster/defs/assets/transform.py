@@ -7,6 +7,7 @@ no model is an upstream asset of the same name (the ingest tables).
 import hashlib
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -47,7 +48,7 @@ def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
             else ""
         )
         context.log.info(f"{model.name}: {built.rows:,} rows, {built.mode} build{days}")
-        metadata = {
+        metadata: dict[str, Any] = {
             **warehouse.engine_metadata,
             "dagster/row_count": built.rows,
             "build": built.mode,
@@ -86,7 +87,7 @@ def _test_check(test: sql_models.SqlTest) -> dg.AssetChecksDefinition:
     def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect() as con:
             failing, sample = sql_models.run_test(con, test, engine=warehouse.data_engine())
-        metadata = {**warehouse.engine_metadata, "failing_rows": failing}
+        metadata: dict[str, Any] = {**warehouse.engine_metadata, "failing_rows": failing}
         if failing:
             metadata["sample"] = dg.MetadataValue.json([[str(v) for v in row] for row in sample])
         return dg.AssetCheckResult(passed=failing == 0, metadata=metadata)

@@ -27,15 +27,17 @@ def _safe_strptime(args: list, dialect) -> exp.Expression:
 class DuckDBSource(DuckDB):
     """DuckDB as the project writes it (``TRY_STRPTIME`` parsed like sqlglot generates it)."""
 
-    class Parser(DuckDB.Parser):
+    # sqlglot binds DuckDB.Parser by assignment (Parser = DuckDBParser): mypy cannot subclass a variable
+    class Parser(DuckDB.Parser):  # type: ignore[valid-type,misc]
         FUNCTIONS: ClassVar[dict[str, Any]] = {**DuckDB.Parser.FUNCTIONS, "TRY_STRPTIME": _safe_strptime}
 
 
 class SparkTarget(Spark):
     """Spark 4 SQL with the safe ``StrToTime`` kept safe."""
 
-    class Generator(Spark.Generator):
-        TRANSFORMS: ClassVar[dict[type[exp.Expression], Any]] = {
+    # sqlglot binds Spark.Generator by assignment (Generator = SparkGenerator): as for the Parser above
+    class Generator(Spark.Generator):  # type: ignore[valid-type,misc]
+        TRANSFORMS: ClassVar[dict[type, Any]] = {
             **Spark.Generator.TRANSFORMS,
             exp.StrToTime: lambda self, e: self.func(
                 "TRY_TO_TIMESTAMP" if e.args.get("safe") else "TO_TIMESTAMP", e.this, self.format_time(e)

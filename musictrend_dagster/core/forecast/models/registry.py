@@ -10,7 +10,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date
+from typing import Any, cast
 
 import polars as pl
 
@@ -122,7 +123,7 @@ def required_history() -> int:
 
 def backtest_plan(history: pl.DataFrame) -> BacktestPlan:
     """The plan every backtest and the champion share: from the history's span and the models' needs."""
-    return plan_backtest(history["ds"].min(), history["ds"].max(), required_history())
+    return plan_backtest(cast(date, history["ds"].min()), cast(date, history["ds"].max()), required_history())
 
 
 def make_model(name: str, **overrides: Any) -> Forecaster:
