@@ -9,6 +9,7 @@ of each server log in its report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import contextlib
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"  # the docs screenshots, rewritten by the tests that take them

@@ -8,8 +8,9 @@ matplotlib version stamp, so the same input gives the same bytes and stays well 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 from matplotlib.figure import Figure
@@ -61,7 +62,7 @@ def forecast_figure(
     forecast carries one (plays_lo, plays_hi)."""
     if not forecast.height:
         raise ValueError("forecast is empty: nothing to plot")
-    start = forecast["ds"].min()
+    start = cast(date, forecast["ds"].min())
     tail = history.filter((pl.col("ds") < start) & (pl.col("ds") >= start - timedelta(days=HISTORY_TAIL_DAYS)))
     chosen = artists or _largest(history if history.height else forecast, top_n)
     has_band = {"plays_lo", "plays_hi"} <= set(forecast.columns)
@@ -152,13 +153,16 @@ def backtest_figure(scores: pl.DataFrame) -> Figure:
     ordered = means["model"].to_list()
     origins = sorted(scores["origin"].unique().to_list())
     colors = {o: f"C{i % 10}" for i, o in enumerate(origins)}
-    best = means["mean"].max()
+    best = cast(float, means["mean"].max())
     competitive = means.filter(pl.col("mean") >= best - COMPETITIVE_RANGE)
     left = (
-        min(scores.filter(pl.col("model").is_in(competitive["model"]))["f_norm"].min(), competitive["mean"].min())
+        min(
+            cast(float, scores.filter(pl.col("model").is_in(competitive["model"]))["f_norm"].min()),
+            cast(float, competitive["mean"].min()),
+        )
         - _PAD
     )
-    right = max(scores["f_norm"].max(), best) + _PAD
+    right = max(cast(float, scores["f_norm"].max()), best) + _PAD
 
     fig = Figure(figsize=(8, 0.45 * len(ordered) + 1.9), layout="constrained")
     ax = fig.subplots()

@@ -6,6 +6,7 @@ import contextlib
 import json
 import warnings
 from collections.abc import Iterator
+from typing import cast
 
 import duckdb
 import polars as pl
@@ -23,7 +24,7 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None =
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
-        return pl.from_arrow(con.execute(sql, params).to_arrow_table())
+        return cast(pl.DataFrame, pl.from_arrow(con.execute(sql, params).to_arrow_table()))
 
 
 def load_history(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -221,9 +222,13 @@ def save_forecast(
         model_version=pl.lit(model_version, pl.Int32),
     )
     with _transaction(con):
-        if con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'forecast' AND table_type = 'BASE TABLE'"
-        ).fetchone()[0]:
+        if cast(
+            tuple,
+            con.execute(
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_name = 'forecast' AND table_type = 'BASE TABLE'"
+            ).fetchone(),
+        )[0]:
             con.execute("DROP TABLE forecast")  # the one-forecast table of earlier releases
         con.execute(VINTAGES_SQL)
         con.register("incoming_frame", frame.to_arrow())

@@ -251,7 +251,7 @@ class GlobalEnsemble:
         self._read(*artist_series(history, songs))
 
     def _read(self, artists: list[str], first: date, plays: np.ndarray, context: np.ndarray) -> None:
-        """The forecast's starting point: every artist's features per input window and level at the day after the history."""
+        """The forecast's start: each artist's features per input window and level the day after the history."""
         n_days = plays.shape[1]
         self._origin_x = {}
         for window in sorted({self.window_short, self.window_long}):
