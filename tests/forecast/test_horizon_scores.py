@@ -144,3 +144,27 @@ def test_backtest_horizon_scores_reach_the_leaderboard(tmp_path):
     assert row["model"] == "m" and row["wape"] == pytest.approx(0.25)
     assert row["coverage_h14"] == pytest.approx(0.75) and row["f_norm_h7"] == pytest.approx(1.0)
     assert json.loads(scores["params"][0]) == {"window": 3}
+
+
+def test_mlflow_runs_of_every_model_share_the_per_horizon_metric_names(tmp_path):
+    from musictrend_dagster.core.forecast.backtest import backtest
+    from musictrend_dagster.core.forecast.models.registry import make_model
+    from musictrend_dagster.core.service.tracking import Tracker
+
+    history = _frame({a: [100 * (i + 1) + (k * 7) % 13 for k in range(70)] for i, a in enumerate("abc")}, D0)
+    origins = [D0 + timedelta(days=42), D0 + timedelta(days=56)]
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "mlartifacts")
+    names = {}
+    for model in ("median14", "swa_log1p"):
+        result = backtest(lambda model=model: make_model(model), history, pl.DataFrame(), origins, horizon=14)
+        horizons = horizon_scores(result, history)
+        run = tracker.client.get_run(tracker.log_backtest(result, horizons=horizons))
+        metrics = run.data.metrics
+        assert metrics["f_norm_h14"] == pytest.approx(result.mean_f_norm)
+        assert metrics["wape_h7"] == pytest.approx(horizon_means(horizons)["wape"][0])
+        last = horizons.filter((pl.col("origin") == origins[1]) & (pl.col("window") == 14))
+        assert metrics["coverage_h14_20150426"] == pytest.approx(last["coverage"][0])
+        assert metrics["mase"] == pytest.approx(metrics["mase_h14"])
+        names[model] = {k for k in metrics if "_h" in k}
+    assert names["median14"] == names["swa_log1p"]
+    assert {"f_norm_h7", "wape_h14", "mase_h7", "coverage_h14"} <= names["median14"]

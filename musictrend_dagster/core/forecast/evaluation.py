@@ -84,3 +84,69 @@ def horizon_means(scores: pl.DataFrame) -> pl.DataFrame:
 def flat_metrics(scores: pl.DataFrame) -> dict[str, float]:
     """{metric_h<window>: mean over origins}: names that compare across models (MLflow, Dagster metadata)."""
     return {f"{m}_h{row['window']}": row[m] for row in horizon_means(scores).iter_rows(named=True) for m in METRICS}
+
+
+# Days ahead a per-horizon champion may hand to different models: 1-7, 8-28, 29-horizon.
+SEGMENTS = ((1, 7), (8, 28), (29, None))
+
+
+def _segment(frame: pl.DataFrame, origin, first: int, last: int | None) -> pl.DataFrame:
+    """Rows of days `first`..`last` ahead (1 = the origin; None = to the end)."""
+    day = (pl.col("ds") - pl.lit(origin)).dt.total_days() + 1
+    return frame.filter((day >= first) & (day <= last) if last is not None else day >= first)
+
+
+def segment_f_norm(results: dict[str, BacktestResult], origins: list) -> pl.DataFrame:
+    """model, segment (index into SEGMENTS), f_norm: each model's mean f_norm over `origins` on each segment's days."""
+    rows = []
+    for model, result in results.items():
+        by_origin = {o.origin: o for o in result.origins}
+        for k, (first, last) in enumerate(SEGMENTS):
+            scores = [
+                f_norm(_segment(o.forecast, o.origin, first, last), _segment(o.actual, o.origin, first, last))
+                for o in (by_origin[d] for d in origins)
+                if not _segment(o.actual, o.origin, first, last).is_empty()
+            ]
+            if scores:
+                rows.append({"model": model, "segment": k, "f_norm": sum(scores) / len(scores)})
+    return pl.DataFrame(rows)
+
+
+def composed_f_norm(results: dict[str, BacktestResult], choice: dict[int, str], origin) -> float:
+    """f_norm over the whole window at `origin` of the forecast that takes segment k's days from model choice[k]."""
+    parts, actual = [], None
+    for k, (first, last) in enumerate(SEGMENTS):
+        o = next(o for o in results[choice[k]].origins if o.origin == origin)
+        parts.append(_segment(o.forecast.select("artist_id", "ds", "plays"), origin, first, last))
+        actual = o.actual
+    return f_norm(pl.concat(parts), actual)
+
+
+def nested_segment_check(results: dict[str, BacktestResult], min_choose: int = 3) -> pl.DataFrame:
+    """Does a per-horizon champion beat the best single model on origins it was not chosen on?
+
+    For every origin after the first `min_choose` (oldest first), choose on the origins before it only:
+    the single model with the best mean f_norm over the whole window, and per segment (SEGMENTS) the
+    model with the best mean f_norm on that segment's days; then score both on the held-out origin.
+    One row per held-out origin: origin, single, single_f_norm, segments (models per segment), composed_f_norm.
+    """
+    origins = sorted({o.origin for r in results.values() for o in r.origins})
+    rows = []
+    for k in range(min_choose, len(origins)):
+        earlier, held = origins[:k], origins[k]
+        means = {m: sum(o.f_norm for o in r.origins if o.origin in earlier) / len(earlier) for m, r in results.items()}
+        single = max(sorted(means), key=means.get)
+        seg = segment_f_norm(results, earlier).sort(["segment", "f_norm", "model"], descending=[False, True, False])
+        choice = {s: seg.filter(pl.col("segment") == s)["model"][0] for s in seg["segment"].unique()}
+        choice = {s: choice.get(s, single) for s in range(len(SEGMENTS))}
+        single_score = next(o.f_norm for o in results[single].origins if o.origin == held)
+        rows.append(
+            {
+                "origin": held,
+                "single": single,
+                "single_f_norm": single_score,
+                "segments": " / ".join(choice[s] for s in range(len(SEGMENTS))),
+                "composed_f_norm": composed_f_norm(results, choice, held),
+            }
+        )
+    return pl.DataFrame(rows)
