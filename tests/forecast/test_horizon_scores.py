@@ -13,7 +13,7 @@ import pytest
 from musictrend_dagster.core.forecast.backtest import BacktestPlan, BacktestResult, OriginResult
 from musictrend_dagster.core.forecast.evaluation import flat_metrics, horizon_means, horizon_scores, windows
 from musictrend_dagster.core.forecast.intervals import calibrate, coverage, log_errors
-from musictrend_dagster.core.forecast.metric import mase, seasonal_naive_scale, wape
+from musictrend_dagster.core.forecast.metric import f_norm, mase, seasonal_naive_scale, wape
 from musictrend_dagster.core.service.store import horizon_standings, leaderboard, save_backtest, standings
 from musictrend_dagster.core.settings import CHAMPION_METRIC_VAR, ConfigError, champion_metric
 from musictrend_dagster.defs.assets.models import leaderboard_table
@@ -168,3 +168,53 @@ def test_mlflow_runs_of_every_model_share_the_per_horizon_metric_names(tmp_path)
         names[model] = {k for k in metrics if "_h" in k}
     assert names["median14"] == names["swa_log1p"]
     assert {"f_norm_h7", "wape_h14", "mase_h7", "coverage_h14"} <= names["median14"]
+
+
+def _constant_result(model: str, origins: list[date], early: float, late: float) -> BacktestResult:
+    """One artist whose actual is 10 every day; the forecast is `early` on days 1-7 and `late` after."""
+    runs = []
+    for origin in origins:
+        forecast = _frame({"x": [early] * 7 + [late] * 53}, origin)
+        actual = _frame({"x": [10.0] * 60}, origin)
+        runs.append(OriginResult(origin, f_norm(forecast, actual), 0.0, 0.0, forecast, pl.DataFrame(), actual))
+    return BacktestResult(model, {}, runs)
+
+
+def test_the_per_horizon_champion_is_chosen_on_earlier_origins_and_scored_on_the_next():
+    from musictrend_dagster.core.forecast.evaluation import composed_f_norm, nested_segment_check
+
+    origins = [D0 + timedelta(days=30 * k) for k in range(4)]
+    # a is exact on days 1-7 and 20% off after; b is 50% off on days 1-7 and exact after
+    results = {"a": _constant_result("a", origins, 10.0, 12.0), "b": _constant_result("b", origins, 15.0, 10.0)}
+    # whole window: a's sigma = sqrt(53/60 * 0.04), b's = sqrt(7/60 * 0.25): b is the better single model
+    assert results["b"].mean_f_norm > results["a"].mean_f_norm
+    assert composed_f_norm(results, {0: "a", 1: "b", 2: "b"}, origins[3]) == pytest.approx(1.0)
+    rows = nested_segment_check(results, min_choose=2)
+    assert rows["origin"].to_list() == origins[2:]  # each held-out origin after the first two
+    assert rows["single"].to_list() == ["b", "b"]
+    assert rows["segments"].to_list() == ["a / b / b"] * 2
+    assert rows["single_f_norm"].to_list() == pytest.approx([1 - (7 / 60 * 0.25) ** 0.5] * 2)
+    assert rows["composed_f_norm"].to_list() == pytest.approx([1.0, 1.0])
+
+
+def test_window_leaders_say_where_a_model_beats_the_champion():
+    from musictrend_dagster.core.forecast.evaluation import window_leaders
+
+    rows = [
+        ("champ", 7, 0.80, 0.20),
+        ("champ", 60, 0.75, 0.25),
+        ("peer", 7, 0.82, 0.19),
+        ("peer", 60, 0.70, 0.30),
+    ]
+    scores = pl.DataFrame(
+        [
+            {"model": m, "origin": D0, "window": w, "f_norm": f, "wape": p, "mase": 1.0, "coverage": 0.8}
+            for m, w, f, p in rows
+        ]
+    )
+    leaders = window_leaders(scores, "champ")
+    assert leaders["best"].to_list() == ["peer", "champ"]
+    assert leaders["champion_lead"].to_list() == pytest.approx([-0.02, 0.0])
+    by_wape = window_leaders(scores, "champ", "wape")
+    assert by_wape["best"].to_list() == ["peer", "champ"]
+    assert by_wape["champion_lead"].to_list() == pytest.approx([-0.01, 0.0])

@@ -81,6 +81,22 @@ def horizon_means(scores: pl.DataFrame) -> pl.DataFrame:
     return scores.group_by(keys).agg(pl.col(m).mean() for m in METRICS).sort(keys)
 
 
+def window_leaders(scores: pl.DataFrame, champion: str, metric: str = "f_norm") -> pl.DataFrame:
+    """Per window, the model with the best mean `metric` and the champion's lead over it (negative: the
+    champion is beaten at that window). scores: `horizon_scores` rows with a model column."""
+    sign = 1 if HIGHER_IS_BETTER[metric] else -1
+    means = horizon_means(scores).select("model", "window", metric)
+    own = means.filter(pl.col("model") == champion).select("window", champion=pl.col(metric))
+    return (
+        means.sort(["window", metric, "model"], descending=[False, HIGHER_IS_BETTER[metric], False])
+        .group_by("window", maintain_order=True)
+        .agg(best=pl.col("model").first(), best_score=pl.col(metric).first())
+        .join(own, on="window", how="left")
+        .with_columns(champion_lead=sign * (pl.col("champion") - pl.col("best_score")))
+        .sort("window")
+    )
+
+
 def flat_metrics(scores: pl.DataFrame) -> dict[str, float]:
     """{metric_h<window>: mean over origins}: names that compare across models (MLflow, Dagster metadata)."""
     return {f"{m}_h{row['window']}": row[m] for row in horizon_means(scores).iter_rows(named=True) for m in METRICS}

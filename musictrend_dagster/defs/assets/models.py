@@ -18,7 +18,7 @@ from musictrend_dagster.core.forecast.backtest import (
     Skipped,
     backtest,
 )
-from musictrend_dagster.core.forecast.evaluation import flat_metrics, horizon_scores
+from musictrend_dagster.core.forecast.evaluation import flat_metrics, horizon_scores, window_leaders
 from musictrend_dagster.core.forecast.intervals import calibrate, coverage, log_errors, with_interval
 from musictrend_dagster.core.forecast.models.base import Forecaster, InsufficientHistory
 from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, SPECS, ModelSpec, backtest_plan, make_model
@@ -300,6 +300,13 @@ def champion(
     ahead = {"runner_up": runner_up["model"], "margin_over_runner_up": score(margin)} if runner_up else {}
     own = horizons.filter(pl.col("model") == best["model"])
     per_window = {k: score(v) for k, v in flat_metrics(own).items()} if own.height else {}
+    leaders = window_leaders(horizons, best["model"], metric) if own.height else None
+    if leaders is not None:
+        for row in leaders.filter(pl.col("champion_lead") < 0).iter_rows(named=True):
+            context.log.warning(
+                f"over the first {row['window']} days {row['best']} beats the champion on {metric} "
+                f"({row['best_score']:.4f} vs {row['champion']:.4f})"
+            )
     return dg.MaterializeResult(
         metadata={
             "champion": best["model"],
@@ -309,6 +316,7 @@ def champion(
             **ahead,
             "coverage_80": score(best["coverage"]),
             **per_window,
+            **({"best_per_window": preview(leaders, rows=leaders.height)} if leaders is not None else {}),
             "mlflow_run_id": best["mlflow_run_id"],
             "mlflow_run": dg.MetadataValue.url(mlflow.run_url(experiment_id, best["mlflow_run_id"])),
             "mlflow_runs": dg.MetadataValue.url(mlflow.runs_url(experiment_id)),
