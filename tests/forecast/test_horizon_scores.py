@@ -50,9 +50,14 @@ def test_mase_scales_by_the_in_sample_seasonal_naive_7_mae():
     assert mase(forecast, actual, history) == pytest.approx(1.625)
 
 
-def test_mase_needs_more_than_a_season_of_history():
-    with pytest.raises(ValueError, match="more than 7 days of history per artist; a has 7"):
-        seasonal_naive_scale(_frame({"a": [1] * 7}, D0))
+def test_mase_leaves_out_series_of_a_week_or_less_and_names_unseen_ones():
+    history = _frame({"a": [1, 2, 3, 4, 5, 6, 7, 9], "new": [1] * 7}, D0)  # a's scale |9-1| = 8; new: none
+    assert seasonal_naive_scale(history).sort("artist_id")["scale"].to_list() == [8.0, None]
+    start = D0 + timedelta(days=8)
+    actual = _frame({"a": [20.0], "new": [5.0]}, start)
+    assert mase(_frame({"a": [16.0], "new": [1.0]}, start), actual, history) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="artist b of the actuals has no training history"):
+        mase(_frame({"b": [1.0]}, start), _frame({"b": [2.0]}, start), history)
 
 
 def test_windows_are_capped_at_the_horizon():

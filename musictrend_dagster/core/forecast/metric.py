@@ -8,8 +8,8 @@ and so adds nothing.
 Beside it, the scores a forecaster outside the competition compares: WAPE = sum|S-T| / sum T
 over every artist-day, and MASE = per artist the mean |S-T| over the test days divided by the
 in-sample mean |y_t - y_{t-7}| of a seasonal-naive-7 forecast on its training history, averaged
-over artists (artists whose training history is exactly weekly-periodic, scale 0, have no
-MASE and are left out of that mean).
+over artists (artists whose training history is exactly weekly-periodic, scale 0, or no longer
+than a week have no MASE and are left out of that mean).
 """
 
 from __future__ import annotations
@@ -81,13 +81,9 @@ def wape(forecast: pl.DataFrame, actual: pl.DataFrame) -> float:
 
 def seasonal_naive_scale(history: pl.DataFrame, season: int = SEASON) -> pl.DataFrame:
     """artist_id, scale: the in-sample MAE of a seasonal-naive forecast (y_t predicted by y_{t-season})
-    over each artist's history (dense days, one row per artist and day)."""
+    over each artist's history (dense days, one row per artist and day); null for an artist with no
+    more than `season` days (a new series: nothing to scale by)."""
     frame = history.select("artist_id", "ds", pl.col("plays").cast(pl.Float64)).sort("artist_id", "ds")
-    short = frame.group_by("artist_id").agg(n=pl.len()).filter(pl.col("n") <= season)
-    if short.height:
-        raise ValueError(
-            f"MASE needs more than {season} days of history per artist; {short['artist_id'][0]} has {short['n'][0]}"
-        )
     return (
         frame.with_columns(err=(pl.col("plays") - pl.col("plays").shift(season).over("artist_id")).abs())
         .group_by("artist_id")
@@ -107,11 +103,13 @@ def mase(
     repeating last week in-sample, below 1 better. `scale`: `seasonal_naive_scale(history)` if already made."""
     errors = _joined(forecast, actual).group_by("artist_id").agg(mae=(pl.col("s") - pl.col("t")).abs().mean())
     scale = seasonal_naive_scale(history, season) if scale is None else scale
-    scaled = errors.join(scale, on="artist_id", how="left")
-    unseen = scaled.filter(pl.col("scale").is_null())
+    scaled = errors.join(scale.with_columns(seen=pl.lit(True)), on="artist_id", how="left")
+    unseen = scaled.filter(pl.col("seen").is_null())
     if unseen.height:
         raise ValueError(f"MASE: artist {unseen['artist_id'][0]} of the actuals has no training history")
     ratios = scaled.filter(pl.col("scale") > 0).select(pl.col("mae") / pl.col("scale"))
     if not ratios.height:
-        raise ValueError("MASE is undefined: every artist's history is exactly periodic (seasonal-naive MAE 0)")
+        raise ValueError(
+            "MASE is undefined: no artist has a seasonal-naive scale (histories exactly periodic or too short)"
+        )
     return float(ratios.to_series().mean())
