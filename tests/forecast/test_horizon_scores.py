@@ -148,6 +148,7 @@ def test_backtest_horizon_scores_reach_the_leaderboard(tmp_path):
     row = board.row(0, named=True)
     assert row["model"] == "m" and row["wape"] == pytest.approx(0.25)
     assert row["coverage_h14"] == pytest.approx(0.75) and row["f_norm_h7"] == pytest.approx(1.0)
+    assert leaderboard_table(scores, stored, "wape").columns[:3] == ["model", "wape", "f_norm"]
     assert json.loads(scores["params"][0]) == {"window": 3}
 
 

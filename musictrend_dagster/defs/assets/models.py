@@ -245,14 +245,16 @@ def leaderboard_table(
         "origin", index="model", values="f_norm", sort_columns=True
     )
     lead = pl.col(metric) - pl.col(metric).shift(-1)
-    extra = [c for c in ("wape", "mase") if c in board.columns]
+    # the ranking metric right after the model; WAPE and MASE (where stored) after the f_norm columns
+    first = [metric] if metric == "f_norm" else [metric, "f_norm"]
+    extra = [c for c in ("wape", "mase") if c in board.columns and c not in first]
     table = (
         board.join(per_origin, on="model", how="left", maintain_order="left")
         .with_columns(
             ahead_of_next=lead if metric == "f_norm" else -lead,
             fit_s_per_origin=(pl.col("fit_seconds") / pl.col("origins")).round(2),
         )
-        .select("model", "f_norm", "ahead_of_next", *per_origin.columns[1:], "fit_s_per_origin", "coverage", *extra)
+        .select("model", *first, "ahead_of_next", *per_origin.columns[1:], "fit_s_per_origin", "coverage", *extra)
         .rename({"coverage": "coverage_80"})
     )
     if horizons is None or horizons.is_empty():
