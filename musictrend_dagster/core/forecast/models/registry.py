@@ -15,11 +15,11 @@ from typing import Any
 import polars as pl
 
 from musictrend_dagster.core.forecast.backtest import BacktestPlan, plan_backtest
+from musictrend_dagster.core.forecast.models import peers
 from musictrend_dagster.core.forecast.models.base import Forecaster
 from musictrend_dagster.core.forecast.models.baselines import BestConstantForecaster, MedianForecaster
 from musictrend_dagster.core.forecast.models.ensemble import GlobalEnsemble
 from musictrend_dagster.core.forecast.models.global_model import GlobalModel
-from musictrend_dagster.core.forecast.models import peers
 from musictrend_dagster.core.forecast.models.recent import RecentLevel
 from musictrend_dagster.core.forecast.models.seed_lstm import SeedLSTM
 
