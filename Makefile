@@ -62,7 +62,6 @@ mlflow-ui: install
 	$(BIN)/musictrend mlflow-ui
 
 bench: install
-	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_models.py --e2e
 	$(BIN)/python benchmarks/bench_ensemble_training.py

@@ -293,12 +293,13 @@ def _print_backtests(paths: Paths) -> None:
 
     from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, backtest_plan
     from musictrend_dagster.core.service.store import leaderboard, load_history, standings
+    from musictrend_dagster.core.settings import champion_metric
     from musictrend_dagster.defs.resources import default_resources
 
     with default_resources(paths)["warehouse"].connect() as con:
         plan = backtest_plan(load_history(con)[0])
         scores, runs = standings(con, MODEL_NAMES, plan)
-    board = leaderboard(scores)
+    board = leaderboard(scores, champion_metric())  # ranked as the champion was chosen
     champion = board.row(0, named=True)
     print(f"  backtest          {plan.describe()}")
     print(f"  champion          {champion['model']}  mean f_norm {champion['f_norm']:.4f}")

@@ -24,6 +24,8 @@ DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 ENGINE_VAR = "MUSICTREND_ENGINE"
 SPARK_MASTER_VAR = "MUSICTREND_SPARK_MASTER"
 ENGINES = ("duckdb", "spark")
+CHAMPION_METRIC_VAR = "MUSICTREND_CHAMPION_METRIC"
+CHAMPION_METRICS = ("f_norm", "wape")  # the official score (higher is better), or WAPE (lower is better)
 # What Spark accepts as a master (local[N], local[*], local[N,F], spark://, yarn, k8s://) or a Spark Connect URL.
 _SPARK_MASTER_RE = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|(spark|k8s|sc)://\S+|yarn")
 
@@ -85,6 +87,14 @@ def spark_master() -> str:
     return value
 
 
+def champion_metric() -> str:
+    """The backtest score that picks the champion: f_norm (the official score, default) or wape."""
+    value = os.environ.get(CHAMPION_METRIC_VAR, "f_norm").strip().lower() or "f_norm"
+    if value not in CHAMPION_METRICS:
+        raise ConfigError(f"{CHAMPION_METRIC_VAR} must be one of {', '.join(CHAMPION_METRICS)}, got {value!r}")
+    return value
+
+
 def check_environment() -> None:
     """Fail at start, naming the variable, rather than deep inside a run."""
     max_quarantine_share()
@@ -92,6 +102,7 @@ def check_environment() -> None:
     mlflow_ui_url()
     engine()
     spark_master()
+    champion_metric()
 
 
 @dataclass(frozen=True)

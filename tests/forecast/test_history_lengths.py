@@ -25,7 +25,7 @@ TINY = {
     "global_direct": {"epochs": 1},
     "global_ensemble": {"epochs": 1, "seeds": 1},
 }
-# Declared needs (registry): medianN -> N days, best_constant -> its 60-day window, networks -> input window + 14.
+# Declared needs (registry): medianN -> N days, best_constant -> its 60-day window, networks -> input window + 14,
 NEEDS = {
     "median14": 14,
     "median21": 21,
@@ -34,6 +34,8 @@ NEEDS = {
     "seed_lstm": 28,
     "global_direct": 42,
     "global_ensemble": 42,
+    # statsforecast peers: two weekly seasons, 4 for the window average, and the log guard's 28 days
+    **{f"{m}_{scale}": 28 for m in ("auto_ets", "auto_theta", "swa") for scale in ("log1p", "raw")},
 }
 # days of history -> (origins, window, training days before the oldest origin, skipped models), derived by hand:
 # training = the largest need (60) unless that leaves < 7 test days (then n - 7, at least 28); window = the rest

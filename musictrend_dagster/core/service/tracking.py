@@ -31,6 +31,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
 from musictrend_dagster.core.forecast.backtest import BacktestPlan, BacktestResult, Skipped
+from musictrend_dagster.core.forecast.evaluation import flat_metrics
 from musictrend_dagster.core.forecast.intervals import Coverage
 from musictrend_dagster.core.forecast.models.base import Forecaster
 from musictrend_dagster.core.service.owner import owner_gone, owner_tags
@@ -203,9 +204,13 @@ class Tracker:
         coverage: Coverage | None = None,
         plan: BacktestPlan | None = None,
         started: float | None = None,
+        horizons: pl.DataFrame | None = None,
     ) -> str:
         """One finished run per model: params, f_norm per origin and mean, interval coverage, losses,
         timings, plot, scores CSV and every origin's forecast (with its interval columns, if it has them).
+        With `horizons` (core.forecast.evaluation.horizon_scores), also f_norm, wape, mase and coverage per
+        window under names every model shares: `<metric>_h<days>` (mean over origins), per origin
+        `<metric>_h<days>_<yyyymmdd>`, and `wape` / `mase` over the whole window.
 
         `started` (epoch seconds, when the backtest began) makes the run span the work it records;
         the description leads with f_norm, per origin, and the Dagster run that made it.
@@ -242,6 +247,15 @@ class Tracker:
             run_tags["coverage_method"] = coverage.method
             metrics.append(Metric("coverage_80", coverage.overall, now, 0))
             metrics += [Metric(f"coverage_80_{_ymd(o)}", v, now, 0) for o, v in coverage.per_origin.items()]
+        if horizons is not None:
+            metrics += [Metric(k, float(v), now, 0) for k, v in flat_metrics(horizons).items()]
+            for row in horizons.iter_rows(named=True):
+                metrics += [
+                    Metric(f"{m}_h{row['window']}_{_ymd(row['origin'])}", float(row[m]), now, 0)
+                    for m in ("f_norm", "wape", "mase", "coverage")
+                ]
+            full = horizons.filter(pl.col("window") == pl.col("window").max())
+            metrics += [Metric(m, float(cast(float, full[m].mean())), now, 0) for m in ("wape", "mase")]
         # `loss` is the newest origin's curve: the one closest to the production fit.
         metrics += [Metric("loss", float(v), now, epoch) for epoch, v in enumerate(result.origins[-1].losses)]
 

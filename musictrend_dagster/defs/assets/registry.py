@@ -18,6 +18,7 @@ from musictrend_dagster.core.service.store import (
     save_selection,
     standings,
 )
+from musictrend_dagster.core.settings import champion_metric
 from musictrend_dagster.defs.assets.models import logged_model
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG
@@ -56,7 +57,7 @@ def registered_champion(
 
     with warehouse.connect() as con:
         history, songs = load_history(con)
-        best = leaderboard(standings(con, MODEL_NAMES, backtest_plan(history))[0]).row(0, named=True)
+        best = leaderboard(standings(con, MODEL_NAMES, backtest_plan(history))[0], champion_metric()).row(0, named=True)
         calibration = load_calibration(con, best["model"])
         previous = load_selections(con).tail(1)
     reason = config.reason or context.run.tags.get(REASON_TAG) or "launched by hand (Dagster UI or job)"
@@ -107,6 +108,8 @@ def registered_champion(
             "history_days": served.history_days,
             "backtest_f_norm": best["f_norm"],
             "backtest_coverage_80": best["coverage"],
+            "champion_metric": champion_metric(),
+            **{f"backtest_{m}": best[m] for m in ("wape", "mase") if best.get(m) is not None},
             "mlflow_run": dg.MetadataValue.url(mlflow.run_url(tracker.experiment_id, best["mlflow_run_id"])),
         }
     )

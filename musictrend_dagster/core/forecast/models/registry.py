@@ -16,6 +16,7 @@ from typing import Any, cast
 import polars as pl
 
 from musictrend_dagster.core.forecast.backtest import BacktestPlan, plan_backtest
+from musictrend_dagster.core.forecast.models import peers
 from musictrend_dagster.core.forecast.models.base import Forecaster
 from musictrend_dagster.core.forecast.models.baselines import BestConstantForecaster, MedianForecaster
 from musictrend_dagster.core.forecast.models.ensemble import GlobalEnsemble
@@ -98,13 +99,43 @@ SPECS: list[ModelSpec] = [
         "global_ensemble",
         GlobalEnsemble,
         "Six global_direct-shaped networks (3 seeds x 14- and 28-day inputs) trained together in TensorFlow "
-        "on the metric's own "
-        "sqrt-volume-weighted sigma with recent origins weighted up, their log-multiplier curves averaged over "
-        "c*(last 7 days) moved 15% of the way (in log) toward c*(last 28 days); inputs include downloads and "
-        "distinct listeners per play.",
+        "on the metric's own sqrt-volume-weighted sigma with recent origins weighted up, their log-multiplier "
+        "curves averaged over c*(last 7 days) moved 15% of the way (in log) toward c*(last 28 days); "
+        "inputs include downloads and distinct listeners per play.",
         _window_plus_targets("window_long"),
         uses_tensorflow=True,
     ),
+]
+
+
+def _seasons(params: dict[str, Any]) -> int:
+    """A seasonal statistical model needs its seasons (two at least) and the days its log guard reads."""
+    return max(params["season_length"] * params.get("windows", 2), params["guard_days"])
+
+
+_PEERS = [
+    (peers.AutoETSLog1p, peers.AutoETSRaw, "statsforecast AutoETS (error, trend and weekly season chosen by AICc)"),
+    (peers.AutoThetaLog1p, peers.AutoThetaRaw, "statsforecast AutoTheta (theta model chosen by MSE, weekly season)"),
+    (
+        peers.SeasonalWindowAverageLog1p,
+        peers.SeasonalWindowAverageRaw,
+        "statsforecast SeasonalWindowAverage: each weekday the mean of its last 4 same weekdays",
+    ),
+]
+SCALES = {
+    True: "fitted on log1p(plays), back-transformed with expm1 after clipping to the artist's own log range over "
+    "its last 28 days (a diverging log fit cannot reach 0 or explode)",
+    False: "fitted on raw plays, clipped at 0",
+}
+SPECS += [
+    ModelSpec(
+        f"{build.base_name}_{'log1p' if build.log1p else 'raw'}",
+        build,
+        f"{what}, {SCALES[build.log1p]}; all artists in one StatsForecast call.",
+        _seasons,
+    )
+    for *builds, what in _PEERS
+    for build in builds
 ]
 MODEL_NAMES = [s.name for s in SPECS]
 
