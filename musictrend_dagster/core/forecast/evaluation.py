@@ -8,9 +8,8 @@ intervals come from a calibration on the other origins (in-sample with one origi
 
 from __future__ import annotations
 
-from typing import cast
-
 from datetime import timedelta
+from typing import cast
 
 import polars as pl
 
