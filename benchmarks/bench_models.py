@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"## tianchi-s1, the 3 reported origins ({history['artist_id'].n_unique()} artists, 60-day windows)\n")
         print(table(results, 60))
         print("\n" + beats_median14(results) + "\n")
-    rolling = plan_backtest(history["ds"].min(), LAST_DAY, required_history(), max_origins=6, step=12)
+    rolling = plan_backtest(history["ds"].min(), LAST_DAY, required_history(), horizon=60, max_origins=6, step=12)
     if "rolling6" in sets:
         results = run_set(factories, history, songs, rolling.origins, rolling.window, "rolling6")
         print("## tianchi-s1, generalisation: 6 rolling origins 12 days apart, 60-day windows\n")
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         for shape in SHAPES:
             with tempfile.TemporaryDirectory(prefix="musictrend-synth-") as tmp:
                 synth, synth_songs = synthetic_history(shape, Path(tmp))
-            plan = plan_backtest(synth["ds"].min(), synth["ds"].max(), required_history())
+            plan = plan_backtest(synth["ds"].min(), synth["ds"].max(), required_history(), horizon=60)
             label = f"{shape[0]} artists x {shape[1]} days, {shape[2]:,} rows, seed {shape[3]}"
             for r in run_set(factories, synth, synth_songs, plan.origins, plan.window, label):
                 rows.setdefault(r.model, {})[label] = r.mean_f_norm

@@ -288,10 +288,11 @@ def _print_backtests(paths: Paths) -> None:
 
     from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, backtest_plan
     from musictrend_dagster.core.service.store import leaderboard, load_history, standings
+    from musictrend_dagster.core.settings import horizon
     from musictrend_dagster.defs.resources import default_resources
 
     with default_resources(paths)["warehouse"].connect() as con:
-        plan = backtest_plan(load_history(con)[0])
+        plan = backtest_plan(load_history(con)[0], horizon())
         scores, runs = standings(con, MODEL_NAMES, plan)
     board = leaderboard(scores)
     champion = board.row(0, named=True)

@@ -23,6 +23,10 @@ MLFLOW_UI_URL_VAR = "MUSICTREND_MLFLOW_UI_URL"
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 ENGINE_VAR = "MUSICTREND_ENGINE"
 SPARK_MASTER_VAR = "MUSICTREND_SPARK_MASTER"
+HORIZON_VAR = "MUSICTREND_HORIZON"
+DEFAULT_HORIZON = 60  # the competition's
+MAX_HORIZON = 365
+FORECASTS_CSV, FORECASTS_PARQUET = "forecasts.csv", "forecasts.parquet"
 ENGINES = ("duckdb", "spark")
 # What Spark accepts as a master (local[N], local[*], local[N,F], spark://, yarn, k8s://) or a Spark Connect URL.
 _SPARK_MASTER_RE = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|(spark|k8s|sc)://\S+|yarn")
@@ -85,6 +89,21 @@ def spark_master() -> str:
     return value
 
 
+def horizon() -> int:
+    """Days ahead every forecast covers, 1..365 (default 60): the backtest windows, the models' curves,
+    the interval calibration and the served vintage all follow it."""
+    raw = os.environ.get(HORIZON_VAR, str(DEFAULT_HORIZON))
+    value = int(raw) if raw.strip().isdigit() else 0
+    if not 1 <= value <= MAX_HORIZON:
+        raise ConfigError(f"{HORIZON_VAR} must be a whole number of days from 1 to {MAX_HORIZON}, got {raw!r}")
+    return value
+
+
+def writes_submission() -> bool:
+    """Whether the competition's submission file is written (it only fits the tianchi source's artists)."""
+    return True
+
+
 def check_environment() -> None:
     """Fail at start, naming the variable, rather than deep inside a run."""
     max_quarantine_share()
@@ -92,6 +111,7 @@ def check_environment() -> None:
     mlflow_ui_url()
     engine()
     spark_master()
+    horizon()
 
 
 @dataclass(frozen=True)

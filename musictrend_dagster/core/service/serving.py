@@ -68,9 +68,10 @@ def vintage_day(history: pl.DataFrame, start: date | None = None) -> date:
 
 
 def forecast_vintage(
-    served: ServedModel, history: pl.DataFrame, songs: pl.DataFrame, start: date | None = None, horizon: int = 60
+    served: ServedModel, history: pl.DataFrame, songs: pl.DataFrame, start: date | None = None, *, horizon: int
 ) -> Vintage:
-    """The champion's `horizon`-day forecast from the vintage day on, read from the days before it."""
+    """The champion's `horizon`-day forecast from the vintage day on, read from the days before it; a
+    model refit here is built for `horizon` days, and one whose learned curve is shorter says so."""
     vintage = vintage_day(history, start)
     seen = history.filter(pl.col("ds") < vintage)
     if seen.is_empty():
@@ -83,8 +84,14 @@ def forecast_vintage(
             f"{served.model} cannot apply learned weights to new days: refit on {seen['ds'].n_unique()} days "
             "with the registered hyperparameters"
         )
-        forecaster = make_model(served.model, **served.params)
+        forecaster = make_model(served.model, horizon=horizon, **served.params)
         forecaster.fit(seen, songs)
+    learned = getattr(forecaster, "horizon", None)  # models that learn a curve over a fixed horizon
+    if learned is not None and learned < horizon:
+        raise ValueError(
+            f"the champion {served.model} was trained for {learned} days ahead, {horizon} asked: retrain it for "
+            f"this horizon (musictrend run --retrain)"
+        )
     predicted = with_interval(forecaster.predict(vintage, horizon), served.calibration)
     return Vintage(
         frame=predicted.select(pl.lit(vintage).alias("vintage"), "artist_id", "ds", "plays", "plays_lo", "plays_hi"),

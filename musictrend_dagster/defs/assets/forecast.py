@@ -14,7 +14,13 @@ from musictrend_dagster.core.service.outputs import read_submission, write_submi
 from musictrend_dagster.core.service.serving import forecast_vintage
 from musictrend_dagster.core.service.store import load_forecast, load_history, save_forecast
 from musictrend_dagster.defs.metadata import png, preview, score
-from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
+from musictrend_dagster.core.settings import DEFAULT_HORIZON, HORIZON_VAR, MAX_HORIZON
+from musictrend_dagster.defs.resources import (
+    ForecastSettingsResource,
+    MlflowResource,
+    OutputResource,
+    WarehouseResource,
+)
 from musictrend_dagster.defs.tags import REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL
 
@@ -26,7 +32,13 @@ class ForecastConfig(dg.Config):
         "the newest data. An earlier day forecasts from the days before it "
         "(a hindcast, and marked so, if the champion was trained on that day).",
     )
-    horizon: int = Field(default=60, ge=1, le=366, description="Number of days to forecast.")
+    horizon: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_HORIZON,
+        description=f"Days to forecast; 0 = the project's horizon ({HORIZON_VAR}, default {DEFAULT_HORIZON}), the "
+        "one the champion was backtested and trained for.",
+    )
 
 
 @dg.asset(
@@ -42,7 +54,11 @@ class ForecastConfig(dg.Config):
     ),
 )
 def forecast(
-    context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    config: ForecastConfig,
+    warehouse: WarehouseResource,
+    mlflow: MlflowResource,
+    forecasting: ForecastSettingsResource,
 ) -> dg.MaterializeResult:
     from musictrend_dagster.core.service.tracking import NoChampion, load_champion  # MLflow: not at code-location load
 
@@ -52,9 +68,10 @@ def forecast(
         raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
         history, songs = load_history(con)
+    horizon = config.horizon or forecasting.horizon
     try:
         made = forecast_vintage(
-            served, history, songs, date.fromisoformat(config.start) if config.start else None, config.horizon
+            served, history, songs, date.fromisoformat(config.start) if config.start else None, horizon=horizon
         )
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
@@ -90,7 +107,7 @@ def forecast(
             "hindcast": made.in_sample,
             "backtest_f_norm": score(served.backtest_f_norm),
             "interval": "80%, calibrated on the champion's backtest errors by horizon day",
-            "horizon": config.horizon,
+            "horizon": horizon,
             "trigger": tags.get(TRIGGER_TAG, "launched by hand"),
             "why": tags.get(REASON_TAG, ""),
             "dagster/row_count": made.frame.height,

@@ -18,7 +18,7 @@ from musictrend_dagster.core.service.store import (
     standings,
 )
 from musictrend_dagster.defs.assets.models import logged_model
-from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
+from musictrend_dagster.defs.resources import ForecastSettingsResource, MlflowResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG
 from musictrend_dagster.instance import TRAINING_POOL
 
@@ -47,20 +47,22 @@ def registered_champion(
     config: RegisteredChampionConfig,
     warehouse: WarehouseResource,
     mlflow: MlflowResource,
+    forecasting: ForecastSettingsResource,
 ) -> dg.MaterializeResult:
     from musictrend_dagster.core.service.tracking import (
         log_served_model,
         tag_model_version,
     )  # MLflow: not at code-location load
 
+    horizon = forecasting.horizon
     with warehouse.connect() as con:
         history, songs = load_history(con)
-        best = leaderboard(standings(con, MODEL_NAMES, backtest_plan(history))[0]).row(0, named=True)
+        best = leaderboard(standings(con, MODEL_NAMES, backtest_plan(history, horizon))[0]).row(0, named=True)
         calibration = load_calibration(con, best["model"])
         previous = load_selections(con).tail(1)
     reason = config.reason or context.run.tags.get(REASON_TAG) or "launched by hand (Dagster UI or job)"
     name, params = best["model"], json.loads(best["params"])
-    model = logged_model(context, name, params, f"{name} refit")
+    model = logged_model(context, name, params, f"{name} refit", horizon)
     model.fit(history, songs)
     last_day = history["ds"].max()
     served = ServedModel(
@@ -74,7 +76,7 @@ def registered_champion(
     )
     tracker = mlflow.tracker()
     log_served_model(tracker, best["mlflow_run_id"], served)
-    version = tracker.register_champion(best["mlflow_run_id"], model, history, last_day + timedelta(days=1), 60)
+    version = tracker.register_champion(best["mlflow_run_id"], model, history, last_day + timedelta(days=1), horizon)
     row = {
         "model_version": version,
         "model": name,
