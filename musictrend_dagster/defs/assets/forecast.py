@@ -13,8 +13,8 @@ from musictrend_dagster.core.service import plots
 from musictrend_dagster.core.service.outputs import read_submission, write_submission
 from musictrend_dagster.core.service.serving import forecast_vintage
 from musictrend_dagster.core.service.store import load_forecast, load_history, save_forecast
-from musictrend_dagster.defs.metadata import png, preview, score
 from musictrend_dagster.core.settings import DEFAULT_HORIZON, HORIZON_VAR, MAX_HORIZON
+from musictrend_dagster.defs.metadata import png, preview, score
 from musictrend_dagster.defs.resources import (
     ForecastSettingsResource,
     MlflowResource,
