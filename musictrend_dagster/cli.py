@@ -245,7 +245,7 @@ def _metadata(runs: list) -> dict[str, dict]:
 
 def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | None) -> None:
     """What the runs did: the full path's backtests and champion, the vintage, monitoring, retraining."""
-    from musictrend_dagster.core.settings import mlflow_ui_url
+    from musictrend_dagster.core.settings import FORECASTS_CSV, mlflow_ui_url
     from musictrend_dagster.defs.resources import default_resources
 
     meta = _metadata(runs)
@@ -275,7 +275,9 @@ def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | 
         print(f"  monitoring        {monitoring['vintages_scored']} vintage(s) scored; {monitoring['verdict']}")
     if not_due:
         print(f"  retraining        {not_due}")
-    print(f"  submission        {paths.submission}")
+    print(f"  forecasts         {paths.output_dir / FORECASTS_CSV} (and .parquet)")
+    if "submission" in meta:
+        print(f"  submission        {paths.submission}")
     print(f"  Dagster UI        make ui       (http://127.0.0.1:3000, runs under {paths.dagster_home})")
     mlflow = default_resources(paths)["mlflow"]
     print(f"  MLflow UI         make mlflow-ui ({mlflow_ui_url()}, store {paths.mlflow_uri})")
@@ -413,6 +415,29 @@ def _write_monitoring_plot(paths: Paths) -> Path:
     return plots.plot_monitoring(scores, history, selections, TOLERANCE, path=paths.output_dir / "monitoring.png")
 
 
+def _show(args: argparse.Namespace) -> int:
+    """One series: its last four weeks, the vintage's forecast and 80% interval, and a PNG of the same."""
+    from datetime import date
+
+    from musictrend_dagster.core.service import plots
+    from musictrend_dagster.core.service.show import chart_path, load_series, series_table
+    from musictrend_dagster.defs.resources import default_resources
+
+    paths = _point_environment(args.home, None)
+    try:
+        vintage = date.fromisoformat(args.vintage) if args.vintage else None
+    except ValueError:
+        raise ValueError(f"--vintage must be a day, YYYY-MM-DD; got {args.vintage!r}") from None
+    if not paths.warehouse.exists():
+        raise FileNotFoundError(f"no warehouse at {paths.warehouse}: make a forecast first with `musictrend run`")
+    with default_resources(paths)["warehouse"].connect() as con:
+        view = load_series(con, args.series_id, vintage)
+    print(series_table(view))
+    path = plots.plot_series(view.history, view.forecast, view.title, path=chart_path(paths.output_dir, view))
+    print(f"\nchart: {path}")
+    return 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     """`dagster dev` on 127.0.0.1 with the project's instance and workspace."""
     paths = _point_environment(args.home, args.raw_dir)
@@ -513,6 +538,14 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--raw-dir", help="the log to replay (default $MUSICTREND_RAW_DIR or $MUSICTREND_HOME/raw)")
     replay.add_argument("--home", help="the replay's own state folder, new or empty (default $MUSICTREND_HOME/replay)")
     replay.set_defaults(func=_replay)
+
+    show = sub.add_parser(
+        "show", help="one series: its last four weeks, its forecast and 80%% interval, and a PNG chart of them"
+    )
+    show.add_argument("series_id", help="the series (artist) id, or the start of one")
+    show.add_argument("--vintage", help="the forecast's first day, YYYY-MM-DD (default: the newest vintage)")
+    show.add_argument("--home", help="state folder (default $MUSICTREND_HOME or ./.musictrend)")
+    show.set_defaults(func=_show)
 
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project's instance")
     ui.add_argument("--home")

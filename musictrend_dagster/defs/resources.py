@@ -145,9 +145,6 @@ class OutputResource(dg.ConfigurableResource):
 
     submission_path: str = Field(description="Path of mars_tianchi_artist_plays_predict.csv.")
     output_dir: str = Field(description="Folder of forecasts.csv and forecasts.parquet.")
-    write_submission: bool = Field(
-        default=True, description="Write the competition submission (it only fits the tianchi source)."
-    )
 
     def forecasts_paths(self) -> tuple[Path, Path]:
         """(forecasts.csv, forecasts.parquet)."""
@@ -172,7 +169,6 @@ def default_resources(paths: Paths | None = None) -> dict:
         "output": OutputResource(
             submission_path=str(paths.submission),
             output_dir=str(paths.output_dir),
-            write_submission=settings.writes_submission(),
         ),
         "forecasting": ForecastSettingsResource(horizon=settings.horizon()),
     }

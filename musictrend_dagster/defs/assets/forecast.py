@@ -1,5 +1,6 @@
-"""Forecast group: the daily forecast vintage by the registered champion, and the competition
-submission file (always the newest vintage)."""
+"""Forecast group: the daily forecast vintage by the registered champion, published as
+output/forecasts.csv and .parquet (every source) and as the competition submission file (the
+tianchi source); both always hold the newest vintage."""
 
 import tempfile
 from datetime import date
@@ -10,9 +11,9 @@ import polars as pl
 from pydantic import Field
 
 from musictrend_dagster.core.service import plots
-from musictrend_dagster.core.service.outputs import read_submission, write_submission
+from musictrend_dagster.core.service.outputs import read_submission, write_forecasts, write_submission
 from musictrend_dagster.core.service.serving import forecast_vintage
-from musictrend_dagster.core.service.store import load_forecast, load_history, save_forecast
+from musictrend_dagster.core.service.store import load_forecast, load_forecasts, load_history, save_forecast
 from musictrend_dagster.core.settings import DEFAULT_HORIZON, HORIZON_VAR, MAX_HORIZON
 from musictrend_dagster.defs.metadata import png, preview, score
 from musictrend_dagster.defs.resources import (
@@ -76,7 +77,7 @@ def forecast(
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
-        save_forecast(con, made.frame.drop("vintage"), served.model, version)
+        save_forecast(con, made.frame.drop("vintage"), served.model, version, made.data_through)
     refit = made.refit or (
         f"no: the weights of version {version} (trained through {served.trained_through}) "
         f"read the days through {made.data_through}"
@@ -113,6 +114,39 @@ def forecast(
             "dagster/row_count": made.frame.height,
             "plot": chart_md,
             "preview": preview(made.frame),
+        }
+    )
+
+
+@dg.asset(
+    group_name="forecast",
+    kinds={"csv", "parquet"},
+    deps=[forecast],
+    pool=DUCKDB_POOL,
+    description="`$MUSICTREND_HOME/output/forecasts.csv` and `forecasts.parquet`: the newest vintage, one row per "
+    "series and day with `unique_id, ds, forecast, lo80, hi80, model, model_version, data_through` (the "
+    "warehouse view `forecasts`); each replaced atomically.",
+)
+def forecast_files(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, output: OutputResource
+) -> dg.MaterializeResult:
+    with warehouse.connect() as con:
+        published = load_forecasts(con)
+    csv_path, parquet_path = output.forecasts_paths()
+    rows = write_forecasts(published, csv_path, parquet_path)
+    context.log.info(f"forecasts: {rows:,} rows -> {csv_path}, {parquet_path}")
+    return dg.MaterializeResult(
+        metadata={
+            "csv": dg.MetadataValue.path(str(csv_path)),
+            "parquet": dg.MetadataValue.path(str(parquet_path)),
+            "dagster/row_count": rows,
+            "series": published["unique_id"].n_unique(),
+            "first_day": str(published["ds"].min()),
+            "last_day": str(published["ds"].max()),
+            "data_through": str(published["data_through"].max()),
+            "model": published["model"][0],
+            "model_version": published["model_version"][0],
+            "preview": preview(published),
         }
     )
 
