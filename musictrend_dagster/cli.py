@@ -154,13 +154,16 @@ def _run(args: argparse.Namespace) -> int:
     paths = _point_environment(args.home, args.raw_dir)
     if (code := _start(paths, "run")) is not None:
         return code
+    from musictrend_dagster.core.service.serving import horizon_changed
+    from musictrend_dagster.core.settings import horizon
     from musictrend_dagster.defs.automation import due_reasons, service_state
     from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
 
     runs = []
     with _instance(paths, "run") as instance:
         state = service_state(instance)
-        if args.retrain or state.selection is None:
+        # a champion chosen for another horizon cannot serve this one: straight to the full path
+        if args.retrain or state.selection is None or horizon_changed(state.selection, horizon()):
             reasons = ["requested: musictrend run --retrain"] if args.retrain else due_reasons(state)
         else:
             result, elapsed = _execute(

@@ -22,8 +22,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from musictrend_dagster.core.service.serving import Selection, retrain_reasons
-from musictrend_dagster.core.settings import ACTIONS_PREFIX, RETRAIN_EVERY_DAYS_VAR, retrain_every_days
+from musictrend_dagster.core.service.serving import Selection, horizon_changed, retrain_reasons
+from musictrend_dagster.core.settings import (
+    ACTIONS_PREFIX,
+    DEFAULT_HORIZON,
+    RETRAIN_EVERY_DAYS_VAR,
+    horizon,
+    retrain_every_days,
+)
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
@@ -75,7 +81,10 @@ def service_state(instance: dg.DagsterInstance) -> ServiceState:
     selection = None
     if champion:
         selection = Selection(
-            int(champion["model_version"]), date.fromisoformat(champion["data_through"]), int(champion["history_days"])
+            int(champion["model_version"]),
+            date.fromisoformat(champion["data_through"]),
+            int(champion["history_days"]),
+            int(champion.get("horizon", DEFAULT_HORIZON)),
         )
     degraded = None
     record = instance.get_latest_asset_check_evaluation_record(
@@ -98,9 +107,15 @@ def service_state(instance: dg.DagsterInstance) -> ServiceState:
 def due_reasons(state: ServiceState) -> list[str]:
     """Why the champion is due for retraining now (empty: not due)."""
     if state.selection is not None and state.data_through is None:
-        return []  # a champion without a vintage yet: the next daily run makes one
+        # a champion without a vintage yet: the next daily run makes one, if it is for this horizon
+        return [r for r in [horizon_changed(state.selection, horizon())] if r]
     return retrain_reasons(
-        state.selection, state.data_through, state.history_days, state.degraded, every_days=retrain_every_days()
+        state.selection,
+        state.data_through,
+        state.history_days,
+        state.degraded,
+        every_days=retrain_every_days(),
+        horizon=horizon(),
     )
 
 

@@ -16,6 +16,7 @@ from musictrend_dagster.core.forecast.features import HISTORY_COLUMNS
 from musictrend_dagster.core.forecast.intervals import calibrate, coverage, log_errors
 from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, SPECS, make_model, required_history, spec
 from musictrend_dagster.core.sample import generate_synthetic, packaged_history
+from musictrend_dagster.core.service.outputs import FORECASTS_COLUMNS, read_forecasts, read_submission
 from musictrend_dagster.core.service.store import query
 
 HORIZONS = (7, 28, 90)
@@ -200,3 +201,71 @@ def test_the_graph_backtests_calibrates_and_forecasts_the_horizon(run_at):
     assert served.height == forecast.height
     expected_hi = pl.max_horizontal((pl.col("plays") + 1) * pl.col("hi").exp() - 1, "plays")
     assert served.select(((pl.col("plays_hi") - expected_hi).abs() <= 1e-6 * (1 + expected_hi)).all()).item()
+
+    # published: forecasts.csv and .parquet hold the same vintage, h days per series; so does the submission
+    files = read_forecasts(paths.output_dir / settings.FORECASTS_CSV)
+    assert files.equals(read_forecasts(paths.output_dir / settings.FORECASTS_PARQUET))
+    assert files.columns == FORECASTS_COLUMNS and files.height == ARTISTS * horizon
+    assert files.select("unique_id", "ds", "forecast", "lo80", "hi80").equals(
+        forecast.select(unique_id="artist_id", ds="ds", forecast="plays", lo80="plays_lo", hi80="plays_hi")
+    )
+    assert files["data_through"].unique().to_list() == [last] and files["model"].unique().to_list() == [champion]
+    assert meta["forecast_files"]["dagster/row_count"].value == ARTISTS * horizon
+    evaluations = {
+        e.event_specific_data.check_name: e.event_specific_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert evaluations["forecast_files_match"] and evaluations["forecast_complete_and_valid"]
+    assert all(evaluations.values())
+    submission = read_submission(paths.submission)
+    assert submission.height == ARTISTS * horizon and submission["ds"].n_unique() == horizon
+
+
+# ---- changing the horizon ------------------------------------------------------------------------
+
+
+def test_a_champion_chosen_for_another_horizon_is_due_for_retraining():
+    from musictrend_dagster.core.service.serving import Selection, retrain_reasons
+
+    chosen = Selection(model_version=3, data_through=date(2015, 8, 30), history_days=183, horizon=60)
+    assert retrain_reasons(chosen, date(2015, 8, 31), 184, every_days=0, horizon=60) == []
+    assert retrain_reasons(chosen, date(2015, 8, 31), 184, every_days=0, horizon=90) == [
+        "horizon: v3 was backtested and trained for 60 days ahead, the setting is now 90"
+    ]
+    registered_before = Selection(model_version=1, data_through=date(2015, 8, 30), history_days=183)
+    assert registered_before.horizon == 60  # versions registered before the setting served 60 days
+
+
+def test_serving_a_longer_horizon_than_the_champion_learnt_says_to_retrain(five_series):
+    from musictrend_dagster.core.forecast.intervals import calibrate
+    from musictrend_dagster.core.service.serving import ServedModel, forecast_vintage
+
+    history, songs = five_series
+    model = make_model("global_direct", horizon=28, **TINY["global_direct"])
+    model.fit(history, songs)
+    errors = pl.DataFrame({"origin": [FIRST] * 28, "artist_id": ["a"] * 28, "day": list(range(28)), "err": [0.0] * 28})
+    served = ServedModel(
+        model, "global_direct", TINY["global_direct"], calibrate(errors, 28), history["ds"].max(), 183, 0.7
+    )
+    assert forecast_vintage(served, history, songs, horizon=28).frame["ds"].n_unique() == 28
+    with pytest.raises(ValueError, match="trained for 28 days ahead, 90 asked: retrain it for this horizon"):
+        forecast_vintage(served, history, songs, horizon=90)
+
+
+def test_the_command_refuses_a_bad_horizon_before_it_starts(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, settings.HORIZON_VAR: "400"}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("musictrend")), "run", "--home", str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "MUSICTREND_HORIZON must be a whole number of days from 1 to 365, got '400'" in done.stderr

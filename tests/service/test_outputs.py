@@ -197,7 +197,7 @@ def test_without_the_tianchi_source_there_is_no_submission_asset(tmp_path, monke
     monkeypatch.setattr(definitions, "writes_submission", lambda: False)
     other = definitions.build_defs(paths)
     assert "forecast_files" in keys(other) and "submission" not in keys(other)
-    assert "submission_complete" not in checks(other)
+    assert "submission_complete" not in checks(other) and "forecast_files_match" in checks(other)
     daily = other.resolve_job_def("daily_forecast")
     assert "forecast_files" in {n.name for n in daily.nodes}
 

@@ -106,6 +106,7 @@ def registered_champion(
             "reason": reason,
             "data_through": str(last_day),
             "history_days": served.history_days,
+            "horizon": horizon,
             "backtest_f_norm": best["f_norm"],
             "backtest_coverage_80": best["coverage"],
             "mlflow_run": dg.MetadataValue.url(mlflow.run_url(tracker.experiment_id, best["mlflow_run_id"])),
