@@ -298,3 +298,18 @@ def test_the_chart_draws_history_forecast_band_and_the_arrived_actuals(home):
     ys = band.get_paths()[0].vertices[:, 1]
     assert min(ys) == pytest.approx(800.0) and max(ys) == pytest.approx((1000 + 10 * (HORIZON - 1)) * 1.3)
     assert ax.get_title(loc="left") == "artist_a1: global_ensemble v3, data through 2015-08-09"
+
+
+def test_show_a_series_new_in_the_vintage_has_no_history_to_print(home, capsys):
+    """A series that appeared on the vintage's day (plays only from then on): its forecast, no history."""
+    con = connect(home.warehouse)
+    try:
+        con.execute("INSERT INTO artist_daily VALUES ('newcomer', ?, 40)", [VINTAGE])
+        fresh = vintage_frame().filter(pl.col("artist_id") == "band_b").with_columns(artist_id=pl.lit("newcomer"))
+        save_forecast(con, pl.concat([vintage_frame(), fresh]), "global_ensemble", 3, THROUGH)
+    finally:
+        con.close()
+    assert cli.main(["show", "newcomer", "--home", str(home.home)]) == 0
+    out = capsys.readouterr().out
+    assert "(no plays recorded in these weeks)" in out and "actuals arrived for 1 of its days" in out
+    assert (home.output_dir / "series" / "newcomer_20150810.png").exists()

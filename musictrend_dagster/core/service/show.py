@@ -110,6 +110,8 @@ def load_series(con: duckdb.DuckDBPyConnection, series_id: str, vintage: date | 
 
 def _week_rows(frame: pl.DataFrame, columns: list[tuple[str, str]], width: int) -> list[str]:
     """Calendar weeks (Monday first) of `frame`, one line per (label, column), blanks outside its days."""
+    if frame.is_empty():
+        return []
     lines = []
     by_day = {row["ds"]: row for row in frame.iter_rows(named=True)}
     first, last = frame["ds"].min(), frame["ds"].max()
@@ -134,7 +136,7 @@ def series_table(view: SeriesView) -> str:
     width = max(len(f"{max(values):,.0f}"), 5) + 2
     header = f"  {'week of':<10}  {'':<8}" + "".join(f"{d:>{width}}" for d in _WEEKDAYS)
     lines = [view.title, f"last {TABLE_WEEKS} weeks, actual plays", header]
-    lines += _week_rows(recent, [("actual", "plays")], width)
+    lines += _week_rows(recent, [("actual", "plays")], width) or ["  (no plays recorded in these weeks)"]
     arrived = view.forecast["actual"].drop_nulls().len()
     lines += [
         "",
