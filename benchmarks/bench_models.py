@@ -113,7 +113,8 @@ def synthetic_history(shape: tuple[int, int, int, int], tmp: Path) -> tuple[pl.D
                count(*) FILTER (WHERE a.column3 = '1') AS plays,
                count(*) FILTER (WHERE a.column3 = '2') AS downloads,
                count(DISTINCT a.column0) AS listeners
-            FROM read_csv('{summary.actions_file}', header=false, all_varchar=true) a JOIN songs s ON s.song_id = a.column1
+            FROM read_csv('{summary.actions_file}', header=false, all_varchar=true) a
+            JOIN songs s ON s.song_id = a.column1
             GROUP BY ALL"""
     ).pl()
     calendar = pl.DataFrame({"ds": pl.date_range(daily["ds"].min(), daily["ds"].max(), eager=True)})

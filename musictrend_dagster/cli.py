@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from musictrend_dagster.core.service.owner import HOST_TAG, PID_TAG, owner_gone, owner_tags
 from musictrend_dagster.core.settings import Paths
@@ -77,7 +78,8 @@ def _start(paths: Paths, verb: str) -> int | None:
         list_raw_dir(paths.raw_dir)
     except IngestError as exc:
         print(
-            f"musictrend {verb}: {exc}\n  (make sample data with: musictrend sample --source tianchi-s1 --out {paths.raw_dir})",
+            f"musictrend {verb}: {exc}\n"
+            f"  (make sample data with: musictrend sample --source tianchi-s1 --out {paths.raw_dir})",
             file=sys.stderr,
         )
         return 2
@@ -120,10 +122,11 @@ def _execute(
                 while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
                     error = error.cause
                 print(f"  step {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr)
-            elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
-                evaluation = event.event_specific_data
+            elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.asset_check_evaluation_data.passed:
+                evaluation = event.asset_check_evaluation_data
                 print(
-                    f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: {evaluation.metadata}",
+                    f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} "
+                    f"failed: {evaluation.metadata}",
                     file=sys.stderr,
                 )
         return None, elapsed
@@ -227,7 +230,8 @@ def _ingest(args: argparse.Namespace) -> int:
     print(f"  {'file':<46} {'status':<10} {'lines':>12} {'loaded':>12} {'quarantined':>12} {'removed':>10}")
     for r in reports:
         print(
-            f"  {r['file']:<46} {r['status']:<10} {r['lines_read']:>12,} {r['loaded']:>12,} {r['quarantined']:>12,} {r['removed']:>10,}"
+            f"  {r['file']:<46} {r['status']:<10} {r['lines_read']:>12,} {r['loaded']:>12,} "
+            f"{r['quarantined']:>12,} {r['removed']:>10,}"
         )
     print(f"  lake              {paths.lake}")
     print(f"  warehouse         {paths.warehouse}")
@@ -269,7 +273,8 @@ def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | 
         )
     vintage = meta["forecast"]
     print(
-        f"  vintage           {vintage['vintage']}: {vintage['horizon']} days x {vintage['dagster/row_count'] // vintage['horizon']} "
+        f"  vintage           {vintage['vintage']}: {vintage['horizon']} days x "
+        f"{vintage['dagster/row_count'] // vintage['horizon']} "
         f"artists by {vintage['champion']} v{vintage['model_version']}, from the data through {vintage['data_through']}"
     )
     print(f"  refit             {vintage['refit']}")
@@ -365,12 +370,13 @@ def _replay(args: argparse.Namespace) -> int:
         cursor, resources = None, defs.get_repository_def().get_top_level_resources()
         for k, drop in enumerate(drops, 1):
             drop.rename(paths.raw_dir / drop.name)
-            sensed = new_drop_file_sensor(
-                dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+            sensed = cast(  # a drop file was just added: the sensor returns run requests, not a skip
+                dg.SensorResult,
+                new_drop_file_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)),
             )
             cursor = sensed.cursor
-            for request in sensed.run_requests:
-                line = _replay_request(paths, instance, request, request.job_name)
+            for request in sensed.run_requests or []:
+                line = _replay_request(paths, instance, request, cast(str, request.job_name))
                 if line is None:
                     return 1
                 print(f"replay {k}/{len(drops)} {drop.name}: {line}")
@@ -400,7 +406,8 @@ def _replay_request(paths: Paths, instance, request, job_name: str) -> str | Non
     meta = _metadata([(None, result, elapsed)])
     vintage, monitoring = meta["forecast"], meta.get("forecast_monitoring", {})
     return (
-        f"{job_name} {elapsed:.0f}s, vintage {vintage['vintage']} by {vintage['champion']} v{vintage['model_version']}; "
+        f"{job_name} {elapsed:.0f}s, vintage {vintage['vintage']} by {vintage['champion']} "
+        f"v{vintage['model_version']}; "
         f"{monitoring.get('verdict', '')}"
     )
 
@@ -464,7 +471,10 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
 
     paths = _point_environment(args.home, None)
     configured = urlsplit(mlflow_ui_url())
-    host, port = args.host or configured.hostname, args.port or configured.port
+    host, port = (
+        cast(str, args.host or configured.hostname),
+        args.port or configured.port,
+    )  # mlflow_ui_url() checked the host
     served = f"{configured.scheme}://{host}:{port}"
     print(f"MLflow UI on {served} (store {paths.mlflow_uri})", flush=True)
     if served != mlflow_ui_url():

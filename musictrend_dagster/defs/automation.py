@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 
@@ -86,16 +87,20 @@ def service_state(instance: dg.DagsterInstance) -> ServiceState:
             int(champion["history_days"]),
             int(champion.get("horizon", DEFAULT_HORIZON)),
         )
-    degraded = None
+    degraded: str | None = None
     record = instance.get_latest_asset_check_evaluation_record(
         dg.AssetCheckKey(dg.AssetKey("forecast_monitoring"), LIVE_CHECK)
     )
-    evaluation = record.event.dagster_event.event_specific_data if record and record.event else None
+    evaluation = (
+        record.event.dagster_event.event_specific_data
+        if record and record.event and record.event.dagster_event
+        else None
+    )
     # a run killed between planning the check and evaluating it leaves only the plan: no verdict
     if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed and selection is not None:
         facts = {k: v.value for k, v in evaluation.metadata.items()}
         if facts.get("model_version") == selection.model_version:
-            degraded = facts["verdict"]
+            degraded = cast(str, facts["verdict"])
     return ServiceState(
         selection=selection,
         data_through=date.fromisoformat(vintage["data_through"]) if vintage and "data_through" in vintage else None,
@@ -109,10 +114,11 @@ def due_reasons(state: ServiceState) -> list[str]:
     if state.selection is not None and state.data_through is None:
         # a champion without a vintage yet: the next daily run makes one, if it is for this horizon
         return [r for r in [horizon_changed(state.selection, horizon())] if r]
+    # data_through and history_days are None only without a champion, where retrain_reasons looks no further
     return retrain_reasons(
         state.selection,
-        state.data_through,
-        state.history_days,
+        cast(date, state.data_through),
+        cast(int, state.history_days),
         state.degraded,
         every_days=retrain_every_days(),
         horizon=horizon(),
@@ -132,7 +138,10 @@ def new_drop_files(raw_dir: Path, seen: set[str]) -> list[str]:
     """Drop files (named with a real day) in raw_dir not seen before, oldest day first."""
     if not raw_dir.is_dir():
         return []
-    return sorted((p.name for p in raw_dir.iterdir() if _drop_day(p.name) and p.name not in seen), key=_drop_day)
+    return sorted(
+        (p.name for p in raw_dir.iterdir() if _drop_day(p.name) and p.name not in seen),
+        key=lambda name: cast(date, _drop_day(name)),
+    )
 
 
 def _daily_request(run_key: str, start: date, files: list[str], why: str) -> dg.RunRequest:
@@ -178,11 +187,12 @@ def new_drop_file_sensor(
                 )
             ],
         )
-    floor = state.covered_through
-    fresh = [n for n in new if _drop_day(n) > floor]
+    floor = cast(date, state.covered_through)  # a champion exists: its data_through is a day
+    fresh = [n for n in new if cast(date, _drop_day(n)) > floor]  # drop files are named with a real day
     late = [n for n in new if n not in fresh]
     requests = [
-        _daily_request(n, _drop_day(n) + timedelta(days=1), [n], f"new day {_drop_day(n)} in {n}") for n in fresh
+        _daily_request(n, cast(date, _drop_day(n)) + timedelta(days=1), [n], f"new day {_drop_day(n)} in {n}")
+        for n in fresh
     ]
     if late and not fresh:  # days a vintage has read changed: forecast the newest vintage again from them
         requests.append(

@@ -2,6 +2,7 @@
 
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import dagster as dg
 import polars as pl
@@ -25,8 +26,8 @@ OUTAGE_DAYS_SHOWN = 10
 def quarantine_share(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     limit = max_quarantine_share()
     with warehouse.connect() as con:
-        loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
-        quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
+        loaded = cast(tuple, con.execute("SELECT count(*) FROM raw_user_actions").fetchone())[0]
+        quarantined = cast(tuple, con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone())[0]
         reasons = query(
             con, "SELECT reason, count(*) AS lines FROM quarantine_user_actions GROUP BY reason ORDER BY lines DESC"
         )
@@ -72,7 +73,7 @@ def no_outage_day(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             else []
         )
     by_day = {str(d): files for d, files in sources}
-    metadata = {
+    metadata: dict[str, Any] = {
         "outage_day_count": len(dead),
         "outage_days": dg.MetadataValue.json([str(d) for d in dead[:OUTAGE_DAYS_SHOWN]]),
         "gaps": dg.MetadataValue.json(
@@ -105,7 +106,7 @@ def _gaps(days: list[date]) -> list[tuple[date, date]]:
 def _forecast_problems(predicted: pl.DataFrame, artists: list[str]) -> dict[str, int]:
     """Counts of what is wrong with a forecast: missing artists or days, negative or non-finite plays."""
     days = predicted["ds"].n_unique()
-    span = (predicted["ds"].max() - predicted["ds"].min()).days + 1 if days else 0
+    span = (cast(date, predicted["ds"].max()) - cast(date, predicted["ds"].min())).days + 1 if days else 0
     per_artist = predicted.group_by("artist_id").agg(pl.col("ds").n_unique().alias("days"))
     return {
         "missing_days": span - days,
@@ -118,7 +119,7 @@ def _forecast_problems(predicted: pl.DataFrame, artists: list[str]) -> dict[str,
 
 
 def _interval_problems(predicted: pl.DataFrame) -> dict[str, int]:
-    """Rows without an 80% interval, and rows whose interval does not hold the forecast (0 <= lo <= plays <= hi, finite)."""
+    """Rows without an 80% interval, and rows whose interval does not hold the forecast (0 <= lo <= plays <= hi)."""
     lo, hi, plays = pl.col("plays_lo"), pl.col("plays_hi"), pl.col("plays")
     return {
         "interval_missing": predicted.filter(lo.is_null() | hi.is_null()).height,

@@ -17,7 +17,7 @@ REFERENCE_FILE = Path(__file__).parent / "reference" / "metric_reference.md"
 
 
 def read_reference() -> dict[str, tuple[list[float], float]]:
-    """The metric doc's table (tests/forecast/reference/metric_reference.md): per model, f_norm per test window and mean."""
+    """The metric doc's table (tests/forecast/reference/metric_reference.md): per model, f_norm per window and mean."""
     rows = [line.strip("|").split("|") for line in REFERENCE_FILE.read_text().splitlines() if line.startswith("| ")]
     header, *body = [[cell.strip() for cell in row] for row in rows]
     names = {"c* over last 60": "best_constant"}

@@ -5,6 +5,7 @@ Plans are checked against hand-derived expectations; every model is run on 35, 6
 150 and 183 days of the real tianchi-s1 aggregates (tiny epochs).
 """
 
+import functools
 from datetime import date, timedelta
 
 import numpy as np
@@ -67,7 +68,7 @@ def test_plan_by_hand(days):
 
 
 def test_too_short_a_history_says_what_is_needed():
-    with pytest.raises(InsufficientHistory, match="history has 34 days .* at least 35"):
+    with pytest.raises(InsufficientHistory, match=r"history has 34 days .* at least 35"):
         plan_backtest(FIRST, FIRST + timedelta(days=33), required_history(), horizon=60)
 
 
@@ -88,7 +89,7 @@ def test_every_length_backtests_what_fits_and_forecasts_60_days(days, packaged):
         if spec(name).skip_reason(TINY.get(name, {}), plan.train_days):
             continue
         result = backtest(
-            lambda: make_model(name, **TINY.get(name, {})), history, songs, plan.origins, horizon=plan.window
+            functools.partial(make_model, name, **TINY.get(name, {})), history, songs, plan.origins, horizon=plan.window
         )
         assert [o.origin for o in result.origins] == origins
         assert all(o.forecast["ds"].n_unique() == window for o in result.origins)
@@ -138,7 +139,8 @@ def _first_days_of(tianchi, days: int, raw_dir):
     shutil.copy(tianchi.songs_file, raw_dir / tianchi.songs_file.name)
     last = (FIRST + timedelta(days=days - 1)).strftime("%Y%m%d")
     duckdb.sql(
-        f"COPY (SELECT * FROM read_csv('{tianchi.actions_file}', header=false, all_varchar=true) WHERE column4 <= '{last}') "
+        f"COPY (SELECT * FROM read_csv('{tianchi.actions_file}', header=false, all_varchar=true) "
+        f"WHERE column4 <= '{last}') "
         f"TO '{raw_dir / tianchi.actions_file.name}' (HEADER false)"
     )
 

@@ -41,7 +41,7 @@ RETRY_NOTICE = "retrying"  # tracking._retry's warning: a wait, not an error
 
 
 def scheduled_run(box: Sandbox) -> Run:
-    """What the daily schedule does, minus the daemon: the refresh_all job from the code location, in another process."""
+    """What the daily schedule does, minus the daemon: the refresh_all job from the code location, in a subprocess."""
     path = box.root / "logs" / "scheduled.json"
     path.write_text(json.dumps(tiny_training(epochs=1)))
     paths = box.paths

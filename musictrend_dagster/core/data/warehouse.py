@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import cast
 
 import duckdb
 
@@ -79,10 +80,13 @@ def connect(db_path: str | os.PathLike, memory_limit: str = DEFAULT_MEMORY_LIMIT
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the warehouse's own tables if absent (explicit types: nothing is guessed)."""
-    legacy = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'raw_user_actions' "
-        "AND table_type = 'BASE TABLE' AND table_schema = current_schema()"
-    ).fetchone()[0]
+    legacy = cast(
+        tuple,
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'raw_user_actions' "
+            "AND table_type = 'BASE TABLE' AND table_schema = current_schema()"
+        ).fetchone(),
+    )[0]
     if legacy:
         for table in _LEGACY:
             con.execute(f"DROP TABLE IF EXISTS {table}")

@@ -43,7 +43,8 @@ class BacktestPlan:
         origins = ", ".join(o.isoformat() for o in self.origins)
         n = len(self.origins)
         return (
-            f"{n} origin{'s' * (n > 1)} ({origins}) x {self.window} test days, from {self.history_days} days of history "
+            f"{n} origin{'s' * (n > 1)} ({origins}) x {self.window} test days, "
+            f"from {self.history_days} days of history "
             f"({self.first_day}..{self.last_day}); the oldest origin leaves {self.train_days} training days"
         )
 

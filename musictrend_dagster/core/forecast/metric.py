@@ -1,4 +1,4 @@
-"""The official Tianchi score (see README "The score"): sqrt-volume-weighted relative error.
+"""The official Tianchi score (docs/models-and-scores.md, "The score"): sqrt-volume-weighted relative error.
 
 sigma_j = sqrt(mean over days with T>0 of ((S-T)/T)^2), phi_j = sqrt(sum T),
 F = sum_j (1 - sigma_j) * phi_j, f_norm = F / sum_j phi_j. Days with T = 0 are left
@@ -7,6 +7,8 @@ and so adds nothing.
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -37,10 +39,10 @@ def artist_scores(forecast: pl.DataFrame, actual: pl.DataFrame) -> pl.DataFrame:
 def f_norm(forecast: pl.DataFrame, actual: pl.DataFrame) -> float:
     """F / sum(phi): 1.0 is perfect, 0 is as bad as forecasting nothing, negative is worse."""
     scores = artist_scores(forecast, actual)
-    total_phi = scores["phi"].sum()
+    total_phi = cast(float, scores["phi"].sum())
     if not total_phi:
         raise ValueError("actuals have no plays: the score is undefined")
-    return float(scores["score"].sum() / total_phi)
+    return float(cast(float, scores["score"].sum()) / total_phi)
 
 
 def c_star(x: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -60,7 +60,7 @@ class Vintage:
 
 def vintage_day(history: pl.DataFrame, start: date | None = None) -> date:
     """The first forecast day: `start`, or the day after the newest data; never past that day."""
-    next_day = history["ds"].max() + timedelta(days=1)
+    next_day = cast(date, history["ds"].max()) + timedelta(days=1)
     if start is not None and start > next_day:
         raise ValueError(
             f"forecast start {start} leaves a gap after the last observed day {next_day - timedelta(days=1)}"
@@ -97,7 +97,7 @@ def forecast_vintage(
     return Vintage(
         frame=predicted.select(pl.lit(vintage).alias("vintage"), "artist_id", "ds", "plays", "plays_lo", "plays_hi"),
         vintage=vintage,
-        data_through=seen["ds"].max(),
+        data_through=cast(date, seen["ds"].max()),
         history_days=seen["ds"].n_unique(),
         refit=refit,
         in_sample=served.trained_through >= vintage,

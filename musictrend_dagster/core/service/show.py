@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import cast
 
 import duckdb
 import polars as pl
@@ -114,7 +115,7 @@ def _week_rows(frame: pl.DataFrame, columns: list[tuple[str, str]], width: int) 
         return []
     lines = []
     by_day = {row["ds"]: row for row in frame.iter_rows(named=True)}
-    first, last = frame["ds"].min(), frame["ds"].max()
+    first, last = cast(date, frame["ds"].min()), cast(date, frame["ds"].max())
     monday = first - timedelta(days=first.weekday())
     while monday <= last:
         week = [monday + timedelta(days=k) for k in range(7)]

@@ -7,6 +7,7 @@ import json
 import warnings
 from collections.abc import Iterator
 from datetime import date, timedelta
+from typing import cast
 
 import duckdb
 import polars as pl
@@ -24,7 +25,7 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None =
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
-        return pl.from_arrow(con.execute(sql, params).to_arrow_table())
+        return cast(pl.DataFrame, pl.from_arrow(con.execute(sql, params).to_arrow_table()))
 
 
 def load_history(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -228,9 +229,13 @@ def save_forecast(
         data_through=pl.lit(data_through, pl.Date) if data_through else pl.col("ds").min() - timedelta(days=1),
     )
     with _transaction(con):
-        if con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'forecast' AND table_type = 'BASE TABLE'"
-        ).fetchone()[0]:
+        if cast(
+            tuple,
+            con.execute(
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_name = 'forecast' AND table_type = 'BASE TABLE'"
+            ).fetchone(),
+        )[0]:
             con.execute("DROP TABLE forecast")  # the one-forecast table of earlier releases
         con.execute(VINTAGES_SQL)
         con.register("incoming_frame", frame.to_arrow())

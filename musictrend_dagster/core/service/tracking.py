@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator
 from datetime import date
 from importlib.metadata import version as pkg_version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import mlflow
 import pandas as pd
 import polars as pl
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Experiment, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
@@ -104,7 +104,7 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
+class ForecasterPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]  # mlflow loads pyfunc lazily
     """Serves a fitted non-Keras forecaster: rows of (start yyyy-mm-dd, horizon) in, forecast frame out."""
 
     def __init__(self, forecaster: Forecaster) -> None:
@@ -130,8 +130,8 @@ class Tracker:
         self, uri: str | None = None, artifact_dir: Path | None = None, experiment: str = MLFLOW_EXPERIMENT
     ) -> None:
         paths = Paths.from_env() if uri is None or artifact_dir is None else None
-        self.uri = uri or paths.mlflow_uri
-        self.artifact_dir = Path(artifact_dir or paths.mlflow_artifacts).resolve()
+        self.uri = uri or cast(Paths, paths).mlflow_uri
+        self.artifact_dir = Path(artifact_dir or cast(Paths, paths).mlflow_artifacts).resolve()
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ class Tracker:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-                found = _retry(self.client.get_experiment_by_name, name)
+                found = cast(Experiment, _retry(self.client.get_experiment_by_name, name))  # the other creator's
         if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             _retry(self.client.set_experiment_tag, found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
@@ -191,7 +191,7 @@ class Tracker:
             with _quiet():
                 yield
         finally:
-            mlflow.set_tracking_uri(previous)
+            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it: mlflow's annotation omits it
 
     def log_backtest(
         self,
@@ -360,7 +360,7 @@ class Tracker:
         return int(mv.version)
 
     @staticmethod
-    def _log_keras(model: Forecaster, keras_model: Any, history: pl.DataFrame) -> Any:
+    def _log_keras(model: Any, keras_model: Any, history: pl.DataFrame) -> Any:
         import mlflow.keras  # imports TensorFlow: only paid when a Keras champion is logged
 
         x = model.model_input(history)
@@ -491,7 +491,9 @@ def _monitoring_experiment(tracker: Tracker) -> str:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-        return _retry(tracker.client.get_experiment_by_name, MLFLOW_MONITORING_EXPERIMENT).experiment_id
+        return cast(
+            Experiment, _retry(tracker.client.get_experiment_by_name, MLFLOW_MONITORING_EXPERIMENT)
+        ).experiment_id
 
 
 def log_live_scores(

@@ -6,6 +6,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import dagster as dg
 import polars as pl
@@ -67,7 +68,9 @@ HYPERPARAMETER_HELP = {
     "learning_rate": "Adam learning rate.",
     "l2": "L2 penalty on the weights.",
     "recency_days": "Age (days) over which a training origin's weight decays by e: recent origins count more.",
-    "level_shrink": "Share of the way (in log, 0-1) the forecast's level moves from c*(last 7 days) toward c*(last 28).",
+    "level_shrink": (
+        "Share of the way (in log, 0-1) the forecast's level moves from c*(last 7 days) toward c*(last 28)."
+    ),
     "seed": "Random seed of weights and shuffling: same data and seed, same forecast.",
     "scaling": "'window': each input window on its own level; 'global': one standardisation of all (2016).",
     "feedback": "What the recursion feeds back: 'vector', the network's [plays, mean, variance] (2016); 'plays'.",
@@ -82,7 +85,7 @@ def _config_class(spec: ModelSpec) -> type[dg.Config]:
     """Launchpad-editable hyperparameters (only those: paths and stores are the resources'), with the
     model's own defaults and a one-line description each."""
     camel = "".join(part.title() for part in spec.name.split("_"))
-    fields = {
+    fields: dict[str, Any] = {  # Any: mypy would match a narrower value type against the named keywords too
         name: (type(value), Field(default=value, description=HYPERPARAMETER_HELP[name]))
         for name, value in spec.defaults.items()
     }
@@ -110,19 +113,19 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     )
     def _asset(
         context: dg.AssetExecutionContext,
-        config: config_cls,
+        config: config_cls,  # type: ignore[valid-type]  # a class built at run time: Dagster reads it from here
         warehouse: WarehouseResource,
         mlflow: MlflowResource,
         forecasting: ForecastSettingsResource,
     ) -> dg.MaterializeResult:
-        params = config.model_dump()
+        params = cast(dg.Config, config).model_dump()
         started = time.time()
         horizon = forecasting.horizon
         with warehouse.connect() as con:
             history, songs = load_history(con)
         plan = backtest_plan(history, horizon)
         context.log.info(f"{spec.name}: backtest plan: {plan.describe()}")
-        plan_md = {
+        plan_md: dict[str, Any] = {
             "plan": plan.describe(),
             "origins": dg.MetadataValue.json([o.isoformat() for o in plan.origins]),
             "window_days": plan.window,
@@ -135,7 +138,8 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
 
         def on_origin(r: OriginResult) -> None:
             context.log.info(
-                f"{spec.name} @ {r.origin}: f_norm {r.f_norm:.4f} (fit {r.fit_seconds:.1f}s, predict {r.predict_seconds:.1f}s)"
+                f"{spec.name} @ {r.origin}: f_norm {r.f_norm:.4f} "
+                f"(fit {r.fit_seconds:.1f}s, predict {r.predict_seconds:.1f}s)"
             )
 
         reason = spec.skip_reason(params, plan.train_days)
@@ -154,7 +158,7 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             except InsufficientHistory as exc:
                 reason = str(exc)
         if result is None:
-            skipped = Skipped(spec.name, params, reason)
+            skipped = Skipped(spec.name, params, cast(str, reason))  # no result: skipped, with a reason
             context.log.warning(f"{spec.name} skipped: {reason}")
             run_id = tracker.log_skipped(skipped, plan, tags, started=started)
             with warehouse.connect() as con:

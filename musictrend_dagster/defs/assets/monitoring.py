@@ -4,6 +4,7 @@ freshness (an ERROR check)."""
 
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import dagster as dg
 import polars as pl
@@ -133,7 +134,7 @@ def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseR
     if live is not None:
         verdict = live.verdict()
         (context.log.warning if live.degraded else context.log.info)(f"live score: {verdict}")
-        facts = {
+        facts: dict[str, Any] = {
             "verdict": verdict,
             "model_version": live.model_version,
             "model": live.model,
@@ -170,11 +171,14 @@ def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseR
 )
 def new_day_freshness(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        newest, arrived, now = con.execute(
-            "WITH newest AS (SELECT max(ds) AS ds FROM lake_files WHERE dataset = 'user_actions') "
-            "SELECT newest.ds, (SELECT min(changed_at) FROM lake_changes c WHERE c.dataset = 'user_actions' "
-            "AND c.ds = newest.ds), now()::TIMESTAMP FROM newest"
-        ).fetchone()
+        newest, arrived, now = cast(
+            tuple,
+            con.execute(
+                "WITH newest AS (SELECT max(ds) AS ds FROM lake_files WHERE dataset = 'user_actions') "
+                "SELECT newest.ds, (SELECT min(changed_at) FROM lake_changes c WHERE c.dataset = 'user_actions' "
+                "AND c.ds = newest.ds), now()::TIMESTAMP FROM newest"
+            ).fetchone(),
+        )
     if newest is None:
         return dg.AssetCheckResult(
             passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"verdict": "no action data in the lake"}

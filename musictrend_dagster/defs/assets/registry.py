@@ -2,7 +2,8 @@
 `musictrend-forecaster@champion`, with what the daily path serves from it."""
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
+from typing import cast
 
 import dagster as dg
 from pydantic import Field
@@ -64,7 +65,7 @@ def registered_champion(
     name, params = best["model"], json.loads(best["params"])
     model = logged_model(context, name, params, f"{name} refit", horizon)
     model.fit(history, songs)
-    last_day = history["ds"].max()
+    last_day = cast(date, history["ds"].max())
     served = ServedModel(
         model,
         name,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date
+from typing import Any, cast
 
 import polars as pl
 
@@ -100,7 +101,8 @@ SPECS: list[ModelSpec] = [
     ModelSpec(
         "global_ensemble",
         GlobalEnsemble,
-        "Six global_direct-shaped networks (3 seeds x 14- and 28-day inputs) trained together in TensorFlow on the metric's own "
+        "Six global_direct-shaped networks (3 seeds x 14- and 28-day inputs) trained together in TensorFlow "
+        "on the metric's own "
         "sqrt-volume-weighted sigma with recent origins weighted up, their log-multiplier curves averaged over "
         "c*(last 7 days) moved 15% of the way (in log) toward c*(last 28 days); inputs include downloads and "
         "distinct listeners per play.",
@@ -126,7 +128,9 @@ def required_history() -> int:
 def backtest_plan(history: pl.DataFrame, horizon: int) -> BacktestPlan:
     """The plan every backtest and the champion share: from the history's span, the models' needs and
     the forecast horizon (test windows of `horizon` days where the history allows)."""
-    return plan_backtest(history["ds"].min(), history["ds"].max(), required_history(), horizon=horizon)
+    return plan_backtest(
+        cast(date, history["ds"].min()), cast(date, history["ds"].max()), required_history(), horizon=horizon
+    )
 
 
 def make_model(name: str, *, horizon: int = DEFAULT_HORIZON, **overrides: Any) -> Forecaster:
