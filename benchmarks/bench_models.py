@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     history, songs = packaged_history()
     t0 = time.perf_counter()
     reported = rolling_origins(LAST_DAY)
-    rolling = plan_backtest(history["ds"].min(), LAST_DAY, required_history(), max_origins=6, step=12)
+    rolling = plan_backtest(history["ds"].min(), LAST_DAY, required_history(), horizon=60, max_origins=6, step=12)
     wanted = set()
     if {"reported", "bounds"} & set(sets):
         wanted |= set(reported)
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         for shape in SHAPES:
             with tempfile.TemporaryDirectory(prefix="musictrend-synth-") as tmp:
                 synth, synth_songs = synthetic_history(shape, Path(tmp))
-            plan = plan_backtest(synth["ds"].min(), synth["ds"].max(), required_history())
+            plan = plan_backtest(synth["ds"].min(), synth["ds"].max(), required_history(), horizon=60)
             label = f"synthetic {shape[0]} artists x {shape[1]} days, {shape[2]:,} rows, seed {shape[3]}"
             results = run_set(factories, synth, synth_songs, plan.origins, plan.window, label)
             report(results, synth, plan.window, f"{label} ({len(plan.origins)} origins)", min_choose=2)

@@ -157,13 +157,16 @@ def _run(args: argparse.Namespace) -> int:
     paths = _point_environment(args.home, args.raw_dir)
     if (code := _start(paths, "run")) is not None:
         return code
+    from musictrend_dagster.core.service.serving import horizon_changed
+    from musictrend_dagster.core.settings import horizon
     from musictrend_dagster.defs.automation import due_reasons, service_state
     from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
 
     runs = []
     with _instance(paths, "run") as instance:
         state = service_state(instance)
-        if args.retrain or state.selection is None:
+        # a champion chosen for another horizon cannot serve this one: straight to the full path
+        if args.retrain or state.selection is None or horizon_changed(state.selection, horizon()):
             reasons = ["requested: musictrend run --retrain"] if args.retrain else due_reasons(state)
         else:
             result, elapsed = _execute(
@@ -249,7 +252,7 @@ def _metadata(runs: list) -> dict[str, dict]:
 
 def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | None) -> None:
     """What the runs did: the full path's backtests and champion, the vintage, monitoring, retraining."""
-    from musictrend_dagster.core.settings import mlflow_ui_url
+    from musictrend_dagster.core.settings import FORECASTS_CSV, mlflow_ui_url
     from musictrend_dagster.defs.resources import default_resources
 
     meta = _metadata(runs)
@@ -280,7 +283,9 @@ def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | 
         print(f"  monitoring        {monitoring['vintages_scored']} vintage(s) scored; {monitoring['verdict']}")
     if not_due:
         print(f"  retraining        {not_due}")
-    print(f"  submission        {paths.submission}")
+    print(f"  forecasts         {paths.output_dir / FORECASTS_CSV} (and .parquet)")
+    if "submission" in meta:
+        print(f"  submission        {paths.submission}")
     print(f"  Dagster UI        make ui       (http://127.0.0.1:3000, runs under {paths.dagster_home})")
     mlflow = default_resources(paths)["mlflow"]
     print(f"  MLflow UI         make mlflow-ui ({mlflow_ui_url()}, store {paths.mlflow_uri})")
@@ -293,11 +298,11 @@ def _print_backtests(paths: Paths) -> None:
 
     from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, backtest_plan
     from musictrend_dagster.core.service.store import leaderboard, load_history, standings
-    from musictrend_dagster.core.settings import champion_metric
+    from musictrend_dagster.core.settings import champion_metric, horizon
     from musictrend_dagster.defs.resources import default_resources
 
     with default_resources(paths)["warehouse"].connect() as con:
-        plan = backtest_plan(load_history(con)[0])
+        plan = backtest_plan(load_history(con)[0], horizon())
         scores, runs = standings(con, MODEL_NAMES, plan)
     board = leaderboard(scores, champion_metric())  # ranked as the champion was chosen
     champion = board.row(0, named=True)
@@ -420,6 +425,29 @@ def _write_monitoring_plot(paths: Paths) -> Path:
     return plots.plot_monitoring(scores, history, selections, TOLERANCE, path=paths.output_dir / "monitoring.png")
 
 
+def _show(args: argparse.Namespace) -> int:
+    """One series: its last four weeks, the vintage's forecast and 80% interval, and a PNG of the same."""
+    from datetime import date
+
+    from musictrend_dagster.core.service import plots
+    from musictrend_dagster.core.service.show import chart_path, load_series, series_table
+    from musictrend_dagster.defs.resources import default_resources
+
+    paths = _point_environment(args.home, None)
+    try:
+        vintage = date.fromisoformat(args.vintage) if args.vintage else None
+    except ValueError:
+        raise ValueError(f"--vintage must be a day, YYYY-MM-DD; got {args.vintage!r}") from None
+    if not paths.warehouse.exists():
+        raise FileNotFoundError(f"no warehouse at {paths.warehouse}: make a forecast first with `musictrend run`")
+    with default_resources(paths)["warehouse"].connect() as con:
+        view = load_series(con, args.series_id, vintage)
+    print(series_table(view))
+    path = plots.plot_series(view.history, view.forecast, view.title, path=chart_path(paths.output_dir, view))
+    print(f"\nchart: {path}")
+    return 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     """`dagster dev` on 127.0.0.1 with the project's instance and workspace."""
     paths = _point_environment(args.home, args.raw_dir)
@@ -523,6 +551,14 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--raw-dir", help="the log to replay (default $MUSICTREND_RAW_DIR or $MUSICTREND_HOME/raw)")
     replay.add_argument("--home", help="the replay's own state folder, new or empty (default $MUSICTREND_HOME/replay)")
     replay.set_defaults(func=_replay)
+
+    show = sub.add_parser(
+        "show", help="one series: its last four weeks, its forecast and 80%% interval, and a PNG chart of them"
+    )
+    show.add_argument("series_id", help="the series (artist) id, or the start of one")
+    show.add_argument("--vintage", help="the forecast's first day, YYYY-MM-DD (default: the newest vintage)")
+    show.add_argument("--home", help="state folder (default $MUSICTREND_HOME or ./.musictrend)")
+    show.set_defaults(func=_show)
 
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project's instance")
     ui.add_argument("--home")

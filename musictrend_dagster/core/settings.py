@@ -23,6 +23,10 @@ MLFLOW_UI_URL_VAR = "MUSICTREND_MLFLOW_UI_URL"
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 ENGINE_VAR = "MUSICTREND_ENGINE"
 SPARK_MASTER_VAR = "MUSICTREND_SPARK_MASTER"
+HORIZON_VAR = "MUSICTREND_HORIZON"
+DEFAULT_HORIZON = 60  # the competition's
+MAX_HORIZON = 365
+FORECASTS_CSV, FORECASTS_PARQUET = "forecasts.csv", "forecasts.parquet"
 ENGINES = ("duckdb", "spark")
 CHAMPION_METRIC_VAR = "MUSICTREND_CHAMPION_METRIC"
 CHAMPION_METRICS = ("f_norm", "wape")  # the official score (higher is better), or WAPE (lower is better)
@@ -95,6 +99,21 @@ def champion_metric() -> str:
     return value
 
 
+def horizon() -> int:
+    """Days ahead every forecast covers, 1..365 (default 60): the backtest windows, the models' curves,
+    the interval calibration and the served vintage all follow it."""
+    raw = os.environ.get(HORIZON_VAR, str(DEFAULT_HORIZON))
+    value = int(raw) if raw.strip().isdigit() else 0
+    if not 1 <= value <= MAX_HORIZON:
+        raise ConfigError(f"{HORIZON_VAR} must be a whole number of days from 1 to {MAX_HORIZON}, got {raw!r}")
+    return value
+
+
+def writes_submission() -> bool:
+    """Whether the competition's submission file is written (it only fits the tianchi source's artists)."""
+    return True
+
+
 def check_environment() -> None:
     """Fail at start, naming the variable, rather than deep inside a run."""
     max_quarantine_share()
@@ -103,6 +122,7 @@ def check_environment() -> None:
     engine()
     spark_master()
     champion_metric()
+    horizon()
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,14 @@ from typing import cast
 
 import dagster as dg
 
-from musictrend_dagster.core.service.serving import Selection, retrain_reasons
-from musictrend_dagster.core.settings import ACTIONS_PREFIX, RETRAIN_EVERY_DAYS_VAR, retrain_every_days
+from musictrend_dagster.core.service.serving import Selection, horizon_changed, retrain_reasons
+from musictrend_dagster.core.settings import (
+    ACTIONS_PREFIX,
+    DEFAULT_HORIZON,
+    RETRAIN_EVERY_DAYS_VAR,
+    horizon,
+    retrain_every_days,
+)
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
@@ -76,7 +82,10 @@ def service_state(instance: dg.DagsterInstance) -> ServiceState:
     selection = None
     if champion:
         selection = Selection(
-            int(champion["model_version"]), date.fromisoformat(champion["data_through"]), int(champion["history_days"])
+            int(champion["model_version"]),
+            date.fromisoformat(champion["data_through"]),
+            int(champion["history_days"]),
+            int(champion.get("horizon", DEFAULT_HORIZON)),
         )
     degraded: str | None = None
     record = instance.get_latest_asset_check_evaluation_record(
@@ -103,7 +112,8 @@ def service_state(instance: dg.DagsterInstance) -> ServiceState:
 def due_reasons(state: ServiceState) -> list[str]:
     """Why the champion is due for retraining now (empty: not due)."""
     if state.selection is not None and state.data_through is None:
-        return []  # a champion without a vintage yet: the next daily run makes one
+        # a champion without a vintage yet: the next daily run makes one, if it is for this horizon
+        return [r for r in [horizon_changed(state.selection, horizon())] if r]
     # data_through and history_days are None only without a champion, where retrain_reasons looks no further
     return retrain_reasons(
         state.selection,
@@ -111,6 +121,7 @@ def due_reasons(state: ServiceState) -> list[str]:
         cast(int, state.history_days),
         state.degraded,
         every_days=retrain_every_days(),
+        horizon=horizon(),
     )
 
 

@@ -7,8 +7,8 @@ from typing import Any, cast
 import dagster as dg
 import polars as pl
 
-from musictrend_dagster.core.service.outputs import read_submission
-from musictrend_dagster.core.service.store import query
+from musictrend_dagster.core.service.outputs import FORECASTS_COLUMNS, read_forecasts, read_submission
+from musictrend_dagster.core.service.store import load_forecasts, query
 from musictrend_dagster.core.settings import MAX_QUARANTINE_SHARE_VAR, max_quarantine_share
 from musictrend_dagster.defs.metadata import preview
 from musictrend_dagster.defs.resources import OutputResource, WarehouseResource
@@ -161,4 +161,23 @@ def submission_complete(warehouse: WarehouseResource, output: OutputResource) ->
     return dg.AssetCheckResult(passed=not any(problems.values()), metadata={**problems, "rows": frame.height})
 
 
-guard_checks = [quarantine_share, no_outage_day, forecast_complete_and_valid, submission_complete]
+@dg.asset_check(
+    asset="forecast_files",
+    blocking=True,
+    pool=DUCKDB_POOL,
+    description="forecasts.csv and forecasts.parquet read back with exactly their columns and hold the "
+    "warehouse's `forecasts` view, row for row.",
+)
+def forecast_files_match(warehouse: WarehouseResource, output: OutputResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        expected = load_forecasts(con)
+    found = {path.name: read_forecasts(path) for path in output.forecasts_paths()}
+    metadata = {
+        name: "same rows" if frame.columns == FORECASTS_COLUMNS and frame.equals(expected) else "differs"
+        for name, frame in found.items()
+    }
+    passed = all(v == "same rows" for v in metadata.values())
+    return dg.AssetCheckResult(passed=passed, metadata={**metadata, "rows": expected.height})
+
+
+guard_checks = [quarantine_share, no_outage_day, forecast_complete_and_valid, submission_complete, forecast_files_match]

@@ -128,15 +128,32 @@ class MlflowResource(dg.ConfigurableResource):
         return Tracker(self.tracking_uri, Path(self.artifact_dir))
 
 
+class ForecastSettingsResource(dg.ConfigurableResource):
+    """What every forecast covers: the backtest windows, the models' curves, the interval calibration
+    and the served vintage all take this horizon."""
+
+    horizon: int = Field(
+        default=settings.DEFAULT_HORIZON,
+        ge=1,
+        le=settings.MAX_HORIZON,
+        description=f"Days ahead each forecast covers, 1..{settings.MAX_HORIZON} ({settings.HORIZON_VAR}).",
+    )
+
+
 class OutputResource(dg.ConfigurableResource):
-    """Where the competition submission file is written."""
+    """Where the forecasts (CSV and Parquet, every source) and the competition submission are written."""
 
     submission_path: str = Field(description="Path of mars_tianchi_artist_plays_predict.csv.")
+    output_dir: str = Field(description="Folder of forecasts.csv and forecasts.parquet.")
+
+    def forecasts_paths(self) -> tuple[Path, Path]:
+        """(forecasts.csv, forecasts.parquet)."""
+        return Path(self.output_dir) / settings.FORECASTS_CSV, Path(self.output_dir) / settings.FORECASTS_PARQUET
 
 
 def default_resources(paths: Paths | None = None) -> dict:
     """Resources for this process's environment (MUSICTREND_HOME, MUSICTREND_RAW_DIR, MLFLOW_TRACKING_URI,
-    MUSICTREND_MLFLOW_UI_URL)."""
+    MUSICTREND_MLFLOW_UI_URL, MUSICTREND_HORIZON)."""
     paths = paths or Paths.from_env()
     return {
         "warehouse": WarehouseResource(
@@ -149,5 +166,9 @@ def default_resources(paths: Paths | None = None) -> dict:
         "mlflow": MlflowResource(
             tracking_uri=paths.mlflow_uri, artifact_dir=str(paths.mlflow_artifacts), ui_url=mlflow_ui_url()
         ),
-        "output": OutputResource(submission_path=str(paths.submission)),
+        "output": OutputResource(
+            submission_path=str(paths.submission),
+            output_dir=str(paths.output_dir),
+        ),
+        "forecasting": ForecastSettingsResource(horizon=settings.horizon()),
     }

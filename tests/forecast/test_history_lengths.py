@@ -63,7 +63,7 @@ def test_declared_needs():
 @pytest.mark.parametrize("days", sorted(PLANS))
 def test_plan_by_hand(days):
     origins, window, train, skipped = PLANS[days]
-    plan = plan_backtest(FIRST, FIRST + timedelta(days=days - 1), required_history())
+    plan = plan_backtest(FIRST, FIRST + timedelta(days=days - 1), required_history(), horizon=60)
     assert (list(plan.origins), plan.window, plan.train_days, plan.history_days) == (origins, window, train, days)
     assert {n for n in MODEL_NAMES if spec(n).skip_reason({}, plan.train_days)} == skipped
     assert f"{len(origins)} origin" in plan.describe() and f"{days} days of history" in plan.describe()
@@ -71,7 +71,7 @@ def test_plan_by_hand(days):
 
 def test_too_short_a_history_says_what_is_needed():
     with pytest.raises(InsufficientHistory, match=r"history has 34 days .* at least 35"):
-        plan_backtest(FIRST, FIRST + timedelta(days=33), required_history())
+        plan_backtest(FIRST, FIRST + timedelta(days=33), required_history(), horizon=60)
 
 
 def test_a_model_configured_to_need_more_is_skipped_with_its_reason():
@@ -85,7 +85,7 @@ def test_every_length_backtests_what_fits_and_forecasts_60_days(days, packaged):
     history, songs = packaged
     history = history.filter(pl.col("ds") < FIRST + timedelta(days=days))
     origins, window, _train, skipped = PLANS[days]
-    plan = plan_backtest(history["ds"].min(), history["ds"].max(), required_history())
+    plan = plan_backtest(history["ds"].min(), history["ds"].max(), required_history(), horizon=60)
     scores = {}
     for name in MODEL_NAMES:
         if spec(name).skip_reason(TINY.get(name, {}), plan.train_days):

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import cast
 
 import polars as pl
+from matplotlib.dates import MO, DateFormatter, WeekdayLocator, date2num
 from matplotlib.figure import Figure
+from matplotlib.ticker import StrMethodFormatter
 
 DPI = 80
 HISTORY_TAIL_DAYS = 90
@@ -109,6 +111,65 @@ def plot_forecast_vs_actual(
 ) -> Path:
     """`forecast_figure` as a PNG at `path`."""
     return _save(forecast_figure(history, forecast, actual, artists, top_n), path)
+
+
+def series_figure(history: pl.DataFrame, forecast: pl.DataFrame, title: str) -> Figure:
+    """One series: its history (ds, plays), the forecast (ds, forecast, lo80, hi80) with its 80% band, and
+    the actuals that have arrived since (`actual`, null until they do), dots on the forecast's days."""
+    if forecast.is_empty():
+        raise ValueError("forecast is empty: nothing to plot")
+    start = cast(date, forecast["ds"].min())
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.grid(axis="y", color="0.92", lw=0.8)
+    ax.set_axisbelow(True)
+    ax.plot(history["ds"].to_list(), history["plays"].to_list(), color="0.35", lw=1.2, label="actual plays")
+    banded = forecast.drop_nulls(["lo80", "hi80"])
+    if banded.height:
+        ax.fill_between(
+            banded["ds"].to_list(),
+            banded["lo80"].to_list(),
+            banded["hi80"].to_list(),
+            color="tab:red",
+            alpha=0.15,
+            lw=0,
+            label="80% interval",
+        )
+    ax.plot(forecast["ds"].to_list(), forecast["forecast"].to_list(), color="tab:red", lw=1.8, label="forecast")
+    arrived = forecast.drop_nulls("actual")
+    if arrived.height:
+        ax.plot(
+            arrived["ds"].to_list(),
+            arrived["actual"].to_list(),
+            "o-",
+            color="tab:blue",
+            ms=3,
+            lw=1,
+            label="actual since the forecast",
+        )
+    x0 = float(date2num(start))  # matplotlib's day numbers: what its axes take
+    ax.axvline(x0, color="0.6", lw=0.8, ls="--")
+    ax.text(x0, 1.0, f" forecast from {start}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="0.4")
+    first = min(cast(date | None, history["ds"].min()) or start, start)
+    last = cast(date, forecast["ds"].max())
+    # Mondays, few enough to read: the weekly rhythm of plays lines up with the grid
+    ax.xaxis.set_major_locator(WeekdayLocator(byweekday=MO, interval=max(1, -(-(last - first).days // 70))))
+    ax.xaxis.set_major_formatter(DateFormatter("%b %d"))
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.grid(axis="x", color="0.95", lw=0.8)
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(float(date2num(first)) - 0.5, float(date2num(last)) + 0.5)  # the end days' points clear of the axes
+    ax.set_ylabel("plays per day")
+    ax.tick_params(labelsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10, loc="left")
+    return fig
+
+
+def plot_series(history: pl.DataFrame, forecast: pl.DataFrame, title: str, *, path: Path) -> Path:
+    """`series_figure` as a PNG at `path`."""
+    return _save(series_figure(history, forecast, title), path)
 
 
 def plot_artist_daily(daily: pl.DataFrame, top_n: int = 8, *, path: Path) -> Path:

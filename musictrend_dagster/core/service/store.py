@@ -6,6 +6,7 @@ import contextlib
 import json
 import warnings
 from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import cast
 
 import duckdb
@@ -248,11 +249,16 @@ FORECAST_COLUMNS = ["artist_id", "ds", "plays", "plays_lo", "plays_hi"]
 
 
 def save_forecast(
-    con: duckdb.DuckDBPyConnection, forecast: pl.DataFrame, model: str, model_version: int | None = None
+    con: duckdb.DuckDBPyConnection,
+    forecast: pl.DataFrame,
+    model: str,
+    model_version: int | None = None,
+    data_through: date | None = None,
 ) -> None:
     """One vintage into `forecast_vintages` (vintage = the forecast's first day), replacing that vintage's
     rows atomically: a rerun on the same data replaces its vintage, never duplicates it. plays_lo and
-    plays_hi are the 80% interval (null only for a forecast written without one)."""
+    plays_hi are the 80% interval (null only for a forecast written without one); data_through is the
+    last day of data the vintage read (default: the day before it, what the service reads)."""
     frame = forecast.with_columns(
         pl.lit(None, pl.Float64).alias(c) for c in ("plays_lo", "plays_hi") if c not in forecast.columns
     ).select(
@@ -260,6 +266,7 @@ def save_forecast(
         *FORECAST_COLUMNS,
         model=pl.lit(model),
         model_version=pl.lit(model_version, pl.Int32),
+        data_through=pl.lit(data_through, pl.Date) if data_through else pl.col("ds").min() - timedelta(days=1),
     )
     with _transaction(con):
         if cast(
@@ -299,9 +306,18 @@ def load_vintages(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                 "plays_hi": pl.Float64,
                 "model": pl.String,
                 "model_version": pl.Int32,
+                "data_through": pl.Date,
             }
         )
     return query(con, "SELECT * FROM forecast_vintages ORDER BY vintage, artist_id, ds")
+
+
+def load_forecasts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The newest vintage in the long format of output/forecasts.csv (the `forecasts` view)."""
+    if not _table_exists(con, "forecast_vintages"):
+        raise ValueError("no forecast yet: make one with `musictrend run`")
+    con.execute(VINTAGES_SQL)  # a warehouse of an earlier release gains data_through and the view
+    return query(con, "SELECT * FROM forecasts ORDER BY unique_id, ds")
 
 
 def save_selection(con: duckdb.DuckDBPyConnection, row: dict) -> None:

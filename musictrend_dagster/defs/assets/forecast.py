@@ -1,5 +1,6 @@
-"""Forecast group: the daily forecast vintage by the registered champion, and the competition
-submission file (always the newest vintage)."""
+"""Forecast group: the daily forecast vintage by the registered champion, published as
+output/forecasts.csv and .parquet (every source) and as the competition submission file (the
+tianchi source); both always hold the newest vintage."""
 
 import tempfile
 from datetime import date
@@ -10,11 +11,17 @@ import polars as pl
 from pydantic import Field
 
 from musictrend_dagster.core.service import plots
-from musictrend_dagster.core.service.outputs import read_submission, write_submission
+from musictrend_dagster.core.service.outputs import read_submission, write_forecasts, write_submission
 from musictrend_dagster.core.service.serving import forecast_vintage
-from musictrend_dagster.core.service.store import load_forecast, load_history, save_forecast
+from musictrend_dagster.core.service.store import load_forecast, load_forecasts, load_history, save_forecast
+from musictrend_dagster.core.settings import DEFAULT_HORIZON, HORIZON_VAR, MAX_HORIZON
 from musictrend_dagster.defs.metadata import png, preview, score
-from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
+from musictrend_dagster.defs.resources import (
+    ForecastSettingsResource,
+    MlflowResource,
+    OutputResource,
+    WarehouseResource,
+)
 from musictrend_dagster.defs.tags import REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL
 
@@ -26,7 +33,13 @@ class ForecastConfig(dg.Config):
         "the newest data. An earlier day forecasts from the days before it "
         "(a hindcast, and marked so, if the champion was trained on that day).",
     )
-    horizon: int = Field(default=60, ge=1, le=366, description="Number of days to forecast.")
+    horizon: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_HORIZON,
+        description=f"Days to forecast; 0 = the project's horizon ({HORIZON_VAR}, default {DEFAULT_HORIZON}), the "
+        "one the champion was backtested and trained for.",
+    )
 
 
 @dg.asset(
@@ -42,7 +55,11 @@ class ForecastConfig(dg.Config):
     ),
 )
 def forecast(
-    context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    config: ForecastConfig,
+    warehouse: WarehouseResource,
+    mlflow: MlflowResource,
+    forecasting: ForecastSettingsResource,
 ) -> dg.MaterializeResult:
     from musictrend_dagster.core.service.tracking import NoChampion, load_champion  # MLflow: not at code-location load
 
@@ -52,14 +69,15 @@ def forecast(
         raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
         history, songs = load_history(con)
+    horizon = config.horizon or forecasting.horizon
     try:
         made = forecast_vintage(
-            served, history, songs, date.fromisoformat(config.start) if config.start else None, config.horizon
+            served, history, songs, date.fromisoformat(config.start) if config.start else None, horizon=horizon
         )
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
-        save_forecast(con, made.frame.drop("vintage"), served.model, version)
+        save_forecast(con, made.frame.drop("vintage"), served.model, version, made.data_through)
     refit = made.refit or (
         f"no: the weights of version {version} (trained through {served.trained_through}) "
         f"read the days through {made.data_through}"
@@ -90,12 +108,45 @@ def forecast(
             "hindcast": made.in_sample,
             "backtest_f_norm": score(served.backtest_f_norm),
             "interval": "80%, calibrated on the champion's backtest errors by horizon day",
-            "horizon": config.horizon,
+            "horizon": horizon,
             "trigger": tags.get(TRIGGER_TAG, "launched by hand"),
             "why": tags.get(REASON_TAG, ""),
             "dagster/row_count": made.frame.height,
             "plot": chart_md,
             "preview": preview(made.frame),
+        }
+    )
+
+
+@dg.asset(
+    group_name="forecast",
+    kinds={"csv", "parquet"},
+    deps=[forecast],
+    pool=DUCKDB_POOL,
+    description="`$MUSICTREND_HOME/output/forecasts.csv` and `forecasts.parquet`: the newest vintage, one row per "
+    "series and day with `unique_id, ds, forecast, lo80, hi80, model, model_version, data_through` (the "
+    "warehouse view `forecasts`); each replaced atomically.",
+)
+def forecast_files(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, output: OutputResource
+) -> dg.MaterializeResult:
+    with warehouse.connect() as con:
+        published = load_forecasts(con)
+    csv_path, parquet_path = output.forecasts_paths()
+    rows = write_forecasts(published, csv_path, parquet_path)
+    context.log.info(f"forecasts: {rows:,} rows -> {csv_path}, {parquet_path}")
+    return dg.MaterializeResult(
+        metadata={
+            "csv": dg.MetadataValue.path(str(csv_path)),
+            "parquet": dg.MetadataValue.path(str(parquet_path)),
+            "dagster/row_count": rows,
+            "series": published["unique_id"].n_unique(),
+            "first_day": str(published["ds"].min()),
+            "last_day": str(published["ds"].max()),
+            "data_through": str(published["data_through"].max()),
+            "model": published["model"][0],
+            "model_version": published["model_version"][0],
+            "preview": preview(published),
         }
     )
 

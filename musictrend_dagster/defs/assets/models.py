@@ -14,7 +14,6 @@ import polars as pl
 from pydantic import Field, create_model
 
 from musictrend_dagster.core.forecast.backtest import (
-    HORIZON,
     OriginResult,
     Skipped,
     backtest,
@@ -35,7 +34,7 @@ from musictrend_dagster.core.service.store import (
 )
 from musictrend_dagster.core.settings import champion_metric
 from musictrend_dagster.defs.metadata import png, preview, score, seconds
-from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
+from musictrend_dagster.defs.resources import ForecastSettingsResource, MlflowResource, WarehouseResource
 from musictrend_dagster.instance import TRAINING_POOL
 
 # Backtest assets are keyed backtest/<model>: the graph shows the model's name, the key says what it is.
@@ -55,12 +54,13 @@ def _epoch_logger(context: dg.AssetExecutionContext, label: str, epochs: int) ->
     return log
 
 
-def logged_model(context: dg.AssetExecutionContext, name: str, params: dict, label: str) -> Forecaster:
-    """A fresh model from its hyperparameters; TensorFlow models report their epochs to the run log as `label`."""
+def logged_model(context: dg.AssetExecutionContext, name: str, params: dict, label: str, horizon: int) -> Forecaster:
+    """A fresh model for `horizon` days from its hyperparameters; TensorFlow models report their epochs to
+    the run log as `label`."""
     extra = (
         {"on_epoch": _epoch_logger(context, label, params.get("epochs", 0))} if model_spec(name).uses_tensorflow else {}
     )
-    return make_model(name, **params, **extra)
+    return make_model(name, horizon=horizon, **params, **extra)
 
 
 # One line per hyperparameter, shown next to it in the launchpad.
@@ -70,7 +70,6 @@ HYPERPARAMETER_HELP = {
     "window_long": "Input days of the long-window members (the history the model needs is this + 14 days).",
     "seeds": "Members per input window (different seeds); all members' curves are averaged.",
     "members": "Networks with different seeds whose curves are averaged.",
-    "horizon": "Days the predicted multiplier curve spans (60 = the competition's horizon).",
     "units": "Hidden units of the network.",
     "units1": "Units of the first LSTM layer.",
     "units2": "Units of the second LSTM layer.",
@@ -119,7 +118,8 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         deps=["model_features"],
         description=(
             f"{spec.description}\n\nRefit on the days before each rolling origin (up to 3, as many as the history "
-            "allows), scored with the official metric on up to 60 days; 80% intervals calibrated on the errors; "
+            "allows), scored with the official metric on up to the horizon's days; 80% intervals calibrated on the "
+            "errors by day ahead; "
             f"one MLflow run tagged model={spec.name}. Skipped (with the reason) when the history is too short for it."
         ),
     )
@@ -128,12 +128,14 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         config: config_cls,  # type: ignore[valid-type]  # a class built at run time: Dagster reads it from here
         warehouse: WarehouseResource,
         mlflow: MlflowResource,
+        forecasting: ForecastSettingsResource,
     ) -> dg.MaterializeResult:
         params = cast(dg.Config, config).model_dump()
         started = time.time()
+        horizon = forecasting.horizon
         with warehouse.connect() as con:
             history, songs = load_history(con)
-        plan = backtest_plan(history)
+        plan = backtest_plan(history, horizon)
         context.log.info(f"{spec.name}: backtest plan: {plan.describe()}")
         plan_md: dict[str, Any] = {
             "plan": plan.describe(),
@@ -141,6 +143,7 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             "window_days": plan.window,
             "train_days": plan.train_days,
             "history_days": plan.history_days,
+            "horizon": horizon,
         }
         tracker = mlflow.tracker()
         tags = {"dagster_run_id": context.run_id, "dagster_asset": context.asset_key.to_user_string()}
@@ -157,7 +160,7 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             origins = iter(plan.origins)  # backtest makes one model per origin, oldest first: name it in the log
             try:
                 result = backtest(
-                    lambda: logged_model(context, spec.name, params, f"{spec.name} @ {next(origins)}"),
+                    lambda: logged_model(context, spec.name, params, f"{spec.name} @ {next(origins)}", horizon),
                     history,
                     songs,
                     plan.origins,
@@ -182,8 +185,8 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 }
             )
 
-        calibration = calibrate(log_errors(result), HORIZON)
-        cover = coverage(result, HORIZON)
+        calibration = calibrate(log_errors(result), horizon)
+        cover = coverage(result, horizon)
         horizons = horizon_scores(result, history)  # before the forecasts gain interval columns
         for o in result.origins:  # every backtest forecast carries its interval too (MLflow CSV, plot)
             o.forecast = with_interval(o.forecast, calibration)
@@ -280,11 +283,14 @@ def leaderboard_table(
     ),
 )
 def champion(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    mlflow: MlflowResource,
+    forecasting: ForecastSettingsResource,
 ) -> dg.MaterializeResult:
     metric = champion_metric()
     with warehouse.connect() as con:
-        plan = backtest_plan(load_history(con)[0])
+        plan = backtest_plan(load_history(con)[0], forecasting.horizon)
         scores, runs = standings(con, MODEL_NAMES, plan)
         horizons = horizon_standings(con, scores["model"].unique().to_list())
     table = leaderboard(scores, metric)

@@ -3,6 +3,9 @@
 Each spec declares the history it needs (`min_history`, training days as a function of its
 hyperparameters): the backtest plan leaves that much before its oldest origin, and a model
 configured to need more than the plan leaves is skipped with the reason, not failed.
+
+The horizon is not a hyperparameter: it is the project's setting (core.settings.horizon), given
+to the plan and to every model built here (models that learn a curve over it take it as `horizon`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from musictrend_dagster.core.forecast.models.ensemble import GlobalEnsemble
 from musictrend_dagster.core.forecast.models.global_model import GlobalModel
 from musictrend_dagster.core.forecast.models.recent import RecentLevel
 from musictrend_dagster.core.forecast.models.seed_lstm import SeedLSTM
+from musictrend_dagster.core.settings import DEFAULT_HORIZON
 
-_NOT_HYPERPARAMETERS = {"on_epoch"}
+_NOT_HYPERPARAMETERS = {"on_epoch", "horizon"}
 
 
 @dataclass(frozen=True)
@@ -152,15 +156,20 @@ def required_history() -> int:
     return max(s.min_history(s.defaults) for s in SPECS)
 
 
-def backtest_plan(history: pl.DataFrame) -> BacktestPlan:
-    """The plan every backtest and the champion share: from the history's span and the models' needs."""
-    return plan_backtest(cast(date, history["ds"].min()), cast(date, history["ds"].max()), required_history())
+def backtest_plan(history: pl.DataFrame, horizon: int) -> BacktestPlan:
+    """The plan every backtest and the champion share: from the history's span, the models' needs and
+    the forecast horizon (test windows of `horizon` days where the history allows)."""
+    return plan_backtest(
+        cast(date, history["ds"].min()), cast(date, history["ds"].max()), required_history(), horizon=horizon
+    )
 
 
-def make_model(name: str, **overrides: Any) -> Forecaster:
-    """The named forecaster with its defaults overridden, new and returning artists at their own level."""
+def make_model(name: str, *, horizon: int = DEFAULT_HORIZON, **overrides: Any) -> Forecaster:
+    """The named forecaster for `horizon` days ahead with its defaults overridden, new and returning
+    artists at their own level."""
     s = spec(name)
     unknown = set(overrides) - set(s.defaults) - _NOT_HYPERPARAMETERS
     if unknown:
         raise ValueError(f"model {name}: unknown hyperparameters {sorted(unknown)}")
-    return RecentLevel(s.build(**{**s.defaults, **overrides}))
+    takes_horizon = "horizon" in inspect.signature(s.build).parameters
+    return RecentLevel(s.build(**{**s.defaults, **overrides, **({"horizon": horizon} if takes_horizon else {})}))
