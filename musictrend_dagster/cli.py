@@ -158,16 +158,17 @@ def _run(args: argparse.Namespace) -> int:
     if (code := _start(paths, "run")) is not None:
         return code
     from musictrend_dagster.core.service.serving import horizon_changed
-    from musictrend_dagster.core.settings import horizon
+    from musictrend_dagster.core.settings import horizon, retrain_every_days
     from musictrend_dagster.defs.automation import due_reasons, service_state
     from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
 
+    cadence = retrain_every_days()
     runs = []
     with _instance(paths, "run") as instance:
         state = service_state(instance)
         # a champion chosen for another horizon cannot serve this one: straight to the full path
         if args.retrain or state.selection is None or horizon_changed(state.selection, horizon()):
-            reasons = ["requested: musictrend run --retrain"] if args.retrain else due_reasons(state)
+            reasons = ["requested: musictrend run --retrain"] if args.retrain else due_reasons(state, cadence)
         else:
             result, elapsed = _execute(
                 paths,
@@ -179,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
             if result is None:
                 return 1
             runs.append(("daily path", result, elapsed))
-            reasons = due_reasons(service_state(instance))
+            reasons = due_reasons(service_state(instance), cadence)
         if reasons:
             result, elapsed = _execute(
                 paths,

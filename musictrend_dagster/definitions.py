@@ -8,7 +8,7 @@ from musictrend_dagster.defs.assets.features import model_features
 from musictrend_dagster.defs.assets.forecast import forecast, forecast_files, submission
 from musictrend_dagster.defs.assets.ingest import raw_songs, raw_user_actions
 from musictrend_dagster.defs.assets.models import backtest_assets, champion
-from musictrend_dagster.defs.assets.monitoring import forecast_monitoring, new_day_freshness
+from musictrend_dagster.defs.assets.monitoring import forecast_monitoring
 from musictrend_dagster.defs.assets.registry import registered_champion
 from musictrend_dagster.defs.assets.transform import transform_assets, transform_checks
 from musictrend_dagster.defs.automation import (
@@ -40,11 +40,7 @@ def build_defs(paths: Paths) -> dg.Definitions:
             *([submission] if tianchi else []),
             forecast_monitoring,
         ],
-        asset_checks=[
-            *transform_checks,
-            *(c for c in guard_checks if tianchi or c is not submission_complete),
-            new_day_freshness,
-        ],
+        asset_checks=[*transform_checks, *(c for c in guard_checks if tianchi or c is not submission_complete)],
         jobs=[daily_forecast, refresh_all],
         schedules=[daily_refresh],
         sensors=[new_drop_file_sensor, retrain_sensor],

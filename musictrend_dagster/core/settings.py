@@ -38,9 +38,8 @@ class ConfigError(ValueError):
     """A configuration value or a configured path is unusable; the message names the variable or path."""
 
 
-def max_quarantine_share() -> float:
-    """The share of quarantined action lines above which the run stops (0..1, default 1%)."""
-    raw = os.environ.get(MAX_QUARANTINE_SHARE_VAR, "0.01")
+def parse_max_quarantine_share(raw: str) -> float:
+    """The share of quarantined action lines above which the run stops (0..1)."""
     try:
         value = float(raw)
     except ValueError:
@@ -50,18 +49,17 @@ def max_quarantine_share() -> float:
     return value
 
 
-def retrain_every_days() -> int:
-    """Days of new data after which the champion is re-chosen (default 7; 0 = never on a cadence)."""
-    raw = os.environ.get(RETRAIN_EVERY_DAYS_VAR, "7")
+def parse_retrain_every_days(raw: str) -> int:
+    """Days of new data after which the champion is re-chosen (0 = never on a cadence)."""
     if not raw.strip().isdigit():
         raise ConfigError(f"{RETRAIN_EVERY_DAYS_VAR} must be a whole number of days (0 = off), got {raw!r}")
     return int(raw)
 
 
-def mlflow_ui_url() -> str:
+def parse_mlflow_ui_url(raw: str) -> str:
     """Where the MLflow UI is served: every link to MLflow is built on it, and `musictrend mlflow-ui`
-    serves there unless told otherwise (default http://127.0.0.1:5000)."""
-    raw = os.environ.get(MLFLOW_UI_URL_VAR) or DEFAULT_MLFLOW_UI_URL
+    serves there unless told otherwise."""
+    raw = raw or DEFAULT_MLFLOW_UI_URL
     url = urlsplit(raw)
     try:
         port = url.port
@@ -72,17 +70,17 @@ def mlflow_ui_url() -> str:
     return f"{url.scheme}://{url.netloc}"
 
 
-def engine() -> str:
-    """Which engine runs the data layer (ingest and SQL models): duckdb (default) or spark."""
-    value = os.environ.get(ENGINE_VAR, "duckdb").strip().lower() or "duckdb"
+def parse_engine(raw: str) -> str:
+    """Which engine runs the data layer (ingest and SQL models): duckdb or spark (case-insensitive)."""
+    value = raw.strip().lower() or DEFAULTS[ENGINE_VAR]
     if value not in ENGINES:
         raise ConfigError(f"{ENGINE_VAR} must be one of {', '.join(ENGINES)}, got {value!r}")
     return value
 
 
-def spark_master() -> str:
-    """Where the Spark engine runs: local[*] by default, spark://host:7077, yarn, k8s://..., or sc://... (Connect)."""
-    value = os.environ.get(SPARK_MASTER_VAR, "local[*]").strip() or "local[*]"
+def parse_spark_master(raw: str) -> str:
+    """Where the Spark engine runs: local[*], spark://host:7077, yarn, k8s://..., or sc://... (Connect)."""
+    value = raw.strip() or DEFAULTS[SPARK_MASTER_VAR]
     if not _SPARK_MASTER_RE.fullmatch(value):
         raise ConfigError(
             f"{SPARK_MASTER_VAR} must be a Spark master (local[*], local[2], spark://host:7077, yarn, "
@@ -91,22 +89,76 @@ def spark_master() -> str:
     return value
 
 
+def parse_champion_metric(raw: str) -> str:
+    value = raw.strip().lower() or "f_norm"
+    if value not in CHAMPION_METRICS:
+        raise ConfigError(f"{CHAMPION_METRIC_VAR} must be one of {', '.join(CHAMPION_METRICS)}, got {raw!r}")
+    return value
+
+
+def parse_horizon(raw: str) -> int:
+    value = int(raw) if raw.strip().isdigit() else 0
+    if not 1 <= value <= MAX_HORIZON:
+        raise ConfigError(f"{HORIZON_VAR} must be a whole number of days from 1 to {MAX_HORIZON}, got {raw!r}")
+    return value
+
+
+# Every setting read from the environment: its default and how it is checked. The Dagster resources
+# take their fields from the same variables (dg.EnvVar), so the UI's Resources page names them.
+DEFAULTS = {
+    MAX_QUARANTINE_SHARE_VAR: "0.01",
+    RETRAIN_EVERY_DAYS_VAR: "7",
+    MLFLOW_UI_URL_VAR: DEFAULT_MLFLOW_UI_URL,
+    ENGINE_VAR: "duckdb",
+    SPARK_MASTER_VAR: "local[*]",
+    CHAMPION_METRIC_VAR: "f_norm",
+    HORIZON_VAR: str(DEFAULT_HORIZON),
+}
+PARSERS = {
+    MAX_QUARANTINE_SHARE_VAR: parse_max_quarantine_share,
+    RETRAIN_EVERY_DAYS_VAR: parse_retrain_every_days,
+    MLFLOW_UI_URL_VAR: parse_mlflow_ui_url,
+    ENGINE_VAR: parse_engine,
+    SPARK_MASTER_VAR: parse_spark_master,
+    CHAMPION_METRIC_VAR: parse_champion_metric,
+    HORIZON_VAR: parse_horizon,
+}
+
+
+def raw_setting(var: str) -> str:
+    """The variable's value in this process's environment, or its default."""
+    return os.environ.get(var) or DEFAULTS[var]
+
+
+def max_quarantine_share() -> float:
+    return parse_max_quarantine_share(raw_setting(MAX_QUARANTINE_SHARE_VAR))
+
+
+def retrain_every_days() -> int:
+    return parse_retrain_every_days(raw_setting(RETRAIN_EVERY_DAYS_VAR))
+
+
+def mlflow_ui_url() -> str:
+    return parse_mlflow_ui_url(raw_setting(MLFLOW_UI_URL_VAR))
+
+
+def engine() -> str:
+    return parse_engine(raw_setting(ENGINE_VAR))
+
+
+def spark_master() -> str:
+    return parse_spark_master(raw_setting(SPARK_MASTER_VAR))
+
+
 def champion_metric() -> str:
     """The backtest score that picks the champion: f_norm (the official score, default) or wape."""
-    value = os.environ.get(CHAMPION_METRIC_VAR, "f_norm").strip().lower() or "f_norm"
-    if value not in CHAMPION_METRICS:
-        raise ConfigError(f"{CHAMPION_METRIC_VAR} must be one of {', '.join(CHAMPION_METRICS)}, got {value!r}")
-    return value
+    return parse_champion_metric(raw_setting(CHAMPION_METRIC_VAR))
 
 
 def horizon() -> int:
     """Days ahead every forecast covers, 1..365 (default 60): the backtest windows, the models' curves,
     the interval calibration and the served vintage all follow it."""
-    raw = os.environ.get(HORIZON_VAR, str(DEFAULT_HORIZON))
-    value = int(raw) if raw.strip().isdigit() else 0
-    if not 1 <= value <= MAX_HORIZON:
-        raise ConfigError(f"{HORIZON_VAR} must be a whole number of days from 1 to {MAX_HORIZON}, got {raw!r}")
-    return value
+    return parse_horizon(raw_setting(HORIZON_VAR))
 
 
 def writes_submission() -> bool:
@@ -116,13 +168,8 @@ def writes_submission() -> bool:
 
 def check_environment() -> None:
     """Fail at start, naming the variable, rather than deep inside a run."""
-    max_quarantine_share()
-    retrain_every_days()
-    mlflow_ui_url()
-    engine()
-    spark_master()
-    champion_metric()
-    horizon()
+    for var, parse in PARSERS.items():
+        parse(raw_setting(var))
 
 
 @dataclass(frozen=True)

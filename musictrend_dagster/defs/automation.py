@@ -24,15 +24,9 @@ from typing import cast
 import dagster as dg
 
 from musictrend_dagster.core.service.serving import Selection, horizon_changed, retrain_reasons
-from musictrend_dagster.core.settings import (
-    ACTIONS_PREFIX,
-    DEFAULT_HORIZON,
-    RETRAIN_EVERY_DAYS_VAR,
-    horizon,
-    retrain_every_days,
-)
+from musictrend_dagster.core.settings import ACTIONS_PREFIX, DEFAULT_HORIZON, RETRAIN_EVERY_DAYS_VAR, horizon
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
-from musictrend_dagster.defs.resources import WarehouseResource
+from musictrend_dagster.defs.resources import ServiceResource, WarehouseResource
 from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
 
 DROP_FILE = re.compile(rf"^{ACTIONS_PREFIX}_(\d{{8}})\.csv(\.gz)?$")
@@ -109,8 +103,8 @@ def service_state(instance: dg.DagsterInstance) -> ServiceState:
     )
 
 
-def due_reasons(state: ServiceState) -> list[str]:
-    """Why the champion is due for retraining now (empty: not due)."""
+def due_reasons(state: ServiceState, every_days: int) -> list[str]:
+    """Why the champion is due for retraining now (empty: not due); `every_days` is the cadence (0: off)."""
     if state.selection is not None and state.data_through is None:
         # a champion without a vintage yet: the next daily run makes one, if it is for this horizon
         return [r for r in [horizon_changed(state.selection, horizon())] if r]
@@ -120,7 +114,7 @@ def due_reasons(state: ServiceState) -> list[str]:
         cast(date, state.data_through),
         cast(int, state.history_days),
         state.degraded,
-        every_days=retrain_every_days(),
+        every_days=every_days,
         horizon=horizon(),
     )
 
@@ -162,7 +156,7 @@ def _daily_request(run_key: str, start: date, files: list[str], why: str) -> dg.
     "vintage already read re-issue the newest vintage; without a champion, the full path (refresh_all).",
 )
 def new_drop_file_sensor(
-    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, service: ServiceResource
 ) -> dg.SensorResult | dg.SkipReason:
     seen = set(json.loads(context.cursor)) if context.cursor else set()
     new = new_drop_files(Path(warehouse.raw_dir), seen)
@@ -171,7 +165,7 @@ def new_drop_file_sensor(
     cursor = json.dumps(sorted(seen | set(new)))
     state = service_state(context.instance)
     if state.selection is None:
-        reason = due_reasons(state)[0]
+        reason = due_reasons(state, service.retrain_cadence)[0]
         return dg.SensorResult(
             cursor=cursor,
             run_requests=[
@@ -210,11 +204,12 @@ def new_drop_file_sensor(
     job=refresh_all,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description=f"Retrains (refresh_all) when the champion is due: every {RETRAIN_EVERY_DAYS_VAR} (default 7) days of "
-    "new data since the last selection, when the history grew 30% since then, or when monitoring's "
+    description="Retrains (refresh_all) when the champion is due: every `service.retrain_every_days` "
+    f"({RETRAIN_EVERY_DAYS_VAR}, default 7) days of new data since the last selection, when the history grew 30% "
+    "since then, or when monitoring's "
     f"{LIVE_CHECK} check warns on the current champion. The run's musictrend/reason tag says which.",
 )
-def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+def retrain_sensor(context: dg.SensorEvaluationContext, service: ServiceResource) -> dg.RunRequest | dg.SkipReason:
     state = service_state(context.instance)
     if state.selection is None:
         return dg.SkipReason(
@@ -234,7 +229,7 @@ def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.Sk
         limit=1,
     ):
         return dg.SkipReason("a refresh_all run is queued or in progress")
-    reasons = due_reasons(state)
+    reasons = due_reasons(state, service.retrain_cadence)
     if not reasons:
         return dg.SkipReason(
             f"not due: champion v{state.selection.model_version} selected on data through "

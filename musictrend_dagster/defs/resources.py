@@ -1,5 +1,8 @@
-"""Resources: the DuckDB warehouse (one process at a time) and the MLflow store."""
+"""Resources: the DuckDB warehouse (one process at a time), the MLflow store, the outputs and the service's
+policy. Every setting is a resource field filled through `dg.EnvVar`, so the UI's Resources page names
+the variable, and a run reads the variable's value when it starts (no code change, no reload)."""
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +15,20 @@ from pydantic import Field
 from musictrend_dagster.core import settings
 from musictrend_dagster.core.data import warehouse
 from musictrend_dagster.core.data.engines import Engine, duckdb_engine
-from musictrend_dagster.core.settings import DEFAULT_MLFLOW_UI_URL, MLFLOW_UI_URL_VAR, ConfigError, Paths, mlflow_ui_url
+from musictrend_dagster.core.settings import (
+    ENGINE_VAR,
+    MAX_QUARANTINE_SHARE_VAR,
+    MLFLOW_UI_URL_VAR,
+    RETRAIN_EVERY_DAYS_VAR,
+    SPARK_MASTER_VAR,
+    ConfigError,
+    Paths,
+)
+
+
+def _value(field: str) -> str:
+    """A field's value; a resource used outside a run (the CLI's summary) still holds its dg.EnvVar."""
+    return (field.get_value("") or "") if isinstance(field, dg.EnvVar) else field
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -35,13 +51,21 @@ class WarehouseResource(dg.ConfigurableResource):
     lock_timeout_s: float = Field(default=3600, description="How long to wait for another process's connection.")
     engine: str = Field(
         default="duckdb",
-        description="What runs the ingest and the SQL models: `duckdb` (in this "
-        "process) or `spark` (MUSICTREND_ENGINE).",
+        description=f"What runs the ingest and the SQL models: `duckdb` (in this process) or `spark` ({ENGINE_VAR}).",
     )
     spark_master: str = Field(
         default="local[*]",
-        description="The Spark master or Spark Connect URL when the engine is spark (MUSICTREND_SPARK_MASTER).",
+        description=f"The Spark master or Spark Connect URL when the engine is spark ({SPARK_MASTER_VAR}).",
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A wrong value fails the step at its start, naming the variable."""
+        settings.parse_engine(_value(self.engine))
+        settings.parse_spark_master(_value(self.spark_master))
+
+    @property
+    def engine_name(self) -> str:
+        return settings.parse_engine(_value(self.engine))
 
     def data_engine(self) -> Engine:
         """The engine object the core's ingest and SQL models run on.
@@ -49,12 +73,8 @@ class WarehouseResource(dg.ConfigurableResource):
         Spark's session comes from dagster-pyspark's ``LazyPySparkResource`` (one per process:
         Spark's getOrCreate hands every step of an in-process run the same session).
         """
-        if self.engine == "duckdb":
+        if self.engine_name == "duckdb":
             return duckdb_engine()
-        if self.engine != "spark":
-            raise ConfigError(
-                f"{settings.ENGINE_VAR} must be one of {', '.join(settings.ENGINES)}, got {self.engine!r}"
-            )
         try:
             from dagster_pyspark import LazyPySparkResource
         except ImportError:
@@ -63,14 +83,19 @@ class WarehouseResource(dg.ConfigurableResource):
             ) from None
         from musictrend_dagster.core.data.engines.spark import SparkEngine, check_java, spark_config
 
-        if not self.spark_master.startswith("sc://"):  # a Connect client needs no JVM
+        master = settings.parse_spark_master(_value(self.spark_master))
+        if not master.startswith("sc://"):  # a Connect client needs no JVM
             check_java()
-        return SparkEngine(LazyPySparkResource(spark_config=spark_config(self.spark_master)).spark_session)
+        return SparkEngine(LazyPySparkResource(spark_config=spark_config(master)).spark_session)
 
     @property
     def engine_metadata(self) -> dict[str, str]:
         """What the UI shows next to each materialisation: which engine made it, and where."""
-        return {"engine": self.engine, **({"spark_master": self.spark_master} if self.engine == "spark" else {})}
+        name = self.engine_name
+        return {
+            "engine": name,
+            **({"spark_master": settings.parse_spark_master(_value(self.spark_master))} if name == "spark" else {}),
+        }
 
     @property
     def lake(self) -> Path:
@@ -107,20 +132,28 @@ class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str = Field(description="MLflow tracking URI, e.g. sqlite:///.../mlflow.db.")
     artifact_dir: str = Field(description="Folder for run artifacts and logged models.")
     ui_url: str = Field(
-        default=DEFAULT_MLFLOW_UI_URL,
+        default=settings.DEFAULT_MLFLOW_UI_URL,
         description=f"Where `musictrend mlflow-ui` serves the MLflow UI (env {MLFLOW_UI_URL_VAR}); "
         "every MLflow link in Dagster starts with it.",
     )
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A wrong value fails the step at its start, naming the variable."""
+        settings.parse_mlflow_ui_url(_value(self.ui_url))
+
+    @property
+    def ui(self) -> str:
+        return settings.parse_mlflow_ui_url(_value(self.ui_url))
+
     def run_url(self, experiment_id: str, run_id: str) -> str:
         from musictrend_dagster.core.service.tracking import run_page
 
-        return run_page(self.ui_url, experiment_id, run_id)
+        return run_page(self.ui, experiment_id, run_id)
 
     def runs_url(self, experiment_id: str) -> str:
         from musictrend_dagster.core.service.tracking import runs_page
 
-        return runs_page(self.ui_url, experiment_id)
+        return runs_page(self.ui, experiment_id)
 
     def tracker(self):
         from musictrend_dagster.core.service.tracking import Tracker
@@ -151,24 +184,63 @@ class OutputResource(dg.ConfigurableResource):
         return Path(self.output_dir) / settings.FORECASTS_CSV, Path(self.output_dir) / settings.FORECASTS_PARQUET
 
 
+class ServiceResource(dg.ConfigurableResource):
+    """The service's policy: when bad input stops a run, and when the champion is re-chosen."""
+
+    max_quarantine_share: str = Field(
+        default=settings.DEFAULTS[MAX_QUARANTINE_SHARE_VAR],
+        description=f"Share (0..1) of quarantined action lines above which the run stops ({MAX_QUARANTINE_SHARE_VAR}).",
+    )
+    retrain_every_days: str = Field(
+        default=settings.DEFAULTS[RETRAIN_EVERY_DAYS_VAR],
+        description=f"Days of new data after which the champion is re-chosen, 0: never ({RETRAIN_EVERY_DAYS_VAR}).",
+    )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A wrong value fails the step at its start, naming the variable."""
+        settings.parse_max_quarantine_share(_value(self.max_quarantine_share))
+        settings.parse_retrain_every_days(_value(self.retrain_every_days))
+
+    @property
+    def quarantine_limit(self) -> float:
+        return settings.parse_max_quarantine_share(_value(self.max_quarantine_share))
+
+    @property
+    def retrain_cadence(self) -> int:
+        return settings.parse_retrain_every_days(_value(self.retrain_every_days))
+
+
 def default_resources(paths: Paths | None = None) -> dict:
-    """Resources for this process's environment (MUSICTREND_HOME, MUSICTREND_RAW_DIR, MLFLOW_TRACKING_URI,
-    MUSICTREND_MLFLOW_UI_URL, MUSICTREND_HORIZON)."""
+    """Resources for this process's environment. Settings are `dg.EnvVar`s (unset ones are set to their
+    defaults here, so the variable is always what a run reads; the horizon is read once, as a number);
+    paths derive from MUSICTREND_HOME,
+    MUSICTREND_RAW_DIR and MLFLOW_TRACKING_URI, or from `paths` (the CLI's --home, a test's folder).
+    A wrong value fails here, naming the variable."""
     paths = paths or Paths.from_env()
+    for var, default in settings.DEFAULTS.items():
+        if not os.environ.get(var):
+            os.environ[var] = default
+    settings.check_environment()
     return {
         "warehouse": WarehouseResource(
             database=str(paths.warehouse),
             raw_dir=str(paths.raw_dir),
             lake_dir=str(paths.lake),
-            engine=settings.engine(),
-            spark_master=settings.spark_master(),
+            engine=dg.EnvVar(ENGINE_VAR),
+            spark_master=dg.EnvVar(SPARK_MASTER_VAR),
         ),
         "mlflow": MlflowResource(
-            tracking_uri=paths.mlflow_uri, artifact_dir=str(paths.mlflow_artifacts), ui_url=mlflow_ui_url()
+            tracking_uri=paths.mlflow_uri,
+            artifact_dir=str(paths.mlflow_artifacts),
+            ui_url=dg.EnvVar(MLFLOW_UI_URL_VAR),
         ),
         "output": OutputResource(
             submission_path=str(paths.submission),
             output_dir=str(paths.output_dir),
+        ),
+        "service": ServiceResource(
+            max_quarantine_share=dg.EnvVar(MAX_QUARANTINE_SHARE_VAR),
+            retrain_every_days=dg.EnvVar(RETRAIN_EVERY_DAYS_VAR),
         ),
         "forecasting": ForecastSettingsResource(horizon=settings.horizon()),
     }

@@ -11,7 +11,7 @@ import pytest
 
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
 from musictrend_dagster.defs.automation import daily_refresh, new_drop_file_sensor, retrain_sensor
-from musictrend_dagster.defs.resources import WarehouseResource
+from musictrend_dagster.defs.resources import ServiceResource, WarehouseResource
 from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL, TRAINING_POOL, ensure_instance
 
@@ -44,7 +44,9 @@ def vintage(instance, data_through, history_days):
 
 def _evaluate(instance, raw_dir, cursor=None):
     warehouse = WarehouseResource(database=str(raw_dir.parent / "w.duckdb"), raw_dir=str(raw_dir))
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"warehouse": warehouse})
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"warehouse": warehouse, "service": ServiceResource()}
+    )
     return new_drop_file_sensor(context)
 
 
@@ -105,8 +107,11 @@ def test_without_a_champion_a_drop_file_starts_the_full_path(tmp_path, instance)
 
 
 def test_retrain_sensor_fires_on_cadence_growth_or_a_degraded_champion_only(instance, monkeypatch):
-    monkeypatch.delenv("MUSICTREND_RETRAIN_EVERY_DAYS", raising=False)
-    context = lambda: dg.build_sensor_context(instance=instance)  # noqa: E731
+    """The cadence is the service resource's field, filled by dg.EnvVar: changing the variable changes
+    what the same sensor definition decides, with no code change and no new resource object."""
+    monkeypatch.setenv("MUSICTREND_RETRAIN_EVERY_DAYS", "7")
+    service = ServiceResource(retrain_every_days=dg.EnvVar("MUSICTREND_RETRAIN_EVERY_DAYS"))
+    context = lambda: dg.build_sensor_context(instance=instance, resources={"service": service})  # noqa: E731
     assert "no champion" in retrain_sensor(context()).skip_message
     register(instance, version=4, through="2015-08-30", history_days=100)
     vintage(instance, "2015-09-05", 106)  # 6 days on, +6%: not due
@@ -196,11 +201,22 @@ def test_instance_yaml_is_written_once_with_pools_and_no_telemetry(tmp_path):
     assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
 
 
-def test_retrain_every_days_must_be_a_whole_number(monkeypatch):
-    from musictrend_dagster.core.settings import ConfigError, check_environment
+def test_retrain_every_days_must_be_a_whole_number(monkeypatch, tmp_path):
+    """A wrong value fails at start, naming the variable: in the CLI's check, when the definitions load,
+    and in a resource whose variable was changed after they loaded."""
+    from musictrend_dagster.core.settings import ConfigError, Paths, check_environment
+    from musictrend_dagster.defs.resources import default_resources
 
     monkeypatch.setenv("MUSICTREND_RETRAIN_EVERY_DAYS", "weekly")
     with pytest.raises(ConfigError, match="MUSICTREND_RETRAIN_EVERY_DAYS must be a whole number"):
         check_environment()
+    with pytest.raises(ConfigError, match="MUSICTREND_RETRAIN_EVERY_DAYS must be a whole number"):
+        default_resources(Paths.from_env(home=tmp_path))
     monkeypatch.setenv("MUSICTREND_RETRAIN_EVERY_DAYS", "14")
     check_environment()
+    service = default_resources(Paths.from_env(home=tmp_path))["service"]
+    monkeypatch.setenv("MUSICTREND_RETRAIN_EVERY_DAYS", "fortnightly")
+    with pytest.raises(dg.DagsterResourceFunctionError) as failed, dg.build_resources({"service": service}):
+        pass
+    assert isinstance(failed.value.__cause__, ConfigError)
+    assert "MUSICTREND_RETRAIN_EVERY_DAYS must be a whole number" in str(failed.value.__cause__)

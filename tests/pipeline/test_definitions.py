@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC
 
 import dagster as dg
 
@@ -85,3 +86,68 @@ def test_loading_the_code_location_imports_neither_tensorflow_nor_mlflow():
     code = "import sys, musictrend_dagster.definitions; print('tensorflow' in sys.modules, 'mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False False"
+
+
+def test_the_freshness_policy_reports_a_forecast_older_than_two_days():
+    """Dagster's own freshness evaluation (what its daemon runs) on the forecast asset's policy: fresh the day
+    a vintage is made, a warning after 26 hours without a new one, a failure after two days."""
+    import asyncio
+    from datetime import datetime, timedelta
+
+    from dagster._core.definitions.freshness import FreshnessState
+    from dagster._core.test_utils import BasicLoadingContext, freeze_time
+    from dagster._daemon.freshness import FreshnessDaemon
+
+    node = defs.resolve_asset_graph().get(dg.AssetKey("forecast"))
+    made = datetime(2026, 1, 10, 6, 0, tzinfo=UTC)
+    with dg.DagsterInstance.ephemeral() as instance:
+
+        def state(hours_later: float) -> FreshnessState:
+            with freeze_time(made + timedelta(hours=hours_later)):
+                evaluation = FreshnessDaemon()._compute_asset_freshness_state(BasicLoadingContext(instance), node)
+                return asyncio.run(evaluation)
+
+        assert state(0) == FreshnessState.UNKNOWN  # no vintage yet
+        with freeze_time(made):
+            instance.report_runless_asset_event(dg.AssetMaterialization("forecast"))
+        assert [state(h) for h in (1, 25, 27, 47, 49)] == [
+            FreshnessState.PASS,
+            FreshnessState.PASS,
+            FreshnessState.WARN,
+            FreshnessState.WARN,
+            FreshnessState.FAIL,
+        ]
+    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    assert "new_day_freshness" not in checks, "the policy replaces the hand-written check"
+
+
+def test_dg_check_and_list_defs_work_on_the_project(tmp_path):
+    """`dg check defs` and `dg list defs` (dagster-dg-cli matching the installed dagster) load the project's
+    Definitions as pyproject's [tool.dg] says; the listing shows the graph, the resources and the automation."""
+    import json
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    dg_cli = Path(sys.executable).with_name("dg")
+    env = {
+        **os.environ,
+        "VIRTUAL_ENV": str(Path(sys.executable).parents[1]),
+        "MUSICTREND_HOME": str(tmp_path),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }
+    checked = subprocess.run(
+        [str(dg_cli), "check", "defs"], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+    listed = subprocess.run(
+        [str(dg_cli), "list", "defs", "--json"], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    found = json.loads(listed.stdout)
+    assert {a["asset_key"] for a in found["assets"]} == {
+        k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()
+    }
+    assert {r["name"] for r in found["resources"]} >= {"warehouse", "mlflow", "output", "service"}
+    assert {j["name"] for j in found["jobs"]} >= {"daily_forecast", "refresh_all"}

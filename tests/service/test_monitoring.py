@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 import polars as pl
 import pytest
 
-from musictrend_dagster.core.service.monitoring import Freshness, live_score, score_vintages
+from musictrend_dagster.core.service.monitoring import live_score, score_vintages
 from musictrend_dagster.core.service.serving import Selection, retrain_reasons
 
 D1 = date(2015, 9, 1)
@@ -183,13 +183,6 @@ def test_retraining_is_due_on_cadence_growth_or_degradation(days_later, history_
 def test_cadence_zero_turns_it_off_and_no_champion_means_the_first_run():
     assert retrain_reasons(SELECTED, SELECTED.data_through + timedelta(days=365), 101, every_days=0) == []
     assert retrain_reasons(None, D1, 10) == ["first run: no champion registered yet"]
-
-
-def test_freshness_is_stale_after_two_days_without_a_new_day():
-    now = datetime(2026, 1, 10, 12, 0)
-    assert not Freshness(D1, now - timedelta(hours=47), now).stale
-    stale = Freshness(D1, now - timedelta(hours=49), now)
-    assert stale.stale and stale.verdict().startswith(f"no new day since the newest day {D1} arrived 49.0 h ago")
 
 
 def test_the_monitoring_chart_draws_each_vintage_the_live_line_and_each_versions_backtest(tmp_path):

@@ -19,7 +19,7 @@ above the 60-day backtest score: a drop of `tolerance` below it is a real change
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date
 from typing import cast
 
 import polars as pl
@@ -29,7 +29,6 @@ from musictrend_dagster.core.forecast.metric import artist_scores
 LIVE_WINDOW_DAYS = 14
 MIN_SCORED_DAYS = 7
 TOLERANCE = 0.05
-STALE_AFTER = timedelta(days=2)
 
 VINTAGE_SCORE_SCHEMA = {
     "vintage": pl.Date,
@@ -198,29 +197,3 @@ def live_score(
         min_days=min_days,
         tolerance=tolerance,
     )
-
-
-@dataclass(frozen=True)
-class Freshness:
-    """When the newest day of data arrived, and whether that is too long ago."""
-
-    newest_day: date
-    arrived_at: datetime
-    now: datetime
-    stale_after: timedelta = STALE_AFTER
-
-    @property
-    def age(self) -> timedelta:
-        return self.now - self.arrived_at
-
-    @property
-    def stale(self) -> bool:
-        return self.age > self.stale_after
-
-    def verdict(self) -> str:
-        hours = self.age.total_seconds() / 3600
-        state = "no new day since" if self.stale else "fresh:"
-        return (
-            f"{state} the newest day {self.newest_day} arrived {hours:.1f} h ago "
-            f"({self.arrived_at:%Y-%m-%d %H:%M}; stale after {self.stale_after.days} days)"
-        )

@@ -3,7 +3,7 @@ output/forecasts.csv and .parquet (every source) and as the competition submissi
 tianchi source); both always hold the newest vintage."""
 
 import tempfile
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +15,7 @@ from musictrend_dagster.core.service.outputs import read_submission, write_forec
 from musictrend_dagster.core.service.serving import forecast_vintage
 from musictrend_dagster.core.service.store import load_forecast, load_forecasts, load_history, save_forecast
 from musictrend_dagster.core.settings import DEFAULT_HORIZON, HORIZON_VAR, MAX_HORIZON
+from musictrend_dagster.defs.checks import FORECAST_CHECK, forecast_complete_and_valid
 from musictrend_dagster.defs.metadata import png, preview, score
 from musictrend_dagster.defs.resources import (
     ForecastSettingsResource,
@@ -24,6 +25,10 @@ from musictrend_dagster.defs.resources import (
 )
 from musictrend_dagster.defs.tags import REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL
+
+# A vintage a day is the service: a forecast older than a day warns, older than two days fails (evaluated by
+# Dagster's freshness daemon, shown on the asset page; it replaces the hand-written freshness check).
+FORECAST_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=2), warn_window=timedelta(hours=26))
 
 
 class ForecastConfig(dg.Config):
@@ -47,6 +52,8 @@ class ForecastConfig(dg.Config):
     kinds={"mlflow", "duckdb", "polars"},
     deps=["model_features", "registered_champion"],
     pool=DUCKDB_POOL,
+    check_specs=[FORECAST_CHECK],
+    freshness_policy=FORECAST_FRESHNESS,
     description=(
         "A forecast vintage: the registered champion (models:/musictrend-forecaster@champion) reads the newest "
         "data and forecasts `horizon` days from the day after it, with an 80% interval per artist and day; no "
@@ -69,6 +76,7 @@ def forecast(
         raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
         history, songs = load_history(con)
+        artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
     horizon = config.horizon or forecasting.horizon
     try:
         made = forecast_vintage(
@@ -114,7 +122,8 @@ def forecast(
             "dagster/row_count": made.frame.height,
             "plot": chart_md,
             "preview": preview(made.frame),
-        }
+        },
+        check_results=[forecast_complete_and_valid(made.frame, artists)],
     )
 
 

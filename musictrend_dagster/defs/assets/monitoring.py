@@ -1,16 +1,16 @@
-"""Monitoring group: every forecast vintage scored against the days that have since happened, the
-champion's live score against its backtest (a WARN check that triggers retraining) and the data's
-freshness (an ERROR check)."""
+"""Monitoring group: every forecast vintage scored against the days that have since happened, and the
+champion's live score against its backtest (a WARN check that triggers retraining). Freshness is the
+forecast asset's FreshnessPolicy."""
 
 import tempfile
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from musictrend_dagster.core.service import plots
-from musictrend_dagster.core.service.monitoring import TOLERANCE, Freshness, LiveScore, live_score, score_vintages
+from musictrend_dagster.core.service.monitoring import TOLERANCE, LiveScore, live_score, score_vintages
 from musictrend_dagster.core.service.store import (
     load_live_history,
     load_selections,
@@ -161,36 +161,3 @@ def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseR
             metadata["worst_artists_table"] = preview(live.artists, rows=10)
     metadata["vintages"] = preview(scores.sort("vintage", descending=True), rows=15)
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
-
-
-@dg.asset_check(
-    asset=forecast_monitoring,
-    pool=DUCKDB_POOL,
-    description="ERROR when no new day of data has arrived for 2 days (when the newest day first "
-    "reached the lake, against the clock).",
-)
-def new_day_freshness(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    with warehouse.connect() as con:
-        newest, arrived, now = cast(
-            tuple,
-            con.execute(
-                "WITH newest AS (SELECT max(ds) AS ds FROM lake_files WHERE dataset = 'user_actions') "
-                "SELECT newest.ds, (SELECT min(changed_at) FROM lake_changes c WHERE c.dataset = 'user_actions' "
-                "AND c.ds = newest.ds), now()::TIMESTAMP FROM newest"
-            ).fetchone(),
-        )
-    if newest is None:
-        return dg.AssetCheckResult(
-            passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"verdict": "no action data in the lake"}
-        )
-    fresh = Freshness(newest, arrived, now)
-    return dg.AssetCheckResult(
-        passed=not fresh.stale,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "verdict": fresh.verdict(),
-            "newest_day": str(newest),
-            "arrived_at": str(arrived),
-            "hours_since": round(fresh.age.total_seconds() / 3600, 1),
-        },
-    )
