@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 export MUSICTREND_HOME ?= $(CURDIR)/.musictrend
 RAW_DIR := $(or $(MUSICTREND_RAW_DIR),$(MUSICTREND_HOME)/raw)
 
-.PHONY: install spark java browser demo test mutants cluster-demo ui mlflow-ui bench clean
+.PHONY: install spark java browser demo lint test mutants cluster-demo ui mlflow-ui bench clean
 
 install: $(VENV)/.installed
 
@@ -34,7 +34,15 @@ browser:
 
 # Two pytest-xdist workers, one per core; --dist loadfile keeps each file on one worker, so a module's
 # fixture (a whole run, a server, a cluster) is built once.
-test: install spark browser
+# Style, types and the import rules (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter]).
+LINTED := musictrend_dagster tests benchmarks
+lint: install
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy musictrend_dagster
+	$(BIN)/lint-imports
+
+test: lint spark browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 # Deliberate code changes the suite must notice (tests/mutants/mutants.toml); reports survivors.
@@ -54,7 +62,6 @@ mlflow-ui: install
 	$(BIN)/musictrend mlflow-ui
 
 bench: install
-	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_models.py --e2e
 	$(BIN)/python benchmarks/bench_ensemble_training.py

@@ -36,7 +36,9 @@ if epochs:
         run_config = dict(run_config or {})
         if self.name == "refresh_all":
             ops = dict(run_config.get("ops", {}))
-            ops |= {f"backtest__{s.name}": {"config": {**s.defaults, "epochs": epochs}} for s in SPECS if s.uses_tensorflow}
+            ops |= {
+                f"backtest__{s.name}": {"config": {**s.defaults, "epochs": epochs}} for s in SPECS if s.uses_tensorflow
+            }
             run_config["ops"] = ops
         return _execute(self, run_config=run_config, **kwargs)
     dg.JobDefinition.execute_in_process = execute_in_process
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     print(
         f"load average {os.getloadavg()[0]:.1f} at the end; {os.cpu_count()} cores; "
-        f"full-path epochs: {'real defaults' if not args.epochs else f'capped at {args.epochs} (not the real full path)'}"
+        "full-path epochs: "
+        f"{'real defaults' if not args.epochs else f'capped at {args.epochs} (not the real full path)'}"
     )
     print(f"sample tianchi-s1 {sample:.1f} s")
     print("| run | job | command wall | command CPU (user + sys) | Dagster runs (wall, both) |")

@@ -1,15 +1,17 @@
-"""Every registered model and the off-the-shelf peers a user would pick instead, backtested in one run.
+"""Every registered model, the statsforecast peers among them, backtested side by side in one run.
 
-Tables (markdown): the 3 reported tianchi-s1 origins (f_norm per origin, mean, seconds, 80%
-interval coverage), the generalisation check on 6 rolling origins 12 days apart, the mean
-f_norm on synthetic logs of different shapes, and the bounds: what the champion would score
-given the level it cannot know (its forecast rescaled to the actual first 7 or 14 test days,
-and the hindsight per-artist constant) on all 7 of those origins. Peers (statsforecast AutoETS, AutoTheta,
-WindowAverage(14) on log1p) need the `bench` extra: pip install -e '.[bench]'.
+Every model is backtested once on the 7 tianchi-s1 origins (the 3 reported and 6 rolling ones 12 days
+apart share one) and on each synthetic shape's plan. Tables (markdown), per set: f_norm per origin and
+mean, seconds, 80% interval coverage; the per-horizon table (f_norm, WAPE, coverage over the first
+7/14/28/60 days, MASE over 60); the targets (is the champion at or above every peer at every window,
+and by how much it misses where not); the per-horizon champion check (models per segment of days
+chosen on earlier origins only, scored on the next). Then the bounds: what the champion would score
+given the level it cannot know. Development sets (rolling origins, synthetic shapes) print before
+the reported origins.
 With --e2e, also the wall time of `musictrend sample` + `musictrend run` on a fresh MUSICTREND_HOME.
 
-    .venv/bin/python benchmarks/bench_models.py [--models median14,global_ensemble] [--no-peers]
-        [--sets reported,rolling6,synthetic,bounds] [--e2e]
+    .venv/bin/python benchmarks/bench_models.py [--models median14,global_ensemble] [--epochs N]
+        [--sets rolling6,synthetic,reported,bounds] [--e2e]
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
@@ -36,66 +37,20 @@ from musictrend_dagster.core.forecast.backtest import (
     plan_backtest,
     rolling_origins,
 )
+from musictrend_dagster.core.forecast.evaluation import horizon_means, horizon_scores, nested_segment_check
 from musictrend_dagster.core.forecast.intervals import coverage
 from musictrend_dagster.core.forecast.metric import artist_scores, f_norm
-from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA, FitInfo
-from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, make_model, required_history
+from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA
+from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, make_model, required_history, spec
 from musictrend_dagster.core.sample import generate_synthetic, packaged_history
 
 LAST_DAY = date(2015, 8, 30)
 MODELS = {name: partial(make_model, name) for name in MODEL_NAMES}
+PEER_NAMES = [name for name in MODEL_NAMES if name.endswith(("_log1p", "_raw"))]
 # Synthetic logs of different shapes: (artists, days, rows, seed).
 SHAPES = [(50, 183, 2_000_000, 3), (20, 120, 400_000, 11), (100, 183, 2_000_000, 5)]
 BOUNDED = "global_ensemble"  # the champion whose ceiling the bounds table measures
 NOWCAST_DAYS = (7, 14)
-
-
-@dataclass(eq=False)
-class Peer:
-    """A statsforecast model behind the project's Forecaster interface (fit keeps the series; predict forecasts)."""
-
-    name: str
-    build: object  # () -> statsforecast model
-    log1p: bool = False
-
-    def params(self) -> dict:
-        return {"peer": self.name, "log1p": self.log1p}
-
-    def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
-        y = pl.col("plays").cast(pl.Float64)
-        self._frame = history.select(
-            unique_id="artist_id", ds=pl.col("ds").cast(pl.Datetime), y=y.log1p() if self.log1p else y
-        ).sort("unique_id", "ds")
-        self._last = history["ds"].max()
-        return FitInfo()
-
-    def predict(self, start: date, horizon: int) -> pl.DataFrame:
-        from statsforecast import StatsForecast
-
-        offset = (start - self._last).days - 1
-        model = self.build()
-        out = StatsForecast(models=[model], freq="1d", n_jobs=1).forecast(df=self._frame, h=offset + horizon)
-        value = pl.col(out.columns[-1]).fill_nan(0.0).fill_null(0.0)
-        return (
-            out.select(
-                artist_id="unique_id", ds=pl.col("ds").cast(pl.Date), plays=value.exp() - 1 if self.log1p else value
-            )
-            .filter(pl.col("ds") >= start)
-            .with_columns(pl.col("plays").clip(lower_bound=0.0))
-            .cast(FORECAST_SCHEMA)
-        )
-
-
-def peers() -> dict[str, partial]:
-    from statsforecast.models import AutoETS, AutoTheta, WindowAverage
-
-    return {
-        "AutoETS (peer)": partial(Peer, "AutoETS (peer)", partial(AutoETS, season_length=7)),
-        "AutoTheta (peer)": partial(Peer, "AutoTheta (peer)", partial(AutoTheta, season_length=7)),
-        "WindowAverage14 log1p (peer)": partial(
-            Peer, "WindowAverage14 log1p (peer)", partial(WindowAverage, window_size=14), log1p=True
-        ),
-    }
 
 
 def synthetic_history(shape: tuple[int, int, int, int], tmp: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -113,7 +68,8 @@ def synthetic_history(shape: tuple[int, int, int, int], tmp: Path) -> tuple[pl.D
                count(*) FILTER (WHERE a.column3 = '1') AS plays,
                count(*) FILTER (WHERE a.column3 = '2') AS downloads,
                count(DISTINCT a.column0) AS listeners
-            FROM read_csv('{summary.actions_file}', header=false, all_varchar=true) a JOIN songs s ON s.song_id = a.column1
+            FROM read_csv('{summary.actions_file}', header=false, all_varchar=true) a
+            JOIN songs s ON s.song_id = a.column1
             GROUP BY ALL"""
     ).pl()
     calendar = pl.DataFrame({"ds": pl.date_range(daily["ds"].min(), daily["ds"].max(), eager=True)})
@@ -141,6 +97,11 @@ def run_set(
     return results
 
 
+def subset(results: list[BacktestResult], origins) -> list[BacktestResult]:
+    """The same backtests restricted to `origins` (each model fit once per origin, whichever sets use it)."""
+    return [BacktestResult(r.model, r.params, [o for o in r.origins if o.origin in set(origins)]) for r in results]
+
+
 def table(results: list[BacktestResult], window: int, timings: bool = True) -> str:
     origins = [o.origin for o in results[0].origins]
     head = ["model", *(o.isoformat() for o in origins), "mean f_norm"]
@@ -154,6 +115,63 @@ def table(results: list[BacktestResult], window: int, timings: bool = True) -> s
             cover = coverage(r, window)
             cells += [f"{sum(o.fit_seconds + o.predict_seconds for o in r.origins) / n:.2f}", f"{cover.overall:.1%}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def horizon_frame(results: list[BacktestResult], history: pl.DataFrame) -> pl.DataFrame:
+    """model, window, mean f_norm / wape / mase / coverage over the results' origins."""
+    return horizon_means(pl.concat([horizon_scores(r, history).with_columns(model=pl.lit(r.model)) for r in results]))
+
+
+def horizon_table(means: pl.DataFrame) -> str:
+    """Rows: models (best 60-day f_norm first); columns: f_norm, WAPE and coverage per window, MASE over the last."""
+    wins = sorted(means["window"].unique().to_list())
+    last = wins[-1]
+    head = ["model", *(f"f_norm {w}" for w in wins), *(f"WAPE {w}" for w in wins), f"MASE {last}"]
+    head += [f"cover {w}" for w in wins]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by = {(r["model"], r["window"]): r for r in means.iter_rows(named=True)}
+    models = sorted(means["model"].unique(), key=lambda m: -by[(m, last)]["f_norm"])
+    for m in models:
+        cells = [m, *(f"{by[(m, w)]['f_norm']:.4f}" for w in wins), *(f"{by[(m, w)]['wape']:.3f}" for w in wins)]
+        cells += [f"{by[(m, last)]['mase']:.3f}", *(f"{by[(m, w)]['coverage']:.1%}" for w in wins)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(means: pl.DataFrame, label: str) -> str:
+    """The champion (best mean f_norm over the whole window, as the pipeline picks it) against the best peer
+    at every window, and whether the 80% intervals cover 75-85% at every window."""
+    last = means["window"].max()
+    full = means.filter(pl.col("window") == last).sort(["f_norm", "model"], descending=[True, False])
+    champ = full["model"][0]
+    lines = [f"{label}: champion {champ}"]
+    for w in sorted(means["window"].unique()):
+        at = means.filter(pl.col("window") == w)
+        own = at.filter(pl.col("model") == champ).row(0, named=True)
+        peer = at.filter(pl.col("model").is_in(PEER_NAMES) & (pl.col("model") != champ)).sort("f_norm").tail(1)
+        gap = own["f_norm"] - peer["f_norm"][0]
+        verdict = "holds" if gap >= 0 else "MISSES"
+        cover = "" if 0.75 <= own["coverage"] <= 0.85 else f"; coverage {own['coverage']:.1%} outside 75-85%"
+        lines.append(
+            f"  {w:>2} days: {verdict} ({own['f_norm']:.4f} vs best peer {peer['model'][0]} {peer['f_norm'][0]:.4f}, "
+            f"{gap:+.4f}){cover}"
+        )
+    return "\n".join(lines)
+
+
+def segment_check(results: list[BacktestResult], min_choose: int) -> str:
+    """The nested per-horizon champion check as a markdown table."""
+    rows = nested_segment_check({r.model: r for r in results}, min_choose)
+    lines = [
+        "| held-out origin | single model (chosen before) | its f_norm | models for days 1-7, 8-28, 29-60 | composed |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows.iter_rows(named=True):
+        lines.append(
+            f"| {r['origin']} | {r['single']} | {r['single_f_norm']:.4f} | {r['segments']} | "
+            f"{r['composed_f_norm']:.4f} ({r['composed_f_norm'] - r['single_f_norm']:+.4f}) |"
+        )
     return "\n".join(lines)
 
 
@@ -256,14 +274,28 @@ def end_to_end() -> str:
     return f"end-to-end on a fresh home: sample {times['sample']:.1f} s + run {times['run']:.1f} s = {total:.1f} s"
 
 
+def report(results: list[BacktestResult], history: pl.DataFrame, window: int, label: str, min_choose: int) -> None:
+    """Every table of one set of origins."""
+    print(f"## {label}\n")
+    print(table(results, window) + "\n")
+    print(beats_median14(results) + "\n")
+    means = horizon_frame(results, history)
+    print(f"### per horizon (mean over the {len(results[0].origins)} origins)\n")
+    print(horizon_table(means) + "\n")
+    print("```\n" + targets(means, label) + "\n```\n")
+    if len(results[0].origins) > min_choose:
+        print("### per-horizon champion, chosen on the earlier origins only\n")
+        print(segment_check(results, min_choose) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}")
-    parser.add_argument("--no-peers", action="store_true", help="skip the statsforecast peers")
+    parser.add_argument("--epochs", type=int, default=0, help="cap the neural models' epochs (0: their defaults)")
     parser.add_argument(
         "--sets",
-        default="reported,rolling6,synthetic,bounds",
-        help="which tables: reported, rolling6, synthetic, bounds",
+        default="rolling6,synthetic,reported,bounds",
+        help="which tables: rolling6, synthetic, reported, bounds (development sets first, reported last)",
     )
     parser.add_argument("--e2e", action="store_true", help="also time `musictrend sample` + `musictrend run`")
     args = parser.parse_args(argv)
@@ -271,49 +303,51 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         parser.error(f"unknown models {unknown}; known: {', '.join(MODELS)}")
-    factories = {name: MODELS[name] for name in names}
-    if not args.no_peers:
-        try:
-            factories.update(peers())
-        except ImportError:
-            parser.error("the peers need statsforecast: pip install -e '.[bench]' (or pass --no-peers)")
+    capped = {"epochs": args.epochs} if args.epochs else {}
+    factories = {name: partial(make_model, name, **(capped if spec(name).uses_tensorflow else {})) for name in names}
     sets = args.sets.split(",")
+    print(f"load before: {os.getloadavg()[0]:.1f} (1-min), {os.cpu_count()} cores; epochs: {args.epochs or 'defaults'}")
 
     history, songs = packaged_history()
     t0 = time.perf_counter()
-    if "reported" in sets:
-        results = run_set(factories, history, songs, rolling_origins(LAST_DAY), 60, "reported")
-        print(f"## tianchi-s1, the 3 reported origins ({history['artist_id'].n_unique()} artists, 60-day windows)\n")
-        print(table(results, 60))
-        print("\n" + beats_median14(results) + "\n")
-    rolling = plan_backtest(history["ds"].min(), LAST_DAY, required_history(), max_origins=6, step=12)
+    reported = rolling_origins(LAST_DAY)
+    rolling = plan_backtest(history["ds"].min(), LAST_DAY, required_history(), horizon=60, max_origins=6, step=12)
+    wanted = set()
+    if {"reported", "bounds"} & set(sets):
+        wanted |= set(reported)
+    if {"rolling6", "bounds"} & set(sets):
+        wanted |= set(rolling.origins)
+    tianchi = run_set(factories, history, songs, sorted(wanted), 60, "tianchi-s1") if wanted else []
     if "rolling6" in sets:
-        results = run_set(factories, history, songs, rolling.origins, rolling.window, "rolling6")
-        print("## tianchi-s1, generalisation: 6 rolling origins 12 days apart, 60-day windows\n")
-        print(table(results, rolling.window))
-        print("\n" + beats_median14(results) + "\n")
+        report(
+            subset(tianchi, rolling.origins),
+            history,
+            rolling.window,
+            "tianchi-s1, development: 6 rolling origins 12 days apart, 60-day windows",
+            min_choose=3,
+        )
     if "synthetic" in sets:
-        rows = {}
         for shape in SHAPES:
             with tempfile.TemporaryDirectory(prefix="musictrend-synth-") as tmp:
                 synth, synth_songs = synthetic_history(shape, Path(tmp))
-            plan = plan_backtest(synth["ds"].min(), synth["ds"].max(), required_history())
-            label = f"{shape[0]} artists x {shape[1]} days, {shape[2]:,} rows, seed {shape[3]}"
-            for r in run_set(factories, synth, synth_songs, plan.origins, plan.window, label):
-                rows.setdefault(r.model, {})[label] = r.mean_f_norm
-        labels = [f"{s[0]} artists x {s[1]} days, {s[2]:,} rows, seed {s[3]}" for s in SHAPES]
-        print("## synthetic logs of different shapes: mean f_norm over the plan's origins\n")
-        print("| model | " + " | ".join(labels) + " |\n|" + "---|" * (len(labels) + 1))
-        for model, by in sorted(rows.items(), key=lambda kv: -np.mean(list(kv[1].values()))):
-            print(f"| {model} | " + " | ".join(f"{by[label]:.4f}" for label in labels) + " |")
-    if "bounds" in sets:
-        reported = rolling_origins(LAST_DAY)
-        origins = sorted({*reported, *rolling.origins})
-        champion = run_set({BOUNDED: MODELS[BOUNDED]}, history, songs, origins, 60, "bounds")[0]
+            plan = plan_backtest(synth["ds"].min(), synth["ds"].max(), required_history(), horizon=60)
+            label = f"synthetic {shape[0]} artists x {shape[1]} days, {shape[2]:,} rows, seed {shape[3]}"
+            results = run_set(factories, synth, synth_songs, plan.origins, plan.window, label)
+            report(results, synth, plan.window, f"{label} ({len(plan.origins)} origins)", min_choose=2)
+    if "reported" in sets:
+        report(
+            subset(tianchi, reported),
+            history,
+            60,
+            f"tianchi-s1, the 3 reported origins ({history['artist_id'].n_unique()} artists, 60-day windows)",
+            min_choose=2,
+        )
+    if "bounds" in sets and BOUNDED in names:
+        champion = next(r for r in tianchi if r.model == BOUNDED)
         rows = [champion, *(nowcast_oracle(champion, d) for d in NOWCAST_DAYS), hindsight_constant(champion)]
         print(f"## How far a better level could go: {BOUNDED} given what it cannot know (tianchi-s1, 60-day windows)\n")
         print(bounds_table(rows, reported) + "\n")
-    print(f"\nbacktest wall time: {time.perf_counter() - t0:.1f} s")
+    print(f"\nbacktest wall time: {time.perf_counter() - t0:.1f} s; load after: {os.getloadavg()[0]:.1f} (1-min)")
     if args.e2e:
         print(end_to_end())
     return 0

@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from musictrend_dagster.core.service.owner import HOST_TAG, PID_TAG, owner_gone, owner_tags
 from musictrend_dagster.core.settings import Paths
@@ -77,7 +78,8 @@ def _start(paths: Paths, verb: str) -> int | None:
         list_raw_dir(paths.raw_dir)
     except IngestError as exc:
         print(
-            f"musictrend {verb}: {exc}\n  (make sample data with: musictrend sample --source tianchi-s1 --out {paths.raw_dir})",
+            f"musictrend {verb}: {exc}\n"
+            f"  (make sample data with: musictrend sample --source tianchi-s1 --out {paths.raw_dir})",
             file=sys.stderr,
         )
         return 2
@@ -125,10 +127,11 @@ def _execute(
                 while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
                     error = error.cause
                 print(f"  step {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr)
-            elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
-                evaluation = event.event_specific_data
+            elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.asset_check_evaluation_data.passed:
+                evaluation = event.asset_check_evaluation_data
                 print(
-                    f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: {evaluation.metadata}",
+                    f"  check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} "
+                    f"failed: {evaluation.metadata}",
                     file=sys.stderr,
                 )
         return None, elapsed
@@ -198,7 +201,8 @@ def _run(args: argparse.Namespace) -> int:
     paths = _point_environment(args.home, args.raw_dir)
     if (code := _start(paths, "run")) is not None:
         return code
-    from musictrend_dagster.core.settings import retrain_every_days
+    from musictrend_dagster.core.service.serving import horizon_changed
+    from musictrend_dagster.core.settings import horizon, retrain_every_days
     from musictrend_dagster.defs.automation import due_reasons, service_state
     from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
 
@@ -206,7 +210,8 @@ def _run(args: argparse.Namespace) -> int:
     runs = []
     with _instance(paths, "run") as instance:
         state = service_state(instance)
-        if args.retrain or state.selection is None:
+        # a champion chosen for another horizon cannot serve this one: straight to the full path
+        if args.retrain or state.selection is None or horizon_changed(state.selection, horizon()):
             reasons = ["requested: musictrend run --retrain"] if args.retrain else due_reasons(state, cadence)
         else:
             results, elapsed = _execute_path(
@@ -270,7 +275,8 @@ def _ingest(args: argparse.Namespace) -> int:
     print(f"  {'file':<46} {'status':<10} {'lines':>12} {'loaded':>12} {'quarantined':>12} {'removed':>10}")
     for r in reports:
         print(
-            f"  {r['file']:<46} {r['status']:<10} {r['lines_read']:>12,} {r['loaded']:>12,} {r['quarantined']:>12,} {r['removed']:>10,}"
+            f"  {r['file']:<46} {r['status']:<10} {r['lines_read']:>12,} {r['loaded']:>12,} "
+            f"{r['quarantined']:>12,} {r['removed']:>10,}"
         )
     print(f"  lake              {paths.lake}")
     print(f"  warehouse         {paths.warehouse}")
@@ -291,7 +297,7 @@ def _metadata(runs: list) -> dict[str, dict]:
 
 def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | None) -> None:
     """What the runs did: the full path's backtests and champion, the vintage, monitoring, retraining."""
-    from musictrend_dagster.core.settings import mlflow_ui_url
+    from musictrend_dagster.core.settings import FORECASTS_CSV, mlflow_ui_url
     from musictrend_dagster.defs.resources import default_resources
 
     meta = _metadata(runs)
@@ -312,7 +318,8 @@ def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | 
         )
     vintage = meta["forecast"]
     print(
-        f"  vintage           {vintage['vintage']}: {vintage['horizon']} days x {vintage['dagster/row_count'] // vintage['horizon']} "
+        f"  vintage           {vintage['vintage']}: {vintage['horizon']} days x "
+        f"{vintage['dagster/row_count'] // vintage['horizon']} "
         f"artists by {vintage['champion']} v{vintage['model_version']}, from the data through {vintage['data_through']}"
     )
     print(f"  refit             {vintage['refit']}")
@@ -321,7 +328,9 @@ def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | 
         print(f"  monitoring        {monitoring['vintages_scored']} vintage(s) scored; {monitoring['verdict']}")
     if not_due:
         print(f"  retraining        {not_due}")
-    print(f"  submission        {paths.submission}")
+    print(f"  forecasts         {paths.output_dir / FORECASTS_CSV} (and .parquet)")
+    if "submission" in meta:
+        print(f"  submission        {paths.submission}")
     print(f"  Dagster UI        make ui       (http://127.0.0.1:3000, runs under {paths.dagster_home})")
     mlflow = default_resources(paths)["mlflow"]
     print(f"  MLflow UI         make mlflow-ui ({mlflow_ui_url()}, store {paths.mlflow_uri})")
@@ -334,12 +343,13 @@ def _print_backtests(paths: Paths) -> None:
 
     from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, backtest_plan
     from musictrend_dagster.core.service.store import leaderboard, load_history, standings
+    from musictrend_dagster.core.settings import champion_metric, horizon
     from musictrend_dagster.defs.resources import default_resources
 
     with default_resources(paths)["warehouse"].connect() as con:
-        plan = backtest_plan(load_history(con)[0])
+        plan = backtest_plan(load_history(con)[0], horizon())
         scores, runs = standings(con, MODEL_NAMES, plan)
-    board = leaderboard(scores)
+    board = leaderboard(scores, champion_metric())  # ranked as the champion was chosen
     champion = board.row(0, named=True)
     print(f"  backtest          {plan.describe()}")
     print(f"  champion          {champion['model']}  mean f_norm {champion['f_norm']:.4f}")
@@ -405,12 +415,13 @@ def _replay(args: argparse.Namespace) -> int:
         cursor, resources = None, defs.get_repository_def().get_top_level_resources()
         for k, drop in enumerate(drops, 1):
             drop.rename(paths.raw_dir / drop.name)
-            sensed = new_drop_file_sensor(
-                dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+            sensed = cast(  # a drop file was just added: the sensor returns run requests, not a skip
+                dg.SensorResult,
+                new_drop_file_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)),
             )
             cursor = sensed.cursor
-            for request in sensed.run_requests:
-                line = _replay_request(paths, instance, request, request.job_name)
+            for request in sensed.run_requests or []:
+                line = _replay_request(paths, instance, request, cast(str, request.job_name))
                 if line is None:
                     return 1
                 print(f"replay {k}/{len(drops)} {drop.name}: {line}")
@@ -446,7 +457,8 @@ def _replay_request(paths: Paths, instance, request, job_name: str) -> str | Non
     meta = _metadata([(None, [result], elapsed)])
     vintage, monitoring = meta["forecast"], meta.get("forecast_monitoring", {})
     return (
-        f"{job_name} {elapsed:.0f}s, vintage {vintage['vintage']} by {vintage['champion']} v{vintage['model_version']}; "
+        f"{job_name} {elapsed:.0f}s, vintage {vintage['vintage']} by {vintage['champion']} "
+        f"v{vintage['model_version']}; "
         f"{monitoring.get('verdict', '')}"
     )
 
@@ -462,6 +474,29 @@ def _write_monitoring_plot(paths: Paths) -> Path:
         scores = query(con, "SELECT * FROM forecast_monitoring ORDER BY vintage")
         history, selections = load_live_history(con), load_selections(con)
     return plots.plot_monitoring(scores, history, selections, TOLERANCE, path=paths.output_dir / "monitoring.png")
+
+
+def _show(args: argparse.Namespace) -> int:
+    """One series: its last four weeks, the vintage's forecast and 80% interval, and a PNG of the same."""
+    from datetime import date
+
+    from musictrend_dagster.core.service import plots
+    from musictrend_dagster.core.service.show import chart_path, load_series, series_table
+    from musictrend_dagster.defs.resources import default_resources
+
+    paths = _point_environment(args.home, None)
+    try:
+        vintage = date.fromisoformat(args.vintage) if args.vintage else None
+    except ValueError:
+        raise ValueError(f"--vintage must be a day, YYYY-MM-DD; got {args.vintage!r}") from None
+    if not paths.warehouse.exists():
+        raise FileNotFoundError(f"no warehouse at {paths.warehouse}: make a forecast first with `musictrend run`")
+    with default_resources(paths)["warehouse"].connect() as con:
+        view = load_series(con, args.series_id, vintage)
+    print(series_table(view))
+    path = plots.plot_series(view.history, view.forecast, view.title, path=chart_path(paths.output_dir, view))
+    print(f"\nchart: {path}")
+    return 0
 
 
 def _ui(args: argparse.Namespace) -> int:
@@ -487,7 +522,10 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
 
     paths = _point_environment(args.home, None)
     configured = urlsplit(mlflow_ui_url())
-    host, port = args.host or configured.hostname, args.port or configured.port
+    host, port = (
+        cast(str, args.host or configured.hostname),
+        args.port or configured.port,
+    )  # mlflow_ui_url() checked the host
     served = f"{configured.scheme}://{host}:{port}"
     print(f"MLflow UI on {served} (store {paths.mlflow_uri})", flush=True)
     if served != mlflow_ui_url():
@@ -564,6 +602,14 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--raw-dir", help="the log to replay (default $MUSICTREND_RAW_DIR or $MUSICTREND_HOME/raw)")
     replay.add_argument("--home", help="the replay's own state folder, new or empty (default $MUSICTREND_HOME/replay)")
     replay.set_defaults(func=_replay)
+
+    show = sub.add_parser(
+        "show", help="one series: its last four weeks, its forecast and 80%% interval, and a PNG chart of them"
+    )
+    show.add_argument("series_id", help="the series (artist) id, or the start of one")
+    show.add_argument("--vintage", help="the forecast's first day, YYYY-MM-DD (default: the newest vintage)")
+    show.add_argument("--home", help="state folder (default $MUSICTREND_HOME or ./.musictrend)")
+    show.set_defaults(func=_show)
 
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project's instance")
     ui.add_argument("--home")

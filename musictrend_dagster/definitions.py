@@ -3,9 +3,9 @@ monitoring), their checks, resources, the two jobs (daily path, full path) and w
 
 import dagster as dg
 
-from musictrend_dagster.core.settings import Paths
+from musictrend_dagster.core.settings import Paths, writes_submission
 from musictrend_dagster.defs.assets.features import model_features
-from musictrend_dagster.defs.assets.forecast import forecast, submission
+from musictrend_dagster.defs.assets.forecast import forecast, forecast_files, submission
 from musictrend_dagster.defs.assets.ingest import raw_songs, raw_user_actions
 from musictrend_dagster.defs.assets.models import backtest_assets, champion
 from musictrend_dagster.defs.assets.monitoring import forecast_monitoring
@@ -22,7 +22,9 @@ from musictrend_dagster.defs.resources import default_resources
 
 
 def build_defs(paths: Paths) -> dg.Definitions:
-    """Definitions whose resources point at `paths` (tests build their own on a temporary home)."""
+    """Definitions whose resources point at `paths` (tests build their own on a temporary home); the
+    competition submission is an asset only where the source is the competition's."""
+    tianchi = writes_submission()
     return dg.Definitions(
         assets=[
             raw_songs,
@@ -33,7 +35,8 @@ def build_defs(paths: Paths) -> dg.Definitions:
             champion,
             registered_champion,
             forecast,
-            submission,
+            forecast_files,
+            *([submission] if tianchi else []),
             forecast_monitoring,
         ],
         asset_checks=[*transform_checks, *guard_checks],

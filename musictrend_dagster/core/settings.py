@@ -23,7 +23,13 @@ MLFLOW_UI_URL_VAR = "MUSICTREND_MLFLOW_UI_URL"
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 ENGINE_VAR = "MUSICTREND_ENGINE"
 SPARK_MASTER_VAR = "MUSICTREND_SPARK_MASTER"
+HORIZON_VAR = "MUSICTREND_HORIZON"
+DEFAULT_HORIZON = 60  # the competition's
+MAX_HORIZON = 365
+FORECASTS_CSV, FORECASTS_PARQUET = "forecasts.csv", "forecasts.parquet"
 ENGINES = ("duckdb", "spark")
+CHAMPION_METRIC_VAR = "MUSICTREND_CHAMPION_METRIC"
+CHAMPION_METRICS = ("f_norm", "wape")  # the official score (higher is better), or WAPE (lower is better)
 # What Spark accepts as a master (local[N], local[*], local[N,F], spark://, yarn, k8s://) or a Spark Connect URL.
 _SPARK_MASTER_RE = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|(spark|k8s|sc)://\S+|yarn")
 
@@ -83,6 +89,20 @@ def parse_spark_master(raw: str) -> str:
     return value
 
 
+def parse_champion_metric(raw: str) -> str:
+    value = raw.strip().lower() or "f_norm"
+    if value not in CHAMPION_METRICS:
+        raise ConfigError(f"{CHAMPION_METRIC_VAR} must be one of {', '.join(CHAMPION_METRICS)}, got {raw!r}")
+    return value
+
+
+def parse_horizon(raw: str) -> int:
+    value = int(raw) if raw.strip().isdigit() else 0
+    if not 1 <= value <= MAX_HORIZON:
+        raise ConfigError(f"{HORIZON_VAR} must be a whole number of days from 1 to {MAX_HORIZON}, got {raw!r}")
+    return value
+
+
 # Every setting read from the environment: its default and how it is checked. The Dagster resources
 # take their fields from the same variables (dg.EnvVar), so the UI's Resources page names them.
 DEFAULTS = {
@@ -91,6 +111,8 @@ DEFAULTS = {
     MLFLOW_UI_URL_VAR: DEFAULT_MLFLOW_UI_URL,
     ENGINE_VAR: "duckdb",
     SPARK_MASTER_VAR: "local[*]",
+    CHAMPION_METRIC_VAR: "f_norm",
+    HORIZON_VAR: str(DEFAULT_HORIZON),
 }
 PARSERS = {
     MAX_QUARANTINE_SHARE_VAR: parse_max_quarantine_share,
@@ -98,6 +120,8 @@ PARSERS = {
     MLFLOW_UI_URL_VAR: parse_mlflow_ui_url,
     ENGINE_VAR: parse_engine,
     SPARK_MASTER_VAR: parse_spark_master,
+    CHAMPION_METRIC_VAR: parse_champion_metric,
+    HORIZON_VAR: parse_horizon,
 }
 
 
@@ -124,6 +148,22 @@ def engine() -> str:
 
 def spark_master() -> str:
     return parse_spark_master(raw_setting(SPARK_MASTER_VAR))
+
+
+def champion_metric() -> str:
+    """The backtest score that picks the champion: f_norm (the official score, default) or wape."""
+    return parse_champion_metric(raw_setting(CHAMPION_METRIC_VAR))
+
+
+def horizon() -> int:
+    """Days ahead every forecast covers, 1..365 (default 60): the backtest windows, the models' curves,
+    the interval calibration and the served vintage all follow it."""
+    return parse_horizon(raw_setting(HORIZON_VAR))
+
+
+def writes_submission() -> bool:
+    """Whether the competition's submission file is written (it only fits the tianchi source's artists)."""
+    return True
 
 
 def check_environment() -> None:

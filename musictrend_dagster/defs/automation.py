@@ -17,11 +17,12 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 
-from musictrend_dagster.core.service.serving import Selection, retrain_reasons
-from musictrend_dagster.core.settings import ACTIONS_PREFIX, RETRAIN_EVERY_DAYS_VAR
+from musictrend_dagster.core.service.serving import Selection, horizon_changed, retrain_reasons
+from musictrend_dagster.core.settings import ACTIONS_PREFIX, DEFAULT_HORIZON, RETRAIN_EVERY_DAYS_VAR, horizon
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
 from musictrend_dagster.defs.partitions import vintage_key
 from musictrend_dagster.defs.resources import ServiceResource, WarehouseResource
@@ -74,18 +75,25 @@ def service_state(instance: dg.DagsterInstance) -> ServiceState:
     selection = None
     if champion:
         selection = Selection(
-            int(champion["model_version"]), date.fromisoformat(champion["data_through"]), int(champion["history_days"])
+            int(champion["model_version"]),
+            date.fromisoformat(champion["data_through"]),
+            int(champion["history_days"]),
+            int(champion.get("horizon", DEFAULT_HORIZON)),
         )
-    degraded = None
+    degraded: str | None = None
     record = instance.get_latest_asset_check_evaluation_record(
         dg.AssetCheckKey(dg.AssetKey("forecast_monitoring"), LIVE_CHECK)
     )
-    evaluation = record.event.dagster_event.event_specific_data if record and record.event else None
+    evaluation = (
+        record.event.dagster_event.event_specific_data
+        if record and record.event and record.event.dagster_event
+        else None
+    )
     # a run killed between planning the check and evaluating it leaves only the plan: no verdict
     if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed and selection is not None:
         facts = {k: v.value for k, v in evaluation.metadata.items()}
         if facts.get("model_version") == selection.model_version:
-            degraded = facts["verdict"]
+            degraded = cast(str, facts["verdict"])
     return ServiceState(
         selection=selection,
         data_through=date.fromisoformat(vintage["data_through"]) if vintage and "data_through" in vintage else None,
@@ -97,9 +105,16 @@ def service_state(instance: dg.DagsterInstance) -> ServiceState:
 def due_reasons(state: ServiceState, every_days: int) -> list[str]:
     """Why the champion is due for retraining now (empty: not due); `every_days` is the cadence (0: off)."""
     if state.selection is not None and state.data_through is None:
-        return []  # a champion without a vintage yet: the next daily run makes one
+        # a champion without a vintage yet: the next daily run makes one, if it is for this horizon
+        return [r for r in [horizon_changed(state.selection, horizon())] if r]
+    # data_through and history_days are None only without a champion, where retrain_reasons looks no further
     return retrain_reasons(
-        state.selection, state.data_through, state.history_days, state.degraded, every_days=every_days
+        state.selection,
+        cast(date, state.data_through),
+        cast(int, state.history_days),
+        state.degraded,
+        every_days=every_days,
+        horizon=horizon(),
     )
 
 
@@ -116,7 +131,10 @@ def new_drop_files(raw_dir: Path, seen: set[str]) -> list[str]:
     """Drop files (named with a real day) in raw_dir not seen before, oldest day first."""
     if not raw_dir.is_dir():
         return []
-    return sorted((p.name for p in raw_dir.iterdir() if _drop_day(p.name) and p.name not in seen), key=_drop_day)
+    return sorted(
+        (p.name for p in raw_dir.iterdir() if _drop_day(p.name) and p.name not in seen),
+        key=lambda name: cast(date, _drop_day(name)),
+    )
 
 
 def _daily_request(run_key: str, data_through: date, files: list[str], why: str) -> dg.RunRequest:
@@ -153,7 +171,7 @@ def new_drop_file_sensor(
                 dg.RunRequest(
                     job_name=refresh_all.name,
                     run_key=",".join(new),
-                    partition_key=vintage_key(max(_drop_day(n) for n in new)),
+                    partition_key=vintage_key(max(cast(date, _drop_day(n)) for n in new)),
                     tags={
                         PATH_TAG: "retrain",
                         TRIGGER_TAG: "drop_file",
@@ -163,10 +181,10 @@ def new_drop_file_sensor(
                 )
             ],
         )
-    floor = state.covered_through
-    fresh = [n for n in new if _drop_day(n) > floor]
+    floor = cast(date, state.covered_through)  # a champion exists: its data_through is a day
+    fresh = [n for n in new if cast(date, _drop_day(n)) > floor]  # drop files are named with a real day
     late = [n for n in new if n not in fresh]
-    requests = [_daily_request(n, _drop_day(n), [n], f"new day {_drop_day(n)} in {n}") for n in fresh]
+    requests = [_daily_request(n, cast(date, _drop_day(n)), [n], f"new day {_drop_day(n)} in {n}") for n in fresh]
     if late and not fresh:  # days a vintage has read changed: forecast the newest vintage again from them
         requests.append(
             _daily_request(
@@ -216,6 +234,7 @@ def retrain_sensor(context: dg.SensorEvaluationContext, service: ServiceResource
         )
     return dg.RunRequest(
         run_key=f"retrain {state.data_through} v{state.selection.model_version}",
-        partition_key=vintage_key(state.data_through),
+        # a champion without a vintage yet (a new horizon): the vintage after the data it was trained on
+        partition_key=vintage_key(state.data_through or state.selection.data_through),
         tags={PATH_TAG: "retrain", TRIGGER_TAG: "retrain_sensor", REASON_TAG: "; ".join(reasons)},
     )

@@ -1,10 +1,13 @@
 """Blocking asset checks that stop bad data from flowing downstream."""
 
 from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, cast
 
 import dagster as dg
 import polars as pl
 
+from musictrend_dagster.core.service.outputs import FORECASTS_COLUMNS, read_forecasts
 from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.settings import MAX_QUARANTINE_SHARE_VAR
 from musictrend_dagster.defs.metadata import preview
@@ -24,8 +27,8 @@ OUTAGE_DAYS_SHOWN = 10
 def quarantine_share(warehouse: WarehouseResource, service: ServiceResource) -> dg.AssetCheckResult:
     limit = service.quarantine_limit
     with warehouse.connect() as con:
-        loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
-        quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
+        loaded = cast(tuple, con.execute("SELECT count(*) FROM raw_user_actions").fetchone())[0]
+        quarantined = cast(tuple, con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone())[0]
         reasons = query(
             con, "SELECT reason, count(*) AS lines FROM quarantine_user_actions GROUP BY reason ORDER BY lines DESC"
         )
@@ -71,7 +74,7 @@ def no_outage_day(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             else []
         )
     by_day = {str(d): files for d, files in sources}
-    metadata = {
+    metadata: dict[str, Any] = {
         "outage_day_count": len(dead),
         "outage_days": dg.MetadataValue.json([str(d) for d in dead[:OUTAGE_DAYS_SHOWN]]),
         "gaps": dg.MetadataValue.json(
@@ -104,7 +107,7 @@ def _gaps(days: list[date]) -> list[tuple[date, date]]:
 def _forecast_problems(predicted: pl.DataFrame, artists: list[str]) -> dict[str, int]:
     """Counts of what is wrong with a forecast: missing artists or days, negative or non-finite plays."""
     days = predicted["ds"].n_unique()
-    span = (predicted["ds"].max() - predicted["ds"].min()).days + 1 if days else 0
+    span = (cast(date, predicted["ds"].max()) - cast(date, predicted["ds"].min())).days + 1 if days else 0
     per_artist = predicted.group_by("artist_id").agg(pl.col("ds").n_unique().alias("days"))
     return {
         "missing_days": span - days,
@@ -117,7 +120,7 @@ def _forecast_problems(predicted: pl.DataFrame, artists: list[str]) -> dict[str,
 
 
 def _interval_problems(predicted: pl.DataFrame) -> dict[str, int]:
-    """Rows without an 80% interval, and rows whose interval does not hold the forecast (0 <= lo <= plays <= hi, finite)."""
+    """Rows without an 80% interval, and rows whose interval does not hold the forecast (0 <= lo <= plays <= hi)."""
     lo, hi, plays = pl.col("plays_lo"), pl.col("plays_hi"), pl.col("plays")
     return {
         "interval_missing": predicted.filter(lo.is_null() | hi.is_null()).height,
@@ -164,6 +167,29 @@ def submission_complete(written: pl.DataFrame, artists: list[str]) -> dg.AssetCh
         check_name=SUBMISSION_CHECK.name,
         passed=not any(problems.values()),
         metadata={**problems, "rows": written.height},
+    )
+
+
+FORECAST_FILES_CHECK = dg.AssetCheckSpec(
+    "forecast_files_match",
+    asset="forecast_files",
+    blocking=True,
+    description="forecasts.csv and forecasts.parquet read back with exactly their columns and hold the "
+    "warehouse's rows of the vintage, row for row. Runs in the forecast_files step, on the files as written "
+    "(the vintage's and, for the newest vintage, output/'s).",
+)
+
+
+def forecast_files_match(expected: pl.DataFrame, paths: tuple[Path, ...]) -> dg.AssetCheckResult:
+    """The forecast_files asset's own check: every file it wrote, read back, equals the vintage's rows."""
+    found = {str(path): read_forecasts(path) for path in paths}
+    metadata = {
+        name: "same rows" if frame.columns == FORECASTS_COLUMNS and frame.equals(expected) else "differs"
+        for name, frame in found.items()
+    }
+    passed = all(v == "same rows" for v in metadata.values())
+    return dg.AssetCheckResult(
+        check_name=FORECAST_FILES_CHECK.name, passed=passed, metadata={**metadata, "rows": expected.height}
     )
 
 

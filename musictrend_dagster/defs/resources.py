@@ -29,7 +29,7 @@ from musictrend_dagster.core.settings import (
 
 def _value(field: str) -> str:
     """A field's value; a resource used outside a run (the CLI's summary) still holds its dg.EnvVar."""
-    return field.get_value("") if isinstance(field, dg.EnvVar) else field
+    return (field.get_value("") or "") if isinstance(field, dg.EnvVar) else field
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -162,15 +162,33 @@ class MlflowResource(dg.ConfigurableResource):
         return Tracker(self.tracking_uri, Path(self.artifact_dir))
 
 
+class ForecastSettingsResource(dg.ConfigurableResource):
+    """What every forecast covers: the backtest windows, the models' curves, the interval calibration
+    and the served vintage all take this horizon."""
+
+    horizon: int = Field(
+        default=settings.DEFAULT_HORIZON,
+        ge=1,
+        le=settings.MAX_HORIZON,
+        description=f"Days ahead each forecast covers, 1..{settings.MAX_HORIZON} ({settings.HORIZON_VAR}).",
+    )
+
+
 class OutputResource(dg.ConfigurableResource):
-    """Where the competition submission file is written."""
+    """Where the forecasts (CSV and Parquet, every source) and the competition submission are written."""
 
     submission_path: str = Field(description="Path of mars_tianchi_artist_plays_predict.csv (the newest vintage's).")
+    output_dir: str = Field(description="Folder of forecasts.csv and forecasts.parquet (the newest vintage's).")
 
     def vintage_path(self, vintage: date) -> Path:
         """Where one vintage's submission file goes: vintages/<vintage>/ next to the newest one."""
         path = Path(self.submission_path)
         return path.parent / "vintages" / vintage.isoformat() / path.name
+
+    def forecasts_paths(self, vintage: date | None = None) -> tuple[Path, Path]:
+        """(forecasts.csv, forecasts.parquet): the newest vintage's, or one vintage's under vintages/<vintage>/."""
+        folder = Path(self.output_dir) if vintage is None else Path(self.output_dir) / "vintages" / vintage.isoformat()
+        return folder / settings.FORECASTS_CSV, folder / settings.FORECASTS_PARQUET
 
 
 class ServiceResource(dg.ConfigurableResource):
@@ -201,7 +219,8 @@ class ServiceResource(dg.ConfigurableResource):
 
 def default_resources(paths: Paths | None = None) -> dict:
     """Resources for this process's environment. Settings are `dg.EnvVar`s (unset ones are set to their
-    defaults here, so the variable is always what a run reads); paths derive from MUSICTREND_HOME,
+    defaults here, so the variable is always what a run reads; the horizon is read once, as a number);
+    paths derive from MUSICTREND_HOME,
     MUSICTREND_RAW_DIR and MLFLOW_TRACKING_URI, or from `paths` (the CLI's --home, a test's folder).
     A wrong value fails here, naming the variable."""
     paths = paths or Paths.from_env()
@@ -222,9 +241,13 @@ def default_resources(paths: Paths | None = None) -> dict:
             artifact_dir=str(paths.mlflow_artifacts),
             ui_url=dg.EnvVar(MLFLOW_UI_URL_VAR),
         ),
-        "output": OutputResource(submission_path=str(paths.submission)),
+        "output": OutputResource(
+            submission_path=str(paths.submission),
+            output_dir=str(paths.output_dir),
+        ),
         "service": ServiceResource(
             max_quarantine_share=dg.EnvVar(MAX_QUARANTINE_SHARE_VAR),
             retrain_every_days=dg.EnvVar(RETRAIN_EVERY_DAYS_VAR),
         ),
+        "forecasting": ForecastSettingsResource(horizon=settings.horizon()),
     }

@@ -338,12 +338,12 @@ def test_lines_counted_across_read_buffers(con, raw):
     assert quarantine(con)[0][1] == 40_001
 
 
-def test_the_readme_bad_input_table_is_the_contract():
+def test_the_docs_bad_input_table_is_the_contract():
     from musictrend_dagster.core.data import contract
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert contract.bad_input_table() in readme, (
-        "regenerate: python -c 'from musictrend_dagster.core import contract; print(contract.bad_input_table())'"
+    page = (Path(__file__).resolve().parents[2] / "docs" / "lake-and-bad-input.md").read_text()
+    assert contract.bad_input_table() in page, (
+        "regenerate: python -c 'from musictrend_dagster.core.data import contract; print(contract.bad_input_table())'"
     )
 
 

@@ -505,7 +505,7 @@ def test_a_cr_at_the_end_of_a_read_buffer_is_judged_by_the_next_byte(tmp_path, a
 
 
 def test_the_ingest_asset_shows_loaded_quarantined_lines_and_removed_files(raw, tmp_path):
-    """Issue 15 #8: what the README says the asset page shows, read back from the materialization."""
+    """Issue 15 #8: what docs/getting-started.md says the asset page shows, read back from the materialization."""
     import dagster as dg
 
     from musictrend_dagster.defs.assets.ingest import raw_songs, raw_user_actions

@@ -80,7 +80,10 @@ def tianchi_slice(tianchi, tmp_path_factory) -> Slice:
     per_artist = window.group_by("artist_id").len().sort("len", "artist_id")
     artists = per_artist.filter(pl.col("len").cum_sum().shift(1, fill_value=0) < 15_000)["artist_id"]
     chosen = window.filter(pl.col("artist_id").is_in(artists.implode())).drop("artist_id")
-    text = lambda frame: [",".join(row) for row in frame.iter_rows()]  # the raw fields are plain: exact text
+
+    def text(frame: pl.DataFrame) -> list[str]:
+        return [",".join(row) for row in frame.iter_rows()]  # the raw fields are plain: exact text
+
     good = text(chosen.filter(pl.col("ds") < last))
     drop = text(chosen.filter(pl.col("ds") == last))
 

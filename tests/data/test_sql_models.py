@@ -71,7 +71,7 @@ def test_cycle_and_misnamed_test_are_errors(tmp_path):
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "a__x.sql").write_text("SELECT * FROM b")
-    with pytest.raises(sm.SqlModelError, match="a__x.sql: test is named after model 'a' but does not read it"):
+    with pytest.raises(sm.SqlModelError, match=r"a__x\.sql: test is named after model 'a' but does not read it"):
         sm.load_tests(tests)
 
 
@@ -141,7 +141,9 @@ def test_singular_tests_pass_on_good_data_and_catch_broken_data(warehouse_db):
     assert {name: sm.run_test(con, t)[0] for name, t in tests.items()} == {name: 0 for name in tests}
     breakages = {
         "artist_daily__no_calendar_gaps": "DELETE FROM artist_daily WHERE artist_id = 'a1' AND ds = DATE '2015-03-05'",
-        "artist_daily__unique_artist_day": "INSERT INTO artist_daily SELECT * FROM artist_daily WHERE ds = DATE '2015-03-02'",
+        "artist_daily__unique_artist_day": (
+            "INSERT INTO artist_daily SELECT * FROM artist_daily WHERE ds = DATE '2015-03-02'"
+        ),
         "artist_daily__non_negative_counts": "UPDATE artist_daily SET plays = -1 WHERE ds = DATE '2015-03-03'",
         "artist_rolling_stats__row_count_matches": "DELETE FROM artist_rolling_stats WHERE ds = DATE '2015-03-04'",
     }

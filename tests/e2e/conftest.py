@@ -9,6 +9,7 @@ of each server log in its report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import contextlib
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS = REPO / "docs"  # README screenshots, rewritten by the tests that take them
+DOCS = REPO / "docs"  # the docs screenshots, rewritten by the tests that take them
 SAMPLE_ARGS = ["--source", "synthetic", "--artists", "6", "--days", "150", "--rows", "60000", "--seed", "1"]
 CHROMIUM_ARGS = [
     "--headless",
@@ -321,10 +321,10 @@ class Shots:
         return path
 
     def readme(self, name: str) -> Path:
-        """The page as the README shows it: docs/<name>.png, the viewport only (what a person first sees)."""
+        """The page as the docs show it: docs/<name>.png, the viewport only (what a person first sees)."""
         path = DOCS / f"{name}.png"
         self.page.screenshot(path=str(path))
-        print(f"[e2e] README screenshot {path}")
+        print(f"[e2e] docs screenshot {path}")
         return path
 
 

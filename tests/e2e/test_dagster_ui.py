@@ -110,7 +110,7 @@ def test_champion_page_shows_the_margin(dagster_ui, ui_run, page, shot):
     ).first.click()
     chart = page.get_by_role("dialog").get_by_role("img", name="mean f_norm per model")
     expect(chart).to_be_visible()
-    page.wait_for_timeout(1_000)  # the dialog fades in: let the README picture be the settled one
+    page.wait_for_timeout(1_000)  # the dialog fades in: let the docs picture be the settled one
     shot.readme("champion_scores")
 
 

@@ -17,7 +17,7 @@ REFERENCE_FILE = Path(__file__).parent / "reference" / "metric_reference.md"
 
 
 def read_reference() -> dict[str, tuple[list[float], float]]:
-    """The metric doc's table (tests/forecast/reference/metric_reference.md): per model, f_norm per test window and mean."""
+    """The metric doc's table (tests/forecast/reference/metric_reference.md): per model, f_norm per window and mean."""
     rows = [line.strip("|").split("|") for line in REFERENCE_FILE.read_text().splitlines() if line.startswith("| ")]
     header, *body = [[cell.strip() for cell in row] for row in rows]
     names = {"c* over last 60": "best_constant"}
@@ -64,7 +64,7 @@ def test_reference_file_holds_the_published_table():
 
 @pytest.mark.parametrize("name", list(REFERENCE))
 def test_reference_table_reproduced(name, history, songs):
-    result = backtest(FACTORIES[name], history, songs, ORIGINS)
+    result = backtest(FACTORIES[name], history, songs, ORIGINS, horizon=60)
     per_origin, mean = REFERENCE[name]
     assert result.model == name
     assert [o.origin for o in result.origins] == [date(2015, 5, 3), date(2015, 6, 2), date(2015, 7, 2)]
@@ -114,8 +114,8 @@ def test_backtest_forecasts_never_see_the_test_window(history, songs):
     in_window = pl.col("ds") >= origin
     tampered = history.with_columns(pl.when(in_window).then(pl.col("plays") * 7 + 3).otherwise(pl.col("plays")))
     for name, factory in FACTORIES.items():
-        clean = backtest(factory, history, songs, [origin])
-        dirty = backtest(factory, tampered, songs, [origin])
+        clean = backtest(factory, history, songs, [origin], horizon=60)
+        dirty = backtest(factory, tampered, songs, [origin], horizon=60)
         assert clean.origins[0].forecast.equals(dirty.origins[0].forecast), name
         assert clean.origins[0].f_norm != dirty.origins[0].f_norm  # the actuals did change
 

@@ -5,6 +5,7 @@ Plans are checked against hand-derived expectations; every model is run on 35, 6
 150 and 183 days of the real tianchi-s1 aggregates (tiny epochs).
 """
 
+import functools
 from datetime import date, timedelta
 
 import numpy as np
@@ -24,7 +25,7 @@ TINY = {
     "global_direct": {"epochs": 1},
     "global_ensemble": {"epochs": 1, "seeds": 1},
 }
-# Declared needs (registry): medianN -> N days, best_constant -> its 60-day window, networks -> input window + 14.
+# Declared needs (registry): medianN -> N days, best_constant -> its 60-day window, networks -> input window + 14,
 NEEDS = {
     "median14": 14,
     "median21": 21,
@@ -33,6 +34,8 @@ NEEDS = {
     "seed_lstm": 28,
     "global_direct": 42,
     "global_ensemble": 42,
+    # statsforecast peers: two weekly seasons, 4 for the window average, and the log guard's 28 days
+    **{f"{m}_{scale}": 28 for m in ("auto_ets", "auto_theta", "swa") for scale in ("log1p", "raw")},
 }
 # days of history -> (origins, window, training days before the oldest origin, skipped models), derived by hand:
 # training = the largest need (60) unless that leaves < 7 test days (then n - 7, at least 28); window = the rest
@@ -60,15 +63,15 @@ def test_declared_needs():
 @pytest.mark.parametrize("days", sorted(PLANS))
 def test_plan_by_hand(days):
     origins, window, train, skipped = PLANS[days]
-    plan = plan_backtest(FIRST, FIRST + timedelta(days=days - 1), required_history())
+    plan = plan_backtest(FIRST, FIRST + timedelta(days=days - 1), required_history(), horizon=60)
     assert (list(plan.origins), plan.window, plan.train_days, plan.history_days) == (origins, window, train, days)
     assert {n for n in MODEL_NAMES if spec(n).skip_reason({}, plan.train_days)} == skipped
     assert f"{len(origins)} origin" in plan.describe() and f"{days} days of history" in plan.describe()
 
 
 def test_too_short_a_history_says_what_is_needed():
-    with pytest.raises(InsufficientHistory, match="history has 34 days .* at least 35"):
-        plan_backtest(FIRST, FIRST + timedelta(days=33), required_history())
+    with pytest.raises(InsufficientHistory, match=r"history has 34 days .* at least 35"):
+        plan_backtest(FIRST, FIRST + timedelta(days=33), required_history(), horizon=60)
 
 
 def test_a_model_configured_to_need_more_is_skipped_with_its_reason():
@@ -82,13 +85,13 @@ def test_every_length_backtests_what_fits_and_forecasts_60_days(days, packaged):
     history, songs = packaged
     history = history.filter(pl.col("ds") < FIRST + timedelta(days=days))
     origins, window, _train, skipped = PLANS[days]
-    plan = plan_backtest(history["ds"].min(), history["ds"].max(), required_history())
+    plan = plan_backtest(history["ds"].min(), history["ds"].max(), required_history(), horizon=60)
     scores = {}
     for name in MODEL_NAMES:
         if spec(name).skip_reason(TINY.get(name, {}), plan.train_days):
             continue
         result = backtest(
-            lambda: make_model(name, **TINY.get(name, {})), history, songs, plan.origins, horizon=plan.window
+            functools.partial(make_model, name, **TINY.get(name, {})), history, songs, plan.origins, horizon=plan.window
         )
         assert [o.origin for o in result.origins] == origins
         assert all(o.forecast["ds"].n_unique() == window for o in result.origins)
@@ -145,7 +148,8 @@ def _first_days_of(tianchi, days: int, raw_dir):
     shutil.copy(tianchi.songs_file, raw_dir / tianchi.songs_file.name)
     last = (FIRST + timedelta(days=days - 1)).strftime("%Y%m%d")
     duckdb.sql(
-        f"COPY (SELECT * FROM read_csv('{tianchi.actions_file}', header=false, all_varchar=true) WHERE column4 <= '{last}') "
+        f"COPY (SELECT * FROM read_csv('{tianchi.actions_file}', header=false, all_varchar=true) "
+        f"WHERE column4 <= '{last}') "
         f"TO '{raw_dir / tianchi.actions_file.name}' (HEADER false)"
     )
 

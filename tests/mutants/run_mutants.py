@@ -8,7 +8,7 @@ the test files that should catch it. Mutants are applied one at a time to a thro
 worktree of HEAD, never to the working tree, and the named tests run there with
 ``PYTHONPATH`` pointing at it. Exit status 1 when any mutant survives (its tests pass) or is
 stale. Hand-written mutants rather than a generator (mutmut, cosmic-ray): each one encodes a
-claim the README makes, and a handful run in minutes instead of hours on 2 cores.
+claim the docs make, and a handful run in minutes instead of hours on 2 cores.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The service's automation: one daily run per new drop file, never twice; the full path when there is
-no champion; the retrain sensor on its triggers; the schedule on the daily job; pools as the README says."""
+no champion; the retrain sensor on its triggers; the schedule on the daily job; pools as docs/daily-service.md says."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from musictrend_dagster.defs.resources import ServiceResource, WarehouseResource
 from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL, TRAINING_POOL, ensure_instance
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DAILY_SERVICE = Path(__file__).resolve().parents[2] / "docs" / "daily-service.md"
 DROP = "mars_tianchi_user_actions_{}.csv"
 
 
@@ -82,7 +82,8 @@ def test_sensor_starts_one_daily_run_per_drop_file_never_twice(tmp_path, instanc
 
 
 def test_two_files_landing_together_start_two_runs_two_vintages(tmp_path, instance):
-    """README: the sensor starts one run per new file (issue 15, point 5: it used to start one run naming both)."""
+    """docs/daily-service.md: the sensor starts one run per new file (issue 15, point 5: it used to start one run
+    naming both)."""
     register(instance)
     vintage(instance, "2015-08-30", 183)
     raw = tmp_path / "raw"
@@ -94,7 +95,7 @@ def test_two_files_landing_together_start_two_runs_two_vintages(tmp_path, instan
         (DROP.format("20150831"), "2015-09-01"),
         (DROP.format("20150901"), "2015-09-02"),
     ]
-    assert "one run per new file" in README.read_text()
+    assert "one run per new file" in DAILY_SERVICE.read_text()
 
 
 def test_without_a_champion_a_drop_file_starts_the_full_path(tmp_path, instance):
@@ -166,10 +167,10 @@ def _steps(job_name: str) -> dict[str, tuple[str | None, set[str]]]:
     return {node.name: (node.definition.pool, set(node.definition.required_resource_keys)) for node in job.graph.nodes}
 
 
-def test_pools_are_as_the_readme_says():
+def test_pools_are_as_the_docs_say():
     """Issue 15, point 6: the README claimed every warehouse step runs in `duckdb`; training steps read
     the warehouse too, under `training`. Every step that opens the warehouse has one of the two pools,
-    `training` exactly for the models group, and the README lists the training steps by name."""
+    `training` exactly for the models group, and docs/daily-service.md lists the training steps by name."""
     from musictrend_dagster.definitions import defs
 
     graph = defs.resolve_asset_graph()
@@ -182,9 +183,9 @@ def test_pools_are_as_the_readme_says():
             want = TRAINING_POOL if name in training_steps else DUCKDB_POOL
             assert pool == want, f"{name} opens the warehouse in pool {pool!r}, not {want!r}"
     assert {n for n, (pool, _) in steps.items() if pool == TRAINING_POOL} == training_steps
-    text = README.read_text()
+    text = DAILY_SERVICE.read_text()
     listed = re.search(r"pool `training` \(([^)]*)\)", text)
-    assert listed, "the README's Concurrency section lists the training steps"
+    assert listed, "the Concurrency section of docs/daily-service.md lists the training steps"
     names = set(re.findall(r"`([a-z_0-9*/]+)`", listed.group(1)))
     assert {n if not n.startswith("backtest/") else "backtest/*" for n in training} == names
 
@@ -215,8 +216,7 @@ def test_retrain_every_days_must_be_a_whole_number(monkeypatch, tmp_path):
     check_environment()
     service = default_resources(Paths.from_env(home=tmp_path))["service"]
     monkeypatch.setenv("MUSICTREND_RETRAIN_EVERY_DAYS", "fortnightly")
-    with pytest.raises(dg.DagsterResourceFunctionError) as failed:
-        with dg.build_resources({"service": service}):
-            pass
+    with pytest.raises(dg.DagsterResourceFunctionError) as failed, dg.build_resources({"service": service}):
+        pass
     assert isinstance(failed.value.__cause__, ConfigError)
     assert "MUSICTREND_RETRAIN_EVERY_DAYS must be a whole number" in str(failed.value.__cause__)

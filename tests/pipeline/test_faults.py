@@ -76,7 +76,8 @@ def execute_in_process(self, run_config=None, **kwargs):
         kwargs["asset_selection"] = mine or kwargs.get("asset_selection")
     if kwargs.get("asset_selection"):
         ops = {op: cfg for op, cfg in ops.items() if dg.AssetKey(op.split("__")) in kwargs["asset_selection"]}
-    ops = {op: cfg for op, cfg in ops.items() if op in {node.name for node in self.graph.nodes}}  # daily_forecast has no backtests
+    # daily_forecast has no backtests
+    ops = {op: cfg for op, cfg in ops.items() if op in {node.name for node in self.graph.nodes}}
     return _execute(self, run_config={**run_config, "ops": ops}, **kwargs)
 
 dg.JobDefinition.execute_in_process = execute_in_process

@@ -31,10 +31,12 @@ def _con(raw: Path, actions: str | None = None) -> duckdb.DuckDBPyConnection:
     """Views over a raw folder read the way ingest will: explicit columns, no header."""
     con = duckdb.connect()
     con.execute(
-        f"create view a as select * from read_csv('{actions or raw / f'{ACTIONS_PREFIX}.csv'}', header=false, columns={ACTIONS}, auto_detect=false)"
+        f"create view a as select * from read_csv('{actions or raw / f'{ACTIONS_PREFIX}.csv'}', header=false, "
+        f"columns={ACTIONS}, auto_detect=false)"
     )
     con.execute(
-        f"create table s as select * from read_csv('{raw / SONGS_FILE}', header=false, columns={SONGS}, auto_detect=false)"
+        f"create table s as select * from read_csv('{raw / SONGS_FILE}', header=false, columns={SONGS}, "
+        "auto_detect=false)"
     )
     return con
 
@@ -74,12 +76,13 @@ def test_tianchi_reproduces_artist_days_and_distinct_users_exactly(tianchi, tian
 def test_tianchi_reproduces_song_days_and_synthesises_missing_artist(tianchi, tianchi_db, packaged):
     con = tianchi_db.cursor()
     con.execute(
-        f"create temp table sd as select song_id, ds, plays, downloads, collects from read_csv('{packaged / 'song_daily_actions.csv.gz'}')"
+        "create temp table sd as select song_id, ds, plays, downloads, collects "
+        f"from read_csv('{packaged / 'song_daily_actions.csv.gz'}')"
     )
     con.execute(
-        """create temp table got_sd as select song_id, Ds::bigint ds, count(*) filter (action_type=1) plays,
+        f"""create temp table got_sd as select song_id, Ds::bigint ds, count(*) filter (action_type=1) plays,
                      count(*) filter (action_type=2) downloads, count(*) filter (action_type=3) collects
-                     from a join s using (song_id) where s.artist_id <> '{}' group by all""".format(MISSING_ARTIST)
+                     from a join s using (song_id) where s.artist_id <> '{MISSING_ARTIST}' group by all"""
     )
     got = con.table("got_sd")
     assert got.except_(con.sql("select * from sd")).fetchall() == []
@@ -188,7 +191,8 @@ def test_next_day_continues_each_artist_plausibly_and_refuses_overwrite(tmp_path
         ).fetchall()
     )
     con.execute(
-        f"create view h as select * from read_csv('{raw / f'{ACTIONS_PREFIX}.csv'}', header=false, columns={ACTIONS}, auto_detect=false)"
+        f"create view h as select * from read_csv('{raw / f'{ACTIONS_PREFIX}.csv'}', header=false, "
+        f"columns={ACTIONS}, auto_detect=false)"
     )
     recent = dict(
         con.sql("""select artist_id, median(n) from (select artist_id, Ds, count(*) filter (action_type = 1) n

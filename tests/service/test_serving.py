@@ -90,7 +90,7 @@ def test_forecast_vintage_from_the_served_champion(five_artists):
     back = forecast_vintage(served, history, songs, start=short["ds"].max() - timedelta(days=4), horizon=7)
     assert back.in_sample and back.data_through == short["ds"].max() - timedelta(days=5)
     with pytest.raises(ValueError, match="leaves a gap after the last observed day"):
-        forecast_vintage(served, history, songs, start=history["ds"].max() + timedelta(days=2))
+        forecast_vintage(served, history, songs, start=history["ds"].max() + timedelta(days=2), horizon=60)
 
 
 def test_a_kind_that_cannot_observe_is_refit_and_says_so(five_artists, monkeypatch):

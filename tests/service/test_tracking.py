@@ -228,7 +228,7 @@ def test_coverage_metrics_and_skipped_runs(tracker, history):
 
     result = backtest(lambda: MedianForecaster(14), history, pl.DataFrame(), ORIGINS, horizon=10)
     cover = coverage(result, 10)
-    plan = plan_backtest(date(2015, 1, 1), date(2015, 3, 1), 14, step=10)
+    plan = plan_backtest(date(2015, 1, 1), date(2015, 3, 1), 14, horizon=60, step=10)
     for o in result.origins:
         o.forecast = with_interval(o.forecast, calibrate(log_errors(result), 10))
     run = tracker.client.get_run(tracker.log_backtest(result, coverage=cover, plan=plan))

@@ -15,7 +15,7 @@ file), built from ``RawFormat.relations``. ``render`` fills in the per-file valu
 run's day in UTC+8, a drop file's day). The SQL is DuckDB's dialect restricted to what
 sqlglot transpiles to Spark SQL (a test checks that), so a second engine reuses it as is.
 
-The README's bad-input table is generated from ``RULES`` (``bad_input_table``; a test keeps
+The bad-input table of docs/lake-and-bad-input.md is generated from ``RULES`` (``bad_input_table``; a test keeps
 them equal).
 """
 
@@ -45,7 +45,7 @@ class Rule:
     id: str
     when: str  # SQL predicate: TRUE when the line breaks the rule
     reason: str  # SQL text expression: the quarantine reason
-    doc: str  # for people: the README's bad-input table
+    doc: str  # for people: the bad-input table of docs/lake-and-bad-input.md
     recheck: str | None = None  # SQL: the day from which a line it quarantined may pass (rules on the clock)
     # True when no line made only of SAFE_BYTES can break the rule: an engine may skip it for a
     # file whose bytes it has seen are all safe (the character rules cost a regex per field).
@@ -315,7 +315,7 @@ def field_rules(fmt: RawFormat, screened_out: bool = False) -> tuple[Rule, ...]:
 
 
 def bad_input_table() -> str:
-    """The README's bad-input table, generated from the rules."""
+    """The bad-input table of docs/lake-and-bad-input.md, generated from the rules."""
     lines = ["| file | rule | the line is quarantined when it has | reason recorded |", "|---|---|---|---|"]
     for fmt in FORMATS.values():
         for r in fmt.rules:

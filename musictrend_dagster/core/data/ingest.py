@@ -25,6 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import cast
 
 import duckdb
 import pyarrow as pa
@@ -156,10 +157,13 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
 
 def _songs_key(con: duckdb.DuckDBPyConnection) -> str:
     """What "unknown song_id" depends on: the set of song ids (not the rest of the catalogue)."""
-    (key,) = con.execute(
-        "SELECT md5(coalesce(string_agg(song_id, ',' ORDER BY song_id), '')) "
-        "FROM (SELECT DISTINCT song_id FROM raw_songs)"
-    ).fetchone()
+    (key,) = cast(
+        tuple,
+        con.execute(
+            "SELECT md5(coalesce(string_agg(song_id, ',' ORDER BY song_id), '')) "
+            "FROM (SELECT DISTINCT song_id FROM raw_songs)"
+        ).fetchone(),
+    )
     return key
 
 
@@ -242,10 +246,13 @@ def _publish(run: _Run, raw: RawFile, identity: tuple, staged: Staged, load_id: 
     con = run.con
     con.execute("BEGIN TRANSACTION")
     try:
-        old_rows = con.execute(
-            "SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d AND source_file = $f",
-            {"d": dataset.name, "f": raw.name},
-        ).fetchone()[0]
+        old_rows = cast(
+            tuple,
+            con.execute(
+                "SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d AND source_file = $f",
+                {"d": dataset.name, "f": raw.name},
+            ).fetchone(),
+        )[0]
         superseded = run.lake.swap(
             con, dataset, raw.name, load_id, placed, "replaced" if raw.name in run.previous else "loaded"
         )
@@ -307,10 +314,13 @@ def _remove(run: _Run, name: str) -> FileReport:
     con = run.con
     con.execute("BEGIN TRANSACTION")
     try:
-        rows = con.execute(
-            "SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d AND source_file = $f",
-            {"d": dataset.name, "f": name},
-        ).fetchone()[0]
+        rows = cast(
+            tuple,
+            con.execute(
+                "SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d AND source_file = $f",
+                {"d": dataset.name, "f": name},
+            ).fetchone(),
+        )[0]
         superseded = run.lake.swap(con, dataset, name, None, [], "removed")
         con.execute(f"DELETE FROM {_QUARANTINE[prev['kind']]} WHERE source_file = $f", {"f": name})
         con.execute("DELETE FROM ingested_files WHERE file = $f", {"f": name})

@@ -37,6 +37,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import cast
 
 import duckdb
 import pyarrow as pa
@@ -159,7 +160,7 @@ class ParquetParts:
         if self.buffered[value] >= self.ROW_GROUP:
             self._flush(value)
         elif sum(self.buffered.values()) > self.BUFFERED:
-            self._flush(max(self.buffered, key=self.buffered.get))
+            self._flush(max(self.buffered, key=self.buffered.__getitem__))
 
     def _flush(self, value: object) -> None:
         table = pa.Table.from_batches(self.buffers.pop(value))
@@ -167,7 +168,9 @@ class ParquetParts:
         writer = self.writers.get(value)
         if writer is None:
             folder = (
-                self.folder if self.partition_by is None else self.folder / f"{self.partition_by}={value.isoformat()}"
+                self.folder
+                if self.partition_by is None
+                else self.folder / f"{self.partition_by}={cast(date, value).isoformat()}"
             )
             folder.mkdir(parents=True, exist_ok=True)
             numeric = [f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_date(f.type)]
@@ -211,7 +214,7 @@ class Lake:
         self.root = Path(root).resolve()
 
     def ensure(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Folders, the warehouse's lake tables, the raw datasets in the catalogue, and this root as the recorded one."""
+        """Folders, the warehouse's lake tables, the raw datasets in the catalogue, this root as the recorded one."""
         for d in DATASETS.values():
             (self.root / d.name).mkdir(parents=True, exist_ok=True)
         con.execute(LAKE_SQL)
@@ -251,7 +254,7 @@ class Lake:
         for n, f in enumerate(sorted(staged, key=lambda f: (f.ds or date.min, str(f.path)))):
             folder = self.root / dataset.name
             if dataset.partition_by:
-                folder = folder / f"{dataset.partition_by}={f.ds.isoformat()}"
+                folder = folder / f"{dataset.partition_by}={cast(date, f.ds).isoformat()}"  # partitioned: ds is set
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / f"{source_file}.{load_id}.{n}.parquet"
             _fsync(f.path)
@@ -314,7 +317,8 @@ class Lake:
         Returns the relative paths it no longer lists (delete them after the commit). Only
         ``con.execute`` is used, so a caller may hand in any object that forwards it.
         """
-        where, params = "dataset = $d", {"d": dataset.name}
+        where = "dataset = $d"
+        params: dict[str, object] = {"d": dataset.name}
         if days is not None:
             where += " AND list_contains($days, ds)"
             params["days"] = days
@@ -406,7 +410,7 @@ class Lake:
         con.execute(f"CREATE OR REPLACE VIEW {dataset.view} AS {self.view_sql(con, dataset)}")
 
     def refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Point the views of every lake dataset at this lake root (after the home folder moved, say): one transaction."""
+        """Point every lake dataset's view at this lake root (after the home folder moved, say): one transaction."""
         con.execute("BEGIN TRANSACTION")
         try:
             for d in self.datasets(con):

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import sqlglot
@@ -98,7 +98,7 @@ def _parse_select(path: Path, sql: str) -> exp.Query:
     return statements[0]
 
 
-def _table_refs(tree: exp.Expression) -> frozenset[str]:
+def _table_refs(tree: exp.Query) -> frozenset[str]:
     """Names of the tables a query reads: table references that are neither CTEs nor functions."""
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     return frozenset(
@@ -232,7 +232,7 @@ def build_model(
     ident = _quote_ident(model.name)
     engine = engine or duckdb_engine()
     the_lake = lake.Lake.recorded(con)
-    watermark = con.execute("SELECT coalesce(max(seq), 0) FROM lake_changes").fetchone()[0]
+    watermark = cast(tuple, con.execute("SELECT coalesce(max(seq), 0) FROM lake_changes").fetchone())[0]
     if model.materialized == "view":
         return _build_view(con, the_lake, model, ident, watermark)
     days = _days_to_rebuild(con, the_lake, model, full_refresh) if model.materialized == "incremental" else None
@@ -259,9 +259,12 @@ def build_model(
     finally:
         the_lake.discard(load_id)
     the_lake.delete(superseded)
-    (rows,) = con.execute(
-        "SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d", {"d": _dataset(model, ()).name}
-    ).fetchone()
+    (rows,) = cast(
+        tuple,
+        con.execute(
+            "SELECT coalesce(sum(rows), 0) FROM lake_files WHERE dataset = $d", {"d": _dataset(model, ()).name}
+        ).fetchone(),
+    )
     if days is None:
         return BuildResult(int(rows), "full")
     return BuildResult(int(rows), "incremental" if days else "unchanged", tuple(days))
@@ -311,7 +314,7 @@ def _build_view(
         con.execute("ROLLBACK")
         raise
     the_lake.delete(superseded)
-    (rows,) = con.execute(f"SELECT count(*) FROM {ident}").fetchone()
+    (rows,) = cast(tuple, con.execute(f"SELECT count(*) FROM {ident}").fetchone())
     return BuildResult(int(rows), "view")
 
 
@@ -331,10 +334,13 @@ def _days_to_rebuild(
     Everything is rebuilt on ``full_refresh``, on the first build, when the SQL of the model or
     of a model upstream changed, and when an unpartitioned source (the songs) changed.
     """
-    built = con.execute(
-        "SELECT count(*) FROM lake_relations WHERE name = $n AND dataset = $d",
-        {"n": model.name, "d": _dataset(model, ()).name},
-    ).fetchone()[0]
+    built = cast(
+        tuple,
+        con.execute(
+            "SELECT count(*) FROM lake_relations WHERE name = $n AND dataset = $d",
+            {"n": model.name, "d": _dataset(model, ()).name},
+        ).fetchone(),
+    )[0]
     state = con.execute("SELECT sql_hash, last_change FROM model_state WHERE model = $m", {"m": model.name}).fetchone()
     if full_refresh or not built or state is None or state[0] != model.definition:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import cast
 
 import duckdb
 
@@ -38,14 +39,23 @@ CREATE TABLE IF NOT EXISTS lake_relations (
     name VARCHAR, dataset VARCHAR, columns VARCHAR, partition_by VARCHAR, sql VARCHAR);
 CREATE TABLE IF NOT EXISTS lake_root (root VARCHAR);
 """
-# Every forecast the service made, by vintage (its first forecast day); `forecast` is the newest vintage.
+# Every forecast the service made, by vintage (its first forecast day) and the last day of data it read;
+# `forecast` is the newest vintage, `forecasts` the same in the long format of output/forecasts.csv
+# (unique_id, ds as in the input; the columns of FORECASTS_COLUMNS in core.service.outputs).
+# A table of an earlier release gains data_through: its vintages read the days before them.
 VINTAGES_SQL = """
 CREATE TABLE IF NOT EXISTS forecast_vintages (
     vintage DATE, artist_id VARCHAR, ds DATE, plays DOUBLE, plays_lo DOUBLE, plays_hi DOUBLE, model VARCHAR,
-    model_version INTEGER);
+    model_version INTEGER, data_through DATE);
+ALTER TABLE forecast_vintages ADD COLUMN IF NOT EXISTS data_through DATE;
+UPDATE forecast_vintages SET data_through = vintage - 1 WHERE data_through IS NULL;
 CREATE OR REPLACE VIEW forecast AS
     SELECT artist_id, ds, plays, plays_lo, plays_hi, model, model_version, vintage FROM forecast_vintages
     WHERE vintage = (SELECT max(vintage) FROM forecast_vintages);
+CREATE OR REPLACE VIEW forecasts AS
+    SELECT artist_id AS unique_id, ds, plays AS forecast, plays_lo AS lo80, plays_hi AS hi80, model, model_version,
+        data_through
+    FROM forecast_vintages WHERE vintage = (SELECT max(vintage) FROM forecast_vintages);
 """
 # One row per registered champion version.
 SELECTIONS_SQL = """
@@ -70,10 +80,13 @@ def connect(db_path: str | os.PathLike, memory_limit: str = DEFAULT_MEMORY_LIMIT
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the warehouse's own tables if absent (explicit types: nothing is guessed)."""
-    legacy = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'raw_user_actions' "
-        "AND table_type = 'BASE TABLE' AND table_schema = current_schema()"
-    ).fetchone()[0]
+    legacy = cast(
+        tuple,
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'raw_user_actions' "
+            "AND table_type = 'BASE TABLE' AND table_schema = current_schema()"
+        ).fetchone(),
+    )[0]
     if legacy:
         for table in _LEGACY:
             con.execute(f"DROP TABLE IF EXISTS {table}")

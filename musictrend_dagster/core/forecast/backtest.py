@@ -1,8 +1,9 @@
 """Rolling-origin backtests: every model refit on the days before each origin only.
 
 The plan adapts to the history: a log of any length from MIN_HISTORY_DAYS (35) days up gets
-a test window as long as the history allows (up to the 60-day horizon, at least 7 days) and
-as many origins (up to `max_origins`) as leave every model the training days it declares.
+a test window as long as the history allows (up to the horizon, at least 7 days) and as many
+origins (up to `max_origins`) as leave every model the training days it declares. The horizon
+is the setting (core.settings.horizon, 1..365 days), passed in by the caller.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import polars as pl
 
 from musictrend_dagster.core.forecast.metric import artist_scores, f_norm
 from musictrend_dagster.core.forecast.models.base import Forecaster, InsufficientHistory
+from musictrend_dagster.core.settings import DEFAULT_HORIZON
 
-HORIZON = 60
 MIN_TEST_DAYS = 7
 MIN_TRAIN_DAYS = 28
 MIN_HISTORY_DAYS = MIN_TRAIN_DAYS + MIN_TEST_DAYS
@@ -42,7 +43,8 @@ class BacktestPlan:
         origins = ", ".join(o.isoformat() for o in self.origins)
         n = len(self.origins)
         return (
-            f"{n} origin{'s' * (n > 1)} ({origins}) x {self.window} test days, from {self.history_days} days of history "
+            f"{n} origin{'s' * (n > 1)} ({origins}) x {self.window} test days, "
+            f"from {self.history_days} days of history "
             f"({self.first_day}..{self.last_day}); the oldest origin leaves {self.train_days} training days"
         )
 
@@ -51,19 +53,23 @@ def plan_backtest(
     first_day: date,
     last_day: date,
     need: int,
+    *,
+    horizon: int,
     max_origins: int = 3,
     step: int | None = None,
-    horizon: int = HORIZON,
 ) -> BacktestPlan:
     """The backtest a history of first_day..last_day allows, for models needing `need` training days.
 
     1. Training: the oldest origin leaves `need` days (at least 28), fewer only when that would
        leave under 7 test days; models needing more are skipped, not failed.
-    2. Window: everything after that, up to `horizon` days.
+    2. Window: everything after that, up to `horizon` days (the forecast's horizon: a history
+       long enough scores exactly the days a forecast covers).
     3. Origins: the newest window ends on the last day; older ones every `step` days (default
        half the window: 30 days for 60-day windows) while they leave the training days, up to
        `max_origins`. A 183-day log gives the 3 reference origins of the metric doc.
     """
+    if horizon < 1:
+        raise ValueError(f"horizon must be at least 1 day, got {horizon}")
     n_days = (last_day - first_day).days + 1
     if n_days < MIN_HISTORY_DAYS:
         raise InsufficientHistory(
@@ -84,8 +90,9 @@ def plan_backtest(
     )
 
 
-def rolling_origins(last_day: date, n_origins: int = 3, step: int = 30, horizon: int = HORIZON) -> list[date]:
-    """First test days, oldest first: the last `horizon` days, then windows ending `step` days earlier."""
+def rolling_origins(last_day: date, n_origins: int = 3, step: int = 30, horizon: int = DEFAULT_HORIZON) -> list[date]:
+    """First test days, oldest first: the last `horizon` days, then windows ending `step` days earlier
+    (by default the metric doc's three reference origins of the competition's 60-day horizon)."""
     newest = last_day - timedelta(days=horizon - 1)
     return [newest - timedelta(days=step * k) for k in reversed(range(n_origins))]
 
@@ -127,7 +134,8 @@ def backtest(
     history: pl.DataFrame,
     songs: pl.DataFrame,
     origins: list[date] | tuple[date, ...],
-    horizon: int = HORIZON,
+    *,
+    horizon: int,
     on_origin: Callable[[OriginResult], None] | None = None,
 ) -> BacktestResult:
     """Fit a fresh model per origin on `ds < origin`, score the next `horizon` days.

@@ -7,6 +7,7 @@ model fed features up to an origin never sees the test window.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -135,7 +136,7 @@ def plays_matrix(history: pl.DataFrame) -> tuple[list[str], date, np.ndarray]:
     frame = history.select("artist_id", pl.col("ds").cast(pl.Date), pl.col("plays").cast(pl.Float64))
     if frame["plays"].is_null().any() or (frame["plays"] < 0).any():
         raise ValueError("history has null or negative plays")
-    first, last = frame["ds"].min(), frame["ds"].max()
+    first, last = cast(date, frame["ds"].min()), cast(date, frame["ds"].max())
     artists = sorted(frame["artist_id"].unique().to_list())
     n_days = (last - first).days + 1
     row = {a: i for i, a in enumerate(artists)}

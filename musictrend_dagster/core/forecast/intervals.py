@@ -15,6 +15,7 @@ in-sample, and is reported as such.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -61,7 +62,7 @@ def calibrate(errors: pl.DataFrame, horizon: int) -> pl.DataFrame:
 def with_interval(forecast: pl.DataFrame, calibration: pl.DataFrame) -> pl.DataFrame:
     """The forecast plus plays_lo / plays_hi (>= 0, lo <= plays <= hi) from a calibration; days
     past the calibration's last day reuse its quantiles."""
-    start, last = forecast["ds"].min(), calibration["day"].max()
+    start, last = forecast["ds"].min(), cast(int, calibration["day"].max())
     return (
         forecast.with_columns(day=(pl.col("ds") - pl.lit(start)).dt.total_days().clip(upper_bound=last).cast(pl.Int32))
         .join(calibration, on="day", how="left")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from musictrend_dagster.core.sample.next_day import write_next_day
 from musictrend_dagster.core.sample.synthetic import SampleSummary, generate_synthetic
@@ -31,7 +32,7 @@ def write_sample(
     progress: bool = True,
 ) -> SampleSummary:
     """One entry point for the CLI: the real data ignores size knobs, so passing them is an error."""
-    sizes = {k: v for k, v in (("artists", artists), ("days", days), ("rows", rows)) if v is not None}
+    sizes: dict[str, Any] = {k: v for k, v in (("artists", artists), ("days", days), ("rows", rows)) if v is not None}
     if source == "tianchi-s1":
         if sizes:
             raise ValueError(f"tianchi-s1 is the real season-1 data with a fixed size; drop {', '.join(sizes)}")

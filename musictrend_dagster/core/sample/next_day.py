@@ -6,6 +6,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import duckdb
 import numpy as np
@@ -109,12 +110,15 @@ def write_next_day(raw_dir: Path, seed: int = 0) -> Path:
     if not artists:
         raise ValueError(f"{raw_dir}: no recent action matches a song of {SONGS_FILE}")
     # Dense daily plays per artist over the weekday window (missing days are zero plays).
-    daily = pl.from_arrow(
-        con.sql(
-            "select artist_id, ds, count(*) filter (action_type = 1) as plays, "
-            "count(*) filter (action_type = 2) as downloads, count(*) filter (action_type = 3) as collects "
-            "from recent group by all"
-        ).to_arrow_table()
+    daily = cast(
+        pl.DataFrame,
+        pl.from_arrow(
+            con.sql(
+                "select artist_id, ds, count(*) filter (action_type = 1) as plays, "
+                "count(*) filter (action_type = 2) as downloads, count(*) filter (action_type = 3) as collects "
+                "from recent group by all"
+            ).to_arrow_table()
+        ),
     )
     span = [last - timedelta(days=i) for i in range(WEEKDAY_DAYS - 1, -1, -1)]
     grid = pl.DataFrame({"artist_id": artists}).join(pl.DataFrame({"ds": span}), how="cross")
@@ -140,17 +144,23 @@ def write_next_day(raw_dir: Path, seed: int = 0) -> Path:
         profile[int(h)] = c
     profile = profile / profile.sum() if profile.sum() else DIURNAL
 
-    song_w = pl.from_arrow(
-        con.sql(
-            "select artist_id, song_id, count(*) as n from recent group by all order by artist_id, song_id"
-        ).to_arrow_table()
+    song_w = cast(
+        pl.DataFrame,
+        pl.from_arrow(
+            con.sql(
+                "select artist_id, song_id, count(*) as n from recent group by all order by artist_id, song_id"
+            ).to_arrow_table()
+        ),
     )
-    user_w = pl.from_arrow(
-        con.sql(
-            "select artist_id, user_id, count(*) as n from recent where ds > ?::date - ? "
-            "group by all order by artist_id, user_id",
-            params=[last, USER_DAYS],
-        ).to_arrow_table()
+    user_w = cast(
+        pl.DataFrame,
+        pl.from_arrow(
+            con.sql(
+                "select artist_id, user_id, count(*) as n from recent where ds > ?::date - ? "
+                "group by all order by artist_id, user_id",
+                params=[last, USER_DAYS],
+            ).to_arrow_table()
+        ),
     )
     song_tab = ids_to_bytes(song_w["song_id"], SONGS_FILE)
     known_users = user_w["user_id"].unique().sort()

@@ -11,6 +11,7 @@ import os
 from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -274,7 +275,7 @@ def expand_tianchi_s1(out_dir: Path, seed: int = 0, progress: bool = True) -> Sa
     # Users: exactly distinct_users per artist-day, each with at least one action there; the
     # remaining actions go mostly to the group's first (heaviest) users.
     bar.set_postfix_str("users")
-    need = np.zeros(int(artist_daily["a"].max() + 1) * DAYS, dtype=np.int64)
+    need = np.zeros(int(cast(int, artist_daily["a"].max()) + 1) * DAYS, dtype=np.int64)
     need[artist_daily["a"].to_numpy() * DAYS + artist_daily["d"].to_numpy()] = artist_daily["distinct_users"].to_numpy()
     total = np.bincount(group, minlength=len(need))
     if (total < need).any():

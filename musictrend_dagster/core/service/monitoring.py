@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import cast
 
 import polars as pl
 
@@ -106,7 +107,8 @@ def score_vintages(vintages: pl.DataFrame, actuals: pl.DataFrame) -> tuple[pl.Da
         per_artist.append(artists.with_columns(vintage=pl.lit(vintage)))
     scores = pl.DataFrame(per_vintage, schema=VINTAGE_SCORE_SCHEMA).sort("vintage")
     errors = (
-        pl.concat(per_artist).select(list(ARTIST_SCORE_SCHEMA)).cast(ARTIST_SCORE_SCHEMA)
+        # polars types a schema's keys invariantly (str | Selector | ...): a plain dict[str, ...] never matches
+        pl.concat(per_artist).select(list(ARTIST_SCORE_SCHEMA)).cast(ARTIST_SCORE_SCHEMA)  # type: ignore[arg-type]
         if per_artist
         else pl.DataFrame(schema=ARTIST_SCORE_SCHEMA)
     ).sort("vintage", "artist_id")
@@ -137,7 +139,8 @@ class LiveScore:
 
     @property
     def degraded(self) -> bool:
-        return self.judged and self.f_norm < self.backtest_f_norm - self.tolerance
+        # judged: f_norm is set (mypy does not see through the property; this line is a mutant's anchor)
+        return self.judged and self.f_norm < self.backtest_f_norm - self.tolerance  # type: ignore[operator]
 
     def verdict(self) -> str:
         """One sentence for logs, check metadata and run tags."""
@@ -147,7 +150,7 @@ class LiveScore:
                 f"{who}: {self.scored_days} scored day(s) so far; judged from {self.min_days} "
                 f"(backtest f_norm {self.backtest_f_norm:.4f})"
             )
-        gap = self.f_norm - self.backtest_f_norm
+        gap = cast(float, self.f_norm) - self.backtest_f_norm  # judged: f_norm is set
         return (
             f"{who}: live f_norm {self.f_norm:.4f} over the last {self.scored_days} scored days "
             f"({self.first_day}..{self.last_day}) vs backtest {self.backtest_f_norm:.4f} ({gap:+.4f}; "
@@ -171,7 +174,7 @@ def live_score(
     Vintages on or before `trained_through` are hindcasts (the model was fitted on their days) and
     do not count.
     """
-    as_of = actuals["ds"].max()
+    as_of = cast(date, actuals["ds"].max())
     own = vintages.filter((pl.col("model_version") == model_version) & (pl.col("vintage") > trained_through))
     joined = _scored(own.filter(pl.col("ds") <= as_of), actuals)
     days = sorted(joined["ds"].unique().to_list())[-window:]

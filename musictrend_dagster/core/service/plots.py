@@ -8,11 +8,14 @@ matplotlib version stamp, so the same input gives the same bytes and stays well 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
+from typing import cast
 
 import polars as pl
+from matplotlib.dates import MO, DateFormatter, WeekdayLocator, date2num
 from matplotlib.figure import Figure
+from matplotlib.ticker import StrMethodFormatter
 
 DPI = 80
 HISTORY_TAIL_DAYS = 90
@@ -61,7 +64,7 @@ def forecast_figure(
     forecast carries one (plays_lo, plays_hi)."""
     if not forecast.height:
         raise ValueError("forecast is empty: nothing to plot")
-    start = forecast["ds"].min()
+    start = cast(date, forecast["ds"].min())
     tail = history.filter((pl.col("ds") < start) & (pl.col("ds") >= start - timedelta(days=HISTORY_TAIL_DAYS)))
     chosen = artists or _largest(history if history.height else forecast, top_n)
     has_band = {"plays_lo", "plays_hi"} <= set(forecast.columns)
@@ -110,6 +113,65 @@ def plot_forecast_vs_actual(
     return _save(forecast_figure(history, forecast, actual, artists, top_n), path)
 
 
+def series_figure(history: pl.DataFrame, forecast: pl.DataFrame, title: str) -> Figure:
+    """One series: its history (ds, plays), the forecast (ds, forecast, lo80, hi80) with its 80% band, and
+    the actuals that have arrived since (`actual`, null until they do), dots on the forecast's days."""
+    if forecast.is_empty():
+        raise ValueError("forecast is empty: nothing to plot")
+    start = cast(date, forecast["ds"].min())
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.grid(axis="y", color="0.92", lw=0.8)
+    ax.set_axisbelow(True)
+    ax.plot(history["ds"].to_list(), history["plays"].to_list(), color="0.35", lw=1.2, label="actual plays")
+    banded = forecast.drop_nulls(["lo80", "hi80"])
+    if banded.height:
+        ax.fill_between(
+            banded["ds"].to_list(),
+            banded["lo80"].to_list(),
+            banded["hi80"].to_list(),
+            color="tab:red",
+            alpha=0.15,
+            lw=0,
+            label="80% interval",
+        )
+    ax.plot(forecast["ds"].to_list(), forecast["forecast"].to_list(), color="tab:red", lw=1.8, label="forecast")
+    arrived = forecast.drop_nulls("actual")
+    if arrived.height:
+        ax.plot(
+            arrived["ds"].to_list(),
+            arrived["actual"].to_list(),
+            "o-",
+            color="tab:blue",
+            ms=3,
+            lw=1,
+            label="actual since the forecast",
+        )
+    x0 = float(date2num(start))  # matplotlib's day numbers: what its axes take
+    ax.axvline(x0, color="0.6", lw=0.8, ls="--")
+    ax.text(x0, 1.0, f" forecast from {start}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="0.4")
+    first = min(cast(date | None, history["ds"].min()) or start, start)
+    last = cast(date, forecast["ds"].max())
+    # Mondays, few enough to read: the weekly rhythm of plays lines up with the grid
+    ax.xaxis.set_major_locator(WeekdayLocator(byweekday=MO, interval=max(1, -(-(last - first).days // 70))))
+    ax.xaxis.set_major_formatter(DateFormatter("%b %d"))
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.grid(axis="x", color="0.95", lw=0.8)
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(float(date2num(first)) - 0.5, float(date2num(last)) + 0.5)  # the end days' points clear of the axes
+    ax.set_ylabel("plays per day")
+    ax.tick_params(labelsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10, loc="left")
+    return fig
+
+
+def plot_series(history: pl.DataFrame, forecast: pl.DataFrame, title: str, *, path: Path) -> Path:
+    """`series_figure` as a PNG at `path`."""
+    return _save(series_figure(history, forecast, title), path)
+
+
 def plot_artist_daily(daily: pl.DataFrame, top_n: int = 8, *, path: Path) -> Path:
     """`artist_daily_figure` as a PNG at `path`."""
     return _save(artist_daily_figure(daily, top_n), path)
@@ -152,13 +214,16 @@ def backtest_figure(scores: pl.DataFrame) -> Figure:
     ordered = means["model"].to_list()
     origins = sorted(scores["origin"].unique().to_list())
     colors = {o: f"C{i % 10}" for i, o in enumerate(origins)}
-    best = means["mean"].max()
+    best = cast(float, means["mean"].max())
     competitive = means.filter(pl.col("mean") >= best - COMPETITIVE_RANGE)
     left = (
-        min(scores.filter(pl.col("model").is_in(competitive["model"]))["f_norm"].min(), competitive["mean"].min())
+        min(
+            cast(float, scores.filter(pl.col("model").is_in(competitive["model"]))["f_norm"].min()),
+            cast(float, competitive["mean"].min()),
+        )
         - _PAD
     )
-    right = max(scores["f_norm"].max(), best) + _PAD
+    right = max(cast(float, scores["f_norm"].max()), best) + _PAD
 
     fig = Figure(figsize=(8, 0.45 * len(ordered) + 1.9), layout="constrained")
     ax = fig.subplots()

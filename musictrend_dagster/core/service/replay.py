@@ -3,10 +3,12 @@ path, so the service's monitoring history is made by the real thing (`musictrend
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from musictrend_dagster.core.data.rawdir import is_gzip, list_raw_dir, open_bytes
 from musictrend_dagster.core.settings import ACTIONS_PREFIX
@@ -31,17 +33,16 @@ def hold_back(source: Path, raw_dir: Path, holdback_dir: Path, days: int) -> lis
     holdback_dir.mkdir(parents=True)
     shutil.copyfile(listing.songs.real, raw_dir / listing.songs.path.name)
     with tempfile.TemporaryDirectory(dir=holdback_dir) as tmp:
-        buckets: dict[bytes, object] = {}
-        for raw in listing.actions:
-            with open_bytes(raw.real, is_gzip(raw.real)) as lines:
-                for line in lines:
-                    day = line.rstrip(b"\r\n").rsplit(b",", 1)[-1]
-                    key = day if _DAY.match(day) else b"undated"
-                    if key not in buckets:
-                        buckets[key] = open(Path(tmp) / key.decode(), "wb")
-                    buckets[key].write(line if line.endswith(b"\n") else line + b"\n")
-        for handle in buckets.values():
-            handle.close()
+        buckets: dict[bytes, BinaryIO] = {}
+        with contextlib.ExitStack() as open_buckets:  # every day's file stays open until the log is read
+            for raw in listing.actions:
+                with open_bytes(raw.real, is_gzip(raw.real)) as lines:
+                    for line in lines:
+                        day = line.rstrip(b"\r\n").rsplit(b",", 1)[-1]
+                        key = day if _DAY.match(day) else b"undated"
+                        if key not in buckets:
+                            buckets[key] = open_buckets.enter_context(open(Path(tmp) / key.decode(), "wb"))
+                        buckets[key].write(line if line.endswith(b"\n") else line + b"\n")
         dated = sorted(k for k in buckets if k != b"undated")
         if len(dated) <= days:
             raise ValueError(f"{source}: the log has {len(dated)} days; holding back {days} leaves nothing to train on")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -27,6 +27,7 @@ from musictrend_dagster.core.forecast.intervals import with_interval
 from musictrend_dagster.core.forecast.models.base import Forecaster
 from musictrend_dagster.core.forecast.models.registry import make_model
 from musictrend_dagster.core.forecast.models.registry import spec as model_spec
+from musictrend_dagster.core.settings import DEFAULT_HORIZON
 
 RETRAIN_EVERY_DAYS = 7
 RETRAIN_GROWTH = 0.30
@@ -59,7 +60,7 @@ class Vintage:
 
 def vintage_day(history: pl.DataFrame, start: date | None = None) -> date:
     """The first forecast day: `start`, or the day after the newest data; never past that day."""
-    next_day = history["ds"].max() + timedelta(days=1)
+    next_day = cast(date, history["ds"].max()) + timedelta(days=1)
     if start is not None and start > next_day:
         raise ValueError(
             f"forecast start {start} leaves a gap after the last observed day {next_day - timedelta(days=1)}"
@@ -68,9 +69,10 @@ def vintage_day(history: pl.DataFrame, start: date | None = None) -> date:
 
 
 def forecast_vintage(
-    served: ServedModel, history: pl.DataFrame, songs: pl.DataFrame, start: date | None = None, horizon: int = 60
+    served: ServedModel, history: pl.DataFrame, songs: pl.DataFrame, start: date | None = None, *, horizon: int
 ) -> Vintage:
-    """The champion's `horizon`-day forecast from the vintage day on, read from the days before it."""
+    """The champion's `horizon`-day forecast from the vintage day on, read from the days before it; a
+    model refit here is built for `horizon` days, and one whose learned curve is shorter says so."""
     vintage = vintage_day(history, start)
     seen = history.filter(pl.col("ds") < vintage)
     if seen.is_empty():
@@ -83,13 +85,19 @@ def forecast_vintage(
             f"{served.model} cannot apply learned weights to new days: refit on {seen['ds'].n_unique()} days "
             "with the registered hyperparameters"
         )
-        forecaster = make_model(served.model, **served.params)
+        forecaster = make_model(served.model, horizon=horizon, **served.params)
         forecaster.fit(seen, songs)
+    learned = getattr(forecaster, "horizon", None)  # models that learn a curve over a fixed horizon
+    if learned is not None and learned < horizon:
+        raise ValueError(
+            f"the champion {served.model} was trained for {learned} days ahead, {horizon} asked: retrain it for "
+            f"this horizon (musictrend run --retrain)"
+        )
     predicted = with_interval(forecaster.predict(vintage, horizon), served.calibration)
     return Vintage(
         frame=predicted.select(pl.lit(vintage).alias("vintage"), "artist_id", "ds", "plays", "plays_lo", "plays_hi"),
         vintage=vintage,
-        data_through=seen["ds"].max(),
+        data_through=cast(date, seen["ds"].max()),
         history_days=seen["ds"].n_unique(),
         refit=refit,
         in_sample=served.trained_through >= vintage,
@@ -98,11 +106,22 @@ def forecast_vintage(
 
 @dataclass(frozen=True)
 class Selection:
-    """The last champion selection: which registered version, on how much data."""
+    """The last champion selection: which registered version, on how much data, for which horizon."""
 
     model_version: int
     data_through: date
     history_days: int
+    horizon: int = DEFAULT_HORIZON  # versions registered before the horizon was a setting: 60 days
+
+
+def horizon_changed(selection: Selection | None, horizon: int) -> str | None:
+    """The reason to retrain when the horizon setting is not the one the champion was chosen for, or None."""
+    if selection is None or selection.horizon == horizon:
+        return None
+    return (
+        f"horizon: v{selection.model_version} was backtested and trained for {selection.horizon} days ahead, "
+        f"the setting is now {horizon}"
+    )
 
 
 def retrain_reasons(
@@ -112,15 +131,18 @@ def retrain_reasons(
     degraded: str | None = None,
     every_days: int = RETRAIN_EVERY_DAYS,
     growth: float = RETRAIN_GROWTH,
+    horizon: int | None = None,
 ) -> list[str]:
     """Why the champion should be re-chosen now (empty: not due).
 
     `degraded` is monitoring's verdict on the current champion, as a sentence, or None.
-    `every_days` 0 turns the cadence off.
+    `every_days` 0 turns the cadence off. `horizon`, the setting, retrains a champion chosen for another.
     """
     if selection is None:
         return ["first run: no champion registered yet"]
     reasons = []
+    if horizon is not None and (changed := horizon_changed(selection, horizon)):
+        reasons.append(changed)
     new_days = (data_through - selection.data_through).days
     if every_days and new_days >= every_days:
         reasons.append(

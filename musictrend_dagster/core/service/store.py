@@ -6,7 +6,8 @@ import contextlib
 import json
 import warnings
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
+from typing import cast
 
 import duckdb
 import polars as pl
@@ -24,7 +25,7 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None =
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
-        return pl.from_arrow(con.execute(sql, params).to_arrow_table())
+        return cast(pl.DataFrame, pl.from_arrow(con.execute(sql, params).to_arrow_table()))
 
 
 def load_history(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -112,24 +113,44 @@ def save_backtest(
     plan: BacktestPlan,
     calibration: pl.DataFrame,
     coverage: Coverage,
+    horizons: pl.DataFrame | None = None,
 ) -> None:
-    """One row per model and origin in `backtest_scores`, the interval calibration and the run row;
-    the model's previous rows are replaced."""
+    """One row per model and origin in `backtest_scores` (with the full window's WAPE and MASE when
+    `horizons` is given), per origin and window in `backtest_horizon_scores` (`horizons`: the rows of
+    core.forecast.evaluation.horizon_scores), the interval calibration and the run row; the model's
+    previous rows are replaced."""
+    full = {}
+    if horizons is not None:
+        full = {
+            r["origin"]: r for r in horizons.filter(pl.col("window") == pl.col("window").max()).iter_rows(named=True)
+        }
     frame = pl.DataFrame(
         {
             "model": [result.model] * len(result.origins),
             "origin": [o.origin for o in result.origins],
             "f_norm": [o.f_norm for o in result.origins],
+            "wape": [full[o.origin]["wape"] if full else None for o in result.origins],
+            "mase": [full[o.origin]["mase"] if full else None for o in result.origins],
             "coverage": [coverage.per_origin[o.origin] for o in result.origins],
             "fit_seconds": [o.fit_seconds for o in result.origins],
             "predict_seconds": [o.predict_seconds for o in result.origins],
             "mlflow_run_id": [run_id] * len(result.origins),
             "params": [json.dumps(params, sort_keys=True, default=str)] * len(result.origins),
         },
-        schema_overrides={"origin": pl.Date},
+        schema_overrides={"origin": pl.Date, "wape": pl.Float64, "mase": pl.Float64},
     )
     with _transaction(con):
         _replace(con, "backtest_scores", frame, "model = ?", [result.model])
+        if horizons is not None:
+            _replace(
+                con,
+                "backtest_horizon_scores",
+                horizons.with_columns(model=pl.lit(result.model)).select("model", *horizons.columns),
+                "model = ?",
+                [result.model],
+            )
+        elif _table_exists(con, "backtest_horizon_scores"):
+            con.execute("DELETE FROM backtest_horizon_scores WHERE model = ?", [result.model])
         _replace(
             con,
             "interval_calibration",
@@ -143,7 +164,7 @@ def save_backtest(
 def save_skipped(con: duckdb.DuckDBPyConnection, skipped: Skipped, run_id: str, plan: BacktestPlan) -> None:
     """A skipped model: its run row says why, and no stale score or calibration of an earlier run stays."""
     with _transaction(con):
-        for table in ("backtest_scores", "interval_calibration"):
+        for table in ("backtest_scores", "backtest_horizon_scores", "interval_calibration"):
             if _table_exists(con, table):
                 con.execute(f"DELETE FROM {table} WHERE model = ?", [skipped.model])
         _save_run(con, skipped.model, plan, run_id, skipped.reason, None)
@@ -162,12 +183,21 @@ def load_runs(con: duckdb.DuckDBPyConnection, models: list[str]) -> pl.DataFrame
     return runs
 
 
-def leaderboard(scores: pl.DataFrame) -> pl.DataFrame:
-    """Mean f_norm (and interval coverage) over origins per model, best first (ties by name)."""
+RANKING = {"f_norm": True, "wape": False}  # champion metrics, and whether higher is better
+
+
+def leaderboard(scores: pl.DataFrame, metric: str = "f_norm") -> pl.DataFrame:
+    """Mean f_norm (WAPE and MASE where stored, interval coverage) over origins per model, best first by
+    `metric` (f_norm: highest first; wape: lowest first; ties by name)."""
+    if metric not in RANKING:
+        raise ValueError(f"champion metric must be one of {', '.join(RANKING)}, got {metric!r}")
+    if metric not in scores.columns or scores[metric].null_count():
+        raise ValueError(f"no {metric} stored for every backtest: materialise the backtests again to rank by it")
+    means = [pl.col(c).mean() for c in ("f_norm", "wape", "mase") if c in scores.columns]
     return (
         scores.group_by("model")
         .agg(
-            f_norm=pl.col("f_norm").mean(),
+            *means,
             coverage=pl.col("coverage").mean(),
             origins=pl.len(),
             fit_seconds=pl.col("fit_seconds").sum(),
@@ -175,7 +205,18 @@ def leaderboard(scores: pl.DataFrame) -> pl.DataFrame:
             mlflow_run_id=pl.col("mlflow_run_id").first(),
             params=pl.col("params").first(),
         )
-        .sort(["f_norm", "model"], descending=[True, False])
+        .sort([metric, "model"], descending=[RANKING[metric], False])
+    )
+
+
+def horizon_standings(con: duckdb.DuckDBPyConnection, models: list[str]) -> pl.DataFrame:
+    """Per-horizon backtest scores (model, origin, window, f_norm, wape, mase, coverage) of the given models."""
+    if not _table_exists(con, "backtest_horizon_scores"):
+        return pl.DataFrame(schema={"model": pl.String, "origin": pl.Date, "window": pl.Int32})
+    return query(
+        con,
+        'SELECT * FROM backtest_horizon_scores WHERE list_contains(?, model) ORDER BY model, origin, "window"',
+        [models],
     )
 
 
@@ -208,11 +249,16 @@ FORECAST_COLUMNS = ["artist_id", "ds", "plays", "plays_lo", "plays_hi"]
 
 
 def save_forecast(
-    con: duckdb.DuckDBPyConnection, forecast: pl.DataFrame, model: str, model_version: int | None = None
+    con: duckdb.DuckDBPyConnection,
+    forecast: pl.DataFrame,
+    model: str,
+    model_version: int | None = None,
+    data_through: date | None = None,
 ) -> None:
     """One vintage into `forecast_vintages` (vintage = the forecast's first day), replacing that vintage's
     rows atomically: a rerun on the same data replaces its vintage, never duplicates it. plays_lo and
-    plays_hi are the 80% interval (null only for a forecast written without one)."""
+    plays_hi are the 80% interval (null only for a forecast written without one); data_through is the
+    last day of data the vintage read (default: the day before it, what the service reads)."""
     frame = forecast.with_columns(
         pl.lit(None, pl.Float64).alias(c) for c in ("plays_lo", "plays_hi") if c not in forecast.columns
     ).select(
@@ -220,11 +266,16 @@ def save_forecast(
         *FORECAST_COLUMNS,
         model=pl.lit(model),
         model_version=pl.lit(model_version, pl.Int32),
+        data_through=pl.lit(data_through, pl.Date) if data_through else pl.col("ds").min() - timedelta(days=1),
     )
     with _transaction(con):
-        if con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'forecast' AND table_type = 'BASE TABLE'"
-        ).fetchone()[0]:
+        if cast(
+            tuple,
+            con.execute(
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_name = 'forecast' AND table_type = 'BASE TABLE'"
+            ).fetchone(),
+        )[0]:
             con.execute("DROP TABLE forecast")  # the one-forecast table of earlier releases
         con.execute(VINTAGES_SQL)
         con.register("incoming_frame", frame.to_arrow())
@@ -258,9 +309,25 @@ def load_vintages(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                 "plays_hi": pl.Float64,
                 "model": pl.String,
                 "model_version": pl.Int32,
+                "data_through": pl.Date,
             }
         )
     return query(con, "SELECT * FROM forecast_vintages ORDER BY vintage, artist_id, ds")
+
+
+def load_forecasts(con: duckdb.DuckDBPyConnection, vintage: date | None = None) -> pl.DataFrame:
+    """One vintage (default: the newest, the `forecasts` view) in the long format of output/forecasts.csv."""
+    if not _table_exists(con, "forecast_vintages"):
+        raise ValueError("no forecast yet: make one with `musictrend run`")
+    con.execute(VINTAGES_SQL)  # a warehouse of an earlier release gains data_through and the view
+    if vintage is None:
+        return query(con, "SELECT * FROM forecasts ORDER BY unique_id, ds")
+    return query(
+        con,
+        "SELECT artist_id AS unique_id, ds, plays AS forecast, plays_lo AS lo80, plays_hi AS hi80, model, "
+        "model_version, data_through FROM forecast_vintages WHERE vintage = $v ORDER BY unique_id, ds",
+        {"v": vintage},
+    )
 
 
 def save_selection(con: duckdb.DuckDBPyConnection, row: dict) -> None:

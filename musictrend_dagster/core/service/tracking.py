@@ -19,18 +19,19 @@ from collections.abc import Callable, Iterator
 from datetime import date
 from importlib.metadata import version as pkg_version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import mlflow
 import pandas as pd
 import polars as pl
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Experiment, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
 from musictrend_dagster.core.forecast.backtest import BacktestPlan, BacktestResult, Skipped
+from musictrend_dagster.core.forecast.evaluation import flat_metrics
 from musictrend_dagster.core.forecast.intervals import Coverage
 from musictrend_dagster.core.forecast.models.base import Forecaster
 from musictrend_dagster.core.service.owner import owner_gone, owner_tags
@@ -104,7 +105,7 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
+class ForecasterPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]  # mlflow loads pyfunc lazily
     """Serves a fitted non-Keras forecaster: rows of (start yyyy-mm-dd, horizon) in, forecast frame out."""
 
     def __init__(self, forecaster: Forecaster) -> None:
@@ -130,8 +131,8 @@ class Tracker:
         self, uri: str | None = None, artifact_dir: Path | None = None, experiment: str = MLFLOW_EXPERIMENT
     ) -> None:
         paths = Paths.from_env() if uri is None or artifact_dir is None else None
-        self.uri = uri or paths.mlflow_uri
-        self.artifact_dir = Path(artifact_dir or paths.mlflow_artifacts).resolve()
+        self.uri = uri or cast(Paths, paths).mlflow_uri
+        self.artifact_dir = Path(artifact_dir or cast(Paths, paths).mlflow_artifacts).resolve()
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +174,7 @@ class Tracker:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-                found = _retry(self.client.get_experiment_by_name, name)
+                found = cast(Experiment, _retry(self.client.get_experiment_by_name, name))  # the other creator's
         if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             _retry(self.client.set_experiment_tag, found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
@@ -191,7 +192,7 @@ class Tracker:
             with _quiet():
                 yield
         finally:
-            mlflow.set_tracking_uri(previous)
+            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it: mlflow's annotation omits it
 
     def log_backtest(
         self,
@@ -203,9 +204,13 @@ class Tracker:
         coverage: Coverage | None = None,
         plan: BacktestPlan | None = None,
         started: float | None = None,
+        horizons: pl.DataFrame | None = None,
     ) -> str:
         """One finished run per model: params, f_norm per origin and mean, interval coverage, losses,
         timings, plot, scores CSV and every origin's forecast (with its interval columns, if it has them).
+        With `horizons` (core.forecast.evaluation.horizon_scores), also f_norm, wape, mase and coverage per
+        window under names every model shares: `<metric>_h<days>` (mean over origins), per origin
+        `<metric>_h<days>_<yyyymmdd>`, and `wape` / `mase` over the whole window.
 
         `started` (epoch seconds, when the backtest began) makes the run span the work it records;
         the description leads with f_norm, per origin, and the Dagster run that made it.
@@ -242,6 +247,15 @@ class Tracker:
             run_tags["coverage_method"] = coverage.method
             metrics.append(Metric("coverage_80", coverage.overall, now, 0))
             metrics += [Metric(f"coverage_80_{_ymd(o)}", v, now, 0) for o, v in coverage.per_origin.items()]
+        if horizons is not None:
+            metrics += [Metric(k, float(v), now, 0) for k, v in flat_metrics(horizons).items()]
+            for row in horizons.iter_rows(named=True):
+                metrics += [
+                    Metric(f"{m}_h{row['window']}_{_ymd(row['origin'])}", float(row[m]), now, 0)
+                    for m in ("f_norm", "wape", "mase", "coverage")
+                ]
+            full = horizons.filter(pl.col("window") == pl.col("window").max())
+            metrics += [Metric(m, float(cast(float, full[m].mean())), now, 0) for m in ("wape", "mase")]
         # `loss` is the newest origin's curve: the one closest to the production fit.
         metrics += [Metric("loss", float(v), now, epoch) for epoch, v in enumerate(result.origins[-1].losses)]
 
@@ -360,7 +374,7 @@ class Tracker:
         return int(mv.version)
 
     @staticmethod
-    def _log_keras(model: Forecaster, keras_model: Any, history: pl.DataFrame) -> Any:
+    def _log_keras(model: Any, keras_model: Any, history: pl.DataFrame) -> Any:
         import mlflow.keras  # imports TensorFlow: only paid when a Keras champion is logged
 
         x = model.model_input(history)
@@ -491,7 +505,9 @@ def _monitoring_experiment(tracker: Tracker) -> str:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-        return _retry(tracker.client.get_experiment_by_name, MLFLOW_MONITORING_EXPERIMENT).experiment_id
+        return cast(
+            Experiment, _retry(tracker.client.get_experiment_by_name, MLFLOW_MONITORING_EXPERIMENT)
+        ).experiment_id
 
 
 def log_live_scores(

@@ -1,27 +1,37 @@
-"""Forecast group, one daily partition per vintage: the forecast vintage by the registered champion, and the
-vintage's competition submission file (the newest vintage's also at the usual path)."""
+"""Forecast group, one daily partition per vintage: the forecast vintage by the registered champion,
+published as output/vintages/<vintage>/forecasts.csv and .parquet (every source) and as that folder's
+competition submission file (the tianchi source); the newest vintage's files are also at output/."""
 
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
 from musictrend_dagster.core.service import plots
-from musictrend_dagster.core.service.outputs import read_submission, write_submission
+from musictrend_dagster.core.service.outputs import read_submission, write_forecasts, write_submission
 from musictrend_dagster.core.service.serving import forecast_vintage
-from musictrend_dagster.core.service.store import load_forecast, load_history, save_forecast
+from musictrend_dagster.core.service.store import load_forecast, load_forecasts, load_history, save_forecast
+from musictrend_dagster.core.settings import DEFAULT_HORIZON, HORIZON_VAR, MAX_HORIZON
 from musictrend_dagster.defs.checks import (
     FORECAST_CHECK,
+    FORECAST_FILES_CHECK,
     SUBMISSION_CHECK,
     forecast_complete_and_valid,
+    forecast_files_match,
     submission_complete,
 )
 from musictrend_dagster.defs.metadata import png, preview, score
 from musictrend_dagster.defs.partitions import VINTAGES, vintage_of
-from musictrend_dagster.defs.resources import MlflowResource, OutputResource, WarehouseResource
+from musictrend_dagster.defs.resources import (
+    ForecastSettingsResource,
+    MlflowResource,
+    OutputResource,
+    WarehouseResource,
+)
 from musictrend_dagster.defs.tags import REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL
 
@@ -31,7 +41,13 @@ FORECAST_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=2
 
 
 class ForecastConfig(dg.Config):
-    horizon: int = Field(default=60, ge=1, le=366, description="Number of days to forecast.")
+    horizon: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_HORIZON,
+        description=f"Days to forecast; 0 = the project's horizon ({HORIZON_VAR}, default {DEFAULT_HORIZON}), the "
+        "one the champion was backtested and trained for.",
+    )
 
 
 @dg.asset(
@@ -52,7 +68,11 @@ class ForecastConfig(dg.Config):
     ),
 )
 def forecast(
-    context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    config: ForecastConfig,
+    warehouse: WarehouseResource,
+    mlflow: MlflowResource,
+    forecasting: ForecastSettingsResource,
 ) -> dg.MaterializeResult:
     from musictrend_dagster.core.service.tracking import NoChampion, load_champion  # MLflow: not at code-location load
 
@@ -63,12 +83,13 @@ def forecast(
     with warehouse.connect() as con:
         history, songs = load_history(con)
         artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
+    horizon = config.horizon or forecasting.horizon
     try:
-        made = forecast_vintage(served, history, songs, vintage_of(context), config.horizon)
+        made = forecast_vintage(served, history, songs, vintage_of(context), horizon=horizon)
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
-        save_forecast(con, made.frame.drop("vintage"), served.model, version)
+        save_forecast(con, made.frame.drop("vintage"), served.model, version, made.data_through)
     refit = made.refit or (
         f"no: the weights of version {version} (trained through {served.trained_through}) "
         f"read the days through {made.data_through}"
@@ -99,7 +120,7 @@ def forecast(
             "hindcast": made.in_sample,
             "backtest_f_norm": score(served.backtest_f_norm),
             "interval": "80%, calibrated on the champion's backtest errors by horizon day",
-            "horizon": config.horizon,
+            "horizon": horizon,
             "trigger": tags.get(TRIGGER_TAG, "launched by hand"),
             "why": tags.get(REASON_TAG, ""),
             "dagster/row_count": made.frame.height,
@@ -107,6 +128,52 @@ def forecast(
             "preview": preview(made.frame),
         },
         check_results=[forecast_complete_and_valid(made.frame, artists)],
+    )
+
+
+@dg.asset(
+    group_name="forecast",
+    kinds={"csv", "parquet"},
+    deps=[forecast],
+    pool=DUCKDB_POOL,
+    partitions_def=VINTAGES,
+    check_specs=[FORECAST_FILES_CHECK],
+    description="The forecasts of each vintage, `$MUSICTREND_HOME/output/vintages/<vintage>/forecasts.csv` and "
+    "`forecasts.parquet`: one row per series and day with `unique_id, ds, forecast, lo80, hi80, model, "
+    "model_version, data_through`; each replaced atomically. The newest vintage's are also "
+    "`$MUSICTREND_HOME/output/forecasts.csv` and `.parquet` (the warehouse view `forecasts`).",
+)
+def forecast_files(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, output: OutputResource
+) -> dg.MaterializeResult:
+    vintage = vintage_of(context)
+    with warehouse.connect() as con:
+        published = load_forecasts(con, vintage)
+        (newest,) = cast(tuple, con.execute("SELECT max(vintage) FROM forecast_vintages").fetchone())
+    if published.is_empty():
+        raise dg.Failure(f"no forecast vintage {vintage} in the warehouse: materialise forecast {vintage} first")
+    paths: tuple[Path, ...] = output.forecasts_paths(vintage)
+    rows = write_forecasts(published, *paths)
+    if vintage == newest:
+        write_forecasts(published, *output.forecasts_paths())
+        paths += output.forecasts_paths()
+    context.log.info(f"forecasts: {rows:,} rows of vintage {vintage} -> {', '.join(map(str, paths))}")
+    return dg.MaterializeResult(
+        metadata={
+            "csv": dg.MetadataValue.path(str(paths[0])),
+            "parquet": dg.MetadataValue.path(str(paths[1])),
+            "newest": vintage == newest,
+            "dagster/row_count": rows,
+            "vintage": str(vintage),
+            "series": published["unique_id"].n_unique(),
+            "first_day": str(published["ds"].min()),
+            "last_day": str(published["ds"].max()),
+            "data_through": str(published["data_through"].max()),
+            "model": published["model"][0],
+            "model_version": published["model_version"][0],
+            "preview": preview(published),
+        },
+        check_results=[forecast_files_match(published, paths)],
     )
 
 
@@ -127,7 +194,7 @@ def submission(
     vintage = vintage_of(context)
     with warehouse.connect() as con:
         predicted = load_forecast(con, vintage)
-        (newest,) = con.execute("SELECT max(vintage) FROM forecast_vintages").fetchone()
+        (newest,) = cast(tuple, con.execute("SELECT max(vintage) FROM forecast_vintages").fetchone())
         artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
     if predicted.is_empty():
         raise dg.Failure(f"no forecast vintage {vintage} in the warehouse: materialise forecast {vintage} first")

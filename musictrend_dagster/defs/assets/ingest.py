@@ -1,6 +1,7 @@
 """Ingest group: the raw CSVs validated into the Parquet lake (Hive-partitioned by day); bad lines to quarantine."""
 
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 import polars as pl
@@ -126,7 +127,7 @@ def _ingest(
             _log(context, exc.result)
             raise
         table = "raw_songs" if songs_only else "raw_user_actions"
-        rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        rows = cast(tuple, con.execute(f"SELECT count(*) FROM {table}").fetchone())[0]
     _log(context, result)
     return result, rows
 

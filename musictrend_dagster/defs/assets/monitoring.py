@@ -3,7 +3,9 @@ champion's live score against its backtest (a WARN check that triggers retrainin
 forecast asset's FreshnessPolicy."""
 
 import tempfile
+from datetime import date
 from pathlib import Path
+from typing import Any, cast
 
 import dagster as dg
 import polars as pl
@@ -109,7 +111,7 @@ def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseR
         vintages = load_vintages(con).filter(pl.col("vintage") <= day)
         actuals = query(con, "SELECT artist_id, ds, plays FROM artist_daily WHERE ds < $d", {"d": day})
         selections = load_selections(con).filter(pl.col("data_through") < day)
-        newest_as_of = load_live_history(con)["as_of"].max()
+        newest_as_of = cast(date | None, load_live_history(con)["as_of"].max())
     scores, artists = score_vintages(vintages, actuals)
     scores = (
         scores.join(
@@ -121,7 +123,7 @@ def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseR
         .drop("trained_through")
     )
     live = _champion_live(vintages, actuals, selections)
-    latest = newest_as_of is None or newest_as_of < day  # not an older partition rerun
+    latest = bool(newest_as_of is None or newest_as_of < day)  # not an older partition rerun
     with warehouse.connect() as con:
         save_monitoring(con, scores, artists, _live_row(live) if live else None, whole=latest)
         history = load_live_history(con).filter(pl.col("as_of") < day)
@@ -140,7 +142,7 @@ def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseR
     if live is not None:
         verdict = live.verdict()
         (context.log.warning if live.degraded else context.log.info)(f"live score: {verdict}")
-        facts = {
+        facts: dict[str, Any] = {
             "verdict": verdict,
             "model_version": live.model_version,
             "model": live.model,

@@ -2,7 +2,8 @@
 `musictrend-forecaster@champion`, with what the daily path serves from it."""
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
+from typing import cast
 
 import dagster as dg
 from pydantic import Field
@@ -17,8 +18,9 @@ from musictrend_dagster.core.service.store import (
     save_selection,
     standings,
 )
+from musictrend_dagster.core.settings import champion_metric
 from musictrend_dagster.defs.assets.models import logged_model
-from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
+from musictrend_dagster.defs.resources import ForecastSettingsResource, MlflowResource, WarehouseResource
 from musictrend_dagster.defs.tags import REASON_TAG
 from musictrend_dagster.instance import TRAINING_POOL
 
@@ -47,22 +49,25 @@ def registered_champion(
     config: RegisteredChampionConfig,
     warehouse: WarehouseResource,
     mlflow: MlflowResource,
+    forecasting: ForecastSettingsResource,
 ) -> dg.MaterializeResult:
     from musictrend_dagster.core.service.tracking import (
         log_served_model,
         tag_model_version,
     )  # MLflow: not at code-location load
 
+    horizon = forecasting.horizon
     with warehouse.connect() as con:
         history, songs = load_history(con)
-        best = leaderboard(standings(con, MODEL_NAMES, backtest_plan(history))[0]).row(0, named=True)
+        board = leaderboard(standings(con, MODEL_NAMES, backtest_plan(history, horizon))[0], champion_metric())
+        best = board.row(0, named=True)
         calibration = load_calibration(con, best["model"])
         previous = load_selections(con).tail(1)
     reason = config.reason or context.run.tags.get(REASON_TAG) or "launched by hand (Dagster UI or job)"
     name, params = best["model"], json.loads(best["params"])
-    model = logged_model(context, name, params, f"{name} refit")
+    model = logged_model(context, name, params, f"{name} refit", horizon)
     model.fit(history, songs)
-    last_day = history["ds"].max()
+    last_day = cast(date, history["ds"].max())
     served = ServedModel(
         model,
         name,
@@ -74,7 +79,7 @@ def registered_champion(
     )
     tracker = mlflow.tracker()
     log_served_model(tracker, best["mlflow_run_id"], served)
-    version = tracker.register_champion(best["mlflow_run_id"], model, history, last_day + timedelta(days=1), 60)
+    version = tracker.register_champion(best["mlflow_run_id"], model, history, last_day + timedelta(days=1), horizon)
     row = {
         "model_version": version,
         "model": name,
@@ -104,8 +109,11 @@ def registered_champion(
             "reason": reason,
             "data_through": str(last_day),
             "history_days": served.history_days,
+            "horizon": horizon,
             "backtest_f_norm": best["f_norm"],
             "backtest_coverage_80": best["coverage"],
+            "champion_metric": champion_metric(),
+            **{f"backtest_{m}": best[m] for m in ("wape", "mase") if best.get(m) is not None},
             "mlflow_run": dg.MetadataValue.url(mlflow.run_url(tracker.experiment_id, best["mlflow_run_id"])),
         }
     )

@@ -7,6 +7,7 @@ no model is an upstream asset of the same name (the ingest tables).
 import hashlib
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -29,7 +30,9 @@ def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
         kinds=KINDS | {"sql"},
         pool=DUCKDB_POOL,
         deps=sorted(model.deps),
-        description=f"{_what(model)} the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```",
+        description=(
+            f"{_what(model)} the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```"
+        ),
         code_version=hashlib.sha256(model.sql.encode()).hexdigest()[:12],
     )
     def _build(
@@ -45,7 +48,7 @@ def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
             else ""
         )
         context.log.info(f"{model.name}: {built.rows:,} rows, {built.mode} build{days}")
-        metadata = {
+        metadata: dict[str, Any] = {
             **warehouse.engine_metadata,
             "dagster/row_count": built.rows,
             "build": built.mode,
@@ -75,13 +78,16 @@ def _test_check(test: sql_models.SqlTest) -> dg.AssetChecksDefinition:
         name=test.name,
         asset=test.model,
         blocking=True,
-        description=f"Singular test `dbt_like_sql/tests/{test.path.name}`: passes when the query returns no rows.\n\n```sql\n{test.sql.strip()}\n```",
+        description=(
+            f"Singular test `dbt_like_sql/tests/{test.path.name}`: passes when the query returns no rows.\n\n"
+            f"```sql\n{test.sql.strip()}\n```"
+        ),
         pool=DUCKDB_POOL,
     )
     def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect() as con:
             failing, sample = sql_models.run_test(con, test, engine=warehouse.data_engine())
-        metadata = {**warehouse.engine_metadata, "failing_rows": failing}
+        metadata: dict[str, Any] = {**warehouse.engine_metadata, "failing_rows": failing}
         if failing:
             metadata["sample"] = dg.MetadataValue.json([[str(v) for v in row] for row in sample])
         return dg.AssetCheckResult(passed=failing == 0, metadata=metadata)

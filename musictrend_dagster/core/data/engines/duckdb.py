@@ -29,7 +29,7 @@ import shutil
 import warnings
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import pyarrow as pa
@@ -60,7 +60,7 @@ class DuckDBEngine:
         try:
             with warnings.catch_warnings():  # the extra copy is of a model's rows: artists x days, small
                 warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
-                reader = con.execute(sql).to_arrow_reader(BATCH_ROWS)
+                reader = cast(pa.RecordBatchReader, con.execute(sql).to_arrow_reader(BATCH_ROWS))
             for batch in reader:
                 parts.add(batch)
         finally:
@@ -68,7 +68,7 @@ class DuckDBEngine:
         return ModelOutput(staged_files(staging, partition_by), columns)
 
     def run_test(self, con: duckdb.DuckDBPyConnection, sql: str, limit: int) -> tuple[int, list[tuple[Any, ...]]]:
-        (n,) = con.execute(f"SELECT count(*) FROM (\n{sql}\n)").fetchone()
+        (n,) = cast(tuple, con.execute(f"SELECT count(*) FROM (\n{sql}\n)").fetchone())
         sample = con.execute(f"SELECT * FROM (\n{sql}\n) LIMIT {int(limit)}").fetchall() if n else []
         return int(n), sample
 

@@ -34,7 +34,7 @@ import os
 import shutil
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import pyarrow as pa
@@ -137,7 +137,7 @@ class SparkEngine:
             del self._registered[name]
         for rel in relations:
             if rel.is_view:
-                self.spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW `{rel.name}` AS {to_spark(rel.sql)}")
+                self.spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW `{rel.name}` AS {to_spark(cast(str, rel.sql))}")
             elif self._registered.get(rel.name) != rel:
                 self._frame(rel).createOrReplaceTempView(rel.name)
             self._registered[rel.name] = rel

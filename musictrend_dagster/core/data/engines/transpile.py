@@ -10,6 +10,8 @@ becomes Spark's ``TRY_TO_TIMESTAMP(x, fmt')`` with the format translated by sqlg
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
@@ -25,15 +27,17 @@ def _safe_strptime(args: list, dialect) -> exp.Expression:
 class DuckDBSource(DuckDB):
     """DuckDB as the project writes it (``TRY_STRPTIME`` parsed like sqlglot generates it)."""
 
-    class Parser(DuckDB.Parser):
-        FUNCTIONS = {**DuckDB.Parser.FUNCTIONS, "TRY_STRPTIME": _safe_strptime}
+    # sqlglot binds DuckDB.Parser by assignment (Parser = DuckDBParser): mypy cannot subclass a variable
+    class Parser(DuckDB.Parser):  # type: ignore[valid-type,misc]
+        FUNCTIONS: ClassVar[dict[str, Any]] = {**DuckDB.Parser.FUNCTIONS, "TRY_STRPTIME": _safe_strptime}
 
 
 class SparkTarget(Spark):
     """Spark 4 SQL with the safe ``StrToTime`` kept safe."""
 
-    class Generator(Spark.Generator):
-        TRANSFORMS = {
+    # sqlglot binds Spark.Generator by assignment (Generator = SparkGenerator): as for the Parser above
+    class Generator(Spark.Generator):  # type: ignore[valid-type,misc]
+        TRANSFORMS: ClassVar[dict[type, Any]] = {
             **Spark.Generator.TRANSFORMS,
             exp.StrToTime: lambda self, e: self.func(
                 "TRY_TO_TIMESTAMP" if e.args.get("safe") else "TO_TIMESTAMP", e.this, self.format_time(e)

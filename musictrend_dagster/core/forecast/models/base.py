@@ -34,7 +34,8 @@ class Forecaster(Protocol):
     champion forecasts every day from the newest data without being retrained (core/service/serving.py).
     """
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def params(self) -> dict[str, Any]: ...
 

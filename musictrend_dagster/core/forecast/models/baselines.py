@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import polars as pl
 
@@ -36,7 +36,7 @@ class _WindowLevelForecaster:
         """Hyperparameters plus the training range (None before fit)."""
         first = last = None
         if self._history is not None and self._history.height:
-            first, last = self._history["ds"].min(), self._history["ds"].max()
+            first, last = cast(date, self._history["ds"].min()), cast(date, self._history["ds"].max())
         return {
             **hyperparameters(self),
             "train_start": first.isoformat() if first else None,
@@ -84,7 +84,8 @@ class _WindowLevelForecaster:
             .join(levels, on="artist_id", how="left")
             .with_columns(pl.col("plays").fill_null(0.0))
             .select(list(FORECAST_SCHEMA))
-            .cast(FORECAST_SCHEMA)
+            # polars types a schema's keys invariantly (str | Selector | ...): a plain dict[str, ...] never matches
+            .cast(FORECAST_SCHEMA)  # type: ignore[arg-type]
             .sort("artist_id", "ds")
         )
 
@@ -92,8 +93,8 @@ class _WindowLevelForecaster:
 class MedianForecaster(_WindowLevelForecaster):
     """Median of the last `window` days: robust to the one-day spikes that dominate this data."""
 
-    @property
-    def name(self) -> str:
+    @property  # the base declares name a class attribute; the median's name depends on its window
+    def name(self) -> str:  # type: ignore[override]
         return f"median{self.window}"
 
     def _level(self, plays: pl.Expr) -> pl.Expr:

@@ -1,63 +1,11 @@
 """An ensemble of global_direct-shaped networks trained on the metric's own sigma.
 
-Why: on tianchi-s1 one global_direct fit moves by +-0.01 f_norm between seeds (0.741-0.759
-on the same origin), more than the gap to the goal. Averaging several members' log-curves
-removes most of that variance. The members train together in TensorFlow (GradientTape on
-the metric's sigma, weights stacked on a member axis, one graph call per epoch); this
-replaced a hand-derived numpy backward pass + Adam after measuring the same losses (to 1e-5)
-at the same speed (benchmarks/bench_ensemble_training.py; README "Figures"). The fitted
-weights are numpy arrays and prediction is numpy: the fitted model pickles without TensorFlow.
-
-Honesty about selection (every look at the 3 test origins, in order): seed spread of an
-MSE twin of global_direct (mean 0.7449 for 3 seeds of window 28, 0.7449 for all 6); the
-sigma loss (0.7461); this ensemble (0.7467); seeds=5 (0.7467, no gain: kept 3); one
-a-priori recency decay scale of 30 days = half the horizon (0.7490), not swept further.
-Choosing the window mix, a bias or a shrink toward the anchor by inner validation on the
-training part was tried and dropped: it preferred the opposite window from the test
-windows on all 3 origins, i.e. it is noise at this data size, so members get equal weights.
-Then the seed spread of the whole ensemble: SD 0.0004 over 5 seeds (mean 0.7489), so the
-gap to 0.75 was bias, not noise, and more members could not close it. New information did:
-activity inputs (mean of 2 seeds each) downloads 0.7528, collects 0.7439, distinct
-listeners 0.7533, all three 0.7519; kept downloads + listeners, the two that had raised
-every origin alone (collects had lowered every origin): 0.7542, SD 0.0003 over 3 seeds.
-Later looks at the 3 origins: the TensorFlow trainer checked against the numpy one on the
-newest origin (0.7473 both: an equivalence check, no choice made); the README table.
-
-Since then design decisions are judged on a development set the 3 reported origins are not
-in: 4 tianchi-s1 origins (2015-05-15, 05-27, 06-08, 06-20, 60-day windows) and 2 synthetic
-logs (50 artists x 183 days, 20 x 120). Current model: dev mean 0.7583 (0.7571 0.7738
-0.7569 0.7456; median14 0.7203, beaten on all 4), synthetic 0.6116 / 0.6266. Tried, none
-adopted (within noise or worse): recency_days 15 (0.7554) and 60 (0.7577), units 32
-(0.7592, synthetic lower), epochs 30 (0.7569); a global shrink of the forecast by 0.95 /
-0.97 / 1.03 (0.7543 / 0.7571 / 0.7561: the sigma loss already sets the bias); geometric
-blends with median14 at 0.2 / 0.4 (0.7575 / 0.7534) and with global_direct at 0.3 / 0.5
-(0.7571 / 0.7552). The hindsight per-artist constant scores 0.7977 there: half of the gap is
-5 of the 50 artists (level shifts inside the window); the median level error is 7-10%.
-
-A second round on the same development set (dev mean vs 0.7583; synthetic 50x183 / 20x120 vs
-0.6649 / 0.6266). Retrained: anchor c*(14) 0.7594 (0.6646 / 0.6245); anchor c*(28) 0.7596 (seed
-1: 0.7592 vs 0.7576; synthetic 0.6661 / 0.6249, one shape lower, like units 32, so not adopted);
-sample weight times the share of its horizon observed 0.7574 (0.6703 / 0.6244); longer inputs
-(c*(56), whole-history median, 28-day log slope) 0.7564 (0.6626 / 0.6249); geometric blends of
-these with the current model 0.7583-0.7593. Post-hoc level corrections of the current forecasts:
-times (c*(14)/c*(7))^0.25 or ^0.5 0.7602 / 0.7601; per artist the window (7/14/28/42) whose c*
-best forecast its own last 14 / 21 / 28 days, fully or half-way 0.7463-0.7613; shrinking by the
-volatility of its 14-day level changes (it predicts the size of the level error, r = 0.37, not
-its sign, r = -0.04) 0.7572 at best; a flatter weekday/trend shape 0.7558 (flat) / 0.7581
-(half). Adopted: times (c*(28)/c*(7))^s, the level moved s of the way (in log) toward the month
-(`level_shrink`). s = 0.15 / 0.25 / 0.35: dev 0.7606 / 0.7610 / 0.7607 (seed 1: 0.7600 / 0.7606
-/ 0.7604 vs 0.7576), synthetic 50x183 0.6671 / 0.6671 / 0.6663, 20x120 0.6279 / 0.6276 / 0.6265,
-and on the third shape, 100x183, 0.6187 / 0.6166 / 0.6125 vs 0.6172; 0.15 is the one that raised
-every set, so it is the default (the dev origin 05-15 drops by 0.0007 with it). Why no more: the
-bounds table (benchmarks/bench_models.py --sets bounds) rescales the forecasts per artist to the
-actual level of the first test days: 1-7 days 0.7636, 1-14 days 0.7741 on dev (0.7606 with the
-shrink), so even a perfect nowcast of the level gains 0.003-0.014; the rest of the gap to the
-hindsight constant is level drift inside the window, which the history does not hold. Looks at
-the 3 reported origins: that bounds table for the model without the shrink, once, no choice made
-(0.7527 / 0.7680 / hindsight 0.7940: the 0.77 bar there asks for more than a model told the
-actual level of the first two test weeks scores); then, with the shrink, the README tables once
-(0.7508 / 0.7649 / 0.7475, mean 0.7544 as before; the 6 rolling origins 0.7568), the bounds
-table of that run read the wrong origins (a benchmark bug, fixed) and was rerun once.
+Why: one global_direct fit moves by about 0.01 f_norm between seeds, more than the gaps between
+designs; averaging several members' log-curves removes most of that variance. The members train
+together in TensorFlow (GradientTape on the metric's sigma, weights stacked on a member axis, one
+graph call per epoch); the fitted weights are numpy arrays and prediction is numpy, so the fitted
+model pickles without TensorFlow. Every design choice, with its score, is in docs/models-and-scores.md
+("Experiment logs").
 """
 
 from __future__ import annotations
@@ -226,8 +174,8 @@ class GlobalEnsemble:
 
     The forecast's level then moves `level_shrink` of the way (in log) from c*(last 7 days) toward
     c*(last 28 days): c7^(1 - s) * c28^s. The members learn their curves on the 7-day anchor, and
-    their level follows that week too closely: s = 0.15 raised the development origins' mean and
-    every synthetic shape by 0.001-0.002 (the module docstring has the figures).
+    their level follows that week too closely; 0.15 is the share that raised every development set
+    (docs/models-and-scores.md).
 
     Training samples are the same as global_direct's (every artist x origin day), but a
     sample whose origin is `age` days before the end of the history weighs
@@ -303,7 +251,7 @@ class GlobalEnsemble:
         self._read(*artist_series(history, songs))
 
     def _read(self, artists: list[str], first: date, plays: np.ndarray, context: np.ndarray) -> None:
-        """The forecast's starting point: every artist's features per input window and level at the day after the history."""
+        """The forecast's start: each artist's features per input window and level the day after the history."""
         n_days = plays.shape[1]
         self._origin_x = {}
         for window in sorted({self.window_short, self.window_long}):

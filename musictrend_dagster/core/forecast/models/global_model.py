@@ -131,8 +131,8 @@ class GlobalModel:
     the volatility of the last 14 days, release counts (7/28 days, days since the last
     release; publish dates up to the origin only), downloads and distinct listeners per play
     and their 7-vs-28-day trends, and the origin weekday. `members` > 1
-    trains that many independent heads and averages their curves in log space (5 members
-    scored the same as 1 on tianchi-s1 at 5x the cost, hence the default).
+    trains that many independent heads and averages their curves in log space (default 1:
+    more scored the same at several times the cost; docs/models-and-scores.md).
     """
 
     name: ClassVar[str] = "global_direct"

@@ -3,6 +3,9 @@
 Each spec declares the history it needs (`min_history`, training days as a function of its
 hyperparameters): the backtest plan leaves that much before its oldest origin, and a model
 configured to need more than the plan leaves is skipped with the reason, not failed.
+
+The horizon is not a hyperparameter: it is the project's setting (core.settings.horizon), given
+to the plan and to every model built here (models that learn a curve over it take it as `horizon`).
 """
 
 from __future__ import annotations
@@ -10,19 +13,22 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date
+from typing import Any, cast
 
 import polars as pl
 
 from musictrend_dagster.core.forecast.backtest import BacktestPlan, plan_backtest
+from musictrend_dagster.core.forecast.models import peers
 from musictrend_dagster.core.forecast.models.base import Forecaster
 from musictrend_dagster.core.forecast.models.baselines import BestConstantForecaster, MedianForecaster
 from musictrend_dagster.core.forecast.models.ensemble import GlobalEnsemble
 from musictrend_dagster.core.forecast.models.global_model import GlobalModel
 from musictrend_dagster.core.forecast.models.recent import RecentLevel
 from musictrend_dagster.core.forecast.models.seed_lstm import SeedLSTM
+from musictrend_dagster.core.settings import DEFAULT_HORIZON
 
-_NOT_HYPERPARAMETERS = {"on_epoch"}
+_NOT_HYPERPARAMETERS = {"on_epoch", "horizon"}
 
 
 @dataclass(frozen=True)
@@ -96,13 +102,44 @@ SPECS: list[ModelSpec] = [
     ModelSpec(
         "global_ensemble",
         GlobalEnsemble,
-        "Six global_direct-shaped networks (3 seeds x 14- and 28-day inputs) trained together in TensorFlow on the metric's own "
-        "sqrt-volume-weighted sigma with recent origins weighted up, their log-multiplier curves averaged over "
-        "c*(last 7 days) moved 15% of the way (in log) toward c*(last 28 days); inputs include downloads and "
-        "distinct listeners per play.",
+        "Six global_direct-shaped networks (3 seeds x 14- and 28-day inputs) trained together in TensorFlow "
+        "on the metric's own sqrt-volume-weighted sigma with recent origins weighted up, their log-multiplier "
+        "curves averaged over c*(last 7 days) moved 15% of the way (in log) toward c*(last 28 days); "
+        "inputs include downloads and distinct listeners per play.",
         _window_plus_targets("window_long"),
         uses_tensorflow=True,
     ),
+]
+
+
+def _seasons(params: dict[str, Any]) -> int:
+    """A seasonal statistical model needs its seasons (two at least) and the days its log guard reads."""
+    return max(params["season_length"] * params.get("windows", 2), params["guard_days"])
+
+
+_PEERS = [
+    (peers.AutoETSLog1p, peers.AutoETSRaw, "statsforecast AutoETS (error, trend and weekly season chosen by AICc)"),
+    (peers.AutoThetaLog1p, peers.AutoThetaRaw, "statsforecast AutoTheta (theta model chosen by MSE, weekly season)"),
+    (
+        peers.SeasonalWindowAverageLog1p,
+        peers.SeasonalWindowAverageRaw,
+        "statsforecast SeasonalWindowAverage: each weekday the mean of its last 4 same weekdays",
+    ),
+]
+SCALES = {
+    True: "fitted on log1p(plays), back-transformed with expm1 after clipping to the artist's own log range over "
+    "its last 28 days (a diverging log fit cannot reach 0 or explode)",
+    False: "fitted on raw plays, clipped at 0",
+}
+SPECS += [
+    ModelSpec(
+        f"{build.base_name}_{'log1p' if build.log1p else 'raw'}",
+        build,
+        f"{what}, {SCALES[build.log1p]}; all artists in one StatsForecast call.",
+        _seasons,
+    )
+    for *builds, what in _PEERS
+    for build in builds
 ]
 MODEL_NAMES = [s.name for s in SPECS]
 
@@ -119,15 +156,20 @@ def required_history() -> int:
     return max(s.min_history(s.defaults) for s in SPECS)
 
 
-def backtest_plan(history: pl.DataFrame) -> BacktestPlan:
-    """The plan every backtest and the champion share: from the history's span and the models' needs."""
-    return plan_backtest(history["ds"].min(), history["ds"].max(), required_history())
+def backtest_plan(history: pl.DataFrame, horizon: int) -> BacktestPlan:
+    """The plan every backtest and the champion share: from the history's span, the models' needs and
+    the forecast horizon (test windows of `horizon` days where the history allows)."""
+    return plan_backtest(
+        cast(date, history["ds"].min()), cast(date, history["ds"].max()), required_history(), horizon=horizon
+    )
 
 
-def make_model(name: str, **overrides: Any) -> Forecaster:
-    """The named forecaster with its defaults overridden, new and returning artists at their own level."""
+def make_model(name: str, *, horizon: int = DEFAULT_HORIZON, **overrides: Any) -> Forecaster:
+    """The named forecaster for `horizon` days ahead with its defaults overridden, new and returning
+    artists at their own level."""
     s = spec(name)
     unknown = set(overrides) - set(s.defaults) - _NOT_HYPERPARAMETERS
     if unknown:
         raise ValueError(f"model {name}: unknown hyperparameters {sorted(unknown)}")
-    return RecentLevel(s.build(**{**s.defaults, **overrides}))
+    takes_horizon = "horizon" in inspect.signature(s.build).parameters
+    return RecentLevel(s.build(**{**s.defaults, **overrides, **({"horizon": horizon} if takes_horizon else {})}))
