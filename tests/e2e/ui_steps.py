@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
@@ -27,18 +26,57 @@ def skip_community_dialog(page) -> None:
     expect(skip).to_be_hidden()
 
 
-def launch_materialize_all(page) -> str:
-    """Click "Materialize all", confirm a launchpad/confirmation dialog if one opens, return the run id."""
+def choose_partitions(page, keys: list[str]) -> None:
+    """In Dagster's partition dialog, select exactly `keys` (vintage days), never the whole range it offers."""
+    dialog = page.get_by_role("dialog").filter(has_text="Partition selection")
+    expect(dialog).to_be_visible(timeout=30_000)
+    # the dialog first offers the last 90 (wall-clock) days only: the sample's days are older
+    dialog.get_by_role("button", name="Show all partitions").click()
+    expect(dialog.get_by_text("Showing the last 90 days")).to_be_hidden()
+    field = dialog.locator("input:not([type=checkbox])").first
+    for key in keys:
+        field.fill(key)
+        field.press("Enter")
+    label = "1 partition" if len(keys) == 1 else f"{len(keys)} partitions"
+    expect(dialog.get_by_text(label, exact=True)).to_be_visible(timeout=10_000)
+
+
+def launch_materialize_all(page, partition: str) -> str:
+    """Click "Materialize all": the vintages are daily partitions, so Dagster opens its partition dialog; choose
+    the one `partition`, launch the backfill (the data and model assets, then the vintage partition) and return
+    the backfill's id."""
     page.get_by_role("button", name="Materialize all").click()
-    view = page.get_by_role("link", name="View").and_(page.locator("a[href^='/runs/']"))
-    confirm = page.get_by_role("dialog").get_by_role(
-        "button", name=re.compile(r"^(Materialize|Launch run|Launch \d+ runs?|Confirm)$")
-    )
-    view.or_(confirm).first.wait_for(timeout=30_000)
-    if confirm.count() and confirm.first.is_visible():
-        confirm.first.click()
+    choose_partitions(page, [partition])
+    return launch_backfill(page)
+
+
+def launch_backfill(page) -> str:
+    """Click "Launch backfill" in the open partition dialog; the backfill id from the toast's View link."""
+    page.get_by_role("dialog").filter(has_text="Partition selection").get_by_role(
+        "button", name="Launch backfill"
+    ).click()
+    view = page.get_by_role("link", name="View").and_(page.locator("a[href*='/runs/b/']"))
     href = view.first.get_attribute("href", timeout=30_000)
-    return href.rsplit("/", 1)[1]
+    return href.split("/runs/b/", 1)[1].split("?", 1)[0].split("/", 1)[0]
+
+
+BACKFILL_QUERY = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
+  ... on PartitionBackfill { status runs(limit: 50) { runId status startTime } } } }"""
+
+
+def wait_for_backfill(dagster_ui, backfill_id: str, shot) -> list[tuple[str, str]]:
+    """Poll the backfill until Dagster calls it finished; its runs as (run id, status), oldest first."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    backfill: dict = {}
+    while time.monotonic() < deadline:
+        data = dagster_ui.post_json("/graphql", {"query": BACKFILL_QUERY, "variables": {"id": backfill_id}})
+        backfill = data["data"]["partitionBackfillOrError"]
+        if backfill.get("status") not in (None, "REQUESTED", "CANCELING"):
+            runs = sorted(backfill["runs"], key=lambda r: r["startTime"] or 0)
+            return [(r["runId"], r["status"]) for r in runs]
+        time.sleep(10)
+    shot("backfill-timeout")
+    pytest.fail(f"backfill {backfill_id} not finished after {RUN_TIMEOUT_S}s: {backfill}")
 
 
 def run_failure_details(dagster_ui, run_id: str) -> str:

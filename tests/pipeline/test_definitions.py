@@ -67,6 +67,7 @@ def test_checks_guard_the_graph():
     assert ("artist_daily", "no_outage_day") in checks
     assert ("forecast", "forecast_complete_and_valid") in checks
     assert ("submission", "submission_complete") in checks
+    assert ("forecast_files", "forecast_files_match") in checks
     assert any(asset == "artist_daily" and name != "no_outage_day" for asset, name in checks), (
         "SQL singular tests become checks"
     )
@@ -75,7 +76,7 @@ def test_checks_guard_the_graph():
 def test_vintages_are_daily_partitions_and_the_drop_file_sensor_is_on():
     graph = defs.resolve_asset_graph()
     partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).is_partitioned}
-    assert partitioned == {"forecast", "submission", "forecast_monitoring"}
+    assert partitioned == {"forecast", "forecast_files", "submission", "forecast_monitoring"}
     vintages = graph.get(dg.AssetKey("forecast")).partitions_def
     assert isinstance(vintages, dg.DailyPartitionsDefinition)
     assert {graph.get(dg.AssetKey(k)).partitions_def for k in partitioned} == {vintages}
