@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 import duckdb
@@ -31,11 +31,32 @@ import pyarrow as pa
 
 from musictrend_dagster.core.data import contract, lake
 from musictrend_dagster.core.data.engines import Engine, Staged, duckdb_engine
-from musictrend_dagster.core.data.rawdir import IngestError, RawFile, is_gzip, list_raw_dir, scan
+from musictrend_dagster.core.data.lake import literal_path
+from musictrend_dagster.core.data.rawdir import (
+    IngestError,
+    Listing,
+    RawFile,
+    csv_header,
+    duckdb_compression,
+    is_gzip,
+    is_parquet,
+    list_raw_dir,
+    list_source,
+    scan,
+)
+from musictrend_dagster.core.data.source import Config, SourceError
 
 ProgressFn = Callable[[int], None]
-_DATASET = {"songs": lake.SONGS, "actions": lake.USER_ACTIONS}
-_QUARANTINE = {"songs": "quarantine_songs", "actions": "quarantine_user_actions"}
+_DATASET = {"songs": lake.SONGS, "actions": lake.USER_ACTIONS, "events": lake.EVENTS, "daily": lake.DAILY_PLAYS}
+# Every play-data kind shares one quarantine table (source_file tells them apart): the checks read one.
+_QUARANTINE = {
+    "songs": "quarantine_songs",
+    "actions": "quarantine_user_actions",
+    "events": "quarantine_user_actions",
+    "daily": "quarantine_user_actions",
+}
+_PLAY_KINDS = ("actions", "events", "daily")
+SAMPLE_ROWS = 1000  # rows of each new file a column must have one good value in (else: the wrong column)
 
 __all__ = ["FileReport", "IngestError", "IngestResult", "ingest_raw_dir"]
 
@@ -98,9 +119,13 @@ def ingest_raw_dir(
     songs_only: bool = False,
     progress: ProgressFn | None = None,
     engine: Engine | None = None,
+    config: Config | None = None,
 ) -> IngestResult:
     """Songs first, then removals, then the bulk file and every drop by day; one report per file.
 
+    ``config`` is the source description (``core.data.source``): None or kind ``tianchi`` reads
+    ``raw_dir`` as the competition's folder; ``events`` and ``daily`` read the described files
+    (and catalogue), each checked against the description before anything is loaded.
     ``engine`` validates and writes each file (DuckDB when None).
     ``progress`` receives the running total of action rows in the lake from the files seen so far.
     Raises ``IngestFailed`` (after doing everything else) when any file could not be ingested.
@@ -110,10 +135,14 @@ def ingest_raw_dir(
     the_lake.ensure(con)
     garbage = [str(p) for p in the_lake.collect_garbage(con)]
     the_lake.refresh_views(con)
-    listing = list_raw_dir(raw_dir)
     previous = {row["file"]: row for row in _rows(con, "SELECT * FROM ingested_files")}
+    if config is None or config.source.kind == "tianchi":
+        listing = list_raw_dir(config.source.path if config and config.source.path else raw_dir)
+    else:
+        listing = list_source(config.source.path, config.source.kind, config.catalogue and config.catalogue.path)
+        listing = check_source(con, config, listing, previous, full_refresh)
     run = _Run(con, the_lake, engine or duckdb_engine(), contract.today_utc8(now), full_refresh, previous)
-    names = {f.name for f in [listing.songs, *listing.actions]}
+    names = {f.name for f in [listing.songs, *listing.actions] if f is not None}
     run.hashes = {
         row["content_hash"]: name
         for name, row in previous.items()
@@ -129,7 +158,8 @@ def ingest_raw_dir(
             errors.append(str(exc))
             reports.append(FileReport(raw.name, raw.kind, "refused", message=str(exc)))
 
-    attempt(listing.songs)
+    if listing.songs is not None:
+        attempt(listing.songs)
     if songs_only:
         errors = [r.message for r in reports if r.status == "refused"]
         listing.warnings, listing.actions, names = [], [], set(previous)
@@ -200,7 +230,9 @@ def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
     load_id = lake.new_load_id()
     staging = run.lake.staging_dir(load_id)
     try:
-        staged = run.engine.stage(run.con, contract.FORMATS[raw.kind], raw, staging, run.today)
+        fmt = raw.fmt or contract.FORMATS[raw.kind]
+        staged = run.engine.stage(run.con, fmt, raw, staging, run.today)
+        staged.quarantine = same_key_lines(staged.quarantine, "row" if fmt.reader == "parquet" else "line")
         if raw.kind == "actions" and staged.lines_read:
             other = run.hashes.get(staged.content_hash)
             if other is not None and other != raw.name:
@@ -230,7 +262,7 @@ def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
 
 def _still_valid(run: _Run, prev: dict, raw: RawFile) -> bool:
     """A recorded load still stands unless the song ids changed under it or a future day has come."""
-    if raw.kind == "actions" and prev["songs_key"] != run.songs_key:
+    if raw.kind in _PLAY_KINDS and prev["songs_key"] != run.songs_key:
         return False
     return prev["recheck_on"] is None or run.today < prev["recheck_on"]
 
@@ -250,7 +282,7 @@ def _publish(run: _Run, raw: RawFile, identity: tuple, staged: Staged, load_id: 
             con, dataset, raw.name, load_id, placed, "replaced" if raw.name in run.previous else "loaded"
         )
         _replace_quarantine(con, raw.kind, raw.name, staged.quarantine)
-        _record_file(con, raw, identity, staged, run.songs_key if raw.kind == "actions" else None, load_id)
+        _record_file(con, raw, identity, staged, run.songs_key if raw.kind in _PLAY_KINDS else None, load_id)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -327,3 +359,163 @@ def _remove(run: _Run, name: str) -> FileReport:
         removed=int(rows),
         message=f"{name} is no longer in the raw folder: its {int(rows):,} rows were removed",
     )
+
+
+# --------------------------------------------------------------------------- described sources
+
+
+def same_key_lines(quarantine: pa.Table, unit: str) -> pa.Table:
+    """Fill in ``{same_key:K}`` in reasons: the lines (rows) of the other quarantined rows with the same K."""
+    reasons = quarantine.column("reason").to_pylist()
+    keys = [(m.group(1) if (m := contract.SAME_KEY_RE.search(r or "")) else None) for r in reasons]
+    if not any(keys):
+        return quarantine
+    numbers = quarantine.column("line_no").to_pylist()
+    by_key: dict[str, list[int]] = {}
+    for key, n in zip(keys, numbers, strict=True):
+        if key is not None:
+            by_key.setdefault(key, []).append(n)
+    filled = [
+        r
+        if key is None
+        else contract.SAME_KEY_RE.sub(
+            f"{unit} " + ", ".join(str(o) for o in sorted(by_key[key]) if o != n)
+            if len(by_key[key]) > 1
+            else f"a {unit} that is itself quarantined",
+            r,
+        )
+        for r, key, n in zip(reasons, keys, numbers, strict=True)
+    ]
+    return quarantine.set_column(quarantine.schema.get_field_index("reason"), "reason", pa.array(filled, pa.string()))
+
+
+def _columns(con: duckdb.DuckDBPyConnection, raw: RawFile) -> tuple[list[tuple[str, str]], str]:
+    if is_parquet(raw.real):
+        try:
+            described = con.execute(
+                "DESCRIBE SELECT * FROM read_parquet($p, hive_partitioning = false)", {"p": literal_path(raw.real)}
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise IngestError(f"{raw.path}: not a readable Parquet file: {exc}") from exc
+        return [(row[0], row[1]) for row in described], "parquet"
+    header = csv_header(raw.real)
+    if not header or header == [""]:
+        raise SourceError(f"{raw.path}: empty file: a CSV source file needs a header line naming its columns")
+    return [(name, "VARCHAR") for name in header], "csv"
+
+
+def _lines_sql(fmt: contract.RawFormat) -> str:
+    from musictrend_dagster.core.data.engines.duckdb import csv_lines, parquet_lines
+
+    return parquet_lines(fmt) if fmt.reader == "parquet" else csv_lines(fmt)
+
+
+def _params(raw: RawFile) -> dict:
+    params = {"path": literal_path(raw.real)}
+    if not is_parquet(raw.real):
+        params["compression"] = duckdb_compression(is_gzip(raw.real))
+    return params
+
+
+def check_source(
+    con: duckdb.DuckDBPyConnection, config: Config, listing: Listing, previous: dict[str, dict], full_refresh: bool
+) -> Listing:
+    """Each file's format from its own columns, and what only the data can tell, before anything loads.
+
+    Raises ONE ``SourceError`` naming the key and the file: a column the description names that
+    the file lacks or holds in a type it cannot be read as; a column with no good value in a new
+    file's first rows (the wrong column, or the wrong format); a ``plays_when`` matching no row of
+    the new files; a catalogue that maps no song (series) of them. Files whose identity is as
+    recorded are not read again (only their header or schema).
+    """
+    src = config.source
+    files = []
+    for raw in [listing.songs, *listing.actions]:
+        if raw is None:
+            continue
+        columns, reader = _columns(con, raw)
+        try:
+            if raw.kind == "songs":
+                fmt = contract.catalogue_format(config, columns, reader)
+            else:
+                fmt = contract.source_format(config, columns, reader)
+        except contract.FormatError as exc:
+            value = getattr(config.catalogue if exc.table == "catalogue" else src, exc.key)
+            raise SourceError(f"{config.where(exc.table, exc.key)} = {value!r}: {raw.path}: {exc}") from None
+        files.append(replace(raw, fmt=fmt))
+    songs = files[0] if listing.songs is not None else None
+    actions = files[1:] if songs is not None else files
+    new = [f for f in actions if full_refresh or _changed(f, previous.get(f.name))]
+    for raw in new:
+        named = dict(raw.fmt.named)
+        probes = {"daily": (("day", "d"), ("plays", "pd")), "events": (("time", "g"),)}[raw.kind]
+        select = ", ".join(f"count({derived}), count(*), min({named[key]})" for key, derived in probes)
+        row = con.execute(
+            f"SELECT {select} FROM (SELECT * FROM ({_lines_sql(raw.fmt)}) LIMIT {SAMPLE_ROWS})", _params(raw)
+        ).fetchone()
+        for i, (key, _) in enumerate(probes):
+            good, seen, example = row[3 * i : 3 * i + 3]
+            if seen and not good:
+                raise SourceError(
+                    f"{config.where('source', key)} = {getattr(src, key)!r}: {raw.path}: no value of the first "
+                    f"{seen:,} rows reads as {_expected(config, key)} (e.g. {example!r}): the wrong column or format?"
+                )
+    if not new:
+        return replace(listing, songs=songs, actions=actions)
+    params = {f"{k}{i}": v for i, f in enumerate(new) for k, v in _params(f).items()}
+    if src.kind == "events" and src.plays_when is not None:
+        names = [
+            v
+            for (v,) in con.execute(
+                f"SELECT DISTINCT v FROM ({_union(new, 'action')}) ORDER BY v LIMIT 1000", params
+            ).fetchall()
+        ]
+        if not set(src.plays_when) & set(names):
+            shown = ", ".join(repr(n) for n in names[:20]) or "none"
+            raise SourceError(
+                f"{config.where('source', 'plays_when')} = {list(src.plays_when)!r}: matches no row of "
+                f"{', '.join(str(f.path) for f in new[:3])}{' ...' if len(new) > 3 else ''} "
+                f"(event names found: {shown})"
+            )
+    mapped_key = "series" if src.kind == "daily" else "song"
+    needs_map = config.catalogue is not None and config.forecast.series_level == "artist"
+    if needs_map and not (src.kind == "events" and src.artist):
+        cat = songs.fmt
+        cat_sql = f"SELECT DISTINCT CAST({dict(cat.named)['song']} AS VARCHAR) AS v FROM ({_lines_sql(cat)})"
+        cat_params = {f"{k}_cat": v for k, v in _params(songs).items()}
+        cat_sql = cat_sql.replace("$path", "$path_cat").replace("$compression", "$compression_cat")
+        union_key = "series" if src.kind == "daily" else "song"
+        (mapped, sample) = con.execute(
+            f"SELECT count(*) FILTER (WHERE v IN ({cat_sql})), min(v) FROM "
+            f"(SELECT DISTINCT v FROM ({_union(new, union_key)}))",
+            {**params, **cat_params},
+        ).fetchone()
+        if sample is not None and not mapped:
+            raise SourceError(
+                f"{config.where('catalogue', 'song')} = {config.catalogue.song!r}: {config.catalogue.path} maps no "
+                f"{mapped_key} of the source (e.g. {sample!r} is not in it)"
+            )
+    return replace(listing, songs=songs, actions=actions)
+
+
+def _union(files: list[RawFile], key: str) -> str:
+    """One column (by its description key) of every file, as text, for a DISTINCT over all of them."""
+    return " UNION ALL ".join(
+        f"SELECT CAST({dict(f.fmt.named)[key]} AS VARCHAR) AS v FROM ({_lines_sql(f.fmt)}) WHERE nfields = "
+        f"{f.fmt.n_fields}".replace("$path", f"$path{i}").replace("$compression", f"$compression{i}")
+        for i, f in enumerate(files)
+    )
+
+
+def _expected(config: Config, key: str) -> str:
+    src = config.source
+    if key == "plays":
+        return "a whole number"
+    fmt = src.day_format if key == "day" else src.time_format
+    return {"iso": "ISO-8601" + (" with an offset" if key == "time" else "")}.get(fmt, fmt)
+
+
+def _changed(raw: RawFile, prev: dict | None) -> bool:
+    if prev is None:
+        return True
+    return raw.identity() != (prev["size"], prev["mtime_ns"], prev["ctime_ns"], prev["inode"], prev["device"])

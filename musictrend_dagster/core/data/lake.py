@@ -37,6 +37,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import quote
 
 import duckdb
 import pyarrow as pa
@@ -82,7 +83,28 @@ SONGS = Dataset(
         ("source_file", "VARCHAR"),
     ),
 )
-DATASETS = {d.name: d for d in (USER_ACTIONS, SONGS)}
+# A described source's rows (core.data.source): a listening log, or daily counts per series.
+EVENTS = Dataset(
+    "events",
+    "raw_events",
+    (
+        ("user_id", "VARCHAR"),
+        ("song_id", "VARCHAR"),
+        ("artist_id", "VARCHAR"),  # from the log (NULL: the catalogue says), or the song when series are songs
+        ("gmt_create", "BIGINT"),
+        ("action_type", "TINYINT"),
+        ("ds", "DATE"),
+        ("source_file", "VARCHAR"),
+    ),
+    partition_by="ds",
+)
+DAILY_PLAYS = Dataset(
+    "daily_plays",
+    "raw_daily_plays",
+    (("series_id", "VARCHAR"), ("plays", "BIGINT"), ("ds", "DATE"), ("source_file", "VARCHAR")),
+    partition_by="ds",
+)
+DATASETS = {d.name: d for d in (USER_ACTIONS, SONGS, EVENTS, DAILY_PLAYS)}
 MODELS = "models"  # the folder of the SQL models' tables
 
 
@@ -253,7 +275,7 @@ class Lake:
             if dataset.partition_by:
                 folder = folder / f"{dataset.partition_by}={f.ds.isoformat()}"
             folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{source_file}.{load_id}.{n}.parquet"
+            target = folder / f"{quote(source_file, safe='')}.{load_id}.{n}.parquet"  # a/b.csv: one name
             _fsync(f.path)
             os.rename(f.path, target)
             _fsync(folder)
