@@ -587,7 +587,7 @@ def source_format(config, file_columns: list[tuple[str, str]], reader: str) -> R
         rules.append(
             Rule(
                 "unmapped_event",
-                "at IS NULL",
+                "act IS NULL",
                 f"'event ' || coalesce({ac}, 'NULL') || "
                 "' in none of plays_when, downloads_when, collects_when, other_when'",
                 "an event name none of the *_when lists holds",
@@ -608,18 +608,18 @@ def source_format(config, file_columns: list[tuple[str, str]], reader: str) -> R
         "events",
         fields,
         1,
-        derived=(("g", g), ("d", _local_day(g, src.timezone)), ("at", action)),
+        derived=(("g", g), ("d", _local_day(g, src.timezone)), ("act", action)),
         columns=(
             ("user_id", "VARCHAR", u),
             ("song_id", "VARCHAR", so),
             ("artist_id", "VARCHAR", artist),
             ("gmt_create", "BIGINT", "g"),
-            ("action_type", "TINYINT", "at"),
+            ("action_type", "TINYINT", "act"),
             ("ds", "DATE", "d"),
         ),
         rules=tuple(rules),
         partition_by="ds",
-        named=(("user", u), ("song", so), ("time", tc), ("g", "g"), ("at", "at"))
+        named=(("user", u), ("song", so), ("time", tc), ("g", "g"), ("act", "act"))
         + ((("action", ac),) if src.plays_when is not None else ()),
     )
 

@@ -118,6 +118,7 @@ def write_shape(shape: str, out_dir: Path, seed: int = 0, raw_dir: Path | None =
     if toml.exists():
         raise FileExistsError(f"{toml}: already exists (not overwritten)")
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     try:
         if shape.startswith("events"):
             tmp = None

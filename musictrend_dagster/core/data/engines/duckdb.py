@@ -304,12 +304,12 @@ def _stage_parquet(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile,
         if loaded != rows_read:
             text = "concat_ws(',', " + ", ".join(
                 f"coalesce(CAST(c{i} AS VARCHAR), '')" for i in range(1, fmt.n_fields + 1)
-            )
-            bad = con.execute(
+            ) + ")"
+            bad = con.sql(
                 f"""SELECT line_no, left({text}, {contract.QUARANTINED_TEXT_BYTES}) AS raw_line, reason,
                     {contract.recheck_case(fmt, today, None)} AS recheck
                 FROM ({checked}) WHERE reason IS NOT NULL ORDER BY line_no""",
-                params,
+                params=params,
             ).to_arrow_table()
             rechecks = [d for d in bad.column("recheck").to_pylist() if d is not None]
             quarantine, recheck_on = bad.select(["line_no", "raw_line", "reason"]), min(rechecks, default=None)
