@@ -25,7 +25,10 @@ OUTAGE_DAYS_SHOWN = 10
 def quarantine_share(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     limit = max_quarantine_share()
     with warehouse.connect() as con:
-        loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
+        loaded = con.execute(  # the play data's rows whatever the source (tianchi, events, daily)
+            "SELECT (SELECT count(*) FROM raw_user_actions) + (SELECT count(*) FROM raw_events) "
+            "+ (SELECT count(*) FROM raw_daily_plays)"
+        ).fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
         reasons = query(
             con, "SELECT reason, count(*) AS lines FROM quarantine_user_actions GROUP BY reason ORDER BY lines DESC"

@@ -415,7 +415,8 @@ def _epoch(fields: _Fields, table: str, key: str, name: str, fmt: str, tz: str) 
 
 
 def _local_day(g: str, tz: str) -> str:
-    return f"CAST(timezone({_sql_text(tz)}, to_timestamp({g})) AS DATE)"
+    """The day in `tz` of epoch seconds `g` (AT TIME ZONE: sqlglot writes Spark's from_utc_timestamp)."""
+    return f"CAST(to_timestamp({g}) AT TIME ZONE {_sql_text(tz)} AS DATE)"
 
 
 def _day(fields: _Fields, table: str, key: str, name: str, fmt: str, tz: str) -> tuple[str, str, str | None, str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from musictrend_dagster.core.data import ingest
+from musictrend_dagster.core.data import ingest, source
 from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.settings import engine
 from musictrend_dagster.defs.metadata import preview
@@ -14,6 +14,12 @@ from musictrend_dagster.instance import DUCKDB_POOL
 
 # The engine that runs the data layer, in the UI as a kind (the warehouse is DuckDB whatever runs).
 KINDS = {engine(), "duckdb", "parquet"}
+
+
+# The play data's rows in the lake, whatever the source: the competition's log, an event log, daily counts.
+_PLAY_ROWS = (
+    "(SELECT 1 FROM raw_user_actions UNION ALL SELECT 1 FROM raw_events UNION ALL SELECT 1 FROM raw_daily_plays)"
+)
 
 
 class RefreshConfig(dg.Config):
@@ -121,11 +127,12 @@ def _ingest(
                 songs_only=songs_only,
                 progress=None if songs_only else progress,
                 engine=warehouse.data_engine(),
+                config=source.load_config(),  # $MUSICTREND_CONFIG, ./musictrend.toml, or the built-in tianchi
             )
         except ingest.IngestFailed as exc:
             _log(context, exc.result)
             raise
-        table = "raw_songs" if songs_only else "raw_user_actions"
+        table = "raw_songs" if songs_only else _PLAY_ROWS
         rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     _log(context, result)
     return result, rows
