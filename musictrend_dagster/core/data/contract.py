@@ -71,6 +71,7 @@ class RawFormat:
     # over the file's typed columns (read as typed, never as text) and the line rules do not apply.
     reader: str = "csv"
     parquet_fields: tuple[str, ...] = ()
+    parquet_types: tuple[str, ...] = ()  # their types in the file (for the quarantine's text of a row)
     named: tuple[tuple[str, str], ...] = ()  # (description key, its field's SQL): for checks before loading
 
 
@@ -362,6 +363,7 @@ class _Fields:
         self.types = dict(columns)
         self.position = {name: i + 1 for i, (name, _) in enumerate(columns)}
         self.used: list[str] = []  # parquet: the SQL of c1..cN, in order
+        self.used_types: list[str] = []
 
     def get(self, table: str, key: str, name: str, as_text: bool) -> tuple[str, str]:
         """(the field's SQL name, its type: VARCHAR for a CSV field or a column read as text)."""
@@ -373,6 +375,7 @@ class _Fields:
             return f"c{self.position[name]}", "VARCHAR"
         quoted = '"' + name.replace('"', '""') + '"'
         self.used.append(f"CAST({quoted} AS VARCHAR)" if as_text else quoted)
+        self.used_types.append("VARCHAR" if as_text else typ)
         return f"c{len(self.used)}", "VARCHAR" if as_text else typ
 
 
@@ -468,8 +471,21 @@ def _format(kind: str, fields: _Fields, header_lines: int, **kw) -> RawFormat:
         header_lines=header_lines if fields.reader == "csv" else 0,
         reader=fields.reader,
         parquet_fields=tuple(fields.used),
+        parquet_types=tuple(fields.used_types),
         **kw,
     )
+
+
+def parquet_raw_line(fmt: RawFormat) -> str:
+    """A quarantined Parquet row as text, the same on every engine (a zoned timestamp in UTC, ``Z``)."""
+
+    def text(i: int, typ: str) -> str:
+        if _base(typ) == "TIMESTAMP WITH TIME ZONE":
+            return f"strftime(c{i} AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%S') || 'Z'"
+        return f"CAST(c{i} AS VARCHAR)"
+
+    fields = ", ".join(f"coalesce({text(i, t)}, '')" for i, t in enumerate(fmt.parquet_types, start=1))
+    return f"left(concat_ws(',', {fields}), {QUARANTINED_TEXT_BYTES})"
 
 
 def source_format(config, file_columns: list[tuple[str, str]], reader: str) -> RawFormat:

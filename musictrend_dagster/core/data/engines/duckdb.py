@@ -302,11 +302,8 @@ def _stage_parquet(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile,
             loaded = parts.close()
         quarantine, recheck_on = empty_quarantine(), None
         if loaded != rows_read:
-            text = "concat_ws(',', " + ", ".join(
-                f"coalesce(CAST(c{i} AS VARCHAR), '')" for i in range(1, fmt.n_fields + 1)
-            ) + ")"
             bad = con.sql(
-                f"""SELECT line_no, left({text}, {contract.QUARANTINED_TEXT_BYTES}) AS raw_line, reason,
+                f"""SELECT line_no, {contract.parquet_raw_line(fmt)} AS raw_line, reason,
                     {contract.recheck_case(fmt, today, None)} AS recheck
                 FROM ({checked}) WHERE reason IS NOT NULL ORDER BY line_no""",
                 params=params,

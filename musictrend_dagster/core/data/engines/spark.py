@@ -215,15 +215,10 @@ class SparkEngine:
             files, loaded = self._write_good(fmt, raw, checked, staging)
             quarantine, recheck_on = empty_quarantine(), None
             if loaded != rows_read:
-                text = (
-                    "concat_ws(',', "
-                    + ", ".join(f"coalesce(CAST(c{i} AS STRING), '')" for i in range(1, fmt.n_fields + 1))
-                    + ")"
-                )
                 bad = (
                     checked.where("reason IS NOT NULL")
                     .selectExpr(
-                        "line_no", f"left({text}, {contract.QUARANTINED_TEXT_BYTES}) AS raw_line", "reason", "recheck"
+                        "line_no", f"{to_spark(contract.parquet_raw_line(fmt))} AS raw_line", "reason", "recheck"
                     )
                     .toArrow()
                     .sort_by("line_no")
