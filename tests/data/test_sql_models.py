@@ -20,7 +20,7 @@ def test_loader_finds_models_deps_and_order():
     models = sm.load_models(sm.SQL_DIR)
     by_name = {m.name: m for m in models}
     assert {"stg_user_actions", "stg_songs", "artist_daily", "artist_rolling_stats"} <= by_name.keys()
-    assert by_name["artist_day_actions"].deps == {"stg_user_actions", "stg_songs"}
+    assert by_name["artist_day_actions"].deps == {"stg_user_actions", "stg_songs", "stg_daily_plays"}
     assert by_name["artist_daily"].deps == {"artist_day_actions"}  # CTE names excluded
     assert by_name["artist_rolling_stats"].deps == {"artist_daily"}
     assert by_name["stg_user_actions"].materialized == "view"
@@ -28,7 +28,7 @@ def test_loader_finds_models_deps_and_order():
         "incremental",
         "ds",
     )
-    assert by_name["artist_daily"].sources == {"user_actions", "songs"}
+    assert by_name["artist_daily"].sources == {"user_actions", "songs", "events", "daily_plays"}
     order = [m.name for m in sm.topo_order(models)]
     assert (
         order.index("stg_songs")
@@ -82,7 +82,10 @@ PLAYS_A1 = [3, 0, 6, 1, 5, 0, 0, 9, 2, 4]  # a1 on days 0..9; day 1, 5, 6 have n
 def warehouse_db(tmp_path):
     """A warehouse whose raw views are plain tables of hand-made rows (the models only read the views)."""
     con = warehouse.connect(tmp_path / "wh.duckdb", memory_limit="1GB")
-    lake.Lake(tmp_path / "lake").ensure(con)
+    the_lake = lake.Lake(tmp_path / "lake")
+    the_lake.ensure(con)
+    for empty in (lake.EVENTS, lake.DAILY_PLAYS):  # the described sources' datasets: empty views
+        the_lake.refresh_view(con, empty)
     con.execute(
         "CREATE TABLE raw_songs AS SELECT * FROM (VALUES ('s1','a1','2014-01-01'::DATE,1,1,1,'f'), "
         "('s2','a1','2014-01-01'::DATE,1,1,1,'f'), ('s3','a2','2014-01-01'::DATE,1,1,1,'f'), "
