@@ -450,3 +450,49 @@ def test_events_parquet_full_log_gives_todays_artist_daily(tmp_path, shapes):
     assert sum(r.quarantined for r in result.files) == 0
     assert sm.build_all(con, sm.SQL_DIR)["artist_daily"].rows == 9150
     assert _mismatches(con, "plays,downloads,collects,listeners") == []
+
+
+def test_cli_init_and_sample_as(tmp_path, capsys):
+    from musictrend_dagster.cli import main
+
+    assert main(["init", "--kind", "events", "--dir", str(tmp_path)]) == 0
+    assert 'kind = "events"' in (tmp_path / "musictrend.toml").read_text()
+    assert main(["init", "--dir", str(tmp_path)]) == 2
+    assert "already exists (not overwritten)" in capsys.readouterr().err
+    out = tmp_path / "shape"
+    assert main(["sample", "--source", "tianchi-s1", "--as", "daily-artist", "--out", str(out)]) == 0
+    config = source.load_config(out / "musictrend.toml")
+    assert (config.source.series, config.source.day_format) == ("artist_id", "%Y%m%d")
+    assert (out / "plays.csv").read_text().splitlines()[0] == "artist_id,gmt_date,artist_moving"
+
+
+def test_musictrend_ingest_reads_the_description_in_the_working_folder(tmp_path):
+    """The real command, in its own process: ./musictrend.toml found, the ingest and SQL models through Dagster."""
+    import os
+    import subprocess
+    import sys
+
+    rows = [f"art{a},201502{d:02d},{10 * a + d}" for a in range(5) for d in range(1, 29)]
+    _project(
+        tmp_path,
+        '[source]\nkind = "daily"\npath = "data/plays.csv"\nseries = "artist_id"\nday = "gmt_date"\n'
+        'day_format = "%Y%m%d"\nplays = "artist_moving"\n',
+        {"data/plays.csv": "artist_id,gmt_date,artist_moving\n" + "\n".join([*rows, "art1,20150230,5"]) + "\n"},
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MUSICTREND_", "DAGSTER_", "MLFLOW_"))}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("musictrend")), "ingest", "--home", str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = {p[0]: p[1:] for line in done.stdout.splitlines() if (p := line.split()) and p[0] == "plays.csv"}
+    assert table["plays.csv"] == ["loaded", "141", "140", "1", "0"]
+    con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*), sum(plays) FROM artist_daily").fetchone() == (
+        140,
+        sum(10 * a + d for a in range(5) for d in range(1, 29)),
+    )

@@ -29,8 +29,9 @@ class RefreshConfig(dg.Config):
 
 
 def _report_metadata(result: ingest.IngestResult, kind: str, warehouse: WarehouseResource) -> dict:
-    """The asset's own files (songs or actions): per file and in total."""
-    files = [r for r in result.files if r.kind == kind]
+    """The asset's own files (songs, or the play data: actions, events or daily counts): per file and in total."""
+    kinds = ("actions", "events", "daily") if kind == "actions" else (kind,)  # play data, whatever the source
+    files = [r for r in result.files if r.kind in kinds]
     reasons: dict[str, int] = {}
     for r in files:
         for reason, n in r.reasons.items():
