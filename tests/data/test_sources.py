@@ -496,3 +496,20 @@ def test_musictrend_ingest_reads_the_description_in_the_working_folder(tmp_path)
         140,
         sum(10 * a + d for a in range(5) for d in range(1, 29)),
     )
+
+
+def test_two_files_with_the_same_series_day_fail_the_sql_test(tmp_path):
+    config = _project(
+        tmp_path / "p",
+        DAILY_TOML,
+        {
+            "data/a.csv": "artist,day,n\nx,2015-03-01,1\n",
+            "data/b.csv": "artist,day,n\nx,2015-03-01,2\ny,2015-03-01,1\n",
+        },
+    )
+    con, _ = _ingest(tmp_path, config)
+    sm.build_all(con, sm.SQL_DIR)
+    (test,) = [t for t in sm.load_tests(sm.SQL_DIR / "tests") if t.model == "stg_daily_plays"]
+    failing, sample = sm.run_test(con, test)
+    assert failing == 1
+    assert sample[0] == ("x", date(2015, 3, 1), 2, "a.csv", "b.csv")
