@@ -513,3 +513,17 @@ def test_two_files_with_the_same_series_day_fail_the_sql_test(tmp_path):
     failing, sample = sm.run_test(con, test)
     assert failing == 1
     assert sample[0] == ("x", date(2015, 3, 1), 2, "a.csv", "b.csv")
+
+
+def test_a_zstd_csv_is_read_and_its_bad_line_numbered(tmp_path):
+    import zstandard
+
+    text = "unique_id,ds,y\na,2015-03-01,1\na,2015-03-02,x\nb,2015-03-01,2\n"
+    config = _project(
+        tmp_path / "p",
+        '[source]\nkind = "daily"\npath = "plays.csv.zst"\n',
+        {"plays.csv.zst": zstandard.ZstdCompressor().compress(text.encode())},
+    )
+    con, result = _ingest(tmp_path, config)
+    assert [(r.lines_read, r.loaded, r.quarantined) for r in result.files] == [(3, 2, 1)]
+    assert _quarantine(con) == {3: "y not a non-negative whole number"}
