@@ -429,6 +429,7 @@ def shapes(tianchi, tmp_path_factory) -> dict[str, Path]:
     return {s: write_shape(s, root / s, raw_dir=tianchi.actions_file.parent) for s in ("events-csv", "events-parquet")}
 
 
+@pytest.mark.slow  # the real log, or a whole Dagster run in its own process
 def test_events_csv_first_month_gives_todays_artist_daily(tmp_path, shapes):
     """A month of the real log (1.0M events) through the CSV shape: every column of artist_daily."""
     toml = shapes["events-csv"]
@@ -442,6 +443,7 @@ def test_events_csv_first_month_gives_todays_artist_daily(tmp_path, shapes):
     assert _mismatches(con, "plays,downloads,collects,listeners", march) == []
 
 
+@pytest.mark.slow  # the real log, or a whole Dagster run in its own process
 def test_events_parquet_full_log_gives_todays_artist_daily(tmp_path, shapes):
     """All 5.65M events, Hive-partitioned Parquet read typed, the artist in the log: every column."""
     con, result = _ingest(tmp_path, source.load_config(shapes["events-parquet"]))
@@ -466,6 +468,7 @@ def test_cli_init_and_sample_as(tmp_path, capsys):
     assert (out / "plays.csv").read_text().splitlines()[0] == "artist_id,gmt_date,artist_moving"
 
 
+@pytest.mark.slow  # the real log, or a whole Dagster run in its own process
 def test_musictrend_ingest_reads_the_description_in_the_working_folder(tmp_path):
     """The real command, in its own process: ./musictrend.toml found, the ingest and SQL models through Dagster."""
     import os
