@@ -139,7 +139,10 @@ def ingest_raw_dir(
     if config is None or config.source.kind == "tianchi":
         listing = list_raw_dir(config.source.path if config and config.source.path else raw_dir)
     else:
-        listing = list_source(config.source.path, config.source.kind, config.catalogue and config.catalogue.path)
+        assert config.source.path is not None  # parse() requires a path for events and daily
+        listing = list_source(
+            config.source.path, config.source.kind, config.catalogue.path if config.catalogue else None
+        )
         listing = check_source(con, config, listing, previous, full_refresh)
     run = _Run(con, the_lake, engine or duckdb_engine(), contract.today_utc8(now), full_refresh, previous)
     names = {f.name for f in [listing.songs, *listing.actions] if f is not None}
@@ -447,12 +450,14 @@ def check_source(
     actions = files[1:] if songs is not None else files
     new = [f for f in actions if full_refresh or _changed(f, previous.get(f.name))]
     for raw in new:
-        named = dict(raw.fmt.named)
+        fmt = _fmt(raw)
+        named = dict(fmt.named)
         probes = {"daily": (("day", "d"), ("plays", "pd")), "events": (("time", "g"),)}[raw.kind]
         select = ", ".join(f"count({derived}), count(*), min({named[key]})" for key, derived in probes)
         row = con.execute(
-            f"SELECT {select} FROM (SELECT * FROM ({_lines_sql(raw.fmt)}) LIMIT {SAMPLE_ROWS})", _params(raw)
+            f"SELECT {select} FROM (SELECT * FROM ({_lines_sql(fmt)}) LIMIT {SAMPLE_ROWS})", _params(raw)
         ).fetchone()
+        assert row is not None  # an aggregate returns one row
         for i, (key, _) in enumerate(probes):
             good, seen, example = row[3 * i : 3 * i + 3]
             if seen and not good:
@@ -477,32 +482,40 @@ def check_source(
                 f"{', '.join(str(f.path) for f in new[:3])}{' ...' if len(new) > 3 else ''} "
                 f"(event names found: {shown})"
             )
+    catalogue = config.catalogue
     mapped_key = "series" if src.kind == "daily" else "song"
-    needs_map = config.catalogue is not None and config.forecast.series_level == "artist"
-    if needs_map and not (src.kind == "events" and src.artist):
-        cat = songs.fmt
+    maps_songs = not (src.kind == "events" and src.artist) and config.forecast.series_level == "artist"
+    if songs is not None and catalogue is not None and maps_songs:
+        cat = _fmt(songs)
         cat_sql = f"SELECT DISTINCT CAST({dict(cat.named)['song']} AS VARCHAR) AS v FROM ({_lines_sql(cat)})"
         cat_params = {f"{k}_cat": v for k, v in _params(songs).items()}
         cat_sql = cat_sql.replace("$path", "$path_cat").replace("$compression", "$compression_cat")
-        union_key = "series" if src.kind == "daily" else "song"
-        (mapped, sample) = con.execute(
+        found = con.execute(
             f"SELECT count(*) FILTER (WHERE v IN ({cat_sql})), min(v) FROM "
-            f"(SELECT DISTINCT v FROM ({_union(new, union_key)}))",
+            f"(SELECT DISTINCT v FROM ({_union(new, mapped_key)}))",
             {**params, **cat_params},
         ).fetchone()
+        assert found is not None
+        mapped, sample = found
         if sample is not None and not mapped:
             raise SourceError(
-                f"{config.where('catalogue', 'song')} = {config.catalogue.song!r}: {config.catalogue.path} maps no "
+                f"{config.where('catalogue', 'song')} = {catalogue.song!r}: {catalogue.path} maps no "
                 f"{mapped_key} of the source (e.g. {sample!r} is not in it)"
             )
     return replace(listing, songs=songs, actions=actions)
 
 
+def _fmt(raw: RawFile) -> contract.RawFormat:
+    if raw.fmt is None:
+        raise ValueError(f"{raw.path}: no format (check_source makes one per file)")
+    return raw.fmt
+
+
 def _union(files: list[RawFile], key: str) -> str:
     """One column (by its description key) of every file, as text, for a DISTINCT over all of them."""
     return " UNION ALL ".join(
-        f"SELECT CAST({dict(f.fmt.named)[key]} AS VARCHAR) AS v FROM ({_lines_sql(f.fmt)}) WHERE nfields = "
-        f"{f.fmt.n_fields}".replace("$path", f"$path{i}").replace("$compression", f"$compression{i}")
+        f"SELECT CAST({dict(_fmt(f).named)[key]} AS VARCHAR) AS v FROM ({_lines_sql(_fmt(f))}) WHERE nfields = "
+        f"{_fmt(f).n_fields}".replace("$path", f"$path{i}").replace("$compression", f"$compression{i}")
         for i, f in enumerate(files)
     )
 

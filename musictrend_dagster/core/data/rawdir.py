@@ -28,14 +28,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import cast
 
 import xxhash
 
-from musictrend_dagster.core.data.contract import MAX_LINE_BYTES, QUARANTINED_TEXT_BYTES, SAFE_BYTES
+from musictrend_dagster.core.data.contract import MAX_LINE_BYTES, QUARANTINED_TEXT_BYTES, SAFE_BYTES, RawFormat
 from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+Compression = bool | str  # True: gzip, "zstd", False: none (what ``is_gzip`` found)
 SOURCE_SUFFIXES = (".csv", ".csv.gz", ".csv.zst", ".parquet")
 _BOM = b"\xef\xbb\xbf"
 _SONGS_RE = re.compile(re.escape(SONGS_FILE) + r"(\.gz)?")
@@ -57,7 +59,7 @@ class RawFile:
     real: Path  # what is read: the entry, or its symlink target inside the folder
     kind: str  # "songs" | "actions" (tianchi); "songs" | "events" | "daily" (a described source)
     day: date | None = None  # a drop file's day
-    fmt: object | None = None  # a described source's file: its contract.RawFormat (from its own columns)
+    fmt: RawFormat | None = None  # a described source's file: its format (from its own columns)
 
     def identity(self) -> tuple[int, int, int, int, int]:
         st = os.stat(self.real)
@@ -157,22 +159,24 @@ def _classify(name: str) -> tuple[str | None, date | None]:
 # --------------------------------------------------------------------------- content
 
 
-def is_gzip(path: Path) -> bool | str:
+def is_gzip(path: Path) -> Compression:
     """The file's compression by its first bytes: True (gzip), "zstd", or False (none)."""
     with open(path, "rb") as f:
         head = f.read(4)
     return True if head[:2] == _GZIP_MAGIC else "zstd" if head == _ZSTD_MAGIC else False
 
 
-def duckdb_compression(gz: bool | str) -> str:
+def duckdb_compression(gz: Compression) -> str:
     return {True: "gzip", "zstd": "zstd"}.get(gz, "none")
 
 
-def open_bytes(path: Path, gz: bool | str) -> io.BufferedIOBase:
+def open_bytes(path: Path, gz: Compression) -> io.BufferedIOBase:
     if gz == "zstd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        # closefd: closing the reader (the caller's `with`) closes the file
+        reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # noqa: SIM115
+        return cast(io.BufferedIOBase, reader)  # read, readinto and close: all that is used
     return gzip.open(path, "rb") if gz else open(path, "rb")
 
 
@@ -187,7 +191,7 @@ class Content:
     safe: bool  # every byte in contract.SAFE_BYTES (a CR only before a LF)
 
 
-def scan(path: Path, gz: bool) -> Content:
+def scan(path: Path, gz: Compression) -> Content:
     """Lines, content hash and the safe-bytes screen, in one pass over the decompressed bytes.
 
     Lines as a person counts them: newline-terminated, plus an unterminated last one. One
@@ -220,7 +224,7 @@ def scan(path: Path, gz: bool) -> Content:
 class ContentScan(threading.Thread):
     """``scan`` in the background, beside the engine's read; ``result()`` re-raises its failure."""
 
-    def __init__(self, path: Path, gz: bool) -> None:
+    def __init__(self, path: Path, gz: Compression) -> None:
         super().__init__(daemon=True)
         self.path, self.gz = path, gz
         self.value: Content | None = None
@@ -241,7 +245,7 @@ class ContentScan(threading.Thread):
         return self.value
 
 
-def check_delimiter(path: Path, gz: bool, n_fields: int) -> None:
+def check_delimiter(path: Path, gz: Compression, n_fields: int) -> None:
     """Fail fast, naming the file, when the first non-empty line uses another delimiter."""
     for line_no, line, _ in iter_lines(path, gz):
         text = line.decode("utf-8", "replace")
@@ -257,7 +261,7 @@ def check_delimiter(path: Path, gz: bool, n_fields: int) -> None:
         return
 
 
-def iter_lines(path: Path, gz: bool) -> Iterator[tuple[int, bytes, int]]:
+def iter_lines(path: Path, gz: Compression) -> Iterator[tuple[int, bytes, int]]:
     """(1-based line number, the line without its terminator, its length in bytes).
 
     A line longer than MAX_LINE_BYTES is cut to its first QUARANTINED_TEXT_BYTES bytes (its

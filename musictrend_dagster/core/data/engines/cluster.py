@@ -14,6 +14,7 @@ when the command fails or is interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,6 @@ import time
 import urllib.request
 from pathlib import Path
 from tempfile import mkdtemp
-import contextlib
 
 HOST = "127.0.0.1"
 

@@ -39,6 +39,7 @@ from musictrend_dagster.core.data.contract import RawFormat
 from musictrend_dagster.core.data.engines import ModelOutput, Staged, empty_quarantine, staged_files
 from musictrend_dagster.core.data.lake import ParquetParts, literal_path, sql_literal
 from musictrend_dagster.core.data.rawdir import (
+    Compression,
     ContentScan,
     IngestError,
     RawFile,
@@ -194,7 +195,13 @@ def _write_good(
 
 
 def _quarantine(
-    con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, gz: bool, today: date, params: dict, strict: bool
+    con: duckdb.DuckDBPyConnection,
+    fmt: RawFormat,
+    raw: RawFile,
+    gz: Compression,
+    today: date,
+    params: dict,
+    strict: bool,
 ) -> tuple[pa.Table, date | None]:
     """Slow path, only when some line failed: every failing line with its number and reason.
 

@@ -45,7 +45,15 @@ from musictrend_dagster.core.data.contract import RawFormat
 from musictrend_dagster.core.data.engines import ModelOutput, Staged, empty_quarantine, staged_files
 from musictrend_dagster.core.data.engines.transpile import to_spark
 from musictrend_dagster.core.data.lake import Lake, Relation
-from musictrend_dagster.core.data.rawdir import ContentScan, IngestError, RawFile, check_delimiter, is_gzip, scan
+from musictrend_dagster.core.data.rawdir import (
+    Compression,
+    ContentScan,
+    IngestError,
+    RawFile,
+    check_delimiter,
+    is_gzip,
+    scan,
+)
 from musictrend_dagster.core.settings import ConfigError
 
 # Spark type names (DataType.simpleString) -> the DuckDB types the warehouse records.
@@ -256,7 +264,7 @@ class SparkEngine:
         files = staged_files(out, fmt.partition_by)
         return files, sum(f.rows for f in files)
 
-    def _checked(self, fmt: RawFormat, raw: RawFile, gz: bool, staging: Path, today: date):
+    def _checked(self, fmt: RawFormat, raw: RawFile, gz: Compression, staging: Path, today: date):
         """Every line of the file with its place in the read, its fields, derived values, reason and recheck day."""
         from pyspark.sql import functions as F
 
