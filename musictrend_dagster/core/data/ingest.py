@@ -467,36 +467,41 @@ def check_source(
                 )
     if not new:
         return replace(listing, songs=songs, actions=actions)
-    params = {f"{k}{i}": v for i, f in enumerate(new) for k, v in _params(f).items()}
-    if src.kind == "events" and src.plays_when is not None:
-        names = [
-            v
-            for (v,) in con.execute(
-                f"SELECT DISTINCT v FROM ({_union(new, 'action')}) ORDER BY v LIMIT 1000", params
-            ).fetchall()
-        ]
-        if not set(src.plays_when) & set(names):
-            shown = ", ".join(repr(n) for n in names[:20]) or "none"
-            raise SourceError(
-                f"{config.where('source', 'plays_when')} = {list(src.plays_when)!r}: matches no row of "
-                f"{', '.join(str(f.path) for f in new[:3])}{' ...' if len(new) > 3 else ''} "
-                f"(event names found: {shown})"
-            )
     catalogue = config.catalogue
     mapped_key = "series" if src.kind == "daily" else "song"
     maps_songs = not (src.kind == "events" and src.artist) and config.forecast.series_level == "artist"
-    if songs is not None and catalogue is not None and maps_songs:
+    keys = (["action"] if src.kind == "events" and src.plays_when is not None else []) + (
+        [mapped_key] if songs is not None and catalogue is not None and maps_songs else []
+    )
+    if not keys:
+        return replace(listing, songs=songs, actions=actions)
+    # One read of the new files for both checks, aggregated in DuckDB (a wrong column may hold millions of values).
+    params = {f"{k}{i}": v for i, f in enumerate(new) for k, v in _params(f).items()}
+    aggregates = []
+    if "action" in keys:
+        assert src.plays_when is not None
+        wanted = ", ".join(_sql(n) for n in src.plays_when)
+        aggregates += [f"count(*) FILTER (WHERE v0 IN ({wanted}))", "list(DISTINCT v0 ORDER BY v0)[1:20]"]
+    if mapped_key in keys and songs is not None:
         cat = _fmt(songs)
-        cat_sql = f"SELECT DISTINCT CAST({dict(cat.named)['song']} AS VARCHAR) AS v FROM ({_lines_sql(cat)})"
-        cat_params = {f"{k}_cat": v for k, v in _params(songs).items()}
+        cat_sql = f"SELECT CAST({dict(cat.named)['song']} AS VARCHAR) FROM ({_lines_sql(cat)})"
+        params |= {f"{k}_cat": v for k, v in _params(songs).items()}
         cat_sql = cat_sql.replace("$path", "$path_cat").replace("$compression", "$compression_cat")
-        found = con.execute(
-            f"SELECT count(*) FILTER (WHERE v IN ({cat_sql})), min(v) FROM "
-            f"(SELECT DISTINCT v FROM ({_union(new, mapped_key)}))",
-            {**params, **cat_params},
-        ).fetchone()
-        assert found is not None
-        mapped, sample = found
+        last = f"v{len(keys) - 1}"
+        aggregates += [f"count(*) FILTER (WHERE {last} IN ({cat_sql}))", f"min({last})"]
+    found = con.execute(f"SELECT {', '.join(aggregates)} FROM ({_union(new, keys)})", params).fetchone()
+    assert found is not None  # an aggregate returns one row
+    if "action" in keys:
+        hits, names = found[0], found[1]
+        if not hits:
+            shown = ", ".join(repr(n) for n in names if n is not None) or "none"
+            raise SourceError(
+                f"{config.where('source', 'plays_when')} = {list(src.plays_when or ())!r}: matches no row of "
+                f"{', '.join(str(f.path) for f in new[:3])}{' ...' if len(new) > 3 else ''} "
+                f"(event names found: {shown})"
+            )
+    if mapped_key in keys and catalogue is not None:
+        mapped, sample = found[-2], found[-1]
         if sample is not None and not mapped:
             raise SourceError(
                 f"{config.where('catalogue', 'song')} = {catalogue.song!r}: {catalogue.path} maps no "
@@ -505,17 +510,26 @@ def check_source(
     return replace(listing, songs=songs, actions=actions)
 
 
+def _sql(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _fmt(raw: RawFile) -> contract.RawFormat:
     if raw.fmt is None:
         raise ValueError(f"{raw.path}: no format (check_source makes one per file)")
     return raw.fmt
 
 
-def _union(files: list[RawFile], key: str) -> str:
-    """One column (by its description key) of every file, as text, for a DISTINCT over all of them."""
+def _union(files: list[RawFile], keys: list[str]) -> str:
+    """Some columns (by their description keys) of every file, as text: for a DISTINCT over all of them."""
     return " UNION ALL ".join(
-        f"SELECT CAST({dict(_fmt(f).named)[key]} AS VARCHAR) AS v FROM ({_lines_sql(_fmt(f))}) WHERE nfields = "
-        f"{_fmt(f).n_fields}".replace("$path", f"$path{i}").replace("$compression", f"$compression{i}")
+        (
+            "SELECT "
+            + ", ".join(f"CAST({dict(_fmt(f).named)[k]} AS VARCHAR) AS v{n}" for n, k in enumerate(keys))
+            + f" FROM ({_lines_sql(_fmt(f))}) WHERE nfields = {_fmt(f).n_fields}"
+        )
+        .replace("$path", f"$path{i}")
+        .replace("$compression", f"$compression{i}")
         for i, f in enumerate(files)
     )
 
