@@ -430,8 +430,7 @@ def _fixed_offset(tz: str) -> int | None:
 
 def _local_day(g: str, tz: str) -> str:
     """The day in `tz` of epoch seconds `g`: arithmetic for a zone without DST (no zone conversion per
-    row: the events-csv shape's ingest 6.9-7.3 -> 6.2-6.7 CPU-s), else AT TIME ZONE (sqlglot writes
-    Spark's from_utc_timestamp)."""
+    row; docs/your-own-data.md), else AT TIME ZONE (sqlglot writes Spark's from_utc_timestamp)."""
     offset = _fixed_offset(tz)
     if offset is not None:
         return f"date_add(DATE '1970-01-01', CAST(floor(({g} + {offset}) / 86400) AS INTEGER))"
