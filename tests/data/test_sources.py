@@ -530,3 +530,18 @@ def test_a_zstd_csv_is_read_and_its_bad_line_numbered(tmp_path):
     con, result = _ingest(tmp_path, config)
     assert [(r.lines_read, r.loaded, r.quarantined) for r in result.files] == [(3, 2, 1)]
     assert _quarantine(con) == {3: "y not a non-negative whole number"}
+
+
+def test_source_paths_are_literal_never_globs(tmp_path):
+    """A folder `data[1]` and files `a*.csv` and `a?.parquet` are read as named, each once."""
+    folder = tmp_path / "p"
+    (folder / "data[1]").mkdir(parents=True)
+    (folder / "data[1]" / "a*.csv").write_text("artist,day,n\nx,2015-03-01,1\n")
+    pq.write_table(
+        pa.table({"artist": ["y"], "day": [date(2015, 3, 1)], "n": pa.array([2], pa.int64())}),
+        folder / "data[1]" / "a?.parquet",
+    )
+    (folder / "musictrend.toml").write_text(DAILY_TOML.replace('path = "data"', 'path = "data[1]"'))
+    con, result = _ingest(tmp_path, source.load_config(cwd=folder))
+    assert sorted((r.file, r.loaded) for r in result.files) == [("a*.csv", 1), ("a?.parquet", 1)]
+    assert _daily(con) == {("x", "2015-03-01"): 1, ("y", "2015-03-01"): 2}
