@@ -147,11 +147,13 @@ def test_singular_tests_pass_on_good_data_and_catch_broken_data(warehouse_db):
         "artist_daily__unique_artist_day": "INSERT INTO artist_daily SELECT * FROM artist_daily WHERE ds = DATE '2015-03-02'",
         "artist_daily__non_negative_counts": "UPDATE artist_daily SET plays = -1 WHERE ds = DATE '2015-03-03'",
         "artist_rolling_stats__row_count_matches": "DELETE FROM artist_rolling_stats WHERE ds = DATE '2015-03-04'",
+        "stg_daily_plays__one_row_per_series_day": "INSERT INTO stg_daily_plays VALUES "
+        "('a1', DATE '2015-03-01', 1, 'f1'), ('a1', DATE '2015-03-01', 2, 'f2')",
     }
     assert breakages.keys() == tests.keys()
     for name, statement in breakages.items():
         con.execute("BEGIN TRANSACTION")
-        for table in ("artist_daily", "artist_rolling_stats"):  # the models are views over the lake: break a copy
+        for table in ("artist_daily", "artist_rolling_stats", "stg_daily_plays"):  # views over the lake: break a copy
             con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM main.{table}")
         con.execute(statement)
         n, sample = sm.run_test(con, tests[name], limit=1)
