@@ -545,3 +545,18 @@ def test_source_paths_are_literal_never_globs(tmp_path):
     con, result = _ingest(tmp_path, source.load_config(cwd=folder))
     assert sorted((r.file, r.loaded) for r in result.files) == [("a*.csv", 1), ("a?.parquet", 1)]
     assert _daily(con) == {("x", "2015-03-01"): 1, ("y", "2015-03-01"): 2}
+
+
+def test_a_changed_description_reloads_unchanged_files(tmp_path):
+    """The same file read under another time zone is another load: replaced, not kept as it was."""
+    log = "u,s,a,t\nu1,s1,a1,2015-03-01T20:00:00Z\n"
+    toml = '[source]\nkind = "events"\npath = "log.csv"\nuser = "u"\nsong = "s"\nartist = "a"\ntime = "t"\n'
+    config = _project(tmp_path / "p", toml, {"log.csv": log})
+    con, _ = _ingest(tmp_path, config)
+    assert _daily(con) == {("a1", "2015-03-01"): 1}
+    again = ingest.ingest_raw_dir(con, None, tmp_path / "lake", config=config)
+    assert [r.status for r in again.files] == ["unchanged"]
+    (tmp_path / "p" / "musictrend.toml").write_text(toml + 'timezone = "Asia/Shanghai"\n')
+    moved = ingest.ingest_raw_dir(con, None, tmp_path / "lake", config=source.load_config(cwd=tmp_path / "p"))
+    assert [r.status for r in moved.files] == ["replaced"]
+    assert _daily(con) == {("a1", "2015-03-02"): 1}

@@ -20,6 +20,7 @@ publishing, bookkeeping and the mirror rules live here and in ``lake``, the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -263,9 +264,18 @@ def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
     )
 
 
+def _load_key(run: _Run, raw: RawFile) -> str | None:
+    """What a load depends on besides the file: the song ids (play data), and for a described source's
+    file its format (the description's columns, formats, zone...): a changed description reloads it."""
+    songs = run.songs_key if raw.kind in _PLAY_KINDS else ""
+    if raw.fmt is None:
+        return songs or None
+    return hashlib.md5(f"{songs}|{raw.fmt!r}".encode()).hexdigest()
+
+
 def _still_valid(run: _Run, prev: dict, raw: RawFile) -> bool:
     """A recorded load still stands unless the song ids changed under it or a future day has come."""
-    if raw.kind in _PLAY_KINDS and prev["songs_key"] != run.songs_key:
+    if (raw.kind in _PLAY_KINDS or raw.fmt is not None) and prev["songs_key"] != _load_key(run, raw):
         return False
     return prev["recheck_on"] is None or run.today < prev["recheck_on"]
 
@@ -285,7 +295,7 @@ def _publish(run: _Run, raw: RawFile, identity: tuple, staged: Staged, load_id: 
             con, dataset, raw.name, load_id, placed, "replaced" if raw.name in run.previous else "loaded"
         )
         _replace_quarantine(con, raw.kind, raw.name, staged.quarantine)
-        _record_file(con, raw, identity, staged, run.songs_key if raw.kind in _PLAY_KINDS else None, load_id)
+        _record_file(con, raw, identity, staged, _load_key(run, raw), load_id)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
