@@ -1,0 +1,133 @@
+"""Forecasting at catalogue scale: bounded training samples, batched prediction, vectorised per-series levels."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from musictrend_dagster.core.forecast.features import HISTORY_COLUMNS
+from musictrend_dagster.core.forecast.metric import f_norm
+from musictrend_dagster.core.forecast.models import ensemble, global_model, seed_lstm
+from musictrend_dagster.core.forecast.models.registry import make_model
+from musictrend_dagster.core.forecast.sampling import quantile_bins, shape_statistics, stratified_sample
+from musictrend_dagster.core.sample import packaged_history
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from bench_scale import synthetic_daily
+
+REFERENCE = Path(__file__).parent / "reference" / "scale_tianchi_s1_forecasts.npz"
+TINY = {"global_direct": {"epochs": 2}, "global_ensemble": {"epochs": 2}, "seed_lstm": {"epochs": 1}}
+
+
+# ---- the sample ---------------------------------------------------------------------------------
+def test_sample_is_every_series_below_the_cap():
+    plays = np.random.default_rng(0).gamma(2.0, 50.0, (50, 30))
+    assert np.array_equal(stratified_sample(plays, 50), np.arange(50))
+    assert np.array_equal(stratified_sample(plays, 2000), np.arange(50))
+
+
+def test_sample_is_seeded_sized_and_keeps_every_stratum():
+    rng = np.random.default_rng(1)
+    level = np.exp(rng.uniform(0, 8, 1000))[:, None]
+    spread = rng.uniform(0.05, 1.0, 1000)[:, None]
+    plays = level * np.exp(spread * rng.normal(size=(1000, 60)))
+    rows = stratified_sample(plays, 160, seed=3)
+    assert len(rows) == 160 and len(set(rows)) == 160 and np.all(np.diff(rows) > 0)
+    assert np.array_equal(rows, stratified_sample(plays, 160, seed=3))
+    assert not np.array_equal(rows, stratified_sample(plays, 160, seed=4))
+    volume, volatility = shape_statistics(plays)
+    vbin = quantile_bins(volume)
+    # every volume quartile and, inside it, every volatility quartile gives its share (10 each)
+    for b in range(4):
+        inside = np.flatnonzero(vbin == b)
+        sbin = quantile_bins(volatility[inside])
+        picked = np.isin(inside, rows)
+        assert [int(picked[sbin == s].sum()) for s in range(4)] == [10, 10, 10, 10]
+
+
+def test_sample_refuses_a_size_below_one():
+    with pytest.raises(ValueError, match="train_series"):
+        stratified_sample(np.ones((3, 5)), 0)
+
+
+# ---- tianchi-s1 (50 artists, below the cap): forecasts identical to the code before the sample ----
+@pytest.mark.parametrize("name", list(TINY))
+def test_tianchi_s1_forecasts_unchanged_below_the_cap(name):
+    """The reference holds the forecasts of commit 8aec069 (before sampling and batching existed) for the
+    same fit: packaged tianchi-s1, 50 artists, the first 100 days, tiny epochs, seed 0."""
+    frame, songs = packaged_history()
+    origin = frame["ds"].min() + timedelta(days=100)
+    history = frame.filter(pl.col("ds") < origin).select(HISTORY_COLUMNS)
+    model = make_model(name, **TINY[name])
+    assert model.train_series > history["artist_id"].n_unique()
+    model.fit(history, songs)
+    forecast = model.predict(origin, 60).sort("artist_id", "ds")
+    reference = np.load(REFERENCE)
+    assert forecast["artist_id"].to_list() == reference["artists"].tolist()
+    np.testing.assert_array_equal(forecast["plays"].to_numpy(), reference[name])
+
+
+# ---- the sample's size, not the catalogue's, sets the training cost ------------------------------
+def _training_rows(monkeypatch, name: str, history, songs, train_series: int) -> int:
+    """Training examples the model's trainer receives (artists x origins of its sample)."""
+    seen = []
+    if name == "global_direct":
+        original = global_model.train_keras
+        monkeypatch.setattr(
+            global_model, "train_keras", lambda k, m, x, y, *a: seen.append(len(x)) or original(k, m, x, y, *a)
+        )
+    elif name == "global_ensemble":
+        original = ensemble.fit_members
+        monkeypatch.setattr(
+            ensemble,
+            "fit_members",
+            lambda groups, *a: seen.extend(len(x) for _, x, _ in groups) or original(groups, *a),
+        )
+    else:
+        original = seed_lstm.SeedLSTM._train
+        monkeypatch.setattr(
+            seed_lstm.SeedLSTM, "_train", lambda self, keras, x, *a: seen.append(len(x)) or original(self, keras, x, *a)
+        )
+    model = make_model(name, **TINY[name], train_series=train_series)
+    model.fit(history, songs)
+    forecast = model.predict(history["ds"].max() + timedelta(days=1), 7)
+    assert forecast["artist_id"].n_unique() == history["artist_id"].n_unique()  # every artist is forecast
+    return sum(seen)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_training_examples_are_set_by_the_sample_not_the_catalogue(monkeypatch, name):
+    small, small_songs = synthetic_daily(40, 50, seed=1)
+    large, large_songs = synthetic_daily(120, 50, seed=2)
+    assert _training_rows(monkeypatch, name, small, small_songs, 20) == _training_rows(
+        monkeypatch, name, large, large_songs, 20
+    )
+    assert _training_rows(monkeypatch, name, large, large_songs, 120) == 6 * _training_rows(
+        monkeypatch, name, large, large_songs, 20
+    )
+
+
+# ---- accuracy: a sample learns the shape as well as every series ----------------------------------
+def test_sample_scores_held_out_series_like_training_on_all():
+    """global_direct on 240 synthetic artists: trained on a stratified quarter, scored on the artists outside
+    it, vs trained on all 240. The tolerance is the seed spread of the all-series fit measured there."""
+    history, songs = synthetic_daily(240, 150, seed=7)
+    origin = history["ds"].min() + timedelta(days=90)
+    train = history.filter(pl.col("ds") < origin)
+    actual = history.filter((pl.col("ds") >= origin) & (pl.col("ds") < origin + timedelta(days=60)))
+    artists, _, plays, _ = global_model.artist_series(train, songs)
+    held_out = set(artists) - {artists[i] for i in stratified_sample(plays, 60, seed=0)}
+
+    def score(**kw) -> float:
+        model = make_model("global_direct", epochs=8, **kw)
+        model.fit(train, songs)
+        forecast = model.predict(origin, 60).filter(pl.col("artist_id").is_in(held_out))
+        return f_norm(forecast, actual.filter(pl.col("artist_id").is_in(held_out)).select("artist_id", "ds", "plays"))
+
+    sampled, everyone = score(train_series=60), score(train_series=240)
+    assert sampled > everyone - 0.01, (sampled, everyone)
