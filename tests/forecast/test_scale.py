@@ -11,8 +11,15 @@ import polars as pl
 import pytest
 
 from musictrend_dagster.core.forecast.features import HISTORY_COLUMNS
-from musictrend_dagster.core.forecast.metric import f_norm
+from musictrend_dagster.core.forecast.metric import c_star, f_norm
 from musictrend_dagster.core.forecast.models import ensemble, global_model, seed_lstm
+from musictrend_dagster.core.forecast.models.recent import (
+    LEVEL_DAYS,
+    RECENT_DAYS,
+    SILENCE_DAYS,
+    recent_levels,
+    stretch_starts,
+)
 from musictrend_dagster.core.forecast.models.registry import make_model
 from musictrend_dagster.core.forecast.sampling import quantile_bins, shape_statistics, stratified_sample
 from musictrend_dagster.core.sample import packaged_history
@@ -131,3 +138,42 @@ def test_sample_scores_held_out_series_like_training_on_all():
 
     sampled, everyone = score(train_series=60), score(train_series=240)
     assert sampled > everyone - 0.01, (sampled, everyone)
+
+
+# ---- new and returning artists: array operations give the per-row loop's results exactly ----------
+def _loop_recent_levels(plays: np.ndarray, recent: int = RECENT_DAYS, silence: int = SILENCE_DAYS):
+    """The per-row implementation recent.py had before (commit 8aec069), kept as the reference."""
+    n_days = plays.shape[1]
+    starts = np.full(plays.shape[0], n_days)
+    for i, row in enumerate(plays > 0):
+        active = np.flatnonzero(row)
+        if not active.size:
+            continue
+        after = np.flatnonzero(np.diff(active) > silence)
+        starts[i] = active[after[-1] + 1] if after.size else active[0]
+    mask = (starts < n_days) & (starts > 0) & (starts >= n_days - recent)
+    levels = np.zeros(plays.shape[0])
+    for i in np.flatnonzero(mask):
+        days = plays[i, starts[i] :][-LEVEL_DAYS:]
+        levels[i] = c_star(days[days > 0])
+    return starts, mask, levels
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_recent_levels_match_the_per_row_loop(seed):
+    rng = np.random.default_rng(seed)
+    n, days = 3000, int(rng.integers(20, 120))
+    plays = rng.gamma(0.7, 300.0, (n, days)) * (rng.random((n, days)) > rng.uniform(0.0, 0.9, (n, 1)))
+    # silences of random length and place, new artists (zeros up to a day), artists that never play
+    for i in rng.choice(n, n // 2, replace=False):
+        a = int(rng.integers(0, days))
+        plays[i, a : a + int(rng.integers(1, 60))] = 0.0
+    plays[rng.choice(n, n // 10, replace=False)] = 0.0
+    plays[:50, : days - 5] = 0.0
+    plays = np.where(rng.random((n, days)) < 0.5, np.floor(plays), plays)
+    starts, mask, levels = _loop_recent_levels(plays)
+    assert mask.sum() > 50
+    np.testing.assert_array_equal(stretch_starts(plays), starts)
+    new_mask, new_levels = recent_levels(plays)
+    np.testing.assert_array_equal(new_mask, mask)
+    np.testing.assert_array_equal(new_levels, levels)
