@@ -13,6 +13,8 @@ import pytest
 from musictrend_dagster.core.forecast.features import HISTORY_COLUMNS
 from musictrend_dagster.core.forecast.metric import c_star, f_norm
 from musictrend_dagster.core.forecast.models import ensemble, global_model, seed_lstm
+from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA
+from musictrend_dagster.core.forecast.models.keras_common import batched_dense_features, forecast_frame
 from musictrend_dagster.core.forecast.models.recent import (
     LEVEL_DAYS,
     RECENT_DAYS,
@@ -177,3 +179,39 @@ def test_recent_levels_match_the_per_row_loop(seed):
     new_mask, new_levels = recent_levels(plays)
     np.testing.assert_array_equal(new_mask, mask)
     np.testing.assert_array_equal(new_levels, levels)
+
+
+# ---- bounded memory: features in batches of artists, the same arrays as in one piece --------------
+@pytest.mark.parametrize("read", [global_model._context, seed_lstm._plays_features])
+def test_batched_features_equal_the_whole(read):
+    history, songs = synthetic_daily(30, 45, seed=3)
+    first, last = history["ds"].min(), history["ds"].max()
+    artists = sorted(history["artist_id"].unique())
+    # batch starts whose first artist lacks the first day, the last day, or both; an artist that starts late
+    history = history.filter(
+        ~((pl.col("artist_id").is_in([artists[0], artists[7]])) & (pl.col("ds") == first))
+        & ~((pl.col("artist_id").is_in([artists[7], artists[14]])) & (pl.col("ds") == last))
+        & ~((pl.col("artist_id") == artists[20]) & (pl.col("ds") < first + timedelta(days=30)))
+    )
+    whole = batched_dense_features(history, songs, read, batch=1000)
+    for batch in (7, 1):
+        cut = batched_dense_features(history, songs, read, batch=batch)
+        assert cut[0] == whole[0] and cut[1] == whole[1]
+        np.testing.assert_array_equal(cut[2], whole[2])
+        np.testing.assert_array_equal(cut[3], whole[3])
+
+
+def test_forecast_frame_is_the_per_row_frame():
+    rng = np.random.default_rng(0)
+    artists = [f"a{i:03d}" for i in rng.permutation(40)]
+    values = rng.normal(100.0, 80.0, (40, 9))
+    start = packaged_history()[0]["ds"].min()
+    expected = pl.DataFrame(
+        {
+            "artist_id": np.repeat(np.array(artists, dtype=object), 9).tolist(),
+            "ds": [start + timedelta(days=k) for k in range(9)] * 40,
+            "plays": np.clip(values, 0.0, None).reshape(-1),
+        },
+        schema=FORECAST_SCHEMA,
+    )
+    assert forecast_frame(artists, start, values).equals(expected)

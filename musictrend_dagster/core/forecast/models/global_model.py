@@ -19,10 +19,11 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.forecast.features import ACTIVITY_FEATURES, ACTIVITY_INPUTS, dense_features
+from musictrend_dagster.core.forecast.features import ACTIVITY_FEATURES, ACTIVITY_INPUTS
 from musictrend_dagster.core.forecast.metric import c_star
 from musictrend_dagster.core.forecast.models.base import FitInfo, InsufficientHistory, hyperparameters
 from musictrend_dagster.core.forecast.models.keras_common import (
+    batched_dense_features,
     forecast_frame,
     forecast_offset,
     keras_setup,
@@ -51,12 +52,17 @@ def horizon_basis(horizon: int) -> np.ndarray:
 
 def artist_series(history: pl.DataFrame, songs: pl.DataFrame):
     """Artists, first day, plays matrix and the (artists, days, k) per-day context tensor:
-    release counts (log1p, / 5) and the activity log ratios (/ 2), both scaled to about +-1."""
-    artists, first, plays, feats = dense_features(history, songs)
+    release counts (log1p, / 5) and the activity log ratios (/ 2), both scaled to about +-1. Built in
+    batches of artists (`batched_dense_features`)."""
+    return batched_dense_features(history, songs, _context)
+
+
+def _context(feats: pl.DataFrame) -> np.ndarray:
+    """(rows, k) context columns of a feature frame, as `artist_series` describes them."""
     feats = feats.with_columns(pl.col("days_since_release").fill_null(NO_RELEASE_DAYS))
     rel = np.log1p(feats.select("releases_7d", "releases_28d", "days_since_release").to_numpy().astype(float)) / 5.0
     activity = feats.select(ACTIVITY_FEATURES).to_numpy().astype(float) / 2.0
-    return artists, first, plays, np.hstack([rel, activity]).reshape(len(artists), plays.shape[1], -1)
+    return np.hstack([rel, activity])
 
 
 def origin_features(

@@ -52,10 +52,15 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.forecast.features import PLAYS_FEATURES, dense_features
+from musictrend_dagster.core.forecast.features import PLAYS_FEATURES
 from musictrend_dagster.core.forecast.metric import c_star
 from musictrend_dagster.core.forecast.models.base import FitInfo, InsufficientHistory, hyperparameters
-from musictrend_dagster.core.forecast.models.keras_common import forecast_frame, forecast_offset, keras_setup
+from musictrend_dagster.core.forecast.models.keras_common import (
+    batched_dense_features,
+    forecast_frame,
+    forecast_offset,
+    keras_setup,
+)
 from musictrend_dagster.core.forecast.sampling import TRAIN_SERIES, row_batches, rows_of, stratified_sample
 
 _EMPTY_SONGS = pl.DataFrame(schema={"artist_id": pl.String, "publish_time": pl.Date})
@@ -169,8 +174,7 @@ class SeedLSTM:
 
     # ---- fit -----------------------------------------------------------------------------------
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
-        artists, first, plays, feats = dense_features(history, _EMPTY_SONGS)
-        raw = feats.select(PLAYS_FEATURES).to_numpy().reshape(len(artists), -1, 3)
+        artists, first, plays, raw = batched_dense_features(history, _EMPTY_SONGS, _plays_features)
         n_days, w, k = raw.shape[1], self.window, self.rollout
         if n_days <= w:
             raise InsufficientHistory(f"history has {n_days} days; seed_lstm needs more than window={w}")
@@ -214,12 +218,12 @@ class SeedLSTM:
         """Artists, first day, plays and feature logs of a history the fitted model may read."""
         if not self.keras_models:
             raise RuntimeError("fit the model before pointing it at a history")
-        artists, first, plays, feats = dense_features(history, _EMPTY_SONGS)
+        artists, first, plays, raw = batched_dense_features(history, _EMPTY_SONGS, _plays_features)
         if plays.shape[1] < self.window:
             raise InsufficientHistory(
                 f"history has {plays.shape[1]} days; seed_lstm reads the last window={self.window}"
             )
-        return artists, first, plays, self._logs(feats.select(PLAYS_FEATURES).to_numpy().reshape(len(artists), -1, 3))
+        return artists, first, plays, self._logs(raw)
 
     def _point_at(self, artists: list[str], first: date, plays: np.ndarray, logs: np.ndarray) -> None:
         """Where predict() starts: the last `window` days (scaled logs) and the last two days' plays."""
@@ -368,3 +372,8 @@ def _shrink(plays: np.ndarray) -> np.ndarray:
     flat series, lower the more the days spread, since the relative error punishes over-forecasts."""
     floored = np.maximum(plays, 1.0)
     return c_star(floored) / np.exp(np.log(floored).mean(axis=1))
+
+
+def _plays_features(feats: pl.DataFrame) -> np.ndarray:
+    """Per artist-day [plays, 3-day mean, 3-day variance] of a feature frame, (rows, 3)."""
+    return feats.select(PLAYS_FEATURES).to_numpy()
