@@ -17,7 +17,12 @@ daily path  the fitted champion observes the history plus one new day and foreca
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import subprocess
 import sys
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -25,6 +30,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import peak_rss_mb
 
 PLAYS_PER_ARTIST_DAY = 110  # the issue's 20M actions over 1,000 artists x 183 days
 TARGETS = {  # (artists, days): (full path s, daily path s, peak RSS MB)
@@ -66,3 +72,129 @@ def synthetic_daily(
     ).filter(pl.col("plays") > 0)
     songs = world.songs.select("song_id", "artist_id", pl.col("publish_time").cast(pl.String).str.to_date("%Y%m%d"))
     return history, songs
+
+
+def _status_mb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"/proc/self/status has no {key}")
+
+
+def worker(artists: int, days: int, epochs: int, models: list[str]) -> dict:
+    """One size in this process: the full path, then the daily path of every model kind; figures as a dict."""
+    from musictrend_dagster.core.forecast.backtest import backtest
+    from musictrend_dagster.core.forecast.models.registry import backtest_plan, make_model, spec
+
+    started = time.perf_counter()
+    frame, songs = synthetic_daily(artists, days + 1)
+    history = frame.filter(pl.col("ds") < pl.col("ds").max())  # the next day is the daily path's new day
+    out: dict = {"artists": artists, "days": days, "epochs": epochs or "defaults"}
+    out["generate_s"] = time.perf_counter() - started
+    out["data_rss_mb"] = _status_mb("VmRSS")
+    plan = backtest_plan(history)
+    out["plan"] = plan.describe()
+    full_started = time.perf_counter()
+    fitted, scores = {}, {}
+    for name in models:
+        s = spec(name)
+        overrides = {"epochs": epochs} if epochs and s.uses_tensorflow else {}
+        if s.skip_reason({**s.defaults, **overrides}, plan.train_days):
+            continue
+        made = []
+
+        def build(name=name, overrides=overrides, made=made):
+            made.append(make_model(name, **overrides))
+            return made[-1]
+
+        t0 = time.perf_counter()
+        result = backtest(build, history, songs, plan.origins, horizon=plan.window)
+        scores[name] = result.mean_f_norm
+        out[f"backtest_s/{name}"] = time.perf_counter() - t0
+        fitted[name] = made[-1]  # fitted on the days before the newest origin: serves the daily path's timing
+    champion = max(scores, key=scores.get)
+    t0 = time.perf_counter()
+    overrides = {"epochs": epochs} if epochs and spec(champion).uses_tensorflow else {}
+    model = make_model(champion, **overrides)
+    model.fit(history, songs)
+    model.predict(history["ds"].max() + timedelta(days=1), 60)
+    out["champion_fit_forecast_s"] = time.perf_counter() - t0
+    out["full_s"] = time.perf_counter() - full_started
+    out["champion"] = champion
+    out["f_norm"] = scores
+    fitted[champion] = model
+    new_day = frame["ds"].max()
+    for name, m in fitted.items():
+        t0 = time.perf_counter()
+        m.observe(frame, songs)
+        m.predict(new_day + timedelta(days=1), 60)
+        out[f"daily_s/{name}"] = time.perf_counter() - t0
+    out["daily_s"] = out[f"daily_s/{champion}"]
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def run_size(artists: int, days: int, epochs: int, models: list[str]) -> dict:
+    """`worker` in a fresh process (its own peak RSS), under nice."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_scale; "
+        f"print(json.dumps(bench_scale.worker({artists}, {days}, {epochs}, {models!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+    if done.returncode:
+        raise SystemExit(f"{artists} x {days} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| series x days | full path | daily path (champion) | peak RSS | champion | load (1 min) |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for r in results:
+        target = TARGETS.get((r["artists"], r["days"]))
+        goal = f" (< {target[0]:,} s / {target[1]} s / {target[2]:,} MB)" if target else ""
+        lines.append(
+            f"| {r['artists']:,} x {r['days']}{goal} | {r['full_s']:.0f} s | {r['daily_s']:.1f} s "
+            f"| {r['peak_rss_mb']:,.0f} MB | {r['champion']} | {r['load']:.1f} |"
+        )
+    lines += ["", "Per model (backtest s over the plan's origins; daily s = observe + 60-day forecast):"]
+    for r in results:
+        parts = [
+            f"{k.split('/')[1]} {r[k]:.0f} s / {r.get('daily_s/' + k.split('/')[1], float('nan')):.1f} s"
+            for k in r
+            if k.startswith("backtest_s/")
+        ]
+        lines.append(f"- {r['artists']:,} x {r['days']}: " + "; ".join(parts))
+    lines += ["", "Cost curve (per 1,000 series; it bends where a column stops growing with the series):"]
+    for r in results:
+        k = r["artists"] / 1000
+        lines.append(
+            f"- {r['artists']:,} x {r['days']}: full {r['full_s'] / k:.0f} s, daily {r['daily_s'] / k:.2f} s, "
+            f"RSS {r['peak_rss_mb'] / k:,.0f} MB (data alone {r['data_rss_mb']:,.0f} MB)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000x183,10000x365", help="comma-separated ARTISTSxDAYS")
+    parser.add_argument("--epochs", type=int, default=0, help="cap the neural models' epochs (0 = their defaults)")
+    parser.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated registry names")
+    args = parser.parse_args(argv)
+    results = []
+    for size in args.sizes.split(","):
+        artists, days = (int(v) for v in size.lower().split("x"))
+        result = run_size(artists, days, args.epochs, args.models.split(","))
+        result["load"] = os.getloadavg()[0]
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    print(f"\n{os.cpu_count()} cores; epochs: {args.epochs or 'model defaults'}\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
