@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from musictrend_dagster.core.forecast.features import HISTORY_COLUMNS
+from musictrend_dagster.core.forecast.features import HISTORY_COLUMNS, build_features, dense_features, plays_matrix
 from musictrend_dagster.core.forecast.metric import c_star, f_norm
 from musictrend_dagster.core.forecast.models import ensemble, global_model, seed_lstm
 from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA
@@ -215,3 +215,28 @@ def test_forecast_frame_is_the_per_row_frame():
         schema=FORECAST_SCHEMA,
     )
     assert forecast_frame(artists, start, values).equals(expected)
+
+
+def test_plays_matrix_and_dense_frame_equal_the_per_row_build():
+    """The artist index and the dense calendar are array operations now; the per-row build was the reference."""
+    history, songs = synthetic_daily(60, 40, seed=5)
+    history = history.sample(fraction=0.8, seed=1)  # unsorted, with holes
+    artists, first, matrix = plays_matrix(history)
+    row = {a: i for i, a in enumerate(artists)}
+    expected = np.zeros_like(matrix)
+    cols = (history["ds"] - first).dt.total_days().to_numpy()
+    np.add.at(expected, (np.array([row[a] for a in history["artist_id"].to_list()]), cols), history["plays"].to_numpy())
+    np.testing.assert_array_equal(matrix, expected)
+    n_days = matrix.shape[1]
+    dense = pl.DataFrame(
+        {
+            "artist_id": np.repeat(np.array(artists, dtype=object), n_days).tolist(),
+            "ds": [first + timedelta(days=k) for k in range(n_days)] * len(artists),
+            "plays": matrix.reshape(-1),
+        }
+    )
+    activity = history.select("artist_id", "ds", "downloads", "listeners")
+    dense = dense.join(activity, on=["artist_id", "ds"], how="left").with_columns(
+        pl.col("downloads", "listeners").fill_null(0)
+    )
+    assert dense_features(history, songs)[3].equals(build_features(dense, songs))
