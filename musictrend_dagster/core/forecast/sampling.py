@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 # The default `train_series` of the global models: docs/catalogue-scale.md has the measurements.
-TRAIN_SERIES = 500
+TRAIN_SERIES = 250
 # Rows (artists) per batch wherever a step over all artists is cut to bound memory.
 BATCH_SERIES = 4096
 _BINS = 4
