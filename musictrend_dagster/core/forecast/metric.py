@@ -102,7 +102,8 @@ def mase(
     scale: pl.DataFrame | None = None,
 ) -> float:
     """Mean over artists of (test MAE / in-sample seasonal-naive MAE of `history`): 1 is as good as
-    repeating last week in-sample, below 1 better; NaN when no artist has a scale. `scale`: `seasonal_naive_scale(history)` if already made."""
+    repeating last week in-sample, below 1 better; NaN when no artist has a scale.
+    `scale`: `seasonal_naive_scale(history)` if already made."""
     errors = _joined(forecast, actual).group_by("artist_id").agg(mae=(pl.col("s") - pl.col("t")).abs().mean())
     scale = seasonal_naive_scale(history, season) if scale is None else scale
     scaled = errors.join(scale.with_columns(seen=pl.lit(True)), on="artist_id", how="left")
