@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from musictrend_dagster.core.data import warehouse
 from musictrend_dagster.core.service.store import query
 
