@@ -20,6 +20,14 @@ def _sample(args: argparse.Namespace) -> int:
     from musictrend_dagster.core.sample import write_next_day, write_sample
 
     out = Path(args.out)
+    if args.shape:
+        from musictrend_dagster.core.sample.shapes import write_shape
+
+        if args.source != "tianchi-s1" or args.next_day:
+            raise ValueError("--as writes the tianchi-s1 data (--source tianchi-s1, no --next-day)")
+        toml = write_shape(args.shape, out, seed=args.seed)
+        print(f"wrote tianchi-s1 as {args.shape} in {out}\n  run it with: musictrend run --config {toml}")
+        return 0
     if args.next_day:
         path = write_next_day(out, seed=args.seed)
         print(f"wrote {path}")
@@ -32,8 +40,22 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _point_environment(home: str | None, raw_dir: str | None) -> Paths:
-    """Make this process and everything it starts agree on MUSICTREND_HOME and friends."""
+def _init(args: argparse.Namespace) -> int:
+    from musictrend_dagster.core.data.source import write_example
+
+    path = write_example(Path(args.dir), args.kind)
+    print(f"wrote {path}: edit [source] path and the column names, then: musictrend run")
+    return 0
+
+
+def _point_environment(home: str | None, raw_dir: str | None, config: str | None = None) -> Paths:
+    """Make this process and everything it starts agree on MUSICTREND_HOME, the source description and friends."""
+    from musictrend_dagster.core.data.source import CONFIG_ENV, find_config, load_config
+
+    found = find_config(config)
+    if found is not None:
+        load_config(found)  # a description that cannot work stops here, naming the key
+        os.environ[CONFIG_ENV] = str(found)
     paths = Paths.from_env(home=home, raw_dir=raw_dir)
     os.environ["MUSICTREND_HOME"] = str(paths.home)
     os.environ["MUSICTREND_RAW_DIR"] = str(paths.raw_dir)
@@ -70,12 +92,18 @@ def _reap_dead_runs(instance) -> list[str]:
 
 def _start(paths: Paths, verb: str) -> int | None:
     """Checks before any run: configuration, and a raw folder to ingest (else a hint)."""
-    from musictrend_dagster.core.data.rawdir import IngestError, list_raw_dir
+    from musictrend_dagster.core.data.rawdir import IngestError, list_raw_dir, list_source
+    from musictrend_dagster.core.data.source import load_config
     from musictrend_dagster.core.settings import check_environment
 
     check_environment()
+    described = load_config()
     try:
-        list_raw_dir(paths.raw_dir)
+        if described.source.kind == "tianchi":
+            list_raw_dir(described.source.path or paths.raw_dir)
+        else:
+            assert described.source.path is not None, "load_config requires a path for this kind"
+            list_source(described.source.path, described.source.kind, None)
     except IngestError as exc:
         print(
             f"musictrend {verb}: {exc}\n"
@@ -198,7 +226,7 @@ def _instance(paths: Paths, verb: str):
 def _run(args: argparse.Namespace) -> int:
     """The daily path when a champion is registered, the full path (retraining) when there is none, when
     asked (--retrain) or when the daily run leaves it due (cadence, growth, degraded live score)."""
-    paths = _point_environment(args.home, args.raw_dir)
+    paths = _point_environment(args.home, args.raw_dir, args.config)
     if (code := _start(paths, "run")) is not None:
         return code
     from musictrend_dagster.core.service.serving import horizon_changed
@@ -256,7 +284,7 @@ def _not_due(state) -> str:
 
 def _ingest(args: argparse.Namespace) -> int:
     """The data layer only: the lake and the SQL models brought up to date with the raw folder."""
-    paths = _point_environment(args.home, args.raw_dir)
+    paths = _point_environment(args.home, args.raw_dir, args.config)
     if (code := _start(paths, "ingest")) is not None:
         return code
     from musictrend_dagster.defs.assets.transform import MODELS
@@ -367,10 +395,17 @@ def _replay(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from musictrend_dagster.core.data.rawdir import IngestError
+    from musictrend_dagster.core.data.source import load_config
     from musictrend_dagster.core.service.replay import hold_back
     from musictrend_dagster.core.settings import check_environment
 
-    source = Paths.from_env(raw_dir=args.raw_dir).raw_dir
+    described = load_config(args.config)
+    if described.source.kind != "tianchi":
+        raise ValueError(
+            f"{described.file}: replay holds back the competition's daily drop files; "
+            f"a {described.source.kind} source is not replayed yet"
+        )
+    source = described.source.path or Paths.from_env(raw_dir=args.raw_dir).raw_dir
     home = Path(args.home).expanduser().resolve() if args.home else Paths.from_env().home / "replay"
     if home.exists() and any(home.iterdir()):
         print(
@@ -567,7 +602,18 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--days", type=int, help="synthetic only")
     sample.add_argument("--rows", type=int, help="synthetic only")
     sample.add_argument("--next-day", action="store_true", help="append the next day's drop file to --out")
+    sample.add_argument(
+        "--as",
+        dest="shape",
+        choices=["events-csv", "events-parquet", "daily-artist", "daily-song"],
+        help="tianchi-s1 in another shape, with its musictrend.toml (docs/your-own-data.md)",
+    )
     sample.set_defaults(func=_sample)
+
+    init = sub.add_parser("init", help="write a commented example musictrend.toml (never over an existing one)")
+    init.add_argument("--kind", choices=["daily", "events"], default="daily")
+    init.add_argument("--dir", default=".", help="where to write it (default: here)")
+    init.set_defaults(func=_init)
 
     run = sub.add_parser(
         "run",
@@ -576,6 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--home", help="state folder (default $MUSICTREND_HOME or ./.musictrend)")
     run.add_argument("--raw-dir", help="raw CSV folder (default $MUSICTREND_RAW_DIR or HOME/raw)")
+    run.add_argument(
+        "--config", help="the source description (default $MUSICTREND_CONFIG or ./musictrend.toml; none: tianchi)"
+    )
     run.add_argument(
         "--retrain", action="store_true", help="re-choose the champion now (backtests, selection, registration)"
     )
@@ -586,6 +635,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ingest.add_argument("--home", help="state folder (default $MUSICTREND_HOME or ./.musictrend)")
     ingest.add_argument("--raw-dir", help="raw CSV folder (default $MUSICTREND_RAW_DIR or HOME/raw)")
+    ingest.add_argument(
+        "--config", help="the source description (default $MUSICTREND_CONFIG or ./musictrend.toml; none: tianchi)"
+    )
     ingest.add_argument(
         "--full-refresh", action="store_true", help="re-validate every raw file and rebuild every SQL model"
     )
@@ -600,6 +652,9 @@ def main(argv: list[str] | None = None) -> int:
         "--days", type=int, required=True, help="how many of the log's last days to hold back and replay"
     )
     replay.add_argument("--raw-dir", help="the log to replay (default $MUSICTREND_RAW_DIR or $MUSICTREND_HOME/raw)")
+    replay.add_argument(
+        "--config", help="the source description (default $MUSICTREND_CONFIG or ./musictrend.toml; none: tianchi)"
+    )
     replay.add_argument("--home", help="the replay's own state folder, new or empty (default $MUSICTREND_HOME/replay)")
     replay.set_defaults(func=_replay)
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from musictrend_dagster.core.sample import SampleSummary, expand_tianchi_s1
@@ -36,6 +38,16 @@ def pytest_collection_modifyitems(config, items):
         return
     slow = {item.nodeid.split("::")[0] for item in items if any(item.get_closest_marker(m) for m in LONG_MARKERS)}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """The CLI points this process's environment at a home, raw folder and config (`cli.main` run
+    in-process does too): every test leaves os.environ as it found it, so no test reads another's."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

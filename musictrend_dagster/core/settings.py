@@ -125,9 +125,19 @@ PARSERS = {
 }
 
 
+def default_for(var: str) -> str:
+    """A setting's value when its variable is unset: the project file's (``[forecast] horizon`` in
+    musictrend.toml), else the built-in default."""
+    if var == HORIZON_VAR:
+        from musictrend_dagster.core.data.source import load_config  # lazy: core.data reads this module
+
+        return str(load_config().forecast.horizon)
+    return DEFAULTS[var]
+
+
 def raw_setting(var: str) -> str:
     """The variable's value in this process's environment, or its default."""
-    return os.environ.get(var) or DEFAULTS[var]
+    return os.environ.get(var) or default_for(var)
 
 
 def max_quarantine_share() -> float:
@@ -162,8 +172,10 @@ def horizon() -> int:
 
 
 def writes_submission() -> bool:
-    """Whether the competition's submission file is written (it only fits the tianchi source's artists)."""
-    return True
+    """Whether the competition's submission file is written: only for the tianchi source (its artists)."""
+    from musictrend_dagster.core.data.source import load_config  # lazy: core.data reads this module
+
+    return load_config().source.kind == "tianchi"
 
 
 def check_environment() -> None:

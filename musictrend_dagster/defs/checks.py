@@ -27,7 +27,13 @@ OUTAGE_DAYS_SHOWN = 10
 def quarantine_share(warehouse: WarehouseResource, service: ServiceResource) -> dg.AssetCheckResult:
     limit = service.quarantine_limit
     with warehouse.connect() as con:
-        loaded = cast(tuple, con.execute("SELECT count(*) FROM raw_user_actions").fetchone())[0]
+        loaded = cast(
+            tuple,
+            con.execute(  # the play data's rows whatever the source (tianchi, events, daily)
+                "SELECT (SELECT count(*) FROM raw_user_actions) + (SELECT count(*) FROM raw_events) "
+                "+ (SELECT count(*) FROM raw_daily_plays)"
+            ).fetchone(),
+        )[0]
         quarantined = cast(tuple, con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone())[0]
         reasons = query(
             con, "SELECT reason, count(*) AS lines FROM quarantine_user_actions GROUP BY reason ORDER BY lines DESC"

@@ -224,9 +224,9 @@ def default_resources(paths: Paths | None = None) -> dict:
     MUSICTREND_RAW_DIR and MLFLOW_TRACKING_URI, or from `paths` (the CLI's --home, a test's folder).
     A wrong value fails here, naming the variable."""
     paths = paths or Paths.from_env()
-    for var, default in settings.DEFAULTS.items():
+    for var in settings.DEFAULTS:
         if not os.environ.get(var):
-            os.environ[var] = default
+            os.environ[var] = settings.default_for(var)
     settings.check_environment()
     return {
         "warehouse": WarehouseResource(

@@ -20,7 +20,7 @@ def test_loader_finds_models_deps_and_order():
     models = sm.load_models(sm.SQL_DIR)
     by_name = {m.name: m for m in models}
     assert {"stg_user_actions", "stg_songs", "artist_daily", "artist_rolling_stats"} <= by_name.keys()
-    assert by_name["artist_day_actions"].deps == {"stg_user_actions", "stg_songs"}
+    assert by_name["artist_day_actions"].deps == {"stg_user_actions", "stg_songs", "stg_daily_plays"}
     assert by_name["artist_daily"].deps == {"artist_day_actions"}  # CTE names excluded
     assert by_name["artist_rolling_stats"].deps == {"artist_daily"}
     assert by_name["stg_user_actions"].materialized == "view"
@@ -28,7 +28,7 @@ def test_loader_finds_models_deps_and_order():
         "incremental",
         "ds",
     )
-    assert by_name["artist_daily"].sources == {"user_actions", "songs"}
+    assert by_name["artist_daily"].sources == {"user_actions", "songs", "events", "daily_plays"}
     order = [m.name for m in sm.topo_order(models)]
     assert (
         order.index("stg_songs")
@@ -82,7 +82,10 @@ PLAYS_A1 = [3, 0, 6, 1, 5, 0, 0, 9, 2, 4]  # a1 on days 0..9; day 1, 5, 6 have n
 def warehouse_db(tmp_path):
     """A warehouse whose raw views are plain tables of hand-made rows (the models only read the views)."""
     con = warehouse.connect(tmp_path / "wh.duckdb", memory_limit="1GB")
-    lake.Lake(tmp_path / "lake").ensure(con)
+    the_lake = lake.Lake(tmp_path / "lake")
+    the_lake.ensure(con)
+    for empty in (lake.EVENTS, lake.DAILY_PLAYS):  # the described sources' datasets: empty views
+        the_lake.refresh_view(con, empty)
     con.execute(
         "CREATE TABLE raw_songs AS SELECT * FROM (VALUES ('s1','a1','2014-01-01'::DATE,1,1,1,'f'), "
         "('s2','a1','2014-01-01'::DATE,1,1,1,'f'), ('s3','a2','2014-01-01'::DATE,1,1,1,'f'), "
@@ -146,11 +149,13 @@ def test_singular_tests_pass_on_good_data_and_catch_broken_data(warehouse_db):
         ),
         "artist_daily__non_negative_counts": "UPDATE artist_daily SET plays = -1 WHERE ds = DATE '2015-03-03'",
         "artist_rolling_stats__row_count_matches": "DELETE FROM artist_rolling_stats WHERE ds = DATE '2015-03-04'",
+        "stg_daily_plays__one_row_per_series_day": "INSERT INTO stg_daily_plays VALUES "
+        "('a1', DATE '2015-03-01', 1, 'f1'), ('a1', DATE '2015-03-01', 2, 'f2')",
     }
     assert breakages.keys() == tests.keys()
     for name, statement in breakages.items():
         con.execute("BEGIN TRANSACTION")
-        for table in ("artist_daily", "artist_rolling_stats"):  # the models are views over the lake: break a copy
+        for table in ("artist_daily", "artist_rolling_stats", "stg_daily_plays"):  # views over the lake: break a copy
             con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM main.{table}")
         con.execute(statement)
         n, sample = sm.run_test(con, tests[name], limit=1)

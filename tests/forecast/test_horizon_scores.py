@@ -224,3 +224,23 @@ def test_window_leaders_say_where_a_model_beats_the_champion():
     by_wape = window_leaders(scores, "champ", "wape")
     assert by_wape["best"].to_list() == ["peer", "champ"]
     assert by_wape["champion_lead"].to_list() == pytest.approx([-0.01, 0.0])
+
+
+def test_mase_is_nan_not_a_crash_when_every_history_is_exactly_weekly():
+    """A user's perfectly weekly series leave seasonal naive no error to scale by: the backtest goes on."""
+    import math
+
+    from musictrend_dagster.core.forecast.metric import mase
+
+    first = date(2015, 3, 1)
+    history = pl.DataFrame(
+        {
+            "artist_id": ["a"] * 21,
+            "ds": [first + timedelta(days=d) for d in range(21)],
+            "plays": [d % 7 for d in range(21)],
+        }
+    )
+    day = first + timedelta(days=21)
+    forecast = pl.DataFrame({"artist_id": ["a"], "ds": [day], "plays": [1.0]})
+    actual = pl.DataFrame({"artist_id": ["a"], "ds": [day], "plays": [2]})
+    assert math.isnan(mase(forecast, actual, history))

@@ -82,3 +82,18 @@ def test_every_model_forecasts_new_and_returning_artists_at_their_level(name, wi
     inner = model.model.predict(history["ds"].max() + timedelta(days=1), 60)
     established = pl.col("artist_id").str.starts_with("zz_").not_()
     assert fc.filter(established).equals(inner.filter(established))
+
+
+def test_a_recent_stretch_silent_for_its_last_two_weeks_has_a_level_not_nan():
+    """Plays began 20 days before the end, then 14 silent days (the stretch has not ended: 28 days end one)."""
+    import numpy as np
+
+    from musictrend_dagster.core.forecast.models.recent import recent_levels
+
+    plays = np.zeros((2, 60))
+    plays[0, 40:46] = [5, 8, 3, 9, 4, 6]  # recent, then silent for its last 14 days
+    plays[1, 50:] = 7  # recent and playing
+    mask, levels = recent_levels(plays)
+    assert mask.tolist() == [True, True]
+    assert np.isfinite(levels).all()
+    assert levels.tolist() == [1.0, 7.0]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 # No good line comes near this (ids are at most 64 characters); longer lines are quarantined
 # as a whole, whatever they hold, and only their first bytes are kept in the quarantine table.
@@ -66,6 +67,13 @@ class RawFormat:
     rules: tuple[Rule, ...]  # in order: the first one broken gives the reason
     relations: tuple[tuple[str, str], ...] = ()  # (name, SQL over the file's parsed lines `lines`)
     partition_by: str | None = None  # the lake column the files are Hive-partitioned by
+    header_lines: int = 0  # lines before the data (a source's header): neither rows read nor checked
+    # "csv": fields c1..cN are the text between commas; "parquet": c1..cN are these SQL expressions
+    # over the file's typed columns (read as typed, never as text) and the line rules do not apply.
+    reader: str = "csv"
+    parquet_fields: tuple[str, ...] = ()
+    parquet_types: tuple[str, ...] = ()  # their types in the file (for the quarantine's text of a row)
+    named: tuple[tuple[str, str], ...] = ()  # (description key, its field's SQL): for checks before loading
 
 
 def _sql_text(value: str) -> str:
@@ -323,3 +331,383 @@ def bad_input_table() -> str:
             reason = reason.replace("{file_day_text}", "YYYYMMDD")
             lines.append(f"| {fmt.kind} | `{r.id}` | {r.doc} | {reason} |")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- source descriptions
+#
+# The formats of an ``events`` or ``daily`` source (``core.data.source``) and of its catalogue,
+# generated from the description and the file's own columns: the same kind of rules as above,
+# evaluated by the same engines. A CSV file's columns are found by its header (line 1); a
+# Parquet file's are read typed, so only the values are checked, never a text parse.
+# A reason may hold ``{same_key:K}``: ingest replaces it by the lines (rows) of the file's
+# other quarantined rows with the same K (a daily source's duplicate series-days).
+
+SAME_KEY_RE = re.compile(r"\{same_key:(.*?)\}")
+_INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
+_FLOAT_TYPES = ("FLOAT", "DOUBLE")
+_DATE_ONLY_RE = re.compile(r"(%[Ymdjy]|[^%])*")
+
+
+class FormatError(ValueError):
+    """A column the description names cannot be read: ``(key, message)``; the caller names the file."""
+
+    def __init__(self, table: str, key: str, message: str) -> None:
+        super().__init__(message)
+        self.table, self.key = table, key
+
+
+class _Fields:
+    """Which field ``c<i>`` holds each column the description names, and its type in the file."""
+
+    def __init__(self, columns: list[tuple[str, str]], reader: str) -> None:
+        self.columns, self.reader = columns, reader
+        self.types = dict(columns)
+        self.position = {name: i + 1 for i, (name, _) in enumerate(columns)}
+        self.used: list[str] = []  # parquet: the SQL of c1..cN, in order
+        self.used_types: list[str] = []
+
+    def get(self, table: str, key: str, name: str, as_text: bool) -> tuple[str, str]:
+        """(the field's SQL name, its type: VARCHAR for a CSV field or a column read as text)."""
+        if name not in self.types:
+            shown = ", ".join(n for n, _ in self.columns[:30])
+            raise FormatError(table, key, f"no column {name!r} (the file's columns: {shown})")
+        typ = self.types[name]
+        if self.reader == "csv":
+            return f"c{self.position[name]}", "VARCHAR"
+        quoted = '"' + name.replace('"', '""') + '"'
+        self.used.append(f"CAST({quoted} AS VARCHAR)" if as_text else quoted)
+        self.used_types.append("VARCHAR" if as_text else typ)
+        return f"c{len(self.used)}", "VARCHAR" if as_text else typ
+
+
+def _base(typ: str) -> str:
+    return typ.upper().split("(")[0].strip()
+
+
+def _epoch_of_text(t: str, fmt: str, tz: str) -> tuple[str, str]:
+    """(epoch seconds of a text time, what a good value looks like)."""
+    if fmt == "iso":
+        return (
+            f"CASE WHEN regexp_matches({t}, '(Z|[+-][0-9][0-9](:?[0-9][0-9])?)$') "
+            f"THEN CAST(floor(epoch(TRY_CAST({t} AS TIMESTAMPTZ))) AS BIGINT) END",
+            "an ISO-8601 time with an offset (2026-11-30T23:59:59+08:00)",
+        )
+    if fmt in ("epoch_s", "epoch_ms"):
+        n = f"TRY_CAST({t} AS BIGINT)"
+        value = n if fmt == "epoch_s" else f"CAST(floor({n} / 1000) AS BIGINT)"
+        return f"CASE WHEN CAST({n} AS VARCHAR) = {t} THEN {value} END", f"a whole number ({fmt})"
+    parsed = f"TRY_STRPTIME({t}, {_sql_text(fmt)})"
+    if "%z" not in fmt:
+        parsed = f"timezone({_sql_text(tz)}, {parsed})"
+    return f"CAST(floor(epoch({parsed})) AS BIGINT)", f"a time as {fmt}"
+
+
+def _epoch(fields: _Fields, table: str, key: str, name: str, fmt: str, tz: str) -> tuple[str, str, str]:
+    """(the field, the SQL of its epoch seconds, what a good value looks like) for a time column."""
+    c, typ = fields.get(table, key, name, as_text=False)
+    base = _base(typ)
+    if base == "VARCHAR":
+        return (c, *_epoch_of_text(c, fmt, tz))
+    if base == "TIMESTAMP WITH TIME ZONE":
+        return c, f"CAST(floor(epoch({c})) AS BIGINT)", "a timestamp"
+    if base.startswith("TIMESTAMP"):  # no zone: a local time where the days begin
+        return c, f"CAST(floor(epoch(timezone({_sql_text(tz)}, CAST({c} AS TIMESTAMP)))) AS BIGINT)", "a timestamp"
+    if base in _INTEGER_TYPES and fmt in ("epoch_s", "epoch_ms"):
+        value = c if fmt == "epoch_s" else f"CAST(floor({c} / 1000) AS BIGINT)"
+        return c, f"CAST({value} AS BIGINT)", f"a whole number ({fmt})"
+    raise FormatError(table, key, f"column {name!r} is {typ}, which cannot be a time as {fmt!r}")
+
+
+def _fixed_offset(tz: str) -> int | None:
+    """The zone's UTC offset in seconds when it is the same all through 2000..2099 (no DST), else None."""
+    zone = ZoneInfo(tz)
+    offsets = {
+        datetime(year, month, 15, tzinfo=zone).utcoffset() for year in range(2000, 2100) for month in (1, 4, 7, 10)
+    }
+    (only,) = offsets if len(offsets) == 1 else (None,)
+    return None if only is None else int(only.total_seconds())
+
+
+def _local_day(g: str, tz: str) -> str:
+    """The day in `tz` of epoch seconds `g`: arithmetic for a zone without DST (no zone conversion per
+    row; docs/your-own-data.md), else AT TIME ZONE (sqlglot writes Spark's from_utc_timestamp)."""
+    offset = _fixed_offset(tz)
+    if offset is not None:
+        return f"date_add(DATE '1970-01-01', CAST(floor(({g} + {offset}) / 86400) AS INTEGER))"
+    return f"CAST(to_timestamp({g}) AT TIME ZONE {_sql_text(tz)} AS DATE)"
+
+
+def _day(fields: _Fields, table: str, key: str, name: str, fmt: str, tz: str) -> tuple[str, str, str | None, str]:
+    """(field, SQL of the day, SQL TRUE when the text is not exactly the day written back, what is expected)."""
+    c, typ = fields.get(table, key, name, as_text=False)
+    base = _base(typ)
+    if base == "DATE":
+        return c, c, None, "a date"
+    if base in _INTEGER_TYPES and "%" in fmt:
+        c, base = f"CAST({c} AS VARCHAR)", "VARCHAR"
+    if base == "VARCHAR":
+        if fmt == "iso":
+            return c, f"TRY_CAST({c} AS DATE)", f"CAST(TRY_CAST({c} AS DATE) AS VARCHAR) <> {c}", "an ISO date"
+        if "%" in fmt:
+            day = f"CAST(TRY_STRPTIME({c}, {_sql_text(fmt)}) AS DATE)"
+            exact = f"strftime({day}, {_sql_text(fmt)}) <> {c}" if _DATE_ONLY_RE.fullmatch(fmt) else None
+            return c, day, exact, f"a day as {fmt}"
+    _, g, expected = _epoch(fields, table, key, name, fmt, tz)
+    return c, _local_day(g, tz), None, expected
+
+
+def _value_rules(c: str, name: str) -> tuple[Rule, ...]:
+    """An id: present, short, printable (the same rules as the competition's ids)."""
+    return (
+        Rule(f"empty_{name}", f"coalesce({c}, '') = ''", _sql_text(f"empty or missing {name}"), f"an empty {name}"),
+        *_id_rules(c, name, f"empty {name}")[1:],
+    )
+
+
+def _csv_rules(fields: _Fields) -> tuple[Rule, ...]:
+    if fields.reader != "csv":
+        return ()
+    first, second = fields.columns[0][0], fields.columns[min(1, len(fields.columns) - 1)][0]
+    header = Rule(
+        "header",
+        f"c1 = {_sql_text(first)} AND c{min(2, len(fields.columns))} = {_sql_text(second)}",
+        "'header line repeated'",
+        "the header line again (files joined together?)",
+    )
+    return (*_line_rules(len(fields.columns)), header)
+
+
+def _format(kind: str, fields: _Fields, header_lines: int, **kw) -> RawFormat:
+    n = len(fields.columns) if fields.reader == "csv" else len(fields.used)
+    return RawFormat(
+        kind=kind,
+        n_fields=n,
+        header_first=fields.columns[0][0] if fields.columns else "",
+        header_lines=header_lines if fields.reader == "csv" else 0,
+        reader=fields.reader,
+        parquet_fields=tuple(fields.used),
+        parquet_types=tuple(fields.used_types),
+        **kw,
+    )
+
+
+def parquet_raw_line(fmt: RawFormat) -> str:
+    """A quarantined Parquet row as text, the same on every engine (a zoned timestamp in UTC, ``Z``)."""
+
+    def text(i: int, typ: str) -> str:
+        if _base(typ) == "TIMESTAMP WITH TIME ZONE":
+            return f"strftime(c{i} AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M:%S') || 'Z'"
+        return f"CAST(c{i} AS VARCHAR)"
+
+    fields = ", ".join(f"coalesce({text(i, t)}, '')" for i, t in enumerate(fmt.parquet_types, start=1))
+    return f"left(concat_ws(',', {fields}), {QUARANTINED_TEXT_BYTES})"
+
+
+def source_format(config, file_columns: list[tuple[str, str]], reader: str) -> RawFormat:
+    """The format of one data file of an events or daily source (``config``: ``source.Config``)."""
+    src = config.source
+    fields = _Fields(file_columns, reader)
+    future = Rule(
+        "ds_in_future",
+        "d > {today}",
+        "'day in the future'",
+        "a day after the run's day (checked again once that day has come)",
+        recheck="d",
+    )
+    by_song = config.forecast.series_level == "song"
+    if src.kind == "daily":
+        s, _ = fields.get("source", "series", src.series, as_text=True)
+        dc, day, inexact, expected = _day(fields, "source", "day", src.day, src.day_format, src.timezone)
+        pc, ptyp = fields.get("source", "plays", src.plays, as_text=False)
+        pbase = _base(ptyp)
+        if pbase == "VARCHAR" and reader == "csv":
+            pd = f"TRY_CAST({pc} AS DOUBLE)"
+        elif pbase in _INTEGER_TYPES or pbase in _FLOAT_TYPES or pbase.startswith("DECIMAL"):
+            pd = f"CAST({pc} AS DOUBLE)"
+        else:
+            raise FormatError("source", "plays", f"column {src.plays!r} is {ptyp}, expected a whole number")
+        needs_catalogue = config.catalogue is not None and not by_song
+        rules = [
+            *_csv_rules(fields),
+            *_value_rules(s, "series"),
+            Rule(
+                "day_not_a_day",
+                "d IS NULL" + (f" OR {inexact}" if inexact else ""),
+                _sql_text(f"{src.day} not {expected}"),
+                f"a day that is not {expected} or not in the calendar (2015-02-30)",
+            ),
+            Rule(
+                "plays_not_whole",
+                "pd IS NULL OR pd < 0 OR pd > 1e15 OR pd <> floor(pd)",
+                _sql_text(f"{src.plays} not a non-negative whole number"),
+                "a count that is negative, not a whole number, or missing",
+            ),
+            future,
+        ]
+        if needs_catalogue:
+            rules.append(
+                Rule(
+                    "unknown_song",
+                    f"NOT EXISTS (SELECT 1 FROM raw_songs WHERE raw_songs.song_id = {s})",
+                    "'series not in the catalogue'",
+                    "a series (song) the catalogue does not list",
+                )
+            )
+        rules.append(
+            Rule(
+                "duplicate_day",
+                f"EXISTS (SELECT 1 FROM duplicate_days AS k WHERE k.series = {s} AND k.day = d)",
+                f"'two rows for series ' || {s} || ' on ' || CAST(d AS VARCHAR) || ': also at {{same_key:' || "
+                f"{s} || ' ' || CAST(d AS VARCHAR) || '}}'",
+                "a second row for the same series and day (both rows; each reason names the other's line)",
+            )
+        )
+        ok = f"coalesce({s}, '') <> '' AND d IS NOT NULL" + (
+            f" AND nfields = {len(file_columns)}" if reader == "csv" else ""
+        )
+        return _format(
+            "daily",
+            fields,
+            1,
+            derived=(("d", day), ("pd", pd)),
+            columns=(
+                ("series_id", "VARCHAR", s),
+                ("plays", "BIGINT", "CAST(pd AS BIGINT)"),
+                ("ds", "DATE", "d"),
+            ),
+            rules=tuple(rules),
+            relations=(
+                (
+                    "duplicate_days",
+                    f"SELECT {s} AS series, d AS day FROM lines WHERE {ok} GROUP BY {s}, d HAVING count(*) > 1",
+                ),
+            ),
+            partition_by="ds",
+            named=(("series", s), ("day", dc), ("plays", pc), ("d", "d"), ("pd", "pd")),
+        )
+    # events
+    u, _ = fields.get("source", "user", src.user, as_text=True)
+    so, _ = fields.get("source", "song", src.song, as_text=True)
+    tc, g, expected = _epoch(fields, "source", "time", src.time, src.time_format, src.timezone)
+    a = fields.get("source", "artist", src.artist, as_text=True)[0] if src.artist and not by_song else None
+    rules = [*_csv_rules(fields), *_value_rules(u, "user"), *_value_rules(so, "song")]
+    if a:
+        rules += _value_rules(a, "artist")
+    rules += [
+        Rule("time_not_parsed", "g IS NULL", _sql_text(f"{src.time} not {expected}"), f"a time that is not {expected}"),
+        Rule(
+            "time_out_of_range",
+            f"g < {GMT_MIN} OR g >= {GMT_MAX}",
+            f"'{src.time} outside 2000..2099'",
+            "a time outside 2000-01-01..2099-12-31 (milliseconds read as seconds, garbage)",
+        ),
+    ]
+    if src.plays_when is None:
+        action = "CAST(1 AS TINYINT)"
+    else:
+        ac, _ = fields.get("source", "action", src.action, as_text=True)
+        whens = [
+            (1, src.plays_when),
+            (2, src.downloads_when),
+            (3, src.collects_when),
+            (0, src.other_when),
+        ]
+        arms = " ".join(
+            f"WHEN {ac} IN ({', '.join(_sql_text(n) for n in names)}) THEN {code}" for code, names in whens if names
+        )
+        action = f"CAST(CASE {arms} END AS TINYINT)"
+        rules.append(
+            Rule(
+                "unmapped_event",
+                "act IS NULL",
+                f"'event ' || coalesce({ac}, 'NULL') || "
+                "' in none of plays_when, downloads_when, collects_when, other_when'",
+                "an event name none of the *_when lists holds",
+            )
+        )
+    rules.append(future)
+    if config.catalogue is not None and not a and not by_song:
+        rules.append(
+            Rule(
+                "unknown_song",
+                f"NOT EXISTS (SELECT 1 FROM raw_songs WHERE raw_songs.song_id = {so})",
+                "'song not in the catalogue'",
+                "a song the catalogue does not list",
+            )
+        )
+    artist = so if by_song else (a or "CAST(NULL AS VARCHAR)")
+    return _format(
+        "events",
+        fields,
+        1,
+        derived=(("g", g), ("d", _local_day(g, src.timezone)), ("act", action)),
+        columns=(
+            ("user_id", "VARCHAR", u),
+            ("song_id", "VARCHAR", so),
+            ("artist_id", "VARCHAR", artist),
+            ("gmt_create", "BIGINT", "g"),
+            ("action_type", "TINYINT", "act"),
+            ("ds", "DATE", "d"),
+        ),
+        rules=tuple(rules),
+        partition_by="ds",
+        named=(("user", u), ("song", so), ("time", tc), ("g", "g"), ("act", "act"))
+        + ((("action", ac),) if src.plays_when is not None else ()),
+    )
+
+
+def catalogue_format(config, file_columns: list[tuple[str, str]], reader: str) -> RawFormat:
+    """The catalogue's format: song -> artist (the song itself when the series are songs), publish date."""
+    cat = config.catalogue
+    fields = _Fields(file_columns, reader)
+    s, _ = fields.get("catalogue", "song", cat.song, as_text=True)
+    by_song = config.forecast.series_level == "song"
+    a = s if by_song else fields.get("catalogue", "artist", cat.artist, as_text=True)[0]
+    rules = [*_csv_rules(fields), *_value_rules(s, "song")]
+    if not by_song:
+        rules += _value_rules(a, "artist")
+    derived: tuple[tuple[str, str], ...] = (("pt", "CAST(NULL AS DATE)"),)
+    if cat.publish:
+        pc, day, inexact, expected = _day(fields, "catalogue", "publish", cat.publish, cat.publish_format, "UTC")
+        derived = (("pt", day),)
+        rules.append(
+            Rule(
+                "publish_not_a_day",
+                f"{pc} IS NOT NULL AND {pc} <> '' AND (pt IS NULL" + (f" OR {inexact})" if inexact else ")")
+                if _base(fields.types[cat.publish]) == "VARCHAR" or reader == "csv"
+                else "FALSE",
+                _sql_text(f"{cat.publish} not {expected}"),
+                f"a publish date that is not {expected} (an empty one is fine)",
+            )
+        )
+    ok = f"coalesce({s}, '') <> '' AND coalesce({a}, '') <> ''"
+    rules.append(
+        Rule(
+            "conflicting_artist",
+            f"{s} IN (SELECT song_id FROM conflicting_songs)",
+            "'song listed with two different artists'",
+            "a song listed with two different artists (every such line)",
+        )
+    )
+    return _format(
+        "songs",
+        fields,
+        1,
+        derived=derived,
+        columns=(
+            ("song_id", "VARCHAR", s),
+            ("artist_id", "VARCHAR", a),
+            ("publish_time", "DATE", "pt"),
+            ("song_init_plays", "BIGINT", "CAST(0 AS BIGINT)"),
+            ("language", "INTEGER", "CAST(0 AS INTEGER)"),
+            ("gender", "INTEGER", "CAST(0 AS INTEGER)"),
+        ),
+        rules=tuple(rules),
+        relations=(
+            (
+                "conflicting_songs",
+                f"SELECT {s} AS song_id FROM lines WHERE {ok} GROUP BY {s} HAVING count(DISTINCT {a}) > 1",
+            ),
+        ),
+        named=(("song", s), ("artist", a)),
+    )

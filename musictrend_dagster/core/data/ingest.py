@@ -20,10 +20,11 @@ publishing, bookkeeping and the mirror rules live here and in ``lake``, the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import cast
 
@@ -32,11 +33,32 @@ import pyarrow as pa
 
 from musictrend_dagster.core.data import contract, lake
 from musictrend_dagster.core.data.engines import Engine, Staged, duckdb_engine
-from musictrend_dagster.core.data.rawdir import IngestError, RawFile, is_gzip, list_raw_dir, scan
+from musictrend_dagster.core.data.lake import literal_path
+from musictrend_dagster.core.data.rawdir import (
+    IngestError,
+    Listing,
+    RawFile,
+    csv_header,
+    duckdb_compression,
+    is_gzip,
+    is_parquet,
+    list_raw_dir,
+    list_source,
+    scan,
+)
+from musictrend_dagster.core.data.source import Config, SourceError
 
 ProgressFn = Callable[[int], None]
-_DATASET = {"songs": lake.SONGS, "actions": lake.USER_ACTIONS}
-_QUARANTINE = {"songs": "quarantine_songs", "actions": "quarantine_user_actions"}
+_DATASET = {"songs": lake.SONGS, "actions": lake.USER_ACTIONS, "events": lake.EVENTS, "daily": lake.DAILY_PLAYS}
+# Every play-data kind shares one quarantine table (source_file tells them apart): the checks read one.
+_QUARANTINE = {
+    "songs": "quarantine_songs",
+    "actions": "quarantine_user_actions",
+    "events": "quarantine_user_actions",
+    "daily": "quarantine_user_actions",
+}
+_PLAY_KINDS = ("actions", "events", "daily")
+SAMPLE_ROWS = 1000  # rows of each new file a column must have one good value in (else: the wrong column)
 
 __all__ = ["FileReport", "IngestError", "IngestResult", "ingest_raw_dir"]
 
@@ -99,9 +121,13 @@ def ingest_raw_dir(
     songs_only: bool = False,
     progress: ProgressFn | None = None,
     engine: Engine | None = None,
+    config: Config | None = None,
 ) -> IngestResult:
     """Songs first, then removals, then the bulk file and every drop by day; one report per file.
 
+    ``config`` is the source description (``core.data.source``): None or kind ``tianchi`` reads
+    ``raw_dir`` as the competition's folder; ``events`` and ``daily`` read the described files
+    (and catalogue), each checked against the description before anything is loaded.
     ``engine`` validates and writes each file (DuckDB when None).
     ``progress`` receives the running total of action rows in the lake from the files seen so far.
     Raises ``IngestFailed`` (after doing everything else) when any file could not be ingested.
@@ -111,10 +137,17 @@ def ingest_raw_dir(
     the_lake.ensure(con)
     garbage = [str(p) for p in the_lake.collect_garbage(con)]
     the_lake.refresh_views(con)
-    listing = list_raw_dir(raw_dir)
     previous = {row["file"]: row for row in _rows(con, "SELECT * FROM ingested_files")}
+    if config is None or config.source.kind == "tianchi":
+        listing = list_raw_dir(config.source.path if config and config.source.path else raw_dir)
+    else:
+        assert config.source.path is not None  # parse() requires a path for events and daily
+        listing = list_source(
+            config.source.path, config.source.kind, config.catalogue.path if config.catalogue else None
+        )
+        listing = check_source(con, config, listing, previous, full_refresh)
     run = _Run(con, the_lake, engine or duckdb_engine(), contract.today_utc8(now), full_refresh, previous)
-    names = {f.name for f in [listing.songs, *listing.actions]}
+    names = {f.name for f in [listing.songs, *listing.actions] if f is not None}
     run.hashes = {
         row["content_hash"]: name
         for name, row in previous.items()
@@ -130,7 +163,8 @@ def ingest_raw_dir(
             errors.append(str(exc))
             reports.append(FileReport(raw.name, raw.kind, "refused", message=str(exc)))
 
-    attempt(listing.songs)
+    if listing.songs is not None:
+        attempt(listing.songs)
     if songs_only:
         errors = [r.message for r in reports if r.status == "refused"]
         listing.warnings, listing.actions, names = [], [], set(previous)
@@ -204,7 +238,9 @@ def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
     load_id = lake.new_load_id()
     staging = run.lake.staging_dir(load_id)
     try:
-        staged = run.engine.stage(run.con, contract.FORMATS[raw.kind], raw, staging, run.today)
+        fmt = raw.fmt or contract.FORMATS[raw.kind]
+        staged = run.engine.stage(run.con, fmt, raw, staging, run.today)
+        staged.quarantine = same_key_lines(staged.quarantine, "row" if fmt.reader == "parquet" else "line")
         if raw.kind == "actions" and staged.lines_read:
             other = run.hashes.get(staged.content_hash)
             if other is not None and other != raw.name:
@@ -232,9 +268,18 @@ def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
     )
 
 
+def _load_key(run: _Run, raw: RawFile) -> str | None:
+    """What a load depends on besides the file: the song ids (play data), and for a described source's
+    file its format (the description's columns, formats, zone...): a changed description reloads it."""
+    songs = run.songs_key if raw.kind in _PLAY_KINDS else ""
+    if raw.fmt is None:
+        return songs or None
+    return hashlib.md5(f"{songs}|{raw.fmt!r}".encode()).hexdigest()
+
+
 def _still_valid(run: _Run, prev: dict, raw: RawFile) -> bool:
     """A recorded load still stands unless the song ids changed under it or a future day has come."""
-    if raw.kind == "actions" and prev["songs_key"] != run.songs_key:
+    if (raw.kind in _PLAY_KINDS or raw.fmt is not None) and prev["songs_key"] != _load_key(run, raw):
         return False
     return prev["recheck_on"] is None or run.today < prev["recheck_on"]
 
@@ -257,7 +302,7 @@ def _publish(run: _Run, raw: RawFile, identity: tuple, staged: Staged, load_id: 
             con, dataset, raw.name, load_id, placed, "replaced" if raw.name in run.previous else "loaded"
         )
         _replace_quarantine(con, raw.kind, raw.name, staged.quarantine)
-        _record_file(con, raw, identity, staged, run.songs_key if raw.kind == "actions" else None, load_id)
+        _record_file(con, raw, identity, staged, _load_key(run, raw), load_id)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -337,3 +382,187 @@ def _remove(run: _Run, name: str) -> FileReport:
         removed=int(rows),
         message=f"{name} is no longer in the raw folder: its {int(rows):,} rows were removed",
     )
+
+
+# --------------------------------------------------------------------------- described sources
+
+
+def same_key_lines(quarantine: pa.Table, unit: str) -> pa.Table:
+    """Fill in ``{same_key:K}`` in reasons: the lines (rows) of the other quarantined rows with the same K."""
+    reasons = quarantine.column("reason").to_pylist()
+    keys = [(m.group(1) if (m := contract.SAME_KEY_RE.search(r or "")) else None) for r in reasons]
+    if not any(keys):
+        return quarantine
+    numbers = quarantine.column("line_no").to_pylist()
+    by_key: dict[str, list[int]] = {}
+    for key, n in zip(keys, numbers, strict=True):
+        if key is not None:
+            by_key.setdefault(key, []).append(n)
+    filled = [
+        r
+        if key is None
+        else contract.SAME_KEY_RE.sub(
+            f"{unit} " + ", ".join(str(o) for o in sorted(by_key[key]) if o != n)
+            if len(by_key[key]) > 1
+            else f"a {unit} that is itself quarantined",
+            r,
+        )
+        for r, key, n in zip(reasons, keys, numbers, strict=True)
+    ]
+    return quarantine.set_column(quarantine.schema.get_field_index("reason"), "reason", pa.array(filled, pa.string()))
+
+
+def _columns(con: duckdb.DuckDBPyConnection, raw: RawFile) -> tuple[list[tuple[str, str]], str]:
+    if is_parquet(raw.real):
+        try:
+            described = con.execute(
+                "DESCRIBE SELECT * FROM read_parquet($p, hive_partitioning = false)", {"p": literal_path(raw.real)}
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise IngestError(f"{raw.path}: not a readable Parquet file: {exc}") from exc
+        return [(row[0], row[1]) for row in described], "parquet"
+    header = csv_header(raw.real)
+    if not header or header == [""]:
+        raise SourceError(f"{raw.path}: empty file: a CSV source file needs a header line naming its columns")
+    return [(name, "VARCHAR") for name in header], "csv"
+
+
+def _lines_sql(fmt: contract.RawFormat) -> str:
+    from musictrend_dagster.core.data.engines.duckdb import csv_lines, parquet_lines
+
+    return parquet_lines(fmt) if fmt.reader == "parquet" else csv_lines(fmt)
+
+
+def _params(raw: RawFile) -> dict:
+    params = {"path": literal_path(raw.real)}
+    if not is_parquet(raw.real):
+        params["compression"] = duckdb_compression(is_gzip(raw.real))
+    return params
+
+
+def check_source(
+    con: duckdb.DuckDBPyConnection, config: Config, listing: Listing, previous: dict[str, dict], full_refresh: bool
+) -> Listing:
+    """Each file's format from its own columns, and what only the data can tell, before anything loads.
+
+    Raises ONE ``SourceError`` naming the key and the file: a column the description names that
+    the file lacks or holds in a type it cannot be read as; a column with no good value in a new
+    file's first rows (the wrong column, or the wrong format); a ``plays_when`` matching no row of
+    the new files; a catalogue that maps no song (series) of them. Files whose identity is as
+    recorded are not read again (only their header or schema).
+    """
+    src = config.source
+    files = []
+    for raw in [listing.songs, *listing.actions]:
+        if raw is None:
+            continue
+        columns, reader = _columns(con, raw)
+        try:
+            if raw.kind == "songs":
+                fmt = contract.catalogue_format(config, columns, reader)
+            else:
+                fmt = contract.source_format(config, columns, reader)
+        except contract.FormatError as exc:
+            value = getattr(config.catalogue if exc.table == "catalogue" else src, exc.key)
+            raise SourceError(f"{config.where(exc.table, exc.key)} = {value!r}: {raw.path}: {exc}") from None
+        files.append(replace(raw, fmt=fmt))
+    songs = files[0] if listing.songs is not None else None
+    actions = files[1:] if songs is not None else files
+    new = [f for f in actions if full_refresh or _changed(f, previous.get(f.name))]
+    for raw in new:
+        fmt = _fmt(raw)
+        named = dict(fmt.named)
+        probes = {"daily": (("day", "d"), ("plays", "pd")), "events": (("time", "g"),)}[raw.kind]
+        select = ", ".join(f"count({derived}), count(*), min({named[key]})" for key, derived in probes)
+        row = con.execute(
+            f"SELECT {select} FROM (SELECT * FROM ({_lines_sql(fmt)}) LIMIT {SAMPLE_ROWS})", _params(raw)
+        ).fetchone()
+        assert row is not None  # an aggregate returns one row
+        for i, (key, _) in enumerate(probes):
+            good, seen, example = row[3 * i : 3 * i + 3]
+            if seen and not good:
+                raise SourceError(
+                    f"{config.where('source', key)} = {getattr(src, key)!r}: {raw.path}: no value of the first "
+                    f"{seen:,} rows reads as {_expected(config, key)} (e.g. {example!r}): the wrong column or format?"
+                )
+    if not new:
+        return replace(listing, songs=songs, actions=actions)
+    catalogue = config.catalogue
+    mapped_key = "series" if src.kind == "daily" else "song"
+    maps_songs = not (src.kind == "events" and src.artist) and config.forecast.series_level == "artist"
+    keys = (["action"] if src.kind == "events" and src.plays_when is not None else []) + (
+        [mapped_key] if songs is not None and catalogue is not None and maps_songs else []
+    )
+    if not keys:
+        return replace(listing, songs=songs, actions=actions)
+    # One read of the new files for both checks, aggregated in DuckDB (a wrong column may hold millions of values).
+    params = {f"{k}{i}": v for i, f in enumerate(new) for k, v in _params(f).items()}
+    aggregates = []
+    if "action" in keys:
+        assert src.plays_when is not None
+        wanted = ", ".join(_sql(n) for n in src.plays_when)
+        aggregates += [f"count(*) FILTER (WHERE v0 IN ({wanted}))", "list(DISTINCT v0 ORDER BY v0)[1:20]"]
+    if mapped_key in keys and songs is not None:
+        cat = _fmt(songs)
+        cat_sql = f"SELECT CAST({dict(cat.named)['song']} AS VARCHAR) FROM ({_lines_sql(cat)})"
+        params |= {f"{k}_cat": v for k, v in _params(songs).items()}
+        cat_sql = cat_sql.replace("$path", "$path_cat").replace("$compression", "$compression_cat")
+        last = f"v{len(keys) - 1}"
+        aggregates += [f"count(*) FILTER (WHERE {last} IN ({cat_sql}))", f"min({last})"]
+    found = con.execute(f"SELECT {', '.join(aggregates)} FROM ({_union(new, keys)})", params).fetchone()
+    assert found is not None  # an aggregate returns one row
+    if "action" in keys:
+        hits, names = found[0], found[1]
+        if not hits:
+            shown = ", ".join(repr(n) for n in names if n is not None) or "none"
+            raise SourceError(
+                f"{config.where('source', 'plays_when')} = {list(src.plays_when or ())!r}: matches no row of "
+                f"{', '.join(str(f.path) for f in new[:3])}{' ...' if len(new) > 3 else ''} "
+                f"(event names found: {shown})"
+            )
+    if mapped_key in keys and catalogue is not None:
+        mapped, sample = found[-2], found[-1]
+        if sample is not None and not mapped:
+            raise SourceError(
+                f"{config.where('catalogue', 'song')} = {catalogue.song!r}: {catalogue.path} maps no "
+                f"{mapped_key} of the source (e.g. {sample!r} is not in it)"
+            )
+    return replace(listing, songs=songs, actions=actions)
+
+
+def _sql(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _fmt(raw: RawFile) -> contract.RawFormat:
+    if raw.fmt is None:
+        raise ValueError(f"{raw.path}: no format (check_source makes one per file)")
+    return raw.fmt
+
+
+def _union(files: list[RawFile], keys: list[str]) -> str:
+    """Some columns (by their description keys) of every file, as text: for a DISTINCT over all of them."""
+    return " UNION ALL ".join(
+        (
+            "SELECT "
+            + ", ".join(f"CAST({dict(_fmt(f).named)[k]} AS VARCHAR) AS v{n}" for n, k in enumerate(keys))
+            + f" FROM ({_lines_sql(_fmt(f))}) WHERE nfields = {_fmt(f).n_fields}"
+        )
+        .replace("$path", f"$path{i}")
+        .replace("$compression", f"$compression{i}")
+        for i, f in enumerate(files)
+    )
+
+
+def _expected(config: Config, key: str) -> str:
+    src = config.source
+    if key == "plays":
+        return "a whole number"
+    fmt = src.day_format if key == "day" else src.time_format
+    return {"iso": "ISO-8601" + (" with an offset" if key == "time" else "")}.get(fmt, fmt)
+
+
+def _changed(raw: RawFile, prev: dict | None) -> bool:
+    if prev is None:
+        return True
+    return raw.identity() != (prev["size"], prev["mtime_ns"], prev["ctime_ns"], prev["inode"], prev["device"])

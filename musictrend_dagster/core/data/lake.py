@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import cast
+from urllib.parse import quote
 
 import duckdb
 import pyarrow as pa
@@ -83,7 +84,28 @@ SONGS = Dataset(
         ("source_file", "VARCHAR"),
     ),
 )
-DATASETS = {d.name: d for d in (USER_ACTIONS, SONGS)}
+# A described source's rows (core.data.source): a listening log, or daily counts per series.
+EVENTS = Dataset(
+    "events",
+    "raw_events",
+    (
+        ("user_id", "VARCHAR"),
+        ("song_id", "VARCHAR"),
+        ("artist_id", "VARCHAR"),  # from the log (NULL: the catalogue says), or the song when series are songs
+        ("gmt_create", "BIGINT"),
+        ("action_type", "TINYINT"),
+        ("ds", "DATE"),
+        ("source_file", "VARCHAR"),
+    ),
+    partition_by="ds",
+)
+DAILY_PLAYS = Dataset(
+    "daily_plays",
+    "raw_daily_plays",
+    (("series_id", "VARCHAR"), ("plays", "BIGINT"), ("ds", "DATE"), ("source_file", "VARCHAR")),
+    partition_by="ds",
+)
+DATASETS = {d.name: d for d in (USER_ACTIONS, SONGS, EVENTS, DAILY_PLAYS)}
 MODELS = "models"  # the folder of the SQL models' tables
 
 
@@ -130,6 +152,7 @@ class ParquetParts:
 
     ROW_GROUP = 500_000
     BUFFERED = 2_000_000
+    FILTER_VALUES = 8  # up to this many partition values in a batch: a filter per value; more: sort and slice
 
     def __init__(self, folder: Path, partition_by: str | None) -> None:
         self.folder, self.partition_by = folder, partition_by
@@ -151,8 +174,20 @@ class ParquetParts:
         if low == high:  # the usual case: logs are written in time order
             self._buffer(low.as_py(), rest)
             return
-        for value in pc.unique(key).to_pylist():
-            self._buffer(value, rest.filter(pc.equal(key, value)))
+        values = pc.unique(key)
+        if len(values) <= self.FILTER_VALUES:
+            for value in values.to_pylist():
+                self._buffer(value, rest.filter(pc.equal(key, value)))
+            return
+        # Many days in one batch (daily counts sorted by series): one sort, then a slice per day,
+        # instead of a filter over the whole batch per day (365 filters of 100k rows each).
+        order = pc.sort_indices(key)
+        rest, key = rest.take(order), key.take(order)
+        ends = pc.value_counts(key)  # in order of first appearance, which the sort made ascending
+        start = 0
+        for item in ends.to_pylist():
+            self._buffer(item["values"], rest.slice(start, item["counts"]))
+            start += item["counts"]
 
     def _buffer(self, value: object, batch: pa.RecordBatch) -> None:
         self.buffers.setdefault(value, []).append(batch)
@@ -256,7 +291,7 @@ class Lake:
             if dataset.partition_by:
                 folder = folder / f"{dataset.partition_by}={cast(date, f.ds).isoformat()}"  # partitioned: ds is set
             folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{source_file}.{load_id}.{n}.parquet"
+            target = folder / f"{quote(source_file, safe='')}.{load_id}.{n}.parquet"  # a/b.csv: one name
             _fsync(f.path)
             os.rename(f.path, target)
             _fsync(folder)

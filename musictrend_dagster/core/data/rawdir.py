@@ -28,13 +28,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import cast
 
 import xxhash
 
-from musictrend_dagster.core.data.contract import MAX_LINE_BYTES, QUARANTINED_TEXT_BYTES, SAFE_BYTES
+from musictrend_dagster.core.data.contract import MAX_LINE_BYTES, QUARANTINED_TEXT_BYTES, SAFE_BYTES, RawFormat
 from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+Compression = bool | str  # True: gzip, "zstd", False: none (what ``is_gzip`` found)
+SOURCE_SUFFIXES = (".csv", ".csv.gz", ".csv.zst", ".parquet")
 _BOM = b"\xef\xbb\xbf"
 _SONGS_RE = re.compile(re.escape(SONGS_FILE) + r"(\.gz)?")
 _BULK_RE = re.compile(re.escape(ACTIONS_PREFIX) + r"\.csv(\.gz)?")
@@ -53,8 +57,9 @@ class RawFile:
     name: str  # the source name: the file name without .gz
     path: Path  # the entry in the raw folder
     real: Path  # what is read: the entry, or its symlink target inside the folder
-    kind: str  # "songs" | "actions"
+    kind: str  # "songs" | "actions" (tianchi); "songs" | "events" | "daily" (a described source)
     day: date | None = None  # a drop file's day
+    fmt: RawFormat | None = None  # a described source's file: its format (from its own columns)
 
     def identity(self) -> tuple[int, int, int, int, int]:
         st = os.stat(self.real)
@@ -65,7 +70,7 @@ class RawFile:
 class Listing:
     """Songs file, action files (bulk first, then drops by day), and what was wrong with the rest."""
 
-    songs: RawFile
+    songs: RawFile | None  # None: a described source without a catalogue
     actions: list[RawFile]
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -154,12 +159,24 @@ def _classify(name: str) -> tuple[str | None, date | None]:
 # --------------------------------------------------------------------------- content
 
 
-def is_gzip(path: Path) -> bool:
+def is_gzip(path: Path) -> Compression:
+    """The file's compression by its first bytes: True (gzip), "zstd", or False (none)."""
     with open(path, "rb") as f:
-        return f.read(2) == _GZIP_MAGIC
+        head = f.read(4)
+    return True if head[:2] == _GZIP_MAGIC else "zstd" if head == _ZSTD_MAGIC else False
 
 
-def open_bytes(path: Path, gz: bool) -> io.BufferedIOBase:
+def duckdb_compression(gz: Compression) -> str:
+    return {True: "gzip", "zstd": "zstd"}.get(gz, "none")
+
+
+def open_bytes(path: Path, gz: Compression) -> io.BufferedIOBase:
+    if gz == "zstd":
+        import zstandard
+
+        # closefd: closing the reader (the caller's `with`) closes the file
+        reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # noqa: SIM115
+        return cast(io.BufferedIOBase, reader)  # read, readinto and close: all that is used
     return gzip.open(path, "rb") if gz else open(path, "rb")
 
 
@@ -174,7 +191,7 @@ class Content:
     safe: bool  # every byte in contract.SAFE_BYTES (a CR only before a LF)
 
 
-def scan(path: Path, gz: bool) -> Content:
+def scan(path: Path, gz: Compression) -> Content:
     """Lines, content hash and the safe-bytes screen, in one pass over the decompressed bytes.
 
     Lines as a person counts them: newline-terminated, plus an unterminated last one. One
@@ -207,7 +224,7 @@ def scan(path: Path, gz: bool) -> Content:
 class ContentScan(threading.Thread):
     """``scan`` in the background, beside the engine's read; ``result()`` re-raises its failure."""
 
-    def __init__(self, path: Path, gz: bool) -> None:
+    def __init__(self, path: Path, gz: Compression) -> None:
         super().__init__(daemon=True)
         self.path, self.gz = path, gz
         self.value: Content | None = None
@@ -228,7 +245,7 @@ class ContentScan(threading.Thread):
         return self.value
 
 
-def check_delimiter(path: Path, gz: bool, n_fields: int) -> None:
+def check_delimiter(path: Path, gz: Compression, n_fields: int) -> None:
     """Fail fast, naming the file, when the first non-empty line uses another delimiter."""
     for line_no, line, _ in iter_lines(path, gz):
         text = line.decode("utf-8", "replace")
@@ -244,7 +261,7 @@ def check_delimiter(path: Path, gz: bool, n_fields: int) -> None:
         return
 
 
-def iter_lines(path: Path, gz: bool) -> Iterator[tuple[int, bytes, int]]:
+def iter_lines(path: Path, gz: Compression) -> Iterator[tuple[int, bytes, int]]:
     """(1-based line number, the line without its terminator, its length in bytes).
 
     A line longer than MAX_LINE_BYTES is cut to its first QUARANTINED_TEXT_BYTES bytes (its
@@ -282,3 +299,69 @@ def _finish(line_no: int, line: bytes, length: int) -> tuple[int, bytes, int]:
     if length > MAX_LINE_BYTES:
         line = line[:QUARANTINED_TEXT_BYTES]
     return line_no, line, length
+
+
+# --------------------------------------------------------------------------- described sources
+
+
+def list_source(path: Path, kind: str, catalogue: Path | None) -> Listing:
+    """The files of a described source (``core.data.source``): ``path`` is a file or a folder.
+
+    A folder is walked to any depth (a Hive-partitioned one too) in name order; its files named
+    like data (``SOURCE_SUFFIXES``) are its files, other files are named in a warning. A file's
+    source name is its path inside the folder (``dt=2026-11-30/part-0.parquet``), read as given.
+    """
+    path = Path(path)
+    warnings: list[str] = []
+    errors: list[str] = []
+    files: list[RawFile] = []
+    if path.is_file():
+        candidates = [(path.name, path)]
+        inside = path.parent.resolve()
+    elif path.is_dir():
+        inside = path.resolve()
+        candidates = []
+        for folder, dirs, names in os.walk(path, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+            for name in sorted(names):
+                if name.startswith((".", "_")):
+                    continue
+                full = Path(folder) / name
+                rel = full.relative_to(path).as_posix()
+                if catalogue is not None and full.resolve() == catalogue.resolve():
+                    continue
+                if not name.lower().endswith(SOURCE_SUFFIXES):
+                    warnings.append(f"{full}: ignored, not a data file ({', '.join(SOURCE_SUFFIXES)})")
+                    continue
+                candidates.append((rel, full))
+    else:
+        raise IngestError(f"{path}: source path not found (an unmounted folder?)")
+    held: set[str] = set()
+    for name, full in candidates:
+        real = full.resolve()
+        if full.is_symlink() and not real.is_relative_to(inside):
+            errors.append(f"{full}: refused, it is a symlink to {real}, outside the source folder")
+            held.add(name)
+            continue
+        if not real.is_file():
+            errors.append(f"{full}: refused, not a regular file")
+            held.add(name)
+            continue
+        files.append(RawFile(name, full, real, kind))
+    if not files and not errors:
+        raise IngestError(f"{path}: no data files ({', '.join(SOURCE_SUFFIXES)}) found")
+    songs = None
+    if catalogue is not None:
+        songs = RawFile(f"catalogue/{catalogue.name}", catalogue, catalogue.resolve(), "songs")
+    return Listing(songs, files, warnings, errors, held)
+
+
+def is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(".parquet")
+
+
+def csv_header(path: Path) -> list[str]:
+    """The first line's column names (a BOM and a CR dropped); the file's columns by position."""
+    for _, line, _ in iter_lines(path, is_gzip(path)):
+        return [c.strip() for c in line.decode("utf-8", "replace").split(",")]
+    return []

@@ -139,9 +139,9 @@ def plays_matrix(history: pl.DataFrame) -> tuple[list[str], date, np.ndarray]:
     first, last = cast(date, frame["ds"].min()), cast(date, frame["ds"].max())
     artists = sorted(frame["artist_id"].unique().to_list())
     n_days = (last - first).days + 1
-    row = {a: i for i, a in enumerate(artists)}
     matrix = np.zeros((len(artists), n_days))
-    rows = np.array([row[a] for a in frame["artist_id"].to_list()])
+    # each row's artist as its index in `artists` (an Enum's codes follow its categories' order)
+    rows = frame["artist_id"].cast(pl.String).cast(pl.Enum([str(a) for a in artists])).to_physical().to_numpy()
     cols = (frame["ds"] - first).dt.total_days().to_numpy()
     np.add.at(matrix, (rows, cols), frame["plays"].to_numpy())
     return artists, first, matrix
@@ -154,8 +154,10 @@ def dense_features(history: pl.DataFrame, songs: pl.DataFrame) -> tuple[list[str
     n_days = matrix.shape[1]
     dense = pl.DataFrame(
         {
-            "artist_id": np.repeat(np.array(artists, dtype=object), n_days).tolist(),
-            "ds": [first + timedelta(days=k) for k in range(n_days)] * len(artists),
+            "artist_id": pl.Series(artists).gather(np.repeat(np.arange(len(artists)), n_days)),
+            "ds": pl.Series([first + timedelta(days=k) for k in range(n_days)], dtype=pl.Date).gather(
+                np.tile(np.arange(n_days), len(artists))
+            ),
             "plays": matrix.reshape(-1),
         }
     )

@@ -102,7 +102,8 @@ def mase(
     scale: pl.DataFrame | None = None,
 ) -> float:
     """Mean over artists of (test MAE / in-sample seasonal-naive MAE of `history`): 1 is as good as
-    repeating last week in-sample, below 1 better. `scale`: `seasonal_naive_scale(history)` if already made."""
+    repeating last week in-sample, below 1 better; NaN when no artist has a scale.
+    `scale`: `seasonal_naive_scale(history)` if already made."""
     errors = _joined(forecast, actual).group_by("artist_id").agg(mae=(pl.col("s") - pl.col("t")).abs().mean())
     scale = seasonal_naive_scale(history, season) if scale is None else scale
     scaled = errors.join(scale.with_columns(seen=pl.lit(True)), on="artist_id", how="left")
@@ -110,8 +111,6 @@ def mase(
     if unseen.height:
         raise ValueError(f"MASE: artist {unseen['artist_id'][0]} of the actuals has no training history")
     ratios = scaled.filter(pl.col("scale") > 0).select(pl.col("mae") / pl.col("scale"))
-    if not ratios.height:
-        raise ValueError(
-            "MASE is undefined: no artist has a seasonal-naive scale (histories exactly periodic or too short)"
-        )
+    if not ratios.height:  # every history exactly weekly or too short: no scale, reported as NaN, never a crash
+        return float("nan")
     return float(cast(float, ratios.to_series().mean()))

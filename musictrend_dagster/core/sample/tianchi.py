@@ -186,15 +186,10 @@ def _pick_users(rng: np.random.Generator, group_artist: np.ndarray, need: np.nda
     return kept_key % POPULATION
 
 
-def expand_tianchi_s1(out_dir: Path, seed: int = 0, progress: bool = True) -> SampleSummary:
-    """Write mars_tianchi_user_actions.csv and mars_tianchi_songs.csv reproducing the real counts."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7A1C]))
-    bar = tqdm(total=TOTAL_ROWS + 4, unit="rows", unit_scale=True, desc="tianchi-s1", disable=not progress)
-    bar.set_postfix_str("load")
+def song_level(rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The real artist-day totals, the songs and the song-day counts (with the synthesised songs of
+    the artist known only by totals), checked to add up to the artist-day totals exactly."""
     artist_daily, songs, song_daily = _artist_daily(), _songs(), _song_daily()
-    bar.update(1)
 
     # Artists with day totals but no song rows get synthetic songs; everyone else is checked.
     known = set(songs["artist_id"].unique())
@@ -227,7 +222,18 @@ def expand_tianchi_s1(out_dir: Path, seed: int = 0, progress: bool = True) -> Sa
         raise ValueError(
             f"packaged aggregates disagree: song-day sums != artist_daily.csv at {check.row(0, named=True)}"
         )
-    bar.update(1)
+    return artist_daily, songs, song_daily
+
+
+def expand_tianchi_s1(out_dir: Path, seed: int = 0, progress: bool = True) -> SampleSummary:
+    """Write mars_tianchi_user_actions.csv and mars_tianchi_songs.csv reproducing the real counts."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7A1C]))
+    bar = tqdm(total=TOTAL_ROWS + 4, unit="rows", unit_scale=True, desc="tianchi-s1", disable=not progress)
+    bar.set_postfix_str("load")
+    artist_daily, songs, song_daily = song_level(rng)
+    bar.update(2)
 
     # One row per song-day, grouped by artist-day so each artist-day's actions are contiguous.
     bar.set_postfix_str("expand")

@@ -31,7 +31,9 @@ def hold_back(source: Path, raw_dir: Path, holdback_dir: Path, days: int) -> lis
         raise ValueError(f"--days must be at least 1, got {days}")
     raw_dir.mkdir(parents=True)
     holdback_dir.mkdir(parents=True)
-    shutil.copyfile(listing.songs.real, raw_dir / listing.songs.path.name)
+    songs = listing.songs
+    assert songs is not None, "list_raw_dir raises when the songs file is missing"
+    shutil.copyfile(songs.real, raw_dir / songs.path.name)
     with tempfile.TemporaryDirectory(dir=holdback_dir) as tmp:
         buckets: dict[bytes, BinaryIO] = {}
         with contextlib.ExitStack() as open_buckets:  # every day's file stays open until the log is read

@@ -22,10 +22,17 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None =
 
     `execute` (not `sql`) so it composes with earlier fetchone() calls on the connection;
     the extra Arrow copy DuckDB warns about is negligible at these table sizes.
+    The warehouse runs with preserve_insertion_order = false (ingest memory), under which DuckDB 2.0
+    hands an ORDER BY result to Arrow out of order; the setting is on for the query and then restored.
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
-        return cast(pl.DataFrame, pl.from_arrow(con.execute(sql, params).to_arrow_table()))
+    (preserve,) = cast(tuple, con.execute("SELECT current_setting('preserve_insertion_order')").fetchone())
+    con.execute("SET preserve_insertion_order = true")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+            return cast(pl.DataFrame, pl.from_arrow(con.execute(sql, params).to_arrow_table()))
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if preserve else 'false'}")
 
 
 def load_history(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:

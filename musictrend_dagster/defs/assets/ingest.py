@@ -6,7 +6,7 @@ from typing import cast
 import dagster as dg
 import polars as pl
 
-from musictrend_dagster.core.data import ingest
+from musictrend_dagster.core.data import ingest, source
 from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.settings import engine
 from musictrend_dagster.defs.metadata import preview
@@ -17,6 +17,12 @@ from musictrend_dagster.instance import DUCKDB_POOL
 KINDS = {engine(), "duckdb", "parquet"}
 
 
+# The play data's rows in the lake, whatever the source: the competition's log, an event log, daily counts.
+_PLAY_ROWS = (
+    "(SELECT 1 FROM raw_user_actions UNION ALL SELECT 1 FROM raw_events UNION ALL SELECT 1 FROM raw_daily_plays)"
+)
+
+
 class RefreshConfig(dg.Config):
     """Launchpad option shared by the ingest and SQL model assets."""
 
@@ -24,8 +30,9 @@ class RefreshConfig(dg.Config):
 
 
 def _report_metadata(result: ingest.IngestResult, kind: str, warehouse: WarehouseResource) -> dict:
-    """The asset's own files (songs or actions): per file and in total."""
-    files = [r for r in result.files if r.kind == kind]
+    """The asset's own files (songs, or the play data: actions, events or daily counts): per file and in total."""
+    kinds = ("actions", "events", "daily") if kind == "actions" else (kind,)  # play data, whatever the source
+    files = [r for r in result.files if r.kind in kinds]
     reasons: dict[str, int] = {}
     for r in files:
         for reason, n in r.reasons.items():
@@ -122,11 +129,12 @@ def _ingest(
                 songs_only=songs_only,
                 progress=None if songs_only else progress,
                 engine=warehouse.data_engine(),
+                config=source.load_config(),  # $MUSICTREND_CONFIG, ./musictrend.toml, or the built-in tianchi
             )
         except ingest.IngestFailed as exc:
             _log(context, exc.result)
             raise
-        table = "raw_songs" if songs_only else "raw_user_actions"
+        table = "raw_songs" if songs_only else _PLAY_ROWS
         rows = cast(tuple, con.execute(f"SELECT count(*) FROM {table}").fetchone())[0]
     _log(context, result)
     return result, rows

@@ -74,6 +74,8 @@ HYPERPARAMETER_HELP = {
     "units1": "Units of the first LSTM layer.",
     "units2": "Units of the second LSTM layer.",
     "epochs": "Passes over the training samples.",
+    "train_series": "At most this many artists (a stratified sample by volume and volatility) train the network; "
+    "every artist is forecast.",
     "batch_size": "Samples per gradient step.",
     "learning_rate": "Adam learning rate.",
     "l2": "L2 penalty on the weights.",

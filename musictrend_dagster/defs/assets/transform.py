@@ -19,6 +19,8 @@ from musictrend_dagster.defs.metadata import png, preview
 from musictrend_dagster.defs.resources import WarehouseResource
 from musictrend_dagster.instance import DUCKDB_POOL
 
+# The lake views a described source fills are written by the raw_user_actions asset (the play data's ingest).
+INGESTED_BY = {"raw_events": "raw_user_actions", "raw_daily_plays": "raw_user_actions"}
 # Tables people would rather look at than read: a plot next to the preview.
 PLOTS = {"artist_daily": plots.plot_artist_daily}
 
@@ -29,7 +31,7 @@ def _model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
         group_name="transform",
         kinds=KINDS | {"sql"},
         pool=DUCKDB_POOL,
-        deps=sorted(model.deps),
+        deps=sorted({INGESTED_BY.get(d, d) for d in model.deps}),
         description=(
             f"{_what(model)} the SELECT in `dbt_like_sql/{model.path.name}`:\n\n```sql\n{model.sql.strip()}\n```"
         ),

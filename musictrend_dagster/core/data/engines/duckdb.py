@@ -38,7 +38,17 @@ from musictrend_dagster.core.data import contract
 from musictrend_dagster.core.data.contract import RawFormat
 from musictrend_dagster.core.data.engines import ModelOutput, Staged, empty_quarantine, staged_files
 from musictrend_dagster.core.data.lake import ParquetParts, literal_path, sql_literal
-from musictrend_dagster.core.data.rawdir import ContentScan, IngestError, RawFile, check_delimiter, is_gzip, iter_lines
+from musictrend_dagster.core.data.rawdir import (
+    Compression,
+    ContentScan,
+    IngestError,
+    RawFile,
+    check_delimiter,
+    duckdb_compression,
+    is_gzip,
+    iter_lines,
+    scan,
+)
 
 BATCH_ROWS = 100_000
 
@@ -78,10 +88,12 @@ ENGINE = DuckDBEngine()
 
 def stage(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date) -> Staged:
     """Validate `raw` and write its good rows under `staging` (Parquet, zstd, Hive-partitioned if the format is)."""
+    if fmt.reader == "parquet":
+        return _stage_parquet(con, fmt, raw, staging, today)
     gz = is_gzip(raw.real)
     check_delimiter(raw.real, gz, fmt.n_fields)
     counter = ContentScan(raw.real, gz)  # overlaps the DuckDB scan (DuckDB releases the GIL)
-    params = {"path": literal_path(raw.real), "compression": "gzip" if gz else "none"}
+    params = {"path": literal_path(raw.real), "compression": duckdb_compression(gz)}
     try:
         for name, sql in fmt.relations:
             con.execute(
@@ -93,7 +105,7 @@ def stage(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging:
         content = counter.result()
         if not content.safe:
             loaded, strict = _write_good_any_endings(con, fmt, raw, staging, today, params, screened_out=False)
-        lines_read, content_hash = content.lines, content.hash
+        lines_read, content_hash = max(content.lines - fmt.header_lines, 0), content.hash
         quarantine, recheck_on = empty_quarantine(), None
         if loaded != lines_read:
             quarantine, recheck_on = _quarantine(con, fmt, raw, gz, today, params, strict)
@@ -120,7 +132,7 @@ def _parsed(fmt: RawFormat, strict: bool) -> str:
     return f"""
     SELECT *, CASE WHEN c{n - 1} IS NOT NULL AND c{n} IS NULL THEN {n - 1} ELSE {count} END AS nfields, {derived}
     FROM read_csv($path, header = false, delim = ',', quote = '', escape = '', auto_detect = false,
-        columns = {{{cols}}}, null_padding = true, nullstr = '\n', ignore_errors = true,
+        columns = {{{cols}}}, null_padding = true, nullstr = '\n', ignore_errors = true, skip = {fmt.header_lines},
         max_line_size = {contract.MAX_LINE_BYTES}, strict_mode = {str(strict).lower()}, compression = $compression)
     """
 
@@ -183,7 +195,13 @@ def _write_good(
 
 
 def _quarantine(
-    con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, gz: bool, today: date, params: dict, strict: bool
+    con: duckdb.DuckDBPyConnection,
+    fmt: RawFormat,
+    raw: RawFile,
+    gz: Compression,
+    today: date,
+    params: dict,
+    strict: bool,
 ) -> tuple[pa.Table, date | None]:
     """Slow path, only when some line failed: every failing line with its number and reason.
 
@@ -204,6 +222,8 @@ def _quarantine(
     lines: list[str] = []
     sizes: list[int] = []
     for line_no, line, size in iter_lines(raw.real, gz):
+        if line_no <= fmt.header_lines:
+            continue
         if (
             size > contract.MAX_LINE_BYTES
             or line in failing
@@ -260,3 +280,69 @@ def _utf8(line: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _stage_parquet(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date) -> Staged:
+    """A Parquet file read typed (no text parse): every row checked by the rules, numbered by its row (from 1).
+
+    Rows read come from the file's own metadata, not from the scan that checks them, so loaded +
+    quarantined = rows read is checked against a count DuckDB's query did not make.
+    """
+    import pyarrow.parquet as pq
+
+    params = {"path": literal_path(raw.real)}
+    try:
+        rows_read = pq.read_metadata(raw.real).num_rows
+        for name, sql in fmt.relations:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS WITH lines AS ({parquet_lines(fmt)}) {sql}", params)
+        reason = contract.reason_case(fmt, today, None)
+        checked = f"SELECT *, {reason} AS reason FROM ({parquet_lines(fmt)}) AS lines"
+        cols = ", ".join(f"CAST({expr} AS {typ}) AS {name}" for name, typ, expr in fmt.columns)
+        select = f"SELECT {cols}, {sql_literal(raw.name)} AS source_file FROM ({checked}) WHERE reason IS NULL"
+        _clear(staging)
+        parts = ParquetParts(staging, fmt.partition_by)
+        con.complete()
+        try:
+            for batch in con.sql(select, params=params).to_arrow_reader(BATCH_ROWS):
+                parts.add(batch)
+        finally:
+            loaded = parts.close()
+        quarantine, recheck_on = empty_quarantine(), None
+        if loaded != rows_read:
+            bad = con.sql(
+                f"""SELECT line_no, {contract.parquet_raw_line(fmt)} AS raw_line, reason,
+                    {contract.recheck_case(fmt, today, None)} AS recheck
+                FROM ({checked}) WHERE reason IS NOT NULL ORDER BY line_no""",
+                params=params,
+            ).to_arrow_table()
+            rechecks = [d for d in bad.column("recheck").to_pylist() if d is not None]
+            quarantine, recheck_on = bad.select(["line_no", "raw_line", "reason"]), min(rechecks, default=None)
+        if loaded + quarantine.num_rows != rows_read:
+            raise IngestError(
+                f"{raw.path}: accounting mismatch: {rows_read} rows read, "
+                f"{loaded} loaded + {quarantine.num_rows} quarantined"
+            )
+    except duckdb.Error as exc:
+        raise IngestError(f"{raw.path}: DuckDB could not read it: {exc}") from exc
+    finally:
+        for name, _ in fmt.relations:
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+    content_hash = scan(raw.real, False).hash
+    return Staged(staged_files(staging, fmt.partition_by), rows_read, loaded, quarantine, content_hash, recheck_on)
+
+
+def parquet_lines(fmt: RawFormat) -> str:
+    """A Parquet file's rows as the contract's fields c1..cN (typed), their row number and the derived values."""
+    fields = ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(fmt.parquet_fields, start=1))
+    derived = ", ".join(f"{expr} AS {name}" for name, expr in fmt.derived)
+    return f"""
+    SELECT *, {derived} FROM (
+        SELECT file_row_number + 1 AS line_no, {fmt.n_fields} AS nfields, {fields}
+        FROM read_parquet($path, file_row_number = true, hive_partitioning = false)
+    ) AS fields
+    """
+
+
+def csv_lines(fmt: RawFormat) -> str:
+    """A CSV file's lines as DuckDB splits them (fields c1..cN+1 and the derived values): for checks on a sample."""
+    return _parsed(fmt, strict=False)

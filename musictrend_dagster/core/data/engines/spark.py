@@ -45,7 +45,15 @@ from musictrend_dagster.core.data.contract import RawFormat
 from musictrend_dagster.core.data.engines import ModelOutput, Staged, empty_quarantine, staged_files
 from musictrend_dagster.core.data.engines.transpile import to_spark
 from musictrend_dagster.core.data.lake import Lake, Relation
-from musictrend_dagster.core.data.rawdir import ContentScan, IngestError, RawFile, check_delimiter, is_gzip
+from musictrend_dagster.core.data.rawdir import (
+    Compression,
+    ContentScan,
+    IngestError,
+    RawFile,
+    check_delimiter,
+    is_gzip,
+    scan,
+)
 from musictrend_dagster.core.settings import ConfigError
 
 # Spark type names (DataType.simpleString) -> the DuckDB types the warehouse records.
@@ -156,34 +164,26 @@ class SparkEngine:
     def stage(self, con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date) -> Staged:
         """Validate `raw` with the contract's rules and write its good rows under `staging` (Parquet, zstd)."""
         from pyspark.errors import PySparkException
-        from pyspark.sql import functions as F
 
+        if fmt.reader == "parquet":
+            return self._stage_parquet(con, fmt, raw, staging, today)
         gz = is_gzip(raw.real)
+        if gz == "zstd":
+            raise IngestError(f"{raw.path}: a .csv.zst file is read by the DuckDB engine only (Spark: use .csv.gz)")
         check_delimiter(raw.real, gz, fmt.n_fields)
         counter = ContentScan(raw.real, gz)  # the independent line count and hash, beside the Spark job
         try:
             self.register(con)  # raw_songs, for "unknown song_id"
             checked = self._checked(fmt, raw, gz, staging, today)
-            out = staging / "out"
-            good = checked.where("reason IS NULL").selectExpr(
-                *(
-                    f"CAST({to_spark(expr)} AS {exp.DataType.build(typ, dialect='duckdb').sql('spark')}) AS {name}"
-                    for name, typ, expr in fmt.columns
-                )
-            )
-            writer = good.withColumn("source_file", F.lit(raw.name)).write.option("compression", "zstd")
-            if fmt.partition_by:
-                writer = writer.partitionBy(fmt.partition_by)
-            writer.parquet(literal(out))
-            files = staged_files(out, fmt.partition_by)
-            loaded = sum(f.rows for f in files)
+            files, loaded = self._write_good(fmt, raw, checked, staging)
             content = counter.result()
+            lines_read = max(content.lines - fmt.header_lines, 0)
             quarantine, recheck_on = empty_quarantine(), None
-            if loaded != content.lines:
+            if loaded != lines_read:
                 quarantine, recheck_on = self._quarantine(checked)
-            if loaded + quarantine.num_rows != content.lines:
+            if loaded + quarantine.num_rows != lines_read:
                 raise IngestError(
-                    f"{raw.path}: accounting mismatch: {content.lines} lines read, "
+                    f"{raw.path}: accounting mismatch: {lines_read} lines read, "
                     f"{loaded} loaded + {quarantine.num_rows} quarantined"
                 )
         except PySparkException as exc:
@@ -192,9 +192,79 @@ class SparkEngine:
             counter.join()
             for name in (*_SCRATCH_VIEWS, *(n for n, _ in fmt.relations)):
                 self.spark.catalog.dropTempView(name)
-        return Staged(files, content.lines, loaded, quarantine, content.hash, recheck_on)
+        return Staged(files, lines_read, loaded, quarantine, content.hash, recheck_on)
 
-    def _checked(self, fmt: RawFormat, raw: RawFile, gz: bool, staging: Path, today: date):
+    def _stage_parquet(
+        self, con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date
+    ) -> Staged:
+        """A Parquet file read typed (no text parse), every row numbered (from 1) by Spark's ``_metadata.row_index``."""
+        import pyarrow.parquet as pq
+        from pyspark.errors import PySparkException
+        from pyspark.sql import functions as F
+
+        try:
+            self.register(con)  # raw_songs, for "series not in the catalogue"
+            rows_read = pq.read_metadata(raw.real).num_rows
+            source = staging / "input.parquet"
+            os.symlink(raw.real, source)
+            self.spark.read.parquet(literal(source)).select(
+                "*", F.col("_metadata.row_index").alias("_row")
+            ).createOrReplaceTempView("_text")
+            fields = ", ".join(f"{to_spark(expr)} AS c{i}" for i, expr in enumerate(fmt.parquet_fields, start=1))
+            derived = ", ".join(f"{to_spark(expr)} AS {name}" for name, expr in fmt.derived)
+            self.spark.sql(
+                f"SELECT *, {derived} FROM (SELECT _row + 1 AS line_no, {fmt.n_fields} AS nfields, {fields} FROM _text)"
+            ).createOrReplaceTempView("lines")
+            for name, sql in fmt.relations:
+                self.spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {to_spark(sql)}")
+            reason = to_spark(contract.reason_case(fmt, today, None))
+            recheck = to_spark(contract.recheck_case(fmt, today, None))
+            checked = self.spark.sql(f"SELECT *, {reason} AS reason, {recheck} AS recheck FROM lines")
+            files, loaded = self._write_good(fmt, raw, checked, staging)
+            quarantine, recheck_on = empty_quarantine(), None
+            if loaded != rows_read:
+                bad = (
+                    checked.where("reason IS NOT NULL")
+                    .selectExpr(
+                        "line_no", f"{to_spark(contract.parquet_raw_line(fmt))} AS raw_line", "reason", "recheck"
+                    )
+                    .toArrow()
+                    .sort_by("line_no")
+                )
+                rechecks = [d for d in bad.column("recheck").to_pylist() if d is not None]
+                quarantine = bad.select(["line_no", "raw_line", "reason"]).cast(empty_quarantine().schema)
+                recheck_on = min(rechecks, default=None)
+            if loaded + quarantine.num_rows != rows_read:
+                raise IngestError(
+                    f"{raw.path}: accounting mismatch: {rows_read} rows read, "
+                    f"{loaded} loaded + {quarantine.num_rows} quarantined"
+                )
+        except PySparkException as exc:
+            raise IngestError(f"{raw.path}: Spark could not read it: {_first_line(exc)}") from exc
+        finally:
+            for name in (*_SCRATCH_VIEWS, *(n for n, _ in fmt.relations)):
+                self.spark.catalog.dropTempView(name)
+        return Staged(files, rows_read, loaded, quarantine, scan(raw.real, False).hash, recheck_on)
+
+    def _write_good(self, fmt: RawFormat, raw: RawFile, checked, staging: Path):
+        """The rows without a reason, as the lake's columns, written under ``staging/out``: (files, rows)."""
+        from pyspark.sql import functions as F
+
+        out = staging / "out"
+        good = checked.where("reason IS NULL").selectExpr(
+            *(
+                f"CAST({to_spark(expr)} AS {exp.DataType.build(typ, dialect='duckdb').sql('spark')}) AS {name}"
+                for name, typ, expr in fmt.columns
+            )
+        )
+        writer = good.withColumn("source_file", F.lit(raw.name)).write.option("compression", "zstd")
+        if fmt.partition_by:
+            writer = writer.partitionBy(fmt.partition_by)
+        writer.parquet(literal(out))
+        files = staged_files(out, fmt.partition_by)
+        return files, sum(f.rows for f in files)
+
+    def _checked(self, fmt: RawFormat, raw: RawFile, gz: Compression, staging: Path, today: date):
         """Every line of the file with its place in the read, its fields, derived values, reason and recheck day."""
         from pyspark.sql import functions as F
 
@@ -213,6 +283,8 @@ class SparkEngine:
             .createOrReplaceTempView("_text")
         )
         n, cut, keep = fmt.n_fields, contract.MAX_LINE_BYTES, contract.QUARANTINED_TEXT_BYTES
+        # A header is the file's first line: the first row of the split that starts at byte 0.
+        header = "WHERE NOT (blk = 0 AND rid = shiftleft(CAST(pid AS BIGINT), 33))" if fmt.header_lines else ""
         fields = ", ".join(f"try_element_at(f, {i}) AS c{i}" for i in range(1, n + 1))
         derived = ", ".join(f"{to_spark(expr)} AS {name}" for name, expr in fmt.derived)
         # The line without its terminator (a CRLF's CR) and, past the length limit, only its first
@@ -228,7 +300,7 @@ class SparkEngine:
                             CASE WHEN octet_length(value) > {cut} THEN {keep}
                                  ELSE octet_length(value) - CAST(crlf AS INT) END) AS STRING)) AS line
                     FROM (SELECT *, octet_length(value) <= {cut} AND substr(CAST(value AS BINARY), -1) = X'0D' AS crlf
-                          FROM _text)
+                          FROM _text {header})
                 )
             )
         """).createOrReplaceTempView("_fields")

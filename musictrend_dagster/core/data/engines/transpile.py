@@ -42,7 +42,16 @@ class SparkTarget(Spark):
             exp.StrToTime: lambda self, e: self.func(
                 "TRY_TO_TIMESTAMP" if e.args.get("safe") else "TO_TIMESTAMP", e.this, self.format_time(e)
             ),
+            exp.Anonymous: lambda self, e: _local_to_utc(self, e),
         }
+
+
+def _local_to_utc(self, e: exp.Anonymous) -> str:
+    """DuckDB's ``timezone(zone, naive)`` (a local time in `zone` as an instant) is Spark's ``to_utc_timestamp``."""
+    if e.name.upper() == "TIMEZONE" and len(e.expressions) == 2:
+        zone, ts = e.expressions
+        return self.func("TO_UTC_TIMESTAMP", ts, zone)
+    return self.anonymous_sql(e)
 
 
 def to_spark(sql: str) -> str:

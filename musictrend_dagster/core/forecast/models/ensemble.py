@@ -29,6 +29,7 @@ from musictrend_dagster.core.forecast.models.global_model import (
     training_set,
 )
 from musictrend_dagster.core.forecast.models.keras_common import forecast_frame, forecast_offset, keras_setup
+from musictrend_dagster.core.forecast.sampling import TRAIN_SERIES, row_batches, rows_of, stratified_sample
 
 SHRINK_DAYS = 28  # the forecast's level moves part of the way toward c* of this many last days
 _CLIP = (-5.0, 3.0)  # log-ratio errors beyond these are spikes, not signal (as in GlobalModel)
@@ -124,14 +125,17 @@ def _group_trainer(keras, nets: list[CurveNet], x: np.ndarray, y: np.ndarray, ba
     counted = tf.cast(weight > 0, tf.float64)
     days = tf.maximum(tf.reduce_sum(counted, axis=1), 1.0)
     phi = tf.reduce_max(weight, axis=1)
-    bases = tf.constant(basis[_weekday(x)], tf.float64)  # (n, horizon, K): each sample's origin weekday
+    # Each sample's basis is looked up from its origin weekday per batch: (n, horizon, K) is never held.
+    basis_of_weekday = tf.constant(basis, tf.float64)
+    weekday = tf.constant(_weekday(x), tf.int32)
     optimizer = keras.optimizers.Adam(first.learning_rate, epsilon=1e-7)
 
     def step(idx):
         """One Adam step of every member on its own batch idx[m]; returns each member's summed phi * sigma."""
         with tf.GradientTape() as tape:
             coef = tf.tanh(tf.einsum("mbf,mfu->mbu", tf.gather(x_all, idx), w1) + b1[:, None]) @ w2 + b2[:, None]
-            curve = tf.einsum("mbhk,mbk->mbh", tf.gather(bases, idx), coef)
+            bases = tf.gather(basis_of_weekday, tf.gather(weekday, idx))
+            curve = tf.einsum("mbhk,mbk->mbh", bases, coef)
             diff = tf.clip_by_value(curve - tf.gather(target, idx), *_CLIP)
             mse = tf.reduce_sum(tf.gather(counted, idx) * (tf.exp(diff) - 1) ** 2, axis=-1) / tf.gather(days, idx)
             score = tf.gather(phi, idx) * tf.sqrt(mse + 1e-6)  # (members, batch)
@@ -180,7 +184,8 @@ class GlobalEnsemble:
     Training samples are the same as global_direct's (every artist x origin day), but a
     sample whose origin is `age` days before the end of the history weighs
     exp(-age / recency_days): play levels drift, so recent dynamics say more about the next
-    60 days (recency_days <= 0 weighs all origins alike).
+    60 days (recency_days <= 0 weighs all origins alike). Training reads at most `train_series`
+    artists (`sampling.stratified_sample`); the forecast covers every artist.
     """
 
     name: ClassVar[str] = "global_ensemble"
@@ -196,6 +201,7 @@ class GlobalEnsemble:
     seed: int = 0
     recency_days: float = 30.0
     level_shrink: float = 0.15
+    train_series: int = TRAIN_SERIES
     on_epoch: Callable[[int, float], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -203,6 +209,8 @@ class GlobalEnsemble:
             raise ValueError(f"{self.name} needs seeds >= 1 and windows >= {ANCHOR_DAYS} days")
         if not 0.0 <= self.level_shrink <= 1.0:
             raise ValueError(f"{self.name}: level_shrink is a share of the way, 0 to 1; got {self.level_shrink}")
+        if self.train_series < 1:
+            raise ValueError(f"{self.name}: train_series must be >= 1, got {self.train_series}")
         self._members: list[tuple[int, CurveNet]] = []
 
     def __getstate__(self) -> dict[str, Any]:
@@ -220,11 +228,13 @@ class GlobalEnsemble:
         if n_days <= max(windows):
             raise InsufficientHistory(f"history has {n_days} days; {self.name} needs more than window={max(windows)}")
         basis = horizon_basis(self.horizon)
+        rows = stratified_sample(plays, self.train_series, self.seed)
+        train_plays, train_context = rows_of(plays, rows), rows_of(context, rows)
         self._members, groups = [], []
         for w_index, window in enumerate(windows):
-            x, y = training_set(plays, context, first, window, self.horizon)
+            x, y = training_set(train_plays, train_context, first, window, self.horizon)
             if self.recency_days > 0:
-                age = n_days - 1 - (window + np.arange(len(x)) // len(artists))
+                age = n_days - 1 - (window + np.arange(len(x)) // len(rows))
                 y[..., 1] *= np.exp(-age / self.recency_days)[:, None]
             nets = [
                 CurveNet(
@@ -269,8 +279,14 @@ class GlobalEnsemble:
             raise ValueError(
                 f"{self.name} forecasts {self.horizon} days after its history; asked for {offset + horizon}"
             )
-        curve = np.mean(
-            [net.curve(self._origin_x[w].astype(np.float64), self._basis) for w, net in self._members], axis=0
+        curve = np.concatenate(
+            [
+                np.mean(
+                    [net.curve(self._origin_x[w][rows].astype(np.float64), self._basis) for w, net in self._members],
+                    axis=0,
+                )[:, offset : offset + horizon]
+                for rows in row_batches(len(self._level))
+            ]
         )
-        values = self._level[:, None] * np.exp(curve[:, offset : offset + horizon])
+        values = self._level[:, None] * np.exp(curve)
         return forecast_frame(self._artists, start, values)

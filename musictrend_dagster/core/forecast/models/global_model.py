@@ -19,15 +19,17 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.forecast.features import ACTIVITY_FEATURES, ACTIVITY_INPUTS, dense_features
+from musictrend_dagster.core.forecast.features import ACTIVITY_FEATURES, ACTIVITY_INPUTS
 from musictrend_dagster.core.forecast.metric import c_star
 from musictrend_dagster.core.forecast.models.base import FitInfo, InsufficientHistory, hyperparameters
 from musictrend_dagster.core.forecast.models.keras_common import (
+    batched_dense_features,
     forecast_frame,
     forecast_offset,
     keras_setup,
     train_keras,
 )
+from musictrend_dagster.core.forecast.sampling import TRAIN_SERIES, row_batches, rows_of, stratified_sample
 
 ANCHOR_DAYS = 7
 NO_RELEASE_DAYS = 3650.0  # stands in for "never released" in days_since_release
@@ -50,12 +52,17 @@ def horizon_basis(horizon: int) -> np.ndarray:
 
 def artist_series(history: pl.DataFrame, songs: pl.DataFrame):
     """Artists, first day, plays matrix and the (artists, days, k) per-day context tensor:
-    release counts (log1p, / 5) and the activity log ratios (/ 2), both scaled to about +-1."""
-    artists, first, plays, feats = dense_features(history, songs)
+    release counts (log1p, / 5) and the activity log ratios (/ 2), both scaled to about +-1. Built in
+    batches of artists (`batched_dense_features`)."""
+    return batched_dense_features(history, songs, _context)
+
+
+def _context(feats: pl.DataFrame) -> np.ndarray:
+    """(rows, k) context columns of a feature frame, as `artist_series` describes them."""
     feats = feats.with_columns(pl.col("days_since_release").fill_null(NO_RELEASE_DAYS))
     rel = np.log1p(feats.select("releases_7d", "releases_28d", "days_since_release").to_numpy().astype(float)) / 5.0
     activity = feats.select(ACTIVITY_FEATURES).to_numpy().astype(float) / 2.0
-    return artists, first, plays, np.hstack([rel, activity]).reshape(len(artists), plays.shape[1], -1)
+    return np.hstack([rel, activity])
 
 
 def origin_features(
@@ -132,7 +139,8 @@ class GlobalModel:
     release; publish dates up to the origin only), downloads and distinct listeners per play
     and their 7-vs-28-day trends, and the origin weekday. `members` > 1
     trains that many independent heads and averages their curves in log space (default 1:
-    more scored the same at several times the cost; docs/models-and-scores.md).
+    more scored the same at several times the cost; docs/models-and-scores.md). Training reads at
+    most `train_series` artists (`sampling.stratified_sample`); the forecast covers every artist.
     """
 
     name: ClassVar[str] = "global_direct"
@@ -145,9 +153,12 @@ class GlobalModel:
     l2: float = 1e-3
     members: int = 1
     seed: int = 0
+    train_series: int = TRAIN_SERIES
     on_epoch: Callable[[int, float], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.train_series < 1:
+            raise ValueError(f"{self.name}: train_series must be >= 1, got {self.train_series}")
         self.keras_model = None
 
     def params(self) -> dict[str, Any]:
@@ -176,7 +187,8 @@ class GlobalModel:
         n_days = plays.shape[1]
         if n_days <= self.window:
             raise InsufficientHistory(f"history has {n_days} days; {self.name} needs more than window={self.window}")
-        x, y = training_set(plays, context, first, self.window, self.horizon)
+        rows = stratified_sample(plays, self.train_series, self.seed)
+        x, y = training_set(rows_of(plays, rows), rows_of(context, rows), first, self.window, self.horizon)
 
         def relative_error(y_true, y_pred):
             """Each member's own weighted squared relative error, averaged over members."""
@@ -224,5 +236,10 @@ class GlobalModel:
             raise ValueError(
                 f"{self.name} forecasts {self.horizon} days after its history; asked for {offset + horizon}"
             )
-        curve = np.asarray(self.keras_model.predict_on_batch(self._origin_x))[:, offset : offset + horizon]
+        curve = np.concatenate(
+            [
+                np.asarray(self.keras_model.predict_on_batch(self._origin_x[rows]))[:, offset : offset + horizon]
+                for rows in row_batches(len(self._origin_x))
+            ]
+        )
         return forecast_frame(self._artists, start, self._anchor[:, None] * np.exp(curve))

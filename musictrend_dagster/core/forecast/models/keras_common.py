@@ -7,26 +7,71 @@ TensorFlow is imported only inside `keras_setup`, so importing this module stays
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import date, timedelta
+from typing import cast
 
 import numpy as np
 import polars as pl
 
+from musictrend_dagster.core.forecast.features import HISTORY_COLUMNS, dense_features, require_columns
 from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA
+from musictrend_dagster.core.forecast.sampling import BATCH_SERIES
 
 
 def forecast_frame(artists: list[str], start: date, values: np.ndarray) -> pl.DataFrame:
-    """Long forecast frame (artist_id, ds, plays >= 0) from an artists x horizon matrix."""
-    horizon = values.shape[1]
-    days = [start + timedelta(days=k) for k in range(horizon)]
+    """Long forecast frame (artist_id, ds, plays >= 0) from an artists x horizon matrix (no Python loop over rows)."""
+    n, horizon = values.shape
+    days = pl.Series("ds", [start + timedelta(days=k) for k in range(horizon)], dtype=pl.Date)
     return pl.DataFrame(
         {
-            "artist_id": np.repeat(np.array(artists, dtype=object), horizon).tolist(),
-            "ds": days * len(artists),
+            "artist_id": pl.Series("artist_id", artists, dtype=pl.String).gather(np.repeat(np.arange(n), horizon)),
+            "ds": days.gather(np.tile(np.arange(horizon), n)),
             "plays": np.clip(values, 0.0, None).reshape(-1).astype(np.float64),
         },
         schema=FORECAST_SCHEMA,
     )
+
+
+def batched_dense_features(
+    history: pl.DataFrame, songs: pl.DataFrame, read: Callable[[pl.DataFrame], np.ndarray], batch: int = BATCH_SERIES
+) -> tuple[list[str], date, np.ndarray, np.ndarray]:
+    """`dense_features` cut into batches of artists: (artists, first day, plays matrix, (artists, days, k) array).
+
+    `read` turns one batch's feature frame (artist-major, day order) into its (rows, k) array,
+    so the long polars frame of every artist and day is never held at once: memory grows with the
+    batch, beyond the matrices returned. Every batch keeps the whole calendar (a 0-play row on the
+    history's first and last day where its first artist has none, as the dense calendar would fill)
+    and its artists' songs, so the result is the unbatched one, row for row.
+    """
+    require_columns(history, HISTORY_COLUMNS, "history")
+    artists = sorted(history["artist_id"].unique().to_list())
+    if len(artists) <= batch:
+        names, first, plays, feats = dense_features(history, songs)
+        return names, first, plays, read(feats).reshape(len(names), plays.shape[1], -1)
+    frame = history.select(HISTORY_COLUMNS).with_columns(pl.col("ds").cast(pl.Date))
+    first, last = cast(date, frame["ds"].min()), cast(date, frame["ds"].max())
+    batch_of = pl.DataFrame({"artist_id": artists, "_batch": np.arange(len(artists)) // batch})
+    parts = frame.join(batch_of, on="artist_id").partition_by("_batch", as_dict=True, include_key=False)
+    songs = songs.with_columns(pl.col("artist_id").cast(pl.String))
+    song_parts = songs.join(batch_of, on="artist_id").partition_by("_batch", as_dict=True, include_key=False)
+    names = []
+    plays_parts: list[np.ndarray] = []
+    arrays: list[np.ndarray] = []
+    for b in range(-(-len(artists) // batch)):
+        part = parts[(b,)]
+        edge = pl.DataFrame({"artist_id": [artists[b * batch]] * 2, "ds": [first, last]}).unique()
+        pad = edge.join(part, on=["artist_id", "ds"], how="anti").with_columns(
+            [pl.lit(0).cast(part.schema[c]).alias(c) for c in HISTORY_COLUMNS[2:]]
+        )
+        batch_songs = song_parts.get((b,), songs.clear())
+        got, got_first, got_plays, feats = dense_features(pl.concat([part, pad.select(part.columns)]), batch_songs)
+        if got_first != first or got_plays.shape[1] != (last - first).days + 1:
+            raise AssertionError(f"batch {b} of the dense features lost the calendar {first}..{last}")
+        names += got
+        plays_parts.append(got_plays)
+        arrays.append(read(feats).reshape(len(got), got_plays.shape[1], -1))
+    return names, first, np.concatenate(plays_parts), np.concatenate(arrays)
 
 
 def keras_setup(seed: int, threads: int = 2):

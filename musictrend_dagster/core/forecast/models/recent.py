@@ -20,6 +20,7 @@ import polars as pl
 from musictrend_dagster.core.forecast.features import plays_matrix
 from musictrend_dagster.core.forecast.metric import c_star
 from musictrend_dagster.core.forecast.models.base import FitInfo, Forecaster
+from musictrend_dagster.core.forecast.sampling import row_batches
 
 RECENT_DAYS = 28  # a stretch of plays that began within this many days of the end is "recent"
 SILENCE_DAYS = 28  # this many days in a row without plays end a stretch
@@ -28,16 +29,20 @@ LEVEL_DAYS = 14  # the recent level reads at most this many of the stretch's las
 
 def stretch_starts(plays: np.ndarray, silence: int = SILENCE_DAYS) -> np.ndarray:
     """Per row, the index of the first day with plays after the last run of >= `silence` days
-    without any (the log's start counts as such a run); len(row) for a row that never played."""
+    without any (the log's start counts as such a run); len(row) for a row that never played.
+
+    Array operations over batches of rows: a day starts a stretch when it has plays and the
+    previous day with plays is more than `silence` days before it (or there is none)."""
     n_days = plays.shape[1]
     starts = np.full(plays.shape[0], n_days)
-    for i, row in enumerate(plays > 0):
-        active = np.flatnonzero(row)
-        if not active.size:
-            continue
-        gaps = np.diff(active) > silence  # more than `silence` days between two days with plays
-        after = np.flatnonzero(gaps)
-        starts[i] = active[after[-1] + 1] if after.size else active[0]
+    for rows in row_batches(plays.shape[0]):
+        active = plays[rows] > 0
+        day = np.arange(n_days)
+        last_active = np.maximum.accumulate(np.where(active, day, -1), axis=1)
+        previous = np.concatenate([np.full((active.shape[0], 1), -1), last_active[:, :-1]], axis=1)
+        begins = active & ((previous < 0) | (day - previous > silence))
+        found = begins.any(axis=1)
+        starts[rows] = np.where(found, n_days - 1 - np.argmax(begins[:, ::-1], axis=1), n_days)
     return starts
 
 
@@ -47,15 +52,28 @@ def recent_levels(
     """(mask of rows whose current stretch began in the last `recent` days, their levels).
 
     A row with plays on the log's first day is never "recent": the log cannot tell how long it
-    has been playing."""
+    has been playing. The level is c* of the days with plays among the stretch's last LEVEL_DAYS (1 when
+    there are none: c* floors 0-play days at 1);
+    rows with the same number of such days go through c* together (a loop over at most
+    LEVEL_DAYS counts, never over rows), each row's days in their order."""
     n_days = plays.shape[1]
     starts = stretch_starts(plays, silence)
     mask = (starts < n_days) & (starts > 0) & (starts >= n_days - recent)
     levels = np.zeros(plays.shape[0])
-    for i in np.flatnonzero(mask):
-        days = plays[i, starts[i] :][-LEVEL_DAYS:]
-        x = days[days > 0]
-        levels[i] = c_star(x)
+    picked = np.flatnonzero(mask)
+    if not picked.size:
+        return mask, levels
+    tail = plays[picked, -LEVEL_DAYS:]
+    first_col = n_days - tail.shape[1]
+    counted = (tail > 0) & (np.arange(first_col, n_days) >= starts[picked][:, None])
+    order = np.argsort(~counted, axis=1, kind="stable")  # counted days first, in day order
+    packed = np.take_along_axis(tail, order, axis=1)
+    counts = counted.sum(axis=1)
+    for k in np.unique(counts):
+        same = counts == k
+        # k == 0: no plays in the last LEVEL_DAYS days of a stretch that has not yet ended; c* of those
+        # silent days floors them at 1, as it does any 0-play day (never 0/0)
+        levels[picked[same]] = c_star(packed[same, :k] if k else tail[same])
     return mask, levels
 
 

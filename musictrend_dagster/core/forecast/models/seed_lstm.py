@@ -21,10 +21,16 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.forecast.features import PLAYS_FEATURES, dense_features
+from musictrend_dagster.core.forecast.features import PLAYS_FEATURES
 from musictrend_dagster.core.forecast.metric import c_star
 from musictrend_dagster.core.forecast.models.base import FitInfo, InsufficientHistory, hyperparameters
-from musictrend_dagster.core.forecast.models.keras_common import forecast_frame, forecast_offset, keras_setup
+from musictrend_dagster.core.forecast.models.keras_common import (
+    batched_dense_features,
+    forecast_frame,
+    forecast_offset,
+    keras_setup,
+)
+from musictrend_dagster.core.forecast.sampling import TRAIN_SERIES, row_batches, rows_of, stratified_sample
 
 _EMPTY_SONGS = pl.DataFrame(schema={"artist_id": pl.String, "publish_time": pl.Date})
 _UNITS = (35, 10)
@@ -62,6 +68,8 @@ class SeedLSTM:
                network reconstructs the log level; relative errors punish over-forecasts more).
     members    networks trained side by side from different initial weights (one graph); the
                forecast is their median, so one member whose recursion drifts cannot move it.
+    train_series  training reads at most this many artists (`sampling.stratified_sample`); the
+               forecast covers every artist.
     """
 
     name: ClassVar[str] = "seed_lstm"
@@ -77,6 +85,7 @@ class SeedLSTM:
     learning_rate: float = 0.005
     seed: int = 0
     literal_2016: bool = False
+    train_series: int = TRAIN_SERIES
     on_epoch: Callable[[int, float], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -93,8 +102,8 @@ class SeedLSTM:
         for key, allowed in _CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"seed_lstm: {key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        if min(self.window, self.rollout, self.members, self.epochs, self.batch_size) < 1:
-            raise ValueError("seed_lstm: window, rollout, members, epochs and batch_size must be >= 1")
+        if min(self.window, self.rollout, self.members, self.epochs, self.batch_size, self.train_series) < 1:
+            raise ValueError("seed_lstm: window, rollout, members, epochs, batch_size and train_series must be >= 1")
         self.keras_models: list = []
 
     def __getstate__(self) -> dict[str, Any]:
@@ -134,22 +143,22 @@ class SeedLSTM:
 
     # ---- fit -----------------------------------------------------------------------------------
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
-        artists, first, plays, feats = dense_features(history, _EMPTY_SONGS)
-        raw = feats.select(PLAYS_FEATURES).to_numpy().reshape(len(artists), -1, 3)
+        artists, first, plays, raw = batched_dense_features(history, _EMPTY_SONGS, _plays_features)
         n_days, w, k = raw.shape[1], self.window, self.rollout
         if n_days <= w:
             raise InsufficientHistory(f"history has {n_days} days; seed_lstm needs more than window={w}")
         logs = self._logs(raw)
+        rows = stratified_sample(plays, self.train_series, self.seed)
         # Every window with at least one day after it; days past the history are masked out of the loss.
         idx = np.arange(n_days - w)[:, None] + np.arange(w + k)[None, :]
         seen = (idx < n_days)[:, w:]
-        samples = logs[:, np.minimum(idx, n_days - 1)].reshape(-1, w + k, 3)
+        samples = rows_of(logs, rows)[:, np.minimum(idx, n_days - 1)].reshape(-1, w + k, 3)
         level = self._level(samples[:, :w])
         rel = samples[:, :w] - level[:, None, :]
         self._mu, self._sd = rel.reshape(-1, 3).mean(axis=0), rel.reshape(-1, 3).std(axis=0) + 1e-6
         z = self._standardise(samples, level)
-        mask = np.broadcast_to(seen, (len(artists), *seen.shape)).reshape(-1, k).astype(np.float32)
-        prev = plays[:, idx[:, w - 2 : w]].reshape(-1, 2)
+        mask = np.broadcast_to(seen, (len(rows), *seen.shape)).reshape(-1, k).astype(np.float32)
+        prev = rows_of(plays, rows)[:, idx[:, w - 2 : w]].reshape(-1, 2)
 
         keras = keras_setup(self.seed)
         self.keras_models = [_network(keras, f"seed_lstm_{m}") for m in range(self.members)]
@@ -178,12 +187,12 @@ class SeedLSTM:
         """Artists, first day, plays and feature logs of a history the fitted model may read."""
         if not self.keras_models:
             raise RuntimeError("fit the model before pointing it at a history")
-        artists, first, plays, feats = dense_features(history, _EMPTY_SONGS)
+        artists, first, plays, raw = batched_dense_features(history, _EMPTY_SONGS, _plays_features)
         if plays.shape[1] < self.window:
             raise InsufficientHistory(
                 f"history has {plays.shape[1]} days; seed_lstm reads the last window={self.window}"
             )
-        return artists, first, plays, self._logs(feats.select(PLAYS_FEATURES).to_numpy().reshape(len(artists), -1, 3))
+        return artists, first, plays, self._logs(raw)
 
     def _point_at(self, artists: list[str], first: date, plays: np.ndarray, logs: np.ndarray) -> None:
         """Where predict() starts: the last `window` days (scaled logs) and the last two days' plays."""
@@ -291,9 +300,17 @@ class SeedLSTM:
         logs, prev = self._start
         level = self._level(logs)
         x = self._standardise(logs, level)
-        args = (x, level.astype(np.float32), prev.astype(np.float32), offset + horizon)
+        level32, prev32 = level.astype(np.float32), prev.astype(np.float32)
         log_plays = [
-            np.asarray(forecast(*args))[:, offset:, 0] * self._sd[0] + self._mu[0] for forecast in self._forecasts
+            np.concatenate(
+                [
+                    np.asarray(forecast(x[rows], level32[rows], prev32[rows], offset + horizon))[:, offset:, 0]
+                    for rows in row_batches(len(x))
+                ]
+            )
+            * self._sd[0]
+            + self._mu[0]
+            for forecast in self._forecasts
         ]
         plays = np.median([np.expm1(np.clip(lp + level, 0.0, _MAX_LOG_PLAYS)) for lp in log_plays], axis=0)
         return forecast_frame(self._artists, start, plays * self._shrink[:, None])
@@ -324,3 +341,8 @@ def _shrink(plays: np.ndarray) -> np.ndarray:
     flat series, lower the more the days spread, since the relative error punishes over-forecasts."""
     floored = np.maximum(plays, 1.0)
     return c_star(floored) / np.exp(np.log(floored).mean(axis=1))
+
+
+def _plays_features(feats: pl.DataFrame) -> np.ndarray:
+    """Per artist-day [plays, 3-day mean, 3-day variance] of a feature frame, (rows, 3)."""
+    return feats.select(PLAYS_FEATURES).to_numpy()

@@ -1,0 +1,209 @@
+"""Forecasting cost against catalogue size: the full and the daily path on synthetic artist-daily frames.
+
+Each size runs in its own worker process (peak RSS = that worker's VmHWM, benchmarks/memory.py).
+The frames come straight from the synthetic generator's per artist-day intensities
+(core/sample/synthetic.py: popularity, weekly cycle, trend, releases, bot bursts), drawn as
+Poisson counts, so the event expansion and ingest are skipped: they are the data layer's cost,
+measured by bench_ingest.py.
+
+full path   every registered model's rolling-origin backtest on the plan of the history, then
+            the champion (best mean f_norm) fitted on the whole history and its 60-day forecast;
+daily path  the fitted champion observes the history plus one new day and forecasts 60 days.
+
+    nice .venv/bin/python benchmarks/bench_scale.py [--sizes 1000x183,10000x365] [--epochs N]
+
+--epochs N caps the neural models' epochs (default: their real defaults), for quick runs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import peak_rss_mb
+
+PLAYS_PER_ARTIST_DAY = 110  # the issue's 20M actions over 1,000 artists x 183 days
+TARGETS = {  # (artists, days): (full path s, daily path s, peak RSS MB)
+    (1_000, 183): (300, 30, 3_000),
+    (10_000, 365): (1_800, 120, 8_000),
+    (100_000, 365): (10_800, 600, 16_000),
+}
+
+
+def synthetic_daily(
+    artists: int, days: int, seed: int = 0, start: date = date(2015, 3, 1)
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(history, songs) as the models read them: one row per artist and day with plays, downloads and
+    listeners, drawn from the synthetic generator's world (its artists, songs and intensities)."""
+    from musictrend_dagster.core.sample.synthetic import _build_world, ids_to_str
+
+    rows = artists * days * PLAYS_PER_ARTIST_DAY
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5A17]))
+    world = _build_world(rng, artists, days, rows, start)
+    volume = world.normal.copy()
+    for a, d, _, factor in world.bursts:
+        volume[int(a), int(d)] += factor * world.normal[int(a), int(d)]
+    expected = volume / volume.sum(axis=0, keepdims=True) * (rows / days)
+    draw = np.random.default_rng(np.random.SeedSequence([seed, 0xDA1]))
+    plays = draw.poisson(expected)
+    downloads = draw.binomial(plays, (world.p_play_dl - world.p_play)[:, None])
+    listeners = draw.binomial(plays, draw.uniform(0.3, 0.8, artists)[:, None])
+    artist_ids = ids_to_str(world.artist_tab)
+    history = pl.DataFrame(
+        {
+            "artist_id": pl.Series(artist_ids).gather(np.repeat(np.arange(artists), days)),
+            "ds": pl.date_range(start, start + timedelta(days=days - 1), eager=True).gather(
+                np.tile(np.arange(days), artists)
+            ),
+            "plays": plays.reshape(-1),
+            "downloads": downloads.reshape(-1),
+            "listeners": listeners.reshape(-1),
+        }
+    ).filter(pl.col("plays") > 0)
+    songs = world.songs.select("song_id", "artist_id", pl.col("publish_time").cast(pl.String).str.to_date("%Y%m%d"))
+    return history, songs
+
+
+def _status_mb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"/proc/self/status has no {key}")
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system, all threads) of this process so far: steadier than wall on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def worker(artists: int, days: int, epochs: int, models: list[str]) -> dict:
+    """One size in this process: the full path, then the daily path of every model kind; figures as a dict."""
+    from musictrend_dagster.core.forecast.backtest import backtest
+    from musictrend_dagster.core.forecast.models.registry import backtest_plan, make_model, spec
+
+    started = time.perf_counter()
+    frame, songs = synthetic_daily(artists, days + 1)
+    history = frame.filter(pl.col("ds") < pl.col("ds").max())  # the next day is the daily path's new day
+    out: dict = {"artists": artists, "days": days, "epochs": epochs or "defaults"}
+    out["generate_s"] = time.perf_counter() - started
+    out["data_rss_mb"] = _status_mb("VmRSS")
+    plan = backtest_plan(history)
+    out["plan"] = plan.describe()
+    full_started, full_cpu = time.perf_counter(), _cpu_s()
+    fitted, scores = {}, {}
+    for name in models:
+        s = spec(name)
+        overrides = {"epochs": epochs} if epochs and s.uses_tensorflow else {}
+        if s.skip_reason({**s.defaults, **overrides}, plan.train_days):
+            continue
+        made = []
+
+        def build(name=name, overrides=overrides, made=made):
+            made.append(make_model(name, **overrides))
+            return made[-1]
+
+        t0, c0 = time.perf_counter(), _cpu_s()
+        result = backtest(build, history, songs, plan.origins, horizon=plan.window)
+        scores[name] = result.mean_f_norm
+        out[f"backtest_s/{name}"], out[f"backtest_cpu_s/{name}"] = time.perf_counter() - t0, _cpu_s() - c0
+        fitted[name] = made[-1]  # fitted on the days before the newest origin: serves the daily path's timing
+    champion = max(scores, key=scores.get)
+    t0 = time.perf_counter()
+    overrides = {"epochs": epochs} if epochs and spec(champion).uses_tensorflow else {}
+    model = make_model(champion, **overrides)
+    model.fit(history, songs)
+    model.predict(history["ds"].max() + timedelta(days=1), 60)
+    out["champion_fit_forecast_s"] = time.perf_counter() - t0
+    out["full_s"], out["full_cpu_s"] = time.perf_counter() - full_started, _cpu_s() - full_cpu
+    out["champion"] = champion
+    out["f_norm"] = scores
+    fitted[champion] = model
+    new_day = frame["ds"].max()
+    for name, m in fitted.items():
+        t0, c0 = time.perf_counter(), _cpu_s()
+        m.observe(frame, songs)
+        m.predict(new_day + timedelta(days=1), 60)
+        out[f"daily_s/{name}"], out[f"daily_cpu_s/{name}"] = time.perf_counter() - t0, _cpu_s() - c0
+    out["daily_s"], out["daily_cpu_s"] = out[f"daily_s/{champion}"], out[f"daily_cpu_s/{champion}"]
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def run_size(artists: int, days: int, epochs: int, models: list[str]) -> dict:
+    """`worker` in a fresh process (its own peak RSS), under nice."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_scale; "
+        f"print(json.dumps(bench_scale.worker({artists}, {days}, {epochs}, {models!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+    if done.returncode:
+        raise SystemExit(f"{artists} x {days} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| series x days | full path wall (CPU) | daily path wall (CPU) | peak RSS | champion | load (1 min) |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for r in results:
+        target = TARGETS.get((r["artists"], r["days"]))
+        goal = f" (< {target[0]:,} s / {target[1]} s / {target[2]:,} MB)" if target else ""
+        lines.append(
+            f"| {r['artists']:,} x {r['days']}{goal} | {r['full_s']:.0f} s ({r['full_cpu_s']:.0f} s) "
+            f"| {r['daily_s']:.1f} s ({r['daily_cpu_s']:.1f} s) "
+            f"| {r['peak_rss_mb']:,.0f} MB | {r['champion']} | {r['load']:.1f} |"
+        )
+    lines += ["", "Per model: backtest over the plan's origins, wall (CPU); daily = observe + 60-day forecast:"]
+    for r in results:
+        names = [k.split("/")[1] for k in r if k.startswith("backtest_s/")]
+        parts = [
+            f"{n} {r['backtest_s/' + n]:.0f} s ({r['backtest_cpu_s/' + n]:.0f} s) / "
+            f"daily {r['daily_s/' + n]:.1f} s ({r['daily_cpu_s/' + n]:.1f} s)"
+            for n in names
+        ]
+        lines.append(f"- {r['artists']:,} x {r['days']}: " + "; ".join(parts))
+    lines += ["", "Cost curve (CPU and memory per 1,000 series: flat where cost grows with the catalogue)"]
+    for r in results:
+        k = r["artists"] / 1000
+        lines.append(
+            f"- {r['artists']:,} x {r['days']}: full {r['full_cpu_s'] / k:.0f} CPU s, daily {r['daily_cpu_s'] / k:.2f} "
+            f"CPU s, peak RSS {r['peak_rss_mb'] / k:,.0f} MB (RSS with the frame alone {r['data_rss_mb']:,.0f} MB)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000x183,10000x365", help="comma-separated ARTISTSxDAYS")
+    parser.add_argument("--epochs", type=int, default=0, help="cap the neural models' epochs (0 = their defaults)")
+    parser.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated registry names")
+    args = parser.parse_args(argv)
+    results = []
+    for size in args.sizes.split(","):
+        artists, days = (int(v) for v in size.lower().split("x"))
+        result = run_size(artists, days, args.epochs, args.models.split(","))
+        result["load"] = os.getloadavg()[0]
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    print(f"\n{os.cpu_count()} cores; epochs: {args.epochs or 'model defaults'}\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
