@@ -28,7 +28,7 @@ def skip_community_dialog(page) -> None:
 
 def choose_partitions(page, keys: list[str]) -> None:
     """In Dagster's partition dialog, select exactly `keys` (vintage days), never the whole range it offers."""
-    dialog = page.get_by_role("dialog").filter(has_text="Partition selection")
+    dialog = _partition_dialog(page)
     expect(dialog).to_be_visible(timeout=30_000)
     # the dialog first offers the last 90 (wall-clock) days only: the sample's days are older
     dialog.get_by_role("button", name="Show all partitions").click()
@@ -43,21 +43,25 @@ def choose_partitions(page, keys: list[str]) -> None:
 
 def launch_materialize_all(page, partition: str) -> str:
     """Click "Materialize all": the vintages are daily partitions, so Dagster opens its partition dialog; choose
-    the one `partition`, launch the backfill (the data and model assets, then the vintage partition) and return
-    the backfill's id."""
+    the one `partition` and launch the one run (the data and model assets and that vintage); its run id."""
     page.get_by_role("button", name="Materialize all").click()
     choose_partitions(page, [partition])
-    return launch_backfill(page)
+    _partition_dialog(page).get_by_role("button", name="Launch 1 run").click()
+    view = page.get_by_role("link", name="View").and_(page.locator("a[href^='/runs/']"))
+    href = view.first.get_attribute("href", timeout=30_000)
+    return href.rsplit("/", 1)[1]
 
 
 def launch_backfill(page) -> str:
     """Click "Launch backfill" in the open partition dialog; the backfill id from the toast's View link."""
-    page.get_by_role("dialog").filter(has_text="Partition selection").get_by_role(
-        "button", name="Launch backfill"
-    ).click()
+    _partition_dialog(page).get_by_role("button", name="Launch backfill").click()
     view = page.get_by_role("link", name="View").and_(page.locator("a[href*='/runs/b/']"))
     href = view.first.get_attribute("href", timeout=30_000)
     return href.split("/runs/b/", 1)[1].split("?", 1)[0].split("/", 1)[0]
+
+
+def _partition_dialog(page):
+    return page.get_by_role("dialog").filter(has_text="Partition selection")
 
 
 BACKFILL_QUERY = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename

@@ -14,6 +14,7 @@ from musictrend_dagster.core.forecast.models.registry import SPECS
 from musictrend_dagster.core.sample import packaged_history
 from musictrend_dagster.core.service.outputs import FORECASTS_COLUMNS, read_forecasts
 from musictrend_dagster.core.settings import FORECASTS_CSV, HORIZON_VAR, Paths
+from musictrend_dagster.defs.partitions import vintage_key
 
 pytestmark = pytest.mark.slow  # whole runs of the graph
 
@@ -39,7 +40,8 @@ def _real_counts() -> pl.DataFrame:
     )
 
 
-def _run(project, toml: str, monkeypatch) -> tuple[Paths, dg.ExecuteInProcessResult]:
+def _run(project, toml: str, monkeypatch, last_day: date) -> tuple[Paths, dg.ExecuteInProcessResult]:
+    """The full path in one run, for the vintage partition after `last_day` (the data's last day)."""
     from musictrend_dagster.definitions import build_defs
 
     (project / "musictrend.toml").write_text(toml)
@@ -48,14 +50,16 @@ def _run(project, toml: str, monkeypatch) -> tuple[Paths, dg.ExecuteInProcessRes
     paths = Paths.from_env(home=project / "home", raw_dir=project / "home" / "raw")
     defs = build_defs(paths)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def("refresh_all").execute_in_process(run_config=_tiny_training(), instance=instance)
+        result = defs.resolve_job_def("refresh_all").execute_in_process(
+            run_config=_tiny_training(), instance=instance, partition_key=vintage_key(last_day)
+        )
     return paths, result
 
 
 def test_a_long_format_csv_runs_from_a_two_line_description(tmp_path, monkeypatch):
     counts = _real_counts()
     counts.select(unique_id="artist_id", ds="ds", y=pl.col("plays").cast(pl.Int64)).write_csv(tmp_path / "plays.csv")
-    paths, result = _run(tmp_path, '[source]\nkind = "daily"\npath = "plays.csv"\n', monkeypatch)
+    paths, result = _run(tmp_path, '[source]\nkind = "daily"\npath = "plays.csv"\n', monkeypatch, counts["ds"].max())
     assert result.success
     keys = {k.to_user_string() for k in result.dagster_run.asset_selection or []} | {
         e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
@@ -85,7 +89,7 @@ def test_own_column_names_and_a_28_day_horizon(tmp_path, monkeypatch):
         '[source]\nkind = "daily"\npath = "moving.csv"\nseries = "artist_id"\nday = "gmt_date"\n'
         'day_format = "%Y%m%d"\nplays = "artist_moving"\n[forecast]\nhorizon = 28\n'
     )
-    paths, result = _run(tmp_path, toml, monkeypatch)
+    paths, result = _run(tmp_path, toml, monkeypatch, counts["ds"].max())
     assert result.success
     files = read_forecasts(paths.output_dir / FORECASTS_CSV)
     assert files.group_by("unique_id").agg(n=pl.len())["n"].to_list() == [28] * ARTISTS
@@ -108,7 +112,7 @@ def test_per_song_series_run_end_to_end(tmp_path, monkeypatch):
         '[catalogue]\npath = "catalogue.csv"\nsong = "song"\nartist = "singer"\n'
         '[forecast]\nhorizon = 14\nseries_level = "song"\n'
     )
-    paths, result = _run(tmp_path, toml, monkeypatch)
+    paths, result = _run(tmp_path, toml, monkeypatch, first + timedelta(days=DAYS - 1))
     assert result.success
     files = read_forecasts(paths.output_dir / FORECASTS_CSV)
     assert sorted(files["unique_id"].unique()) == ["s1", "s2", "s3"]
