@@ -138,6 +138,19 @@ def _tiny_training() -> dict:
     return {"ops": ops}
 
 
+def _vintage_after(raw_dir) -> str:
+    """The vintage partition after the raw log's last day (the actions' last column, yyyymmdd)."""
+    con = duckdb.connect()
+    try:
+        (last,) = con.execute(
+            "SELECT max(strptime(column4, '%Y%m%d'))::DATE FROM read_csv($f, header=false, all_varchar=true)",
+            {"f": [str(f) for f in sorted(raw_dir.glob("mars_tianchi_user_actions*.csv"))]},
+        ).fetchone()
+    finally:
+        con.close()
+    return (last + timedelta(days=1)).isoformat()
+
+
 @pytest.fixture(scope="module", params=HORIZONS, ids=[f"h{h}" for h in HORIZONS])
 def run_at(request, tmp_path_factory):
     """The whole graph in-process on a small synthetic log with MUSICTREND_HORIZON=h."""
@@ -152,7 +165,7 @@ def run_at(request, tmp_path_factory):
         defs = build_defs(paths)
         with dg.DagsterInstance.ephemeral() as instance:
             result = defs.resolve_job_def("refresh_all").execute_in_process(
-                run_config=_tiny_training(), instance=instance
+                run_config=_tiny_training(), instance=instance, partition_key=_vintage_after(paths.raw_dir)
             )
     return horizon, paths, result
 
