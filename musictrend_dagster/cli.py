@@ -416,7 +416,7 @@ def _replay(args: argparse.Namespace) -> int:
                 if line is None:
                     return 1
                 print(f"replay {k}/{len(drops)} {drop.name}: {line}")
-            retrain = retrain_sensor(dg.build_sensor_context(instance=instance))
+            retrain = retrain_sensor(dg.build_sensor_context(instance=instance, resources=resources))
             if isinstance(retrain, dg.RunRequest):
                 line = _replay_request(paths, instance, retrain, "refresh_all")
                 if line is None:

@@ -313,3 +313,31 @@ def test_show_a_series_new_in_the_vintage_has_no_history_to_print(home, capsys):
     out = capsys.readouterr().out
     assert "(no plays recorded in these weeks)" in out and "actuals arrived for 1 of its days" in out
     assert (home.output_dir / "series" / "newcomer_20150810.png").exists()
+
+
+def test_the_files_check_fails_on_a_tampered_file_and_passes_when_a_later_run_superseded_it(home):
+    """forecast_files_match: same rows as the view; a hand-edited file fails; a vintage replaced by a
+    concurrent run since these files were written is reported as superseded, not as a mismatch."""
+    from musictrend_dagster.defs.checks import forecast_files_match
+    from musictrend_dagster.defs.resources import OutputResource, WarehouseResource
+
+    warehouse = WarehouseResource(database=str(home.warehouse), raw_dir=str(home.raw_dir), lake_dir=str(home.lake))
+    output = OutputResource(submission_path=str(home.submission), output_dir=str(home.output_dir))
+    csv, parquet = output.forecasts_paths()
+    write_forecasts(published(home), csv, parquet)
+    result = forecast_files_match(warehouse=warehouse, output=output)
+    assert result.passed and result.metadata["vs_warehouse"].value == "same rows"
+
+    edited = read_forecasts(csv).with_columns(forecast=pl.col("forecast") * 2)
+    edited.write_csv(csv)
+    result = forecast_files_match(warehouse=warehouse, output=output)
+    assert not result.passed and result.metadata["csv_vs_parquet"].value == "differs"
+
+    write_forecasts(published(home), csv, parquet)
+    con = connect(home.warehouse)
+    try:  # another run re-forecast the same vintage with its own version after these files were written
+        save_forecast(con, vintage_frame(), "global_ensemble", 4, THROUGH)
+    finally:
+        con.close()
+    result = forecast_files_match(warehouse=warehouse, output=output)
+    assert result.passed and result.metadata["vs_warehouse"].value.startswith("superseded")
