@@ -33,23 +33,11 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from musictrend_dagster.core.data import ingest, source, sql_models, warehouse
+from musictrend_dagster.core.sample.shapes import TOMLS
 
 FIRST = date(2025, 1, 1)  # every day in the past (a future day is quarantined)
 TO_ARTIST_DAILY = ("stg_songs", "stg_user_actions", "stg_daily_plays", "artist_day_actions", "artist_daily")
-EVENTS_TOML = """\
-[source]
-kind = "events"
-path = "events"
-user = "uid"
-song = "sid"
-artist = "singer"
-time = "ts"
-timezone = "Asia/Shanghai"
-action = "action"
-plays_when = ["play"]
-downloads_when = ["download"]
-collects_when = ["collect"]
-"""
+EVENTS_TOML = TOMLS["events-parquet"]  # the sample shape's description: same columns as write_events
 BARE_EVENTS = """
 CREATE TABLE artist_daily AS
 SELECT singer AS artist_id, CAST(ts AT TIME ZONE 'Asia/Shanghai' AS DATE) AS ds,

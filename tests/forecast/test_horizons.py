@@ -36,9 +36,11 @@ def test_horizon_defaults_to_60_and_reads_the_variable(monkeypatch):
     for value in ("1", "7", "90", "365", " 28 "):
         monkeypatch.setenv(settings.HORIZON_VAR, value)
         assert settings.horizon() == int(value)
+    monkeypatch.setenv(settings.HORIZON_VAR, "")  # set but empty counts as unset, like every setting
+    assert settings.horizon() == 60
 
 
-@pytest.mark.parametrize("bad", ["0", "366", "-7", "7.5", "sixty", ""])
+@pytest.mark.parametrize("bad", ["0", "366", "-7", "7.5", "sixty"])
 def test_a_bad_horizon_names_the_variable_at_start(monkeypatch, bad):
     monkeypatch.setenv(settings.HORIZON_VAR, bad)
     message = f"MUSICTREND_HORIZON must be a whole number of days from 1 to 365, got {bad!r}"

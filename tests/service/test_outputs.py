@@ -313,3 +313,22 @@ def test_show_a_series_new_in_the_vintage_has_no_history_to_print(home, capsys):
     out = capsys.readouterr().out
     assert "(no plays recorded in these weeks)" in out and "actuals arrived for 1 of its days" in out
     assert (home.output_dir / "series" / "newcomer_20150810.png").exists()
+
+
+def test_the_files_check_passes_on_the_files_as_written_and_fails_on_a_tampered_one(home):
+    """forecast_files_match runs in the forecast_files step, on the files it just wrote: the same rows as the
+    vintage passes; a file that differs (edited, or a column lost) fails and is named."""
+    from musictrend_dagster.defs.checks import forecast_files_match
+    from musictrend_dagster.defs.resources import OutputResource
+
+    output = OutputResource(submission_path=str(home.submission), output_dir=str(home.output_dir))
+    csv, parquet = output.forecasts_paths()
+    expected = published(home)
+    write_forecasts(expected, csv, parquet)
+    result = forecast_files_match(expected, (csv, parquet))
+    assert result.passed and {m.value for m in result.metadata.values()} >= {"same rows"}
+
+    read_forecasts(csv).with_columns(forecast=pl.col("forecast") * 2).write_csv(csv)
+    result = forecast_files_match(expected, (csv, parquet))
+    assert not result.passed
+    assert result.metadata[str(csv)].value == "differs" and result.metadata[str(parquet)].value == "same rows"
