@@ -221,7 +221,7 @@ def test_short_logs_run_skip_with_reasons_and_write_the_60_day_submission(short_
     assert ((forecast["plays_lo"] <= forecast["plays"]) & (forecast["plays"] <= forecast["plays_hi"])).all()
 
     capsys.readouterr()
-    cli._print_summary(paths, [("full path", result, 1.0)], ["first run: no champion registered yet"], None)
+    cli._print_summary(paths, [("full path", [result], 1.0)], ["first run: no champion registered yet"], None)
     out = capsys.readouterr().out
     assert plan_text in out
     for model in skipped:
