@@ -232,12 +232,14 @@ def _run(args: argparse.Namespace) -> int:
     from musictrend_dagster.core.service.serving import horizon_changed
     from musictrend_dagster.core.settings import horizon, retrain_every_days
     from musictrend_dagster.defs.automation import due_reasons, service_state
+    from musictrend_dagster.defs.resources import default_resources
     from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
 
     cadence = retrain_every_days()
+    mlflow = default_resources(paths)["mlflow"]
     runs = []
     with _instance(paths, "run") as instance:
-        state = service_state(instance)
+        state = service_state(instance, mlflow)
         # a champion chosen for another horizon cannot serve this one: straight to the full path
         if args.retrain or state.selection is None or horizon_changed(state.selection, horizon()):
             reasons = ["requested: musictrend run --retrain"] if args.retrain else due_reasons(state, cadence)
@@ -252,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
             if results is None:
                 return 1
             runs.append(("daily path", results, elapsed))
-            reasons = due_reasons(service_state(instance), cadence)
+            reasons = due_reasons(service_state(instance, mlflow), cadence)
         if reasons:
             results, elapsed = _execute_path(
                 paths,
@@ -264,7 +266,7 @@ def _run(args: argparse.Namespace) -> int:
             if results is None:
                 return 1
             runs.append(("full path", results, elapsed))
-        not_due = None if reasons else _not_due(service_state(instance))
+        not_due = None if reasons else _not_due(service_state(instance, mlflow))
     _print_summary(paths, runs, reasons, not_due)
     return 0
 
@@ -324,11 +326,15 @@ def _metadata(runs: list) -> dict[str, dict]:
 
 
 def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | None) -> None:
-    """What the runs did: the full path's backtests and champion, the vintage, monitoring, retraining."""
-    from musictrend_dagster.core.settings import FORECASTS_CSV, mlflow_ui_url
+    """What the runs did: the full path's backtests and registration, the vintage, monitoring, retraining;
+    and the champion that serves now, as the registry records it (the one champion record)."""
+    from musictrend_dagster.core.service.tracking import current_champion
+    from musictrend_dagster.core.settings import FORECASTS_CSV, REGISTERED_MODEL, mlflow_ui_url
     from musictrend_dagster.defs.resources import default_resources
 
     meta = _metadata(runs)
+    mlflow = default_resources(paths)["mlflow"]
+    serving = current_champion(mlflow.tracking_uri)
     with default_resources(paths)["warehouse"].connect() as con:  # waits for any other run's connection
         loaded = con.execute("SELECT count(*) FROM raw_user_actions").fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM quarantine_user_actions").fetchone()[0]
@@ -343,6 +349,12 @@ def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | 
         print(
             f"  registered        {champion['champion']} as musictrend-forecaster v{champion['model_version']} "
             f"(previous: {champion['previous_champion']})"
+        )
+    if serving is not None:
+        score = "" if serving.backtest_f_norm is None else f", backtest f_norm {serving.backtest_f_norm:.4f}"
+        print(
+            f"  champion          {REGISTERED_MODEL}@champion = v{serving.model_version} ({serving.model}), trained "
+            f"through {serving.data_through} on {serving.history_days} days{score}"
         )
     vintage = meta["forecast"]
     print(
@@ -360,7 +372,6 @@ def _print_summary(paths: Paths, runs: list, reasons: list[str], not_due: str | 
     if "submission" in meta:
         print(f"  submission        {paths.submission}")
     print(f"  Dagster UI        make ui       (http://127.0.0.1:3000, runs under {paths.dagster_home})")
-    mlflow = default_resources(paths)["mlflow"]
     print(f"  MLflow UI         make mlflow-ui ({mlflow_ui_url()}, store {paths.mlflow_uri})")
     print(f"    the runs        {mlflow.runs_url(mlflow.tracker().experiment_id)}")
 
@@ -501,13 +512,16 @@ def _replay_request(paths: Paths, instance, request, job_name: str) -> str | Non
 def _write_monitoring_plot(paths: Paths) -> Path:
     """The monitoring chart of the whole replay as a PNG next to the submission."""
     from musictrend_dagster.core.service import plots
-    from musictrend_dagster.core.service.monitoring import TOLERANCE
-    from musictrend_dagster.core.service.store import load_live_history, load_selections, query
+    from musictrend_dagster.core.service.monitoring import TOLERANCE, selections_frame
+    from musictrend_dagster.core.service.store import load_live_history, query
+    from musictrend_dagster.core.service.tracking import registered_versions
     from musictrend_dagster.defs.resources import default_resources
 
-    with default_resources(paths)["warehouse"].connect() as con:
+    resources = default_resources(paths)
+    with resources["warehouse"].connect() as con:
         scores = query(con, "SELECT * FROM forecast_monitoring ORDER BY vintage")
-        history, selections = load_live_history(con), load_selections(con)
+        history = load_live_history(con)
+    selections = selections_frame(registered_versions(resources["mlflow"].tracking_uri))
     return plots.plot_monitoring(scores, history, selections, TOLERANCE, path=paths.output_dir / "monitoring.png")
 
 

@@ -22,10 +22,10 @@ from typing import cast
 import dagster as dg
 
 from musictrend_dagster.core.service.serving import Selection, horizon_changed, retrain_reasons
-from musictrend_dagster.core.settings import ACTIONS_PREFIX, DEFAULT_HORIZON, RETRAIN_EVERY_DAYS_VAR, horizon
+from musictrend_dagster.core.settings import ACTIONS_PREFIX, RETRAIN_EVERY_DAYS_VAR, horizon
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
 from musictrend_dagster.defs.partitions import vintage_key
-from musictrend_dagster.defs.resources import ServiceResource, WarehouseResource
+from musictrend_dagster.defs.resources import MlflowResource, ServiceResource, WarehouseResource
 from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
 
 DROP_FILE = re.compile(rf"^{ACTIONS_PREFIX}_(\d{{8}})\.csv(\.gz)?$")
@@ -56,9 +56,9 @@ def _metadata(instance: dg.DagsterInstance, asset: str) -> dict | None:
 
 @dataclass(frozen=True)
 class ServiceState:
-    """What the sensors decide on, read from the Dagster instance (no warehouse lock needed)."""
+    """What the sensors decide on, read from the Dagster instance and the MLflow registry (no warehouse lock)."""
 
-    selection: Selection | None  # the last registered champion
+    selection: Selection | None  # the version the registry's champion alias points at
     data_through: date | None  # the newest day the newest vintage read
     history_days: int | None
     degraded: str | None  # monitoring's WARN verdict on the current champion, if any
@@ -70,16 +70,11 @@ class ServiceState:
         return max(days) if days else None
 
 
-def service_state(instance: dg.DagsterInstance) -> ServiceState:
-    champion, vintage = _metadata(instance, "registered_champion"), _metadata(instance, "forecast")
-    selection = None
-    if champion:
-        selection = Selection(
-            int(champion["model_version"]),
-            date.fromisoformat(champion["data_through"]),
-            int(champion["history_days"]),
-            int(champion.get("horizon", DEFAULT_HORIZON)),
-        )
+def service_state(instance: dg.DagsterInstance, mlflow: MlflowResource) -> ServiceState:
+    from musictrend_dagster.core.service.tracking import current_champion  # MLflow: not at code-location load
+
+    vintage = _metadata(instance, "forecast")
+    selection = current_champion(mlflow.tracking_uri)  # the one champion record: the registry's alias
     degraded: str | None = None
     record = instance.get_latest_asset_check_evaluation_record(
         dg.AssetCheckKey(dg.AssetKey("forecast_monitoring"), LIVE_CHECK)
@@ -155,14 +150,14 @@ def _daily_request(run_key: str, data_through: date, files: list[str], why: str)
     "vintage already read re-issue the newest vintage; without a champion, the full path (refresh_all).",
 )
 def new_drop_file_sensor(
-    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, service: ServiceResource
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, service: ServiceResource, mlflow: MlflowResource
 ) -> dg.SensorResult | dg.SkipReason:
     seen = set(json.loads(context.cursor)) if context.cursor else set()
     new = new_drop_files(Path(warehouse.raw_dir), seen)
     if not new:
         return dg.SkipReason("no new drop files")
     cursor = json.dumps(sorted(seen | set(new)))
-    state = service_state(context.instance)
+    state = service_state(context.instance, mlflow)
     if state.selection is None:
         reason = due_reasons(state, service.retrain_cadence)[0]
         return dg.SensorResult(
@@ -206,8 +201,10 @@ def new_drop_file_sensor(
     "since then, or when monitoring's "
     f"{LIVE_CHECK} check warns on the current champion. The run's musictrend/reason tag says which.",
 )
-def retrain_sensor(context: dg.SensorEvaluationContext, service: ServiceResource) -> dg.RunRequest | dg.SkipReason:
-    state = service_state(context.instance)
+def retrain_sensor(
+    context: dg.SensorEvaluationContext, service: ServiceResource, mlflow: MlflowResource
+) -> dg.RunRequest | dg.SkipReason:
+    state = service_state(context.instance, mlflow)
     if state.selection is None:
         return dg.SkipReason(
             "no champion registered yet: the first run (musictrend run, Materialize all or a drop "

@@ -267,8 +267,8 @@ def test_score_floor_at_least_median14_on_a_small_real_sample():
 
 
 def test_a_pickled_fitted_model_forecasts_the_same(fitted, history):
-    """The daily path serves the fitted model from a cloudpickle in MLflow (core.service.tracking.log_served_model):
-    the round trip keeps the forecast and drops the epoch hook (a logger closure holding a lock)."""
+    """A cloudpickle round trip of the fitted model keeps the forecast and drops the epoch hook (a logger closure
+    holding a lock). The served champion stores its networks apart, as .keras files (core.service.serving)."""
     import cloudpickle
 
     model, _ = fitted

@@ -4,14 +4,19 @@ no champion; the retrain sensor on its triggers; the schedule on the daily job; 
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from mlflow import MlflowClient
 
+from musictrend_dagster.core.service.serving import Selection
+from musictrend_dagster.core.service.tracking import CHAMPION_ALIAS, Tracker, selection_tags
+from musictrend_dagster.core.settings import REGISTERED_MODEL
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
 from musictrend_dagster.defs.automation import new_drop_file_sensor, retrain_sensor
-from musictrend_dagster.defs.resources import ServiceResource, WarehouseResource
+from musictrend_dagster.defs.resources import MlflowResource, ServiceResource, WarehouseResource
 from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL, TRAINING_POOL, ensure_instance
 
@@ -25,14 +30,34 @@ def instance():
         yield inst
 
 
-def register(instance, version=1, through="2015-08-30", history_days=183):
-    """What a retrain leaves in the instance: the registered_champion materialization's metadata."""
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            "registered_champion",
-            metadata={"model_version": version, "data_through": through, "history_days": history_days},
-        )
-    )
+@pytest.fixture(scope="module")
+def _store(tmp_path_factory) -> MlflowResource:
+    home = tmp_path_factory.mktemp("mlflow")
+    Tracker(f"sqlite:///{home / 'mlflow.db'}", home / "mlartifacts")  # migrated once: several seconds
+    return MlflowResource(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_dir=str(home / "mlartifacts"))
+
+
+@pytest.fixture
+def registry(_store):
+    """An MLflow registry with no champion yet (the store is the module's; each test starts it empty)."""
+    yield _store
+    client = MlflowClient(tracking_uri=_store.tracking_uri, registry_uri=_store.tracking_uri)
+    if client.search_registered_models(f"name = '{REGISTERED_MODEL}'"):
+        client.delete_registered_model(REGISTERED_MODEL)
+
+
+def register(registry, version=1, through="2015-08-30", history_days=183):
+    """What a retrain leaves in the MLflow registry, the one champion record: the version with its selection's
+    tags (versions registered up to it first), and the champion alias on it."""
+    client = MlflowClient(tracking_uri=registry.tracking_uri, registry_uri=registry.tracking_uri)
+    if not client.search_registered_models(f"name = '{REGISTERED_MODEL}'"):
+        client.create_registered_model(REGISTERED_MODEL)
+    while len(client.search_model_versions(f"name = '{REGISTERED_MODEL}'")) < version:
+        client.create_model_version(REGISTERED_MODEL, source=registry.artifact_dir)
+    tags = selection_tags(Selection(version, date.fromisoformat(through), history_days, model="global_ensemble"))
+    for key, value in tags.items():
+        client.set_model_version_tag(REGISTERED_MODEL, str(version), key, value)
+    client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION_ALIAS, str(version))
 
 
 def vintage(instance, data_through, history_days):
@@ -42,10 +67,12 @@ def vintage(instance, data_through, history_days):
     )
 
 
-def _evaluate(instance, raw_dir, cursor=None):
+def _evaluate(instance, registry, raw_dir, cursor=None):
     warehouse = WarehouseResource(database=str(raw_dir.parent / "w.duckdb"), raw_dir=str(raw_dir))
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"warehouse": warehouse, "service": ServiceResource()}
+        instance=instance,
+        cursor=cursor,
+        resources={"warehouse": warehouse, "service": ServiceResource(), "mlflow": registry},
     )
     return new_drop_file_sensor(context)
 
@@ -55,42 +82,42 @@ def _start(request: dg.RunRequest) -> str:
     return request.partition_key
 
 
-def test_sensor_starts_one_daily_run_per_drop_file_never_twice(tmp_path, instance):
-    register(instance)
+def test_sensor_starts_one_daily_run_per_drop_file_never_twice(tmp_path, instance, registry):
+    register(registry)
     vintage(instance, "2015-08-30", 183)
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "mars_tianchi_user_actions.csv").write_text("")  # the bulk file is not a drop file
-    assert isinstance(_evaluate(instance, raw), dg.SkipReason)
+    assert isinstance(_evaluate(instance, registry, raw), dg.SkipReason)
 
     (raw / DROP.format("20150831")).write_text("u,s,1441036800,1,20150831\n")
-    result = _evaluate(instance, raw)
+    result = _evaluate(instance, registry, raw)
     assert [(r.run_key, r.job_name, _start(r)) for r in result.run_requests] == [
         (DROP.format("20150831"), "daily_forecast", "2015-09-01")
     ]
     tags = result.run_requests[0].tags
     assert (tags[PATH_TAG], tags[TRIGGER_TAG], tags[DROP_FILE_TAG]) == ("daily", "drop_file", DROP.format("20150831"))
-    assert isinstance(_evaluate(instance, raw, cursor=result.cursor), dg.SkipReason), (
+    assert isinstance(_evaluate(instance, registry, raw, cursor=result.cursor), dg.SkipReason), (
         "the same file must not trigger twice"
     )
 
     (raw / "mars_tianchi_user_actions_20150901.csv.gz").write_bytes(b"")
     (raw / "mars_tianchi_user_actions_notadate.csv").write_text("")
     (raw / "mars_tianchi_user_actions_20150231.csv").write_text("")  # no such day: ingest names it, no run here
-    third = _evaluate(instance, raw, cursor=result.cursor)
+    third = _evaluate(instance, registry, raw, cursor=result.cursor)
     assert [r.run_key for r in third.run_requests] == ["mars_tianchi_user_actions_20150901.csv.gz"]
 
 
-def test_two_files_landing_together_start_two_runs_two_vintages(tmp_path, instance):
+def test_two_files_landing_together_start_two_runs_two_vintages(tmp_path, instance, registry):
     """docs/daily-service.md: the sensor starts one run per new file (issue 15, point 5: it used to start one run
     naming both)."""
-    register(instance)
+    register(registry)
     vintage(instance, "2015-08-30", 183)
     raw = tmp_path / "raw"
     raw.mkdir()
     for day in ("20150901", "20150831"):
         (raw / DROP.format(day)).write_text("")
-    result = _evaluate(instance, raw)
+    result = _evaluate(instance, registry, raw)
     assert [(r.run_key, _start(r)) for r in result.run_requests] == [
         (DROP.format("20150831"), "2015-09-01"),
         (DROP.format("20150901"), "2015-09-02"),
@@ -98,23 +125,24 @@ def test_two_files_landing_together_start_two_runs_two_vintages(tmp_path, instan
     assert "one run per new file" in DAILY_SERVICE.read_text()
 
 
-def test_without_a_champion_a_drop_file_starts_the_full_path(tmp_path, instance):
+def test_without_a_champion_a_drop_file_starts_the_full_path(tmp_path, instance, registry):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / DROP.format("20150831")).write_text("")
-    (request,) = _evaluate(instance, raw).run_requests
+    (request,) = _evaluate(instance, registry, raw).run_requests
     assert request.job_name == "refresh_all" and request.tags[PATH_TAG] == "retrain"
     assert request.tags[REASON_TAG] == "first run: no champion registered yet"
 
 
-def test_retrain_sensor_fires_on_cadence_growth_or_a_degraded_champion_only(instance, monkeypatch):
+def test_retrain_sensor_fires_on_cadence_growth_or_a_degraded_champion_only(instance, registry, monkeypatch):
     """The cadence is the service resource's field, filled by dg.EnvVar: changing the variable changes
     what the same sensor definition decides, with no code change and no new resource object."""
     monkeypatch.setenv("MUSICTREND_RETRAIN_EVERY_DAYS", "7")
     service = ServiceResource(retrain_every_days=dg.EnvVar("MUSICTREND_RETRAIN_EVERY_DAYS"))
-    context = lambda: dg.build_sensor_context(instance=instance, resources={"service": service})  # noqa: E731
+    resources = {"service": service, "mlflow": registry}
+    context = lambda: dg.build_sensor_context(instance=instance, resources=resources)  # noqa: E731
     assert "no champion" in retrain_sensor(context()).skip_message
-    register(instance, version=4, through="2015-08-30", history_days=100)
+    register(registry, version=4, through="2015-08-30", history_days=100)
     vintage(instance, "2015-09-05", 106)  # 6 days on, +6%: not due
     assert retrain_sensor(context()).skip_message.startswith("not due: champion v4")
 
@@ -135,7 +163,7 @@ def test_retrain_sensor_fires_on_cadence_growth_or_a_degraded_champion_only(inst
     assert request.tags[TRIGGER_TAG] == "retrain_sensor"
 
     # a warning about an older version is no reason to retrain the current one
-    register(instance, version=5, through="2015-09-05", history_days=106)
+    register(registry, version=5, through="2015-09-05", history_days=106)
     assert isinstance(retrain_sensor(context()), dg.SkipReason)
     vintage(instance, "2015-09-12", 113)  # 7 days of new data: the weekly cadence
     assert retrain_sensor(context()).tags[REASON_TAG].startswith("cadence: 7 new days of data")

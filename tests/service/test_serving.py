@@ -15,6 +15,7 @@ from musictrend_dagster.core.service import serving
 from musictrend_dagster.core.service.serving import ServedModel, forecast_vintage
 
 CALIBRATION = pl.DataFrame({"day": [0], "lo": [-0.1], "hi": [0.1]})
+TINY = {"global_ensemble": {"epochs": 0, "seeds": 1, "window_short": 7, "window_long": 14}}
 
 
 def _split(five_artists, days: int):
@@ -106,3 +107,27 @@ def test_a_kind_that_cannot_observe_is_refit_and_says_so(five_artists, monkeypat
     made = forecast_vintage(served, history, songs, horizon=10)
     assert made.refit.startswith("median14 cannot apply learned weights to new days: refit on 80 days")
     assert made.frame["ds"].min() == history["ds"].max() + timedelta(days=1)
+
+
+@pytest.mark.parametrize("name", ["median14", "global_ensemble"])
+def test_a_vintage_never_changes_the_served_model(five_artists, name):
+    """One loaded champion serves every vintage (a backfill makes many): each vintage observes its days on a
+    private copy, so the served model still forecasts from the days it was trained on, and a vintage is the
+    same whichever vintages were made before it."""
+    short, songs = _split(five_artists, 60)
+    history, _ = five_artists
+    model = make_model(name, **TINY.get(name, {}))
+    model.fit(short, songs)
+    start = short["ds"].max() + timedelta(days=1)
+    trained = model.predict(start, 30)
+    served = ServedModel(model, name, {}, CALIBRATION, short["ds"].max(), 60, 0.7)
+    newest = forecast_vintage(served, history, songs, horizon=30)
+    assert newest.refit is None and served.forecaster is model
+    assert model.predict(start, 30).equals(trained)
+    earlier = forecast_vintage(served, history, songs, start=start - timedelta(days=3), horizon=30)
+    assert forecast_vintage(served, history, songs, horizon=30).frame.equals(newest.frame)
+    alone = make_model(name, **TINY.get(name, {}))
+    alone.fit(short, songs)
+    served_alone = ServedModel(alone, name, {}, CALIBRATION, short["ds"].max(), 60, 0.7)
+    back = forecast_vintage(served_alone, history, songs, start=start - timedelta(days=3), horizon=30)
+    assert back.frame.equals(earlier.frame)

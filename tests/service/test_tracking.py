@@ -3,7 +3,6 @@
 One store for the module: migrating a fresh SQLite store costs MLflow several seconds.
 """
 
-import os
 import socket
 import subprocess
 import sys
@@ -16,10 +15,19 @@ import polars as pl
 import pytest
 
 from musictrend_dagster.core.forecast.backtest import backtest
+from musictrend_dagster.core.forecast.intervals import with_interval
 from musictrend_dagster.core.forecast.models.baselines import BestConstantForecaster, MedianForecaster
+from musictrend_dagster.core.forecast.models.registry import make_model
 from musictrend_dagster.core.service import tracking
 from musictrend_dagster.core.service.owner import HOST_TAG, PID_TAG, owner_tags
-from musictrend_dagster.core.service.tracking import CHAMPION_ALIAS, Tracker
+from musictrend_dagster.core.service.serving import Selection, ServedModel
+from musictrend_dagster.core.service.tracking import (
+    CHAMPION_ALIAS,
+    Tracker,
+    current_champion,
+    load_champion,
+    registered_versions,
+)
 from musictrend_dagster.core.settings import REGISTERED_MODEL
 
 ORIGINS = [date(2015, 2, 1), date(2015, 2, 11)]
@@ -106,36 +114,114 @@ def test_experiment_opens_in_model_training_view(tracker, tmp_path):
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_champion_alias_and_pyfunc_round_trip(tracker, history):
-    runs = {}
-    for factory in (lambda: MedianForecaster(14), BestConstantForecaster):
-        result = backtest(factory, history, pl.DataFrame(), ORIGINS, horizon=10)
-        runs[result.model] = tracker.log_backtest(
-            result, {}, (date(2015, 1, 1), date(2015, 3, 1)), seed=0, plot_png=None
-        )
-    assert tracker.champion_run_id() is None
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    for name, make in (("median14", lambda: MedianForecaster(14)), ("best_constant", BestConstantForecaster)):
-        model = make()
-        model.fit(history, pl.DataFrame())
-        version = tracker.register_champion(runs[name], model, history, date(2015, 3, 2), 60)
-    assert version == 2
-    assert os.environ.get("MLFLOW_TRACKING_URI") == before  # the global URI is restored
-    mv = tracker.client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS)
-    assert (mv.run_id, mv.tags["model"]) == (runs["best_constant"], "best_constant")
-    assert tracker.champion_run_id() == runs["best_constant"]
+CALIBRATION = pl.DataFrame({"day": [0, 1], "lo": [-0.2, -0.3], "hi": [0.1, 0.25]})
 
+
+def _served(model, history: pl.DataFrame, name: str | None = None, f_norm: float = 0.7) -> ServedModel:
+    return ServedModel(
+        model, name or model.name, model.params(), CALIBRATION, history["ds"].max(), history["ds"].n_unique(), f_norm
+    )
+
+
+def _register(tracker: Tracker, served: ServedModel, reason: str = "test") -> Selection:
+    run_id = tracker.client.create_run(tracker.experiment_id, run_name=served.model).info.run_id
+    return tracker.register_champion(
+        run_id, served, horizon=60, origins=ORIGINS, backtest_coverage=0.8, reason=reason, tags={"dagster_run_id": "d"}
+    )
+
+
+def _pyfunc(tracker: Tracker, uri: str):
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(tracker.uri)
     try:
-        loaded = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}@{CHAMPION_ALIAS}")
-        out = loaded.predict(pd.DataFrame({"start": ["2015-03-02", "2015-04-01"], "horizon": [5, 2]}))
+        return mlflow.pyfunc.load_model(uri)
     finally:
         mlflow.set_tracking_uri(before)
-    expected = pl.concat([model.predict(date(2015, 3, 2), 5), model.predict(date(2015, 4, 1), 2)])
-    assert len(out) == 3 * 7
+
+
+def _model_folders(tracker: Tracker) -> list:
+    """Every MLflow model stored under the artifact folder (a folder holding an MLmodel file)."""
+    return sorted(p.parent for p in tracker.artifact_dir.rglob("MLmodel"))
+
+
+def test_the_registry_is_the_champion_record_and_serves_its_one_model(tmp_path, history):
+    """Each retrain registers one version whose tags say what it is and whose one MLflow model is the whole
+    served model: `models:/musictrend-forecaster@champion` loads through mlflow.pyfunc and forecasts, with
+    the 80% interval, exactly what the fitted model forecasts; moving the alias moves every reader."""
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "mlartifacts")
+    assert current_champion(tracker.uri) is None and registered_versions(tracker.uri) == []
+    with pytest.raises(tracking.NoChampion, match="no model version"):
+        load_champion(tracker.uri)
+    models = {}
+    for make in (lambda: MedianForecaster(14), BestConstantForecaster):
+        model = make()
+        model.fit(history, pl.DataFrame())
+        models[model.name] = model
+        selection = _register(tracker, _served(model, history, f_norm=0.6 + len(models) / 10), reason=model.name)
+    assert selection == Selection(
+        model_version=2,
+        data_through=date(2015, 3, 1),
+        history_days=60,
+        horizon=60,
+        model="best_constant",
+        origins=tuple(ORIGINS),
+        backtest_f_norm=0.8,
+        backtest_coverage=0.8,
+        reason="best_constant",
+    )
+    assert current_champion(tracker.uri) == selection
+    assert [s.model_version for s in registered_versions(tracker.uri)] == [1, 2]
+    assert registered_versions(tracker.uri)[0].model == "median14"
+
+    loaded = _pyfunc(tracker, f"models:/{REGISTERED_MODEL}@{CHAMPION_ALIAS}")
+    out = loaded.predict(pd.DataFrame({"start": ["2015-03-02", "2015-04-01"], "horizon": [5, 2]}))
+    model = models["best_constant"]
+    expected = pl.concat(
+        [
+            with_interval(model.predict(date(2015, 3, 2), 5), CALIBRATION),
+            with_interval(model.predict(date(2015, 4, 1), 2), CALIBRATION),
+        ]
+    )
+    assert list(out.columns) == ["artist_id", "ds", "forecast", "lo80", "hi80"]
     assert out["artist_id"].tolist() == expected["artist_id"].to_list()
-    assert out["plays"].tolist() == pytest.approx(expected["plays"].to_list())
     assert pd.to_datetime(out["ds"]).dt.date.tolist() == expected["ds"].to_list()
+    assert out["forecast"].tolist() == expected["plays"].to_list()
+    assert (
+        out["lo80"].tolist() == expected["plays_lo"].to_list()
+        and out["hi80"].tolist() == expected["plays_hi"].to_list()
+    )
+
+    champion, served = load_champion(tracker.uri)
+    assert champion == selection and served.model == "best_constant" and served.calibration.equals(CALIBRATION)
+    assert served.forecaster.predict(date(2015, 3, 2), 5).equals(model.predict(date(2015, 3, 2), 5))
+
+    # an operator rolls back in the MLflow UI: the alias is the record, so the readers follow it
+    tracker.client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION_ALIAS, "1")
+    assert current_champion(tracker.uri).model == "median14"
+    assert (
+        load_champion(tracker.uri)[1]
+        .forecaster.predict(date(2015, 3, 2), 5)
+        .equals(models["median14"].predict(date(2015, 3, 2), 5))
+    )
+
+    # one serialised copy: exactly one MLflow model per registered version, no served_model.pkl beside it
+    folders = _model_folders(tracker)
+    assert len(folders) == 2
+    assert not [p for p in tracker.artifact_dir.rglob("*") if p.name == "served_model.pkl"]
+    versions = [tracker.client.get_model_version(REGISTERED_MODEL, str(v)) for v in (1, 2)]
+    stored = sorted(
+        tracker.client.get_logged_model(v.source.removeprefix("models:/")).artifact_location for v in versions
+    )
+    assert stored == sorted(f.as_uri() for f in folders)
+
+
+def test_a_version_without_the_selection_tags_is_named(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "mlartifacts")
+    tracker.client.create_registered_model(REGISTERED_MODEL)
+    mv = tracker.client.create_model_version(REGISTERED_MODEL, source=str(tmp_path), tags={"model": "x"})
+    tracker.client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION_ALIAS, mv.version)
+    with pytest.raises(ValueError, match=r"version 1 lacks the tag\(s\) data_through, history_days"):
+        current_champion(tracker.uri)
 
 
 def test_locked_database_is_retried_with_backoff(monkeypatch):
@@ -166,42 +252,28 @@ def test_locked_database_is_retried_with_backoff(monkeypatch):
     assert len(sleeps) == 7  # other errors are not retried
 
 
-class _TinyKeras:
-    """Stands in for a Keras-backed forecaster: a `keras_model` plus `model_input(history)`."""
-
-    name = "tiny_keras"
-
-    def __init__(self) -> None:
-        import keras
-
-        keras.utils.set_random_seed(0)
-        self.keras_model = keras.Sequential([keras.Input((7,)), keras.layers.Dense(1)])
-
-    def params(self) -> dict:
-        return {}
-
-    def model_input(self, history: pl.DataFrame):
-        wide = history.sort("ds").group_by("artist_id", maintain_order=True).agg(pl.col("plays").tail(7))
-        return wide["plays"].list.to_array(7).to_numpy().astype("float32")
-
-
 @pytest.mark.slow
-def test_keras_champion_is_logged_with_the_keras_flavour(tracker, history):
-    result = backtest(lambda: MedianForecaster(14), history, pl.DataFrame(), ORIGINS[:1], horizon=10)
-    run_id = tracker.log_backtest(result, {}, (date(2015, 1, 1), date(2015, 3, 1)), seed=0, plot_png=None)
-    model = _TinyKeras()
-    version = tracker.register_champion(run_id, model, history, date(2015, 3, 2), 60)
-    mv = tracker.client.get_model_version(REGISTERED_MODEL, str(version))
-    assert mv.tags["model"] == "tiny_keras" and tracker.champion_run_id() == run_id
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(tracker.uri)
-    try:
-        loaded = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}@{CHAMPION_ALIAS}")
-    finally:
-        mlflow.set_tracking_uri(before)
-    assert loaded.metadata.flavors.keys() >= {"keras", "python_function"}
-    x = model.model_input(history)
-    assert loaded.predict(x) == pytest.approx(model.keras_model.predict(x, verbose=0))
+@pytest.mark.parametrize("name", ["global_direct", "seed_lstm"])
+def test_a_keras_champion_is_one_pyfunc_model_with_its_networks_as_keras_files(tmp_path, five_artists, name):
+    """A Keras-backed champion is the same one pyfunc model: its networks are `.keras` artifacts loaded in
+    load_context (no TensorFlow object is pickled), and the loaded model forecasts exactly what the fitted one does."""
+    history, songs = five_artists
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "mlartifacts")
+    model = make_model(name, horizon=60, epochs=1, members=1)
+    model.fit(history, songs)
+    _register(tracker, _served(model, history, name))
+    _, served = load_champion(tracker.uri)
+    start = history["ds"].max() + timedelta(days=1)
+    assert served.forecaster.predict(start, 60).equals(model.predict(start, 60))
+    (folder,) = _model_folders(tracker)
+    stored = sorted(p.name for p in (folder / "artifacts").iterdir())
+    assert stored == ["forecaster.pkl", "network_0.keras"]
+    for pickled in (folder / "artifacts" / "forecaster.pkl", folder / "python_model.pkl"):
+        assert b"keras.src" not in pickled.read_bytes() and b"tensorflow" not in pickled.read_bytes()
+    out = _pyfunc(tracker, f"models:/{REGISTERED_MODEL}@{CHAMPION_ALIAS}").predict(
+        pd.DataFrame({"start": [start.isoformat()], "horizon": [60]})
+    )
+    assert out["forecast"].tolist() == model.predict(start, 60)["plays"].to_list()
 
 
 def test_runs_left_running_by_a_dead_process_are_marked_killed(tracker):

@@ -57,12 +57,9 @@ CREATE OR REPLACE VIEW forecasts AS
         data_through
     FROM forecast_vintages WHERE vintage = (SELECT max(vintage) FROM forecast_vintages);
 """
-# One row per registered champion version.
-SELECTIONS_SQL = """
-CREATE TABLE IF NOT EXISTS champion_selections (
-    model_version INTEGER, model VARCHAR, data_through DATE, history_days INTEGER, backtest_f_norm DOUBLE,
-    backtest_coverage DOUBLE, reason VARCHAR, mlflow_run_id VARCHAR, dagster_run_id VARCHAR, selected_at TIMESTAMP);
-"""
+# The champion record of earlier releases: the MLflow registry holds it now (version tags and the
+# `champion` alias, core/service/tracking.py), so a copy here could only disagree with it. Dropped.
+_RETIRED = ("champion_selections",)
 # Tables of the layout before the lake (raw rows stored in the warehouse): dropped once, the
 # next ingest rebuilds everything from the raw folder.
 _LEGACY = ("raw_user_actions", "raw_songs", "quarantine_user_actions", "quarantine_songs", "ingested_files")
@@ -90,6 +87,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     if legacy:
         for table in _LEGACY:
             con.execute(f"DROP TABLE IF EXISTS {table}")
+    for table in _RETIRED:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
     con.execute(SCHEMA_SQL)
 
 

@@ -25,6 +25,7 @@ from typing import cast
 import polars as pl
 
 from musictrend_dagster.core.forecast.metric import artist_scores
+from musictrend_dagster.core.service.serving import Selection
 
 LIVE_WINDOW_DAYS = 14
 MIN_SCORED_DAYS = 7
@@ -49,6 +50,25 @@ ARTIST_SCORE_SCHEMA = {
     "loss": pl.Float64,
     "bias": pl.Float64,
 }
+
+
+SELECTION_SCHEMA = {
+    "model_version": pl.Int64,
+    "model": pl.String,
+    "data_through": pl.Date,
+    "history_days": pl.Int64,
+    "backtest_f_norm": pl.Float64,
+}
+
+
+def selections_frame(selections: list[Selection]) -> pl.DataFrame:
+    """The registry's champion selections (core.service.tracking.registered_versions) as one row per
+    version, oldest first: what monitoring joins its vintages to and charts."""
+    rows = [
+        (s.model_version, s.model, s.data_through, s.history_days, s.backtest_f_norm)
+        for s in sorted(selections, key=lambda s: s.model_version)
+    ]
+    return pl.DataFrame(rows, schema=SELECTION_SCHEMA, orient="row")
 
 
 def _scored(forecasts: pl.DataFrame, actuals: pl.DataFrame) -> pl.DataFrame:

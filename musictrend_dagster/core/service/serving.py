@@ -1,12 +1,18 @@
 """The daily service: the registered champion forecasts from the newest data, and says when it is due
 for retraining.
 
-Serving. A retrain registers a `ServedModel`: the champion fitted on every day of the history, its
-80% interval calibration and where it came from. The daily path loads it and calls
-`forecast_vintage`: the model observes the history before the vintage (the first forecast day) and
-forecasts `horizon` days from there, with no backtest. A model kind that can apply its learned
-weights to a newer history (`ModelSpec.observes`) does so in milliseconds; any other kind is refit
-with the registered hyperparameters, and the vintage says so (`Vintage.refit`).
+Serving. A retrain registers a `ServedModel` as the MLflow model of its registered version
+(core/service/tracking.py): the champion fitted on every day of the history, its 80% interval
+calibration and where it came from. The daily path loads it and calls `forecast_vintage`: a private
+copy of the model observes the history before the vintage (the first forecast day) and forecasts
+`horizon` days from there, with no backtest; the loaded model itself never changes. A model kind
+that can apply its learned weights to a newer history (`ModelSpec.observes`) does so in
+milliseconds; any other kind is refit with the registered hyperparameters, and the vintage says so
+(`Vintage.refit`).
+
+Storing a fitted forecaster (`split_networks` / `join_networks`): its Keras networks are taken out
+and stored in Keras's own format; the rest (numpy arrays, polars frames, hyperparameters) is pickled,
+so no TensorFlow object is ever pickled.
 
 Retraining. `retrain_reasons` turns the service's state into the reasons a retrain is due: no
 champion yet, `every_days` days of new data since the last selection (the data's calendar, not the
@@ -17,6 +23,8 @@ selection, or the champion's live score degraded (core/service/monitoring.py).
 
 from __future__ import annotations
 
+import io
+import pickle
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, cast
@@ -44,6 +52,62 @@ class ServedModel:
     trained_through: date
     history_days: int
     backtest_f_norm: float
+
+
+def _network(obj: Any) -> bool:
+    """Is `obj` a Keras network? Any other Keras or TensorFlow object in a fitted model is refused."""
+    if not type(obj).__module__.startswith(("keras", "tensorflow")):
+        return False
+    import keras  # only reached when the model holds a Keras object: TensorFlow is already loaded
+
+    if isinstance(obj, keras.Model):
+        return True
+    raise TypeError(f"a fitted forecaster holds a {type(obj).__qualname__} outside a Keras model: it cannot be stored")
+
+
+class _NetworkPickler(pickle.Pickler):
+    """Pickles a forecaster with each Keras network replaced by its index in `networks`."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.networks: list[Any] = []
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if not _network(obj):
+            return None
+        for k, known in enumerate(self.networks):
+            if known is obj:
+                return k
+        self.networks.append(obj)
+        return len(self.networks) - 1
+
+
+class _NetworkUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, networks: list[Any]) -> None:
+        super().__init__(file)
+        self.networks = networks
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self.networks[pid]
+
+
+def split_networks(forecaster: Forecaster) -> tuple[bytes, list[Any]]:
+    """(the forecaster pickled without its Keras networks, the networks): what a registered version stores."""
+    buffer = io.BytesIO()
+    pickler = _NetworkPickler(buffer)
+    pickler.dump(forecaster)
+    return buffer.getvalue(), pickler.networks
+
+
+def join_networks(state: bytes, networks: list[Any]) -> Forecaster:
+    """A forecaster from `split_networks`' two parts (the networks are used as given, not copied)."""
+    return cast(Forecaster, _NetworkUnpickler(io.BytesIO(state), networks).load())
+
+
+def private_copy(forecaster: Forecaster) -> Forecaster:
+    """A copy that can observe new days without changing `forecaster`: its state is copied, its networks
+    (read-only once fitted) are shared."""
+    return join_networks(*split_networks(forecaster))
 
 
 @dataclass(frozen=True)
@@ -79,6 +143,7 @@ def forecast_vintage(
         raise ValueError(f"no history before the forecast start {vintage}")
     forecaster, refit = served.forecaster, None
     if model_spec(served.model).observes:
+        forecaster = private_copy(served.forecaster)  # the served model is shared: it never changes
         forecaster.observe(seen, songs)
     else:
         refit = (
@@ -106,12 +171,18 @@ def forecast_vintage(
 
 @dataclass(frozen=True)
 class Selection:
-    """The last champion selection: which registered version, on how much data, for which horizon."""
+    """A champion selection, as its registered version's tags record it: which version, trained through
+    which day, selected on which history (days, backtest origins, horizon, backtest score) and why."""
 
     model_version: int
-    data_through: date
+    data_through: date  # the last day the version was trained on
     history_days: int
     horizon: int = DEFAULT_HORIZON  # versions registered before the horizon was a setting: 60 days
+    model: str = ""
+    origins: tuple[date, ...] = ()  # the backtest origins it was selected on
+    backtest_f_norm: float | None = None
+    backtest_coverage: float | None = None
+    reason: str = ""
 
 
 def horizon_changed(selection: Selection | None, horizon: int) -> str | None:

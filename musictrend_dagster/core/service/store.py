@@ -12,7 +12,7 @@ from typing import cast
 import duckdb
 import polars as pl
 
-from musictrend_dagster.core.data.warehouse import SELECTIONS_SQL, VINTAGES_SQL
+from musictrend_dagster.core.data.warehouse import VINTAGES_SQL
 from musictrend_dagster.core.forecast.backtest import BacktestPlan, BacktestResult, Skipped
 from musictrend_dagster.core.forecast.intervals import Coverage
 
@@ -335,35 +335,6 @@ def load_forecasts(con: duckdb.DuckDBPyConnection, vintage: date | None = None) 
         "model_version, data_through FROM forecast_vintages WHERE vintage = $v ORDER BY unique_id, ds",
         {"v": vintage},
     )
-
-
-def save_selection(con: duckdb.DuckDBPyConnection, row: dict) -> None:
-    """A registered champion's row in `champion_selections` (one per registered version)."""
-    con.execute(SELECTIONS_SQL)
-    columns = [
-        "model_version",
-        "model",
-        "data_through",
-        "history_days",
-        "backtest_f_norm",
-        "backtest_coverage",
-        "reason",
-        "mlflow_run_id",
-        "dagster_run_id",
-    ]
-    with _transaction(con):
-        con.execute("DELETE FROM champion_selections WHERE model_version = ?", [row["model_version"]])
-        con.execute(
-            f"INSERT INTO champion_selections ({', '.join(columns)}, selected_at) "
-            f"VALUES ({', '.join('?' * len(columns))}, now()::TIMESTAMP)",
-            [row[c] for c in columns],
-        )
-
-
-def load_selections(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """Every champion selection, oldest first."""
-    con.execute(SELECTIONS_SQL)
-    return query(con, "SELECT * FROM champion_selections ORDER BY model_version")
 
 
 def save_monitoring(

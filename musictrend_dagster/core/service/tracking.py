@@ -2,7 +2,15 @@
 
 One `Tracker` owns every MLflow write of a materialisation: runs are created, filled in a
 few batched calls and closed by `log_backtest`, and the champion is logged and registered
-by `register_champion`. SQLite allows one writer at a time, so every write goes through
+by `register_champion`.
+
+The registry is the one champion record. The version the alias `champion` points at serves; its
+tags say what it is (`Selection`: trained through which day, on how many days, selected on which
+backtest origins and horizon, with which score, and why), and its one MLflow model (`ServedPyfunc`)
+is what the daily path serves: forecaster and interval calibration, forecast and 80% interval out.
+`current_champion`, `registered_versions` and `load_champion` are the readers.
+
+SQLite allows one writer at a time, so every write goes through
 `_retry`, which retries "database is locked" with exponential backoff
 (0.25 s, 0.5 s, 1 s, 2 s, 4 s: about 8 s in all before giving up).
 """
@@ -10,13 +18,14 @@ by `register_champion`. SQLite allows one writer at a time, so every write goes 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from datetime import date
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, timedelta
 from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -27,15 +36,15 @@ import polars as pl
 from mlflow import MlflowClient
 from mlflow.entities import Experiment, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, infer_signature
+from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from musictrend_dagster.core.forecast.backtest import BacktestPlan, BacktestResult, Skipped
 from musictrend_dagster.core.forecast.evaluation import flat_metrics
-from musictrend_dagster.core.forecast.intervals import Coverage
-from musictrend_dagster.core.forecast.models.base import Forecaster
+from musictrend_dagster.core.forecast.intervals import Coverage, with_interval
 from musictrend_dagster.core.service.owner import owner_gone, owner_tags
-from musictrend_dagster.core.settings import MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
+from musictrend_dagster.core.service.serving import Selection, ServedModel, join_networks, split_networks
+from musictrend_dagster.core.settings import DEFAULT_HORIZON, MLFLOW_EXPERIMENT, REGISTERED_MODEL, Paths
 
 CHAMPION_ALIAS = "champion"
 MODEL_ARTIFACT = "model"
@@ -56,11 +65,23 @@ _MAX_PARAM_CHARS = 6000
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-# The pyfunc contract: one request row per forecast wanted, the forecast frame back.
+# The pyfunc contract: one request row per forecast wanted; per artist and day the forecast and its
+# 80% interval back (the columns of output/forecasts.csv).
 PYFUNC_SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "start"), ColSpec("long", "horizon")]),
-    outputs=Schema([ColSpec("string", "artist_id"), ColSpec("datetime", "ds"), ColSpec("double", "plays")]),
+    outputs=Schema(
+        [
+            ColSpec("string", "artist_id"),
+            ColSpec("datetime", "ds"),
+            ColSpec("double", "forecast"),
+            ColSpec("double", "lo80"),
+            ColSpec("double", "hi80"),
+        ]
+    ),
 )
+# Inside the one MLflow model of a registered version: the forecaster's state and its Keras networks.
+FORECASTER_ARTIFACT = "forecaster"
+NETWORK_ARTIFACT = "network_{}"
 
 
 def _retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -91,6 +112,20 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _pointed_at(uri: str) -> Iterator[None]:
+    """Point the global fluent API (log_model, load_model need it) at `uri`, quiet, then restore the
+    previous URI. Only the tracking URI is touched: set_registry_uri() would pin an env var for good, and
+    the SQLite registry resolves models:/ URIs through the tracking URI."""
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        with _quiet():
+            yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it: mlflow's annotation omits it
+
+
 def _ymd(d: date) -> str:
     return d.strftime("%Y%m%d")
 
@@ -105,11 +140,35 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-class ForecasterPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]  # mlflow loads pyfunc lazily
-    """Serves a fitted non-Keras forecaster: rows of (start yyyy-mm-dd, horizon) in, forecast frame out."""
+class ServedPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]  # mlflow loads pyfunc lazily
+    """A registered version's one MLflow model: the whole `ServedModel` (fitted forecaster, interval
+    calibration, facts). Rows of (start yyyy-mm-dd, horizon) in; artist_id, ds, forecast, lo80, hi80 out,
+    forecast from the days the model last read.
 
-    def __init__(self, forecaster: Forecaster) -> None:
-        self.forecaster = forecaster
+    The pickled python model holds the facts and the calibration only. The forecaster is in the model's
+    artifacts, its state pickled without its Keras networks and each network a `.keras` file
+    (`serving.split_networks`), and is rebuilt in `load_context`: no TensorFlow object is pickled.
+    """
+
+    def __init__(self, served: ServedModel, networks: int) -> None:
+        self.facts = {f.name: getattr(served, f.name) for f in dataclasses.fields(served) if f.name != "forecaster"}
+        self.networks = networks
+        self.served: ServedModel | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "served": None}  # the forecaster is stored as artifacts, never in the pickle
+
+    def load_context(self, context: Any) -> None:
+        state = Path(context.artifacts[FORECASTER_ARTIFACT]).read_bytes()
+        networks = []
+        if self.networks:
+            import keras  # only a Keras-backed champion loads TensorFlow
+
+            networks = [
+                keras.saving.load_model(context.artifacts[NETWORK_ARTIFACT.format(k)], compile=False)
+                for k in range(self.networks)
+            ]
+        self.served = ServedModel(join_networks(state, networks), **self.facts)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         missing = {"start", "horizon"} - set(model_input.columns)
@@ -117,11 +176,17 @@ class ForecasterPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
             raise ValueError(
                 f"model input lacks columns {sorted(missing)}; expected 'start' (yyyy-mm-dd) and 'horizon'"
             )
+        served = cast(ServedModel, self.served)  # load_context ran: MLflow calls it on load
         frames = [
-            self.forecaster.predict(date.fromisoformat(str(row.start)[:10]), int(row.horizon))
+            with_interval(
+                served.forecaster.predict(date.fromisoformat(str(row.start)[:10]), int(row.horizon)),
+                served.calibration,
+            )
             for row in model_input.itertuples(index=False)
         ]
-        return pl.concat(frames).to_pandas()
+        return (
+            pl.concat(frames).select("artist_id", "ds", forecast="plays", lo80="plays_lo", hi80="plays_hi").to_pandas()
+        )
 
 
 class Tracker:
@@ -178,21 +243,6 @@ class Tracker:
         if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             _retry(self.client.set_experiment_tag, found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
-
-    @contextlib.contextmanager
-    def _fluent(self) -> Iterator[None]:
-        """Point the global fluent API (log_model needs it) at this store, then restore the previous URI.
-
-        Only the tracking URI is touched: set_registry_uri() would pin an env var for good, and
-        registration goes through self.client anyway.
-        """
-        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-        mlflow.set_tracking_uri(self.uri)
-        try:
-            with _quiet():
-                yield
-        finally:
-            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it: mlflow's annotation omits it
 
     def log_backtest(
         self,
@@ -331,30 +381,42 @@ class Tracker:
                 _retry(self.client.log_artifact, run_id, str(Path(tmp) / PLOT_ARTIFACT))
 
     def register_champion(
-        self, run_id: str, model: Forecaster, history: pl.DataFrame, start: date, horizon: int
-    ) -> int:
-        """Log the fitted champion into its run, register it and point the `champion` alias at it.
+        self,
+        run_id: str,
+        served: ServedModel,
+        *,
+        horizon: int,
+        origins: Sequence[date],
+        backtest_coverage: float | None,
+        reason: str,
+        tags: dict[str, str] | None = None,
+    ) -> Selection:
+        """Log `served` into its backtest run as the version's one MLflow model (`ServedPyfunc`), register
+        it with the selection's facts as version tags, and point the `champion` alias at it.
 
-        Keras-backed models (a `keras_model` attribute) are logged with the keras flavour, their
-        signature inferred from `model.model_input(history)`. Everything else is pickled inside
-        `ForecasterPyfunc`, whose input is a frame of (start, horizon) rows: the request the
-        forecast asset itself made is the input example.
+        The tags are written with the version and the alias moves last: a reader never sees the alias on
+        a version without its facts. `tags` adds provenance (the Dagster run).
         """
-        keras_model = getattr(model, "keras_model", None)
         _retry(self.client.log_batch, run_id, tags=[RunTag(k, v) for k, v in owner_tags().items()])  # reopened here
-        with self._fluent():
+        state, networks = split_networks(served.forecaster)
+        first_day = served.trained_through + timedelta(days=1)  # the request the next vintage makes: the example
+        with tempfile.TemporaryDirectory() as tmp, _pointed_at(self.uri):
+            artifacts = {FORECASTER_ARTIFACT: str(Path(tmp) / "forecaster.pkl")}
+            Path(artifacts[FORECASTER_ARTIFACT]).write_bytes(state)
+            for k, network in enumerate(networks):
+                artifacts[NETWORK_ARTIFACT.format(k)] = str(Path(tmp) / f"network_{k}.keras")
+                network.save(artifacts[NETWORK_ARTIFACT.format(k)])
+            packages = ("mlflow", "polars", "pandas", "numpy") + (("keras", "tensorflow-cpu") if networks else ())
             with mlflow.start_run(run_id=run_id):
-                if keras_model is not None:
-                    info = _retry(self._log_keras, model, keras_model, history)
-                else:
-                    info = _retry(
-                        mlflow.pyfunc.log_model,
-                        name=MODEL_ARTIFACT,
-                        python_model=ForecasterPyfunc(model),
-                        signature=PYFUNC_SIGNATURE,
-                        input_example=pd.DataFrame({"start": [start.isoformat()], "horizon": [horizon]}),
-                        pip_requirements=_requirements("mlflow", "polars", "pandas", "numpy", "cloudpickle"),
-                    )
+                info = _retry(
+                    mlflow.pyfunc.log_model,
+                    name=MODEL_ARTIFACT,
+                    python_model=ServedPyfunc(served, len(networks)),
+                    artifacts=artifacts,
+                    signature=PYFUNC_SIGNATURE,
+                    input_example=pd.DataFrame({"start": [first_day.isoformat()], "horizon": [horizon]}),
+                    pip_requirements=_requirements(*packages),
+                )
             # The SQLite registry store resolves models:/<id> through a default MlflowClient(),
             # i.e. the global tracking URI: register while it still points here.
             try:
@@ -362,38 +424,27 @@ class Tracker:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
+            selection = Selection(
+                model_version=0,  # known once registered
+                data_through=served.trained_through,
+                history_days=served.history_days,
+                horizon=horizon,
+                model=served.model,
+                origins=tuple(origins),
+                backtest_f_norm=served.backtest_f_norm,
+                backtest_coverage=backtest_coverage,
+                reason=reason,
+            )
             mv = _retry(
                 self.client.create_model_version,
                 REGISTERED_MODEL,
                 source=info.model_uri,
                 run_id=run_id,
                 model_id=info.model_id,
-                tags={"model": model.name},
+                tags={**selection_tags(selection), **(tags or {})},
             )
             _retry(self.client.set_registered_model_alias, REGISTERED_MODEL, CHAMPION_ALIAS, str(mv.version))
-        return int(mv.version)
-
-    @staticmethod
-    def _log_keras(model: Any, keras_model: Any, history: pl.DataFrame) -> Any:
-        import mlflow.keras  # imports TensorFlow: only paid when a Keras champion is logged
-
-        x = model.model_input(history)
-        y = keras_model.predict(x, verbose=0)
-        return mlflow.keras.log_model(
-            keras_model,
-            name=MODEL_ARTIFACT,
-            signature=infer_signature(x, y),
-            pip_requirements=_requirements("mlflow", "keras", "tensorflow-cpu", "numpy"),
-        )
-
-    def champion_run_id(self) -> str | None:
-        """The run that produced the current champion, or None if there is none yet."""
-        with _quiet():
-            try:
-                mv = _retry(self.client.get_model_version_by_alias, REGISTERED_MODEL, CHAMPION_ALIAS)
-            except MlflowException:
-                return None
-        return mv.run_id
+        return dataclasses.replace(selection, model_version=int(mv.version))
 
 
 def run_page(ui_url: str, experiment_id: str, run_id: str) -> str:
@@ -435,51 +486,112 @@ def _requirements(*packages: str) -> list[str]:
     return [f"{name}=={pkg_version(name)}" for name in packages]
 
 
-# ---- serving and live monitoring (the daily path) ---------------------------------------------
+# ---- the champion record and the served model (the daily path) ----------------------------------
 
-SERVED_MODEL_ARTIFACT = "serving/served_model.pkl"
 MONITORING_TAG = "musictrend/monitoring"
 
 
-def log_served_model(tracker: Tracker, run_id: str, served: Any) -> None:
-    """Store what the daily path serves (core.service.serving.ServedModel: the fitted champion, its calibration)
-    in the champion's run, before the run is registered, so every registered version has it."""
-    import cloudpickle
+def selection_tags(selection: Selection) -> dict[str, str]:
+    """A selection's facts as model-version tags (the version number is the version's own)."""
+    return {
+        "model": selection.model,
+        "data_through": selection.data_through.isoformat(),
+        "history_days": str(selection.history_days),
+        "horizon": str(selection.horizon),
+        "origins": ",".join(o.isoformat() for o in selection.origins),
+        "backtest_f_norm": "" if selection.backtest_f_norm is None else repr(selection.backtest_f_norm),
+        "backtest_coverage": "" if selection.backtest_coverage is None else repr(selection.backtest_coverage),
+        "reason": selection.reason,
+    }
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(SERVED_MODEL_ARTIFACT).name
-        path.write_bytes(cloudpickle.dumps(served))
-        _retry(tracker.client.log_artifact, run_id, str(path), str(Path(SERVED_MODEL_ARTIFACT).parent))
+
+def _selection(version: str, tags: dict[str, str]) -> Selection:
+    """The selection a registered version's tags record; a version without them is named."""
+    missing = [k for k in ("data_through", "history_days") if not tags.get(k)]
+    if missing:
+        raise ValueError(
+            f"{REGISTERED_MODEL} version {version} lacks the tag(s) {', '.join(missing)}: it was not registered "
+            "by musictrend's retrain; retrain (musictrend run --retrain) or move the champion alias off it"
+        )
+
+    def number(key: str) -> float | None:
+        return float(tags[key]) if tags.get(key) else None
+
+    return Selection(
+        model_version=int(version),
+        data_through=date.fromisoformat(tags["data_through"]),
+        history_days=int(tags["history_days"]),
+        horizon=int(tags.get("horizon") or DEFAULT_HORIZON),
+        model=tags.get("model", ""),
+        origins=tuple(date.fromisoformat(o) for o in tags.get("origins", "").split(",") if o),
+        backtest_f_norm=number("backtest_f_norm"),
+        backtest_coverage=number("backtest_coverage"),
+        reason=tags.get("reason", ""),
+    )
+
+
+@contextlib.contextmanager
+def _registry(uri: str) -> Iterator[MlflowClient | None]:
+    """A client on the registry at `uri`, quiet; None when a SQLite store does not exist yet (no champion,
+    and a reader must not create the store)."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        yield None
+        return
+    with _quiet():
+        yield MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def current_champion(uri: str) -> Selection | None:
+    """The selection of the version `models:/<REGISTERED_MODEL>@champion` (None: no champion yet): the
+    one record every reader of "which model serves" asks (forecast, automation, CLI, monitoring)."""
+    with _registry(uri) as client:
+        if client is None:
+            return None
+        try:
+            mv = _retry(client.get_model_version_by_alias, REGISTERED_MODEL, CHAMPION_ALIAS)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return None
+    return _selection(mv.version, mv.tags)
+
+
+def registered_versions(uri: str) -> list[Selection]:
+    """Every registered version's selection, oldest first: the champion selections made so far."""
+    with _registry(uri) as client:
+        if client is None:
+            return []
+        versions = _retry(client.search_model_versions, f"name = '{REGISTERED_MODEL}'")
+    return sorted((_selection(mv.version, mv.tags) for mv in versions), key=lambda s: s.model_version)
 
 
 class NoChampion(LookupError):
-    """No model version carries the champion alias (or it lacks what the daily path serves)."""
+    """No model version carries the champion alias (or its model is not one the daily path can serve)."""
 
 
-def load_champion(tracker: Tracker) -> tuple[int, Any]:
-    """(version, served model) of `models:/<REGISTERED_MODEL>@champion`."""
-    import pickle
+def load_served(uri: str, version: int) -> ServedModel:
+    """The served model of one registered version, loaded through `mlflow.pyfunc` (a version never
+    changes, so a reader that resolved the alias once loads what it resolved)."""
+    with _pointed_at(uri):
+        loaded = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/{version}")
+    served = loaded.unwrap_python_model()
+    if not isinstance(served, ServedPyfunc):
+        raise NoChampion(
+            f"{REGISTERED_MODEL} version {version} was registered by an earlier release (its model has no "
+            "interval calibration): retrain (musictrend run --retrain)"
+        )
+    return cast(ServedModel, served.served)
 
-    with _quiet():
-        try:
-            mv = _retry(tracker.client.get_model_version_by_alias, REGISTERED_MODEL, CHAMPION_ALIAS)
-        except MlflowException:
-            raise NoChampion(
-                f"no model version of {REGISTERED_MODEL} has the alias {CHAMPION_ALIAS!r} in "
-                f"{tracker.uri}: run the full path first (musictrend run --retrain)"
-            ) from None
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = mlflow.artifacts.download_artifacts(
-                    run_id=mv.run_id, artifact_path=SERVED_MODEL_ARTIFACT, dst_path=tmp, tracking_uri=tracker.uri
-                )
-            except (MlflowException, OSError):
-                raise NoChampion(
-                    f"{REGISTERED_MODEL} version {mv.version} (run {mv.run_id}) has no "
-                    f"{SERVED_MODEL_ARTIFACT}: retrain (musictrend run --retrain)"
-                ) from None
-            served = pickle.loads(Path(local).read_bytes())
-    return int(mv.version), served
+
+def load_champion(uri: str) -> tuple[Selection, ServedModel]:
+    """The champion's selection and its served model, both of the version the alias points at now."""
+    selection = current_champion(uri)
+    if selection is None:
+        raise NoChampion(
+            f"no model version of {REGISTERED_MODEL} has the alias {CHAMPION_ALIAS!r} in "
+            f"{uri}: run the full path first (musictrend run --retrain)"
+        )
+    return selection, load_served(uri, selection.model_version)
 
 
 def tag_model_version(tracker: Tracker, version: int, tags: dict[str, Any]) -> None:

@@ -60,7 +60,8 @@ class ForecastConfig(dg.Config):
     partitions_def=VINTAGES,
     description=(
         "A forecast vintage, one daily partition per vintage day (the first forecast day): the registered champion "
-        "(models:/musictrend-forecaster@champion) reads the days before it and forecasts `horizon` days, with an "
+        "(models:/musictrend-forecaster@champion, loaded with mlflow.pyfunc; the version and its facts from the "
+        "registry) reads the days before it and forecasts `horizon` days, with an "
         "80% interval per artist and day; no backtest, no refit unless the model kind needs one to see new days "
         "(then the metadata says so). An earlier day reads only the days before it (a backfill never peeks; a "
         "hindcast is marked if the champion was trained on that day). Kept in `forecast_vintages`; materialising "
@@ -77,9 +78,10 @@ def forecast(
     from musictrend_dagster.core.service.tracking import NoChampion, load_champion  # MLflow: not at code-location load
 
     try:
-        version, served = load_champion(mlflow.tracker())
+        champion, served = load_champion(mlflow.tracking_uri)
     except NoChampion as exc:
         raise dg.Failure(str(exc)) from None
+    version = champion.model_version
     with warehouse.connect() as con:
         history, songs = load_history(con)
         artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
@@ -89,18 +91,18 @@ def forecast(
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:
-        save_forecast(con, made.frame.drop("vintage"), served.model, version, made.data_through)
+        save_forecast(con, made.frame.drop("vintage"), champion.model, version, made.data_through)
     refit = made.refit or (
-        f"no: the weights of version {version} (trained through {served.trained_through}) "
+        f"no: the weights of version {version} (trained through {champion.data_through}) "
         f"read the days through {made.data_through}"
     )
     context.log.info(
-        f"vintage {made.vintage}: {served.model} v{version}, {made.history_days} days of history; refit {refit}"
+        f"vintage {made.vintage}: {champion.model} v{version}, {made.history_days} days of history; refit {refit}"
     )
     if made.in_sample:
         context.log.warning(
             f"vintage {made.vintage} is a hindcast: version {version} was trained on days through "
-            f"{served.trained_through}; monitoring leaves it out of the live score"
+            f"{champion.data_through}; monitoring leaves it out of the live score"
         )
     with tempfile.TemporaryDirectory() as tmp:
         chart = plots.plot_forecast_vs_actual(
@@ -111,14 +113,16 @@ def forecast(
     return dg.MaterializeResult(
         metadata={
             "vintage": str(made.vintage),
-            "champion": served.model,
+            "champion": champion.model,
             "model_version": version,
             "refit": refit,
-            "trained_through": str(served.trained_through),
+            "trained_through": str(champion.data_through),
+            "selected_on": f"{champion.history_days} days, backtest origins "
+            f"{', '.join(o.isoformat() for o in champion.origins) or 'not recorded'}, {champion.horizon}-day horizon",
             "data_through": str(made.data_through),
             "history_days": made.history_days,
             "hindcast": made.in_sample,
-            "backtest_f_norm": score(served.backtest_f_norm),
+            **({} if champion.backtest_f_norm is None else {"backtest_f_norm": score(champion.backtest_f_norm)}),
             "interval": "80%, calibrated on the champion's backtest errors by horizon day",
             "horizon": horizon,
             "trigger": tags.get(TRIGGER_TAG, "launched by hand"),

@@ -11,14 +11,14 @@ import dagster as dg
 import polars as pl
 
 from musictrend_dagster.core.service import plots
-from musictrend_dagster.core.service.monitoring import TOLERANCE, LiveScore, live_score, score_vintages
-from musictrend_dagster.core.service.store import (
-    load_live_history,
-    load_selections,
-    load_vintages,
-    query,
-    save_monitoring,
+from musictrend_dagster.core.service.monitoring import (
+    TOLERANCE,
+    LiveScore,
+    live_score,
+    score_vintages,
+    selections_frame,
 )
+from musictrend_dagster.core.service.store import load_live_history, load_vintages, query, save_monitoring
 from musictrend_dagster.defs.metadata import png, preview
 from musictrend_dagster.defs.partitions import VINTAGES, vintage_of
 from musictrend_dagster.defs.resources import MlflowResource, WarehouseResource
@@ -100,17 +100,21 @@ def _log_to_mlflow(mlflow: MlflowResource, scores: pl.DataFrame, live: LiveScore
         "Every forecast vintage scored with the official metric on the days that have since become actual: "
         "`forecast_monitoring` (vintage, model_version, days_scored, f_norm), `forecast_monitoring_artists` "
         "(per vintage and artist: sigma, phi, loss, bias) and `forecast_monitoring_live` (the champion's live "
-        "score by day); logged to MLflow against the registered version that made each vintage. Partition = the "
+        "score by day), each vintage judged against the registered version that made it (the MLflow registry's "
+        "version tags: backtest score, trained through); logged to MLflow against that version. Partition = the "
         "vintage day: monitoring as that day's run saw it (vintages up to it, actuals before it), so a backfill "
         "scores as the daily runs did; an older partition rerun rewrites its own live row only."
     ),
 )
 def forecast_monitoring(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource):
+    from musictrend_dagster.core.service.tracking import registered_versions  # MLflow: not at code-location load
+
     day = vintage_of(context)
+    # the registry's versions are the champion selections; those trained before the day are the ones it saw
+    selections = selections_frame(registered_versions(mlflow.tracking_uri)).filter(pl.col("data_through") < day)
     with warehouse.connect() as con:
         vintages = load_vintages(con).filter(pl.col("vintage") <= day)
         actuals = query(con, "SELECT artist_id, ds, plays FROM artist_daily WHERE ds < $d", {"d": day})
-        selections = load_selections(con).filter(pl.col("data_through") < day)
         newest_as_of = cast(date | None, load_live_history(con)["as_of"].max())
     scores, artists = score_vintages(vintages, actuals)
     scores = (

@@ -1,8 +1,8 @@
 """The last step of retraining: the champion refit on every day and registered as
-`musictrend-forecaster@champion`, with what the daily path serves from it."""
+`musictrend-forecaster@champion`: the one champion record (version tags) and the one served model."""
 
 import json
-from datetime import date, timedelta
+from datetime import date
 from typing import cast
 
 import dagster as dg
@@ -10,14 +10,7 @@ from pydantic import Field
 
 from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, backtest_plan
 from musictrend_dagster.core.service.serving import ServedModel
-from musictrend_dagster.core.service.store import (
-    leaderboard,
-    load_calibration,
-    load_history,
-    load_selections,
-    save_selection,
-    standings,
-)
+from musictrend_dagster.core.service.store import leaderboard, load_calibration, load_history, standings
 from musictrend_dagster.core.settings import champion_metric
 from musictrend_dagster.defs.assets.models import logged_model
 from musictrend_dagster.defs.resources import ForecastSettingsResource, MlflowResource, WarehouseResource
@@ -40,8 +33,10 @@ class RegisteredChampionConfig(dg.Config):
     pool=TRAINING_POOL,
     description=(
         "The champion refit on every day of the history with its backtested hyperparameters, registered in MLflow "
-        "as musictrend-forecaster@champion together with what the daily path serves (the fitted model and its "
-        "interval calibration); one row per registered version in `champion_selections` (why, on which data)."
+        "as musictrend-forecaster@champion: the version's one model is what the daily path serves (the fitted "
+        "model and its interval calibration), its tags are the one record of the selection (trained through, "
+        "history days, backtest origins, horizon, score, why) that the forecast, the automation, the CLI and "
+        "monitoring read."
     ),
 )
 def registered_champion(
@@ -51,18 +46,16 @@ def registered_champion(
     mlflow: MlflowResource,
     forecasting: ForecastSettingsResource,
 ) -> dg.MaterializeResult:
-    from musictrend_dagster.core.service.tracking import (
-        log_served_model,
-        tag_model_version,
-    )  # MLflow: not at code-location load
+    from musictrend_dagster.core.service.tracking import current_champion  # MLflow: not at code-location load
 
     horizon = forecasting.horizon
     with warehouse.connect() as con:
         history, songs = load_history(con)
-        board = leaderboard(standings(con, MODEL_NAMES, backtest_plan(history, horizon))[0], champion_metric())
+        plan = backtest_plan(history, horizon)
+        board = leaderboard(standings(con, MODEL_NAMES, plan)[0], champion_metric())
         best = board.row(0, named=True)
         calibration = load_calibration(con, best["model"])
-        previous = load_selections(con).tail(1)
+    previous = current_champion(mlflow.tracking_uri)
     reason = config.reason or context.run.tags.get(REASON_TAG) or "launched by hand (Dagster UI or job)"
     name, params = best["model"], json.loads(best["params"])
     model = logged_model(context, name, params, f"{name} refit", horizon)
@@ -78,25 +71,17 @@ def registered_champion(
         backtest_f_norm=best["f_norm"],
     )
     tracker = mlflow.tracker()
-    log_served_model(tracker, best["mlflow_run_id"], served)
-    version = tracker.register_champion(best["mlflow_run_id"], model, history, last_day + timedelta(days=1), horizon)
-    row = {
-        "model_version": version,
-        "model": name,
-        "data_through": last_day,
-        "history_days": served.history_days,
-        "backtest_f_norm": best["f_norm"],
-        "backtest_coverage": best["coverage"],
-        "reason": reason,
-        "mlflow_run_id": best["mlflow_run_id"],
-        "dagster_run_id": context.run_id,
-    }
-    tag_model_version(
-        tracker, version, {k: row[k] for k in ("data_through", "history_days", "backtest_f_norm", "reason")}
+    selection = tracker.register_champion(
+        best["mlflow_run_id"],
+        served,
+        horizon=horizon,
+        origins=plan.origins,
+        backtest_coverage=best["coverage"],
+        reason=reason,
+        tags={"dagster_run_id": context.run_id},
     )
-    with warehouse.connect() as con:
-        save_selection(con, row)
-    before = f"{previous['model'][0]} v{previous['model_version'][0]}" if previous.height else "none"
+    version = selection.model_version
+    before = f"{previous.model} v{previous.model_version}" if previous else "none"
     context.log.info(
         f"{name} registered as musictrend-forecaster version {version} (alias champion); "
         f"previous champion: {before}; why: {reason}"
@@ -110,6 +95,7 @@ def registered_champion(
             "data_through": str(last_day),
             "history_days": served.history_days,
             "horizon": horizon,
+            "backtest_origins": ", ".join(o.isoformat() for o in plan.origins),
             "backtest_f_norm": best["f_norm"],
             "backtest_coverage_80": best["coverage"],
             "champion_metric": champion_metric(),
