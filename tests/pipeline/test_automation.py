@@ -124,11 +124,11 @@ def test_a_new_drop_file_is_observed_ingested_then_forecast_and_an_unchanged_fol
     assert seen["hashed_this_time"] == [DROP.format("20150831")], "unchanged files keep their hash, unread"
     assert seen["newest_drop_day"] == "2015-08-31"
     data = service.tick()
-    assert DATA <= set(data) and not set(data) & VINTAGE, "the data layer runs on the new data version, in one tick"
+    assert set(data) >= DATA and not set(data) & VINTAGE, "the data layer runs on the new data version, in one tick"
     assert all(partitions == {None} for partitions in data.values())
     service.ran(data, through="2015-08-31", history_days=101)
     vintage = service.tick()
-    assert vintage == dict.fromkeys(VINTAGE, {"2015-09-01"}), "the vintage of the day after the new data"
+    assert vintage == {key: {"2015-09-01"} for key in VINTAGE}, "the vintage of the day after the new data"
     service.ran(vintage, through="2015-08-31", history_days=101)
     assert service.tick() == {}
 
