@@ -11,9 +11,10 @@ service by itself (docs/daily-service-dagster.md, "Declarative automation").
 """
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import date
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import dagster as dg
 
@@ -24,6 +25,9 @@ from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
 from musictrend_dagster.defs.partitions import vintage_key
 from musictrend_dagster.defs.resources import ServiceResource
 from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
 
 RAW_SOURCE = dg.AssetKey("raw_source")
 FEATURES = dg.AssetKey("model_features")
@@ -297,3 +301,83 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "on a new data version, the vintage the data allows, retraining when due); the Automation tab shows each "
     "evaluation and why it did or did not request a run.",
 )
+
+
+@dataclass(frozen=True)
+class Launched:
+    """One run the automation requested, executed in this process."""
+
+    partition_key: str | None
+    assets: list[str]
+    reason: str
+    result: dg.ExecuteInProcessResult
+    seconds: float
+
+
+def run_requested(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    cursor: "AssetDaemonCursor | None" = None,
+    tags: dict[str, str] | None = None,
+    max_ticks: int = 12,
+) -> tuple["AssetDaemonCursor", list[Launched]]:
+    """Evaluate the automation as the `automation` sensor does (`dg.evaluate_automation_conditions`) and run
+    what it requests in this process, one run per partition key as the sensor's run requests group them,
+    tick after tick until it requests nothing (what `musictrend replay` does for each held-back day).
+
+    Returns the cursor for the next call and the runs; stops at the first failed run (its result is last).
+    """
+    job = defs.resolve_implicit_global_asset_job_def()
+    graph = defs.resolve_asset_graph()
+    service = cast(ServiceResource, (defs.resources or {})["service"])
+    launched: list[Launched] = []
+    for _ in range(max_ticks):
+        evaluation = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=cast(dg.AssetDaemonCursor, cursor)
+        )
+        cursor = evaluation.cursor
+        by_partition: dict[str | None, list[dg.AssetKey]] = {}
+        for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+            for partition in evaluation.get_requested_partitions(key):
+                by_partition.setdefault(partition, []).append(key)
+        if not by_partition:
+            return cursor, launched
+        for partition in sorted(by_partition, key=lambda p: (p is not None, p or "")):
+            keys = by_partition[partition]
+            retrain = any(graph.get(k).group_name == "models" for k in keys)
+            reason = _reason(instance, service, keys, partition, retrain)
+            started = time.perf_counter()
+            result = job.execute_in_process(
+                instance=instance,
+                asset_selection=keys,
+                partition_key=partition,
+                raise_on_error=False,
+                tags={
+                    **AUTOMATION_TAGS,
+                    **(tags or {}),
+                    PATH_TAG: "retrain" if retrain else "daily",
+                    REASON_TAG: reason,
+                },
+            )
+            took = time.perf_counter() - started
+            launched.append(Launched(partition, [k.to_user_string() for k in keys], reason, result, took))
+            if not result.success:
+                return cursor, launched
+    raise RuntimeError(f"the automation still requests runs after {max_ticks} evaluations: {launched[-1].assets}")
+
+
+def _reason(
+    instance: dg.DagsterInstance,
+    service: ServiceResource,
+    keys: list[dg.AssetKey],
+    partition: str | None,
+    retrain: bool,
+) -> str:
+    """Why the automation requested this run, in the words of the condition that did."""
+    if retrain:
+        return "; ".join(due_reasons(service_state(instance), service.retrain_cadence))
+    if keys == [RAW_SOURCE]:
+        return "the raw source's files changed: observe it"
+    if partition is not None:
+        return f"vintage {partition}: new data or a new champion"
+    return "a new data version of raw_source"
