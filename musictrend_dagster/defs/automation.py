@@ -332,9 +332,7 @@ def run_requested(
     service = cast(ServiceResource, (defs.resources or {})["service"])
     launched: list[Launched] = []
     for _ in range(max_ticks):
-        evaluation = dg.evaluate_automation_conditions(
-            defs=defs, instance=instance, cursor=cast(dg.AssetDaemonCursor, cursor)
-        )
+        evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         cursor = evaluation.cursor
         by_partition: dict[str | None, list[dg.AssetKey]] = {}
         for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
