@@ -259,6 +259,20 @@ def test_the_automation_sensor_runs_by_default_and_the_hand_built_sensors_are_go
     assert graph.get(dg.AssetKey("raw_songs")).parent_keys == {RAW}
 
 
+def test_the_sensor_itself_requests_the_observation_and_records_every_evaluation(project, instance):
+    """The code path the daemon calls in the code server: one run request (the observation, tagged), an
+    evaluation recorded for every asset (what the Automation tab lists), nothing on the next tick."""
+    defs, _ = project
+    sensor = defs.resolve_sensor_def("automation")
+    repository = defs.get_repository_def()
+    first = sensor(dg.build_sensor_context(instance=instance, repository_def=repository))
+    assert [request.asset_selection for request in first.run_requests] == [[RAW]]
+    assert first.run_requests[0].tags["musictrend/trigger"] == "automation"
+    assert {e.key for e in first.automation_condition_evaluations} == defs.resolve_asset_graph().get_all_asset_keys()
+    again = sensor(dg.build_sensor_context(instance=instance, repository_def=repository, cursor=first.cursor))
+    assert again.run_requests == []
+
+
 def test_the_daily_job_has_no_backtest():
     """daily_forecast is every asset but the models group (no backtest, no selection), with the monitoring;
     refresh_all (retraining) is the whole graph; neither observes the raw source (automation does)."""
