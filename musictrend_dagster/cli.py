@@ -400,11 +400,9 @@ def _print_backtests(paths: Paths) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    """Hold back the last --days days of the raw folder's log, run the full path on the rest in --home,
-    then feed the held-back days one drop file at a time to the drop-file sensor and run what it asks
-    for (the daily path), then whatever the retrain sensor asks for: the service's real history."""
-    import dagster as dg
-
+    """Hold back the last --days days of the raw folder's log, then let the service's own automation run
+    on the rest (observation, data, retraining, vintage) and on each held-back day as it lands: the runs
+    Dagster's automation requests, executed in this process tick after tick (`run_requested`)."""
     from musictrend_dagster.core.data.rawdir import IngestError
     from musictrend_dagster.core.data.source import load_config
     from musictrend_dagster.core.service.replay import hold_back
@@ -435,48 +433,24 @@ def _replay(args: argparse.Namespace) -> int:
         return 2
     # Imported once the environment points at the replay's home: the definitions' resources read it.
     from musictrend_dagster.definitions import defs
-    from musictrend_dagster.defs.automation import new_drop_file_sensor, retrain_sensor
-    from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
+    from musictrend_dagster.defs.automation import run_requested
+    from musictrend_dagster.defs.tags import TRIGGER_TAG
 
     print(
         f"musictrend replay: {source} without its last {len(drops)} days -> {paths.raw_dir}; "
         f"{drops[0].name}..{drops[-1].name} held back in {drops[0].parent}"
     )
     started = time.perf_counter()
+    tags = {TRIGGER_TAG: "replay"}
     with _instance(paths, "replay") as instance:
-        results, elapsed = _execute_path(
-            paths,
-            "replay",
-            "refresh_all",
-            {
-                PATH_TAG: "retrain",
-                TRIGGER_TAG: "replay",
-                REASON_TAG: "replay: the full path on the days before the held-back ones",
-            },
-            instance,
-        )
-        if results is None:
+        cursor, runs = run_requested(defs, instance, tags=tags)
+        if not _replay_report("history", runs):
             return 1
-        print(f"replay: full path on the history in {elapsed:.0f}s")
-        cursor, resources = None, defs.get_repository_def().get_top_level_resources()
         for k, drop in enumerate(drops, 1):
             drop.rename(paths.raw_dir / drop.name)
-            sensed = cast(  # a drop file was just added: the sensor returns run requests, not a skip
-                dg.SensorResult,
-                new_drop_file_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)),
-            )
-            cursor = sensed.cursor
-            for request in sensed.run_requests or []:
-                line = _replay_request(paths, instance, request, cast(str, request.job_name))
-                if line is None:
-                    return 1
-                print(f"replay {k}/{len(drops)} {drop.name}: {line}")
-            retrain = retrain_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-            if isinstance(retrain, dg.RunRequest):
-                line = _replay_request(paths, instance, retrain, "refresh_all")
-                if line is None:
-                    return 1
-                print(f"replay {k}/{len(drops)} retrained ({retrain.tags[REASON_TAG]}): {line}")
+            cursor, runs = run_requested(defs, instance, cursor, tags=tags)
+            if not _replay_report(f"{k}/{len(drops)} {drop.name}", runs):
+                return 1
     plot = _write_monitoring_plot(paths)
     print(
         f"\nmusictrend replay succeeded in {time.perf_counter() - started:.0f}s: {len(drops)} days replayed in {home}"
@@ -487,26 +461,24 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay_request(paths: Paths, instance, request, job_name: str) -> str | None:
-    """Run what a sensor asked for, as the daemon would; one line on what came out (None on failure)."""
-    result, elapsed = _execute(
-        paths,
-        "replay",
-        job_name=job_name,
-        instance=instance,
-        tags=dict(request.tags),
-        run_config=request.run_config,
-        partition_key=request.partition_key,
-    )
-    if result is None:
-        return None
-    meta = _metadata([(None, [result], elapsed)])
-    vintage, monitoring = meta["forecast"], meta.get("forecast_monitoring", {})
-    return (
-        f"{job_name} {elapsed:.0f}s, vintage {vintage['vintage']} by {vintage['champion']} "
-        f"v{vintage['model_version']}; "
-        f"{monitoring.get('verdict', '')}"
-    )
+def _replay_report(label: str, runs: list) -> bool:
+    """One line per run the automation requested (what it ran, why, what came out); False after a failure."""
+    for run in runs:
+        result, took = run.result, run.seconds
+        meta = _metadata([(None, [result], took)])
+        line = f"replay {label}: {', '.join(run.assets) if len(run.assets) <= 3 else f'{len(run.assets)} assets'}"
+        line += f" [{run.partition_key}]" if run.partition_key else ""
+        line += f" {took:.0f}s ({run.reason})"
+        if "forecast" in meta:
+            vintage = meta["forecast"]
+            line += f"; vintage {vintage['vintage']} by {vintage['champion']} v{vintage['model_version']}"
+        if "verdict" in meta.get("forecast_monitoring", {}):
+            line += f"; {meta['forecast_monitoring']['verdict']}"
+        print(line)
+        if not result.success:
+            print(f"musictrend replay FAILED: Dagster run {result.run_id} ({', '.join(run.assets)})", file=sys.stderr)
+            return False
+    return True
 
 
 def _write_monitoring_plot(paths: Paths) -> Path:

@@ -1,34 +1,40 @@
-"""The service's automation: two jobs, the sensors and the schedule that start them, with run tags
-saying what each run does and why.
+"""The service's automation: two jobs to launch by hand, and the declarative automation that runs the
+service by itself (docs/daily-service-dagster.md, "Declarative automation").
 
-- `daily_forecast` (the daily path): ingest, SQL models, features, a forecast vintage by the
-  registered champion, submission, monitoring. No backtest.
-- `refresh_all` (the full path = retraining): the whole graph, backtests, champion selection and
-  registration included, then the same forecast, submission and monitoring.
-
-`new_drop_file_sensor` starts one `daily_forecast` run per new drop file, for the vintage partition of the
-day after the file's day (two files landing together make two vintages); on a home without a champion it
-starts the full path instead. `retrain_sensor` starts `refresh_all` for the newest vintage's partition when
-the champion is due (core.service.serving: cadence in days of data, 30% more history, or monitoring's WARN).
+- `daily_forecast` (the daily path) and `refresh_all` (the full path = retraining): what `musictrend run`
+  and the UI's launchpad start.
+- Automation conditions, evaluated by the `automation` sensor (an `AutomationConditionSensorDefinition`
+  running in the code server, since three conditions are custom): `raw_source` is observed when its
+  files change (`RawSourceChanged`); the data assets run when its data version changes; the vintage
+  partition new data makes (`VintagePartition`) is forecast, written and monitored; the models group
+  retrains when `due_reasons` says so (`RetrainDue`: cadence, 30% growth, monitoring's WARN).
 """
 
 import json
-import re
+import time
 from dataclasses import dataclass
-from datetime import date, datetime
-from pathlib import Path
-from typing import cast
+from datetime import date
+from typing import TYPE_CHECKING, cast
 
 import dagster as dg
 
+from musictrend_dagster.core.data import fingerprint, source
 from musictrend_dagster.core.service.serving import Selection, horizon_changed, retrain_reasons
-from musictrend_dagster.core.settings import ACTIONS_PREFIX, RETRAIN_EVERY_DAYS_VAR, horizon
+from musictrend_dagster.core.settings import RETRAIN_EVERY_DAYS_VAR, horizon
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
 from musictrend_dagster.defs.partitions import vintage_key
-from musictrend_dagster.defs.resources import MlflowResource, ServiceResource, WarehouseResource
-from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
+from musictrend_dagster.defs.resources import MlflowResource, ServiceResource
+from musictrend_dagster.defs.tags import PATH_TAG, REASON_TAG, TRIGGER_TAG
 
-DROP_FILE = re.compile(rf"^{ACTIONS_PREFIX}_(\d{{8}})\.csv(\.gz)?$")
+if TYPE_CHECKING:
+    from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
+
+RAW_SOURCE = dg.AssetKey("raw_source")
+FEATURES = dg.AssetKey("model_features")
+AUTOMATION_TAGS = {
+    TRIGGER_TAG: "automation",
+    REASON_TAG: "declarative automation (the asset's evaluation on the Automation tab says why)",
+}
 
 refresh_all = dg.define_asset_job(
     "refresh_all",
@@ -113,125 +119,261 @@ def due_reasons(state: ServiceState, every_days: int) -> list[str]:
     )
 
 
-def _drop_day(name: str) -> date | None:
-    """The day a drop file's name says (None: not a drop file, or not a real date)."""
-    match = DROP_FILE.match(name)
-    try:
-        return datetime.strptime(match.group(1), "%Y%m%d").date() if match else None
-    except ValueError:
-        return None
+def _unchanged(context: dg.AutomationContext, **metadata: object) -> dg.AutomationResult:
+    """False for every candidate; the cursor (what was last acted on) kept."""
+    return dg.AutomationResult(context, context.get_empty_subset(), cursor=context.cursor, metadata=metadata)
 
 
-def new_drop_files(raw_dir: Path, seen: set[str]) -> list[str]:
-    """Drop files (named with a real day) in raw_dir not seen before, oldest day first."""
-    if not raw_dir.is_dir():
-        return []
-    return sorted(
-        (p.name for p in raw_dir.iterdir() if _drop_day(p.name) and p.name not in seen),
-        key=lambda name: cast(date, _drop_day(name)),
-    )
+class RawSourceChanged(dg.AutomationCondition):
+    """True once per change of the raw source's files (names, sizes, mtimes: a `stat` each, no read), and on the
+    first evaluation: then `raw_source` is observed, which hashes only the files that changed."""
+
+    def __init__(self, raw_dir: str) -> None:
+        self.raw_dir = raw_dir
+
+    @property
+    def description(self) -> str:
+        return "the raw source's files changed (names, sizes, mtimes) since the last evaluation"
+
+    @property
+    def name(self) -> str:
+        return "raw_source_changed"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        key = fingerprint.stat_key(source.load_config(), self.raw_dir)
+        if context.candidate_subset.is_empty or key == context.cursor:
+            return _unchanged(context)
+        return dg.AutomationResult(context, context.candidate_subset, cursor=key)
 
 
-def _daily_request(run_key: str, data_through: date, files: list[str], why: str) -> dg.RunRequest:
-    return dg.RunRequest(
-        job_name=daily_forecast.name,
-        run_key=run_key,
-        partition_key=vintage_key(data_through),
-        tags={PATH_TAG: "daily", TRIGGER_TAG: "drop_file", DROP_FILE_TAG: ",".join(files), REASON_TAG: why},
-    )
+class VintagePartition(dg.AutomationCondition):
+    """The vintage partition the data allows: the day after the newest day `model_features` holds.
+
+    Stands where eager()'s `in_latest_time_window` would: the latest time window is the wall-clock day,
+    which a replayed log (or a feed a day late) does not have data for.
+    """
+
+    @property
+    def requires_cursor(self) -> bool:
+        return False
+
+    @property
+    def description(self) -> str:
+        return "the vintage partition of the day after the newest data day (model_features' data_through)"
+
+    @property
+    def name(self) -> str:
+        return "vintage_partition"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        event = context.asset_graph_view.instance.get_latest_materialization_event(FEATURES)
+        materialization = event.asset_materialization if event else None
+        through = materialization.metadata.get("data_through") if materialization else None
+        partitions = context.partitions_def
+        if through is None or not through.value or partitions is None:
+            return dg.AutomationResult(context, context.get_empty_subset())
+        key = vintage_key(date.fromisoformat(cast(str, through.value)))
+        if not partitions.has_partition_key(key):  # data through today: its vintage is tomorrow's partition
+            return dg.AutomationResult(context, context.get_empty_subset())
+        subset = context.asset_graph_view.get_subset_from_partition_keys(context.key, partitions, {key})
+        return dg.AutomationResult(context, context.candidate_subset.compute_intersection(subset))
 
 
-@dg.sensor(
-    jobs=[daily_forecast, refresh_all],
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=f"One daily_forecast run per new {ACTIONS_PREFIX}_YYYYMMDD.csv in MUSICTREND_RAW_DIR, forecasting from "
-    "the day after the file's day (run key = the file; each file triggers once). Files for days a "
-    "vintage already read re-issue the newest vintage; without a champion, the full path (refresh_all).",
-)
-def new_drop_file_sensor(
-    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, service: ServiceResource, mlflow: MlflowResource
-) -> dg.SensorResult | dg.SkipReason:
-    seen = set(json.loads(context.cursor)) if context.cursor else set()
-    new = new_drop_files(Path(warehouse.raw_dir), seen)
-    if not new:
-        return dg.SkipReason("no new drop files")
-    cursor = json.dumps(sorted(seen | set(new)))
-    state = service_state(context.instance, mlflow)
-    if state.selection is None:
-        reason = due_reasons(state, service.retrain_cadence)[0]
-        return dg.SensorResult(
-            cursor=cursor,
-            run_requests=[
-                dg.RunRequest(
-                    job_name=refresh_all.name,
-                    run_key=",".join(new),
-                    partition_key=vintage_key(max(cast(date, _drop_day(n)) for n in new)),
-                    tags={
-                        PATH_TAG: "retrain",
-                        TRIGGER_TAG: "drop_file",
-                        DROP_FILE_TAG: ",".join(new),
-                        REASON_TAG: reason,
-                    },
-                )
-            ],
+class RetrainDue(dg.AutomationCondition):
+    """True when `due_reasons` says the champion is due (cadence in days of data, 30% more history,
+    monitoring's WARN on the current champion, no champion yet), once per (data day, champion version):
+    a retrain that failed is not retried on the same data, as the old sensor's run key did."""
+
+    def __init__(self, service: ServiceResource, mlflow: MlflowResource) -> None:
+        self.service = service  # its retrain cadence is a dg.EnvVar, read on every evaluation
+        self.mlflow = mlflow  # the champion record: the registry's alias
+
+    @property
+    def description(self) -> str:
+        return (
+            f"the champion is due: every {RETRAIN_EVERY_DAYS_VAR} days of new data, +30% history, "
+            f"or a {LIVE_CHECK} warning (core.service.serving.retrain_reasons)"
         )
-    floor = cast(date, state.covered_through)  # a champion exists: its data_through is a day
-    fresh = [n for n in new if cast(date, _drop_day(n)) > floor]  # drop files are named with a real day
-    late = [n for n in new if n not in fresh]
-    requests = [_daily_request(n, cast(date, _drop_day(n)), [n], f"new day {_drop_day(n)} in {n}") for n in fresh]
-    if late and not fresh:  # days a vintage has read changed: forecast the newest vintage again from them
-        requests.append(
-            _daily_request(
-                ",".join(late),
-                floor,
-                late,
-                f"files for days already read (through {floor}): the newest vintage again",
+
+    @property
+    def name(self) -> str:
+        return "retrain_due"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        if context.candidate_subset.is_empty:
+            return _unchanged(context)
+        state = service_state(context.asset_graph_view.instance, self.mlflow)
+        reasons = due_reasons(state, self.service.retrain_cadence)
+        version = state.selection.model_version if state.selection else None
+        key = json.dumps([str(state.data_through), version])
+        if not reasons or key == context.cursor:
+            why = not_due(state) if not reasons else "retrain already requested on this data"
+            return _unchanged(context, why=dg.MetadataValue.text(why))
+        return dg.AutomationResult(
+            context,
+            context.candidate_subset,
+            cursor=key,
+            metadata={"reasons": dg.MetadataValue.text("; ".join(reasons))},
+        )
+
+
+def not_due(state: ServiceState) -> str:
+    """Why no retraining is due, in one line."""
+    if state.selection is None:
+        return "no champion yet"
+    return (
+        f"not due: champion v{state.selection.model_version} selected on data through "
+        f"{state.selection.data_through}; data now through {state.data_through}"
+    )
+
+
+_IN_PROGRESS = dg.AutomationCondition.in_progress()
+_DEPS_UPDATED = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).with_label(
+    "any_deps_newly_updated"
+)
+_DEPS_REQUESTED = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested()).with_label(
+    "any_deps_requested"
+)
+_DEPS_READY = ~dg.AutomationCondition.any_deps_missing() & ~dg.AutomationCondition.any_deps_in_progress()
+
+# After what an upstream made, never with it: eager(), except that an upstream requested on this tick holds
+# it back to the next one (the raw data's ingest waits for the observation; the vintage for the features).
+AFTER_UPSTREAM = (
+    (dg.AutomationCondition.newly_missing() | _DEPS_UPDATED).since_last_handled()
+    & _DEPS_READY
+    & ~_DEPS_REQUESTED
+    & ~_IN_PROGRESS
+).with_label("after_upstream")
+# The rest of the data layer runs with its upstream, in the same run (eager), not on the observation itself.
+DATA = dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(RAW_SOURCE))
+# A vintage: forecast when new data (or a new champion) landed; its files, submission and monitoring with it.
+FORECAST = (VintagePartition() & AFTER_UPSTREAM).with_label("new_vintage")
+WITH_FORECAST = dg.AutomationCondition.eager().replace("in_latest_time_window", VintagePartition())
+# Champion selection and registration ride along with the backtests a retrain requests.
+WITH_RETRAIN = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested()).with_label(
+    "retraining"
+)
+
+
+def retrain_condition(service: ServiceResource, mlflow: MlflowResource) -> dg.AutomationCondition:
+    """The backtests' condition: due, the features there and settled, no retrain already running."""
+    return (_DEPS_READY & ~_IN_PROGRESS & RetrainDue(service, mlflow)).with_label("retrain_due")
+
+
+def with_automation(assets: list, service: ServiceResource, mlflow: MlflowResource) -> list:
+    """The assets with their automation conditions, by role (docs/daily-service-dagster.md); `raw_source`
+    has its own (`RawSourceChanged`, given where it is built)."""
+    vintage_deps = {"forecast"}
+
+    def condition(spec: dg.AssetSpec) -> dg.AssetSpec:
+        name = spec.key.to_user_string()
+        chosen: dg.AutomationCondition
+        if name == "raw_songs":
+            chosen = AFTER_UPSTREAM
+        elif name == "forecast":
+            chosen = FORECAST
+        elif spec.partitions_def is not None and {d.asset_key.to_user_string() for d in spec.deps} & vintage_deps:
+            chosen = WITH_FORECAST
+        elif spec.group_name == "models" and name.startswith("backtest/"):
+            chosen = retrain_condition(service, mlflow)
+        elif spec.group_name == "models":
+            chosen = WITH_RETRAIN
+        else:
+            chosen = DATA
+        return spec.replace_attributes(automation_condition=chosen)
+
+    return list(dg.map_asset_specs(condition, assets))
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation",
+    target=dg.AssetSelection.all(include_sources=True),
+    use_user_code_server=True,  # the custom conditions above run in this code, not in the daemon
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    emit_backfills=False,  # one run per partition requested, as the partition bar shows them
+    run_tags=AUTOMATION_TAGS,
+    description="Evaluates every asset's automation condition (raw_source observed when its files change, the data "
+    "on a new data version, the vintage the data allows, retraining when due); the Automation tab shows each "
+    "evaluation and why it did or did not request a run.",
+)
+
+
+@dataclass(frozen=True)
+class Launched:
+    """One run the automation requested, executed in this process."""
+
+    partition_key: str | None
+    assets: list[str]
+    reason: str
+    result: dg.ExecuteInProcessResult
+    seconds: float
+
+
+def run_requested(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    cursor: "AssetDaemonCursor | None" = None,
+    tags: dict[str, str] | None = None,
+    max_ticks: int = 12,
+) -> tuple["AssetDaemonCursor", list[Launched]]:
+    """Evaluate the automation as the `automation` sensor does (`dg.evaluate_automation_conditions`) and run
+    what it requests in this process, one run per partition key as the sensor's run requests group them,
+    tick after tick until it requests nothing (what `musictrend replay` does for each held-back day).
+
+    Returns the cursor for the next call and the runs; stops at the first failed run (its result is last).
+    """
+    job = defs.resolve_implicit_global_asset_job_def()
+    graph = defs.resolve_asset_graph()
+    service = cast(ServiceResource, (defs.resources or {})["service"])
+    mlflow = cast(MlflowResource, (defs.resources or {})["mlflow"])
+    launched: list[Launched] = []
+    for _ in range(max_ticks):
+        evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        cursor = evaluation.cursor
+        by_partition: dict[str | None, list[dg.AssetKey]] = {}
+        for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+            for partition in evaluation.get_requested_partitions(key):
+                by_partition.setdefault(partition, []).append(key)
+        if not by_partition:
+            return cursor, launched
+        for partition in sorted(by_partition, key=lambda p: (p is not None, p or "")):
+            keys = by_partition[partition]
+            retrain = any(graph.get(k).group_name == "models" for k in keys)
+            reason = _reason(instance, service, mlflow, keys, partition, retrain)
+            started = time.perf_counter()
+            result = job.execute_in_process(
+                instance=instance,
+                asset_selection=keys,
+                partition_key=partition,
+                raise_on_error=False,
+                tags={
+                    **AUTOMATION_TAGS,
+                    **(tags or {}),
+                    PATH_TAG: "retrain" if retrain else "daily",
+                    REASON_TAG: reason,
+                },
             )
-        )
-    return dg.SensorResult(run_requests=requests, cursor=cursor)
+            took = time.perf_counter() - started
+            launched.append(Launched(partition, [k.to_user_string() for k in keys], reason, result, took))
+            if not result.success:
+                return cursor, launched
+    raise RuntimeError(f"the automation still requests runs after {max_ticks} evaluations: {launched[-1].assets}")
 
 
-@dg.sensor(
-    job=refresh_all,
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Retrains (refresh_all) when the champion is due: every `service.retrain_every_days` "
-    f"({RETRAIN_EVERY_DAYS_VAR}, default 7) days of new data since the last selection, when the history grew 30% "
-    "since then, or when monitoring's "
-    f"{LIVE_CHECK} check warns on the current champion. The run's musictrend/reason tag says which.",
-)
-def retrain_sensor(
-    context: dg.SensorEvaluationContext, service: ServiceResource, mlflow: MlflowResource
-) -> dg.RunRequest | dg.SkipReason:
-    state = service_state(context.instance, mlflow)
-    if state.selection is None:
-        return dg.SkipReason(
-            "no champion registered yet: the first run (musictrend run, Materialize all or a drop "
-            "file) does the full path"
-        )
-    if context.instance.get_run_records(
-        dg.RunsFilter(
-            job_name=refresh_all.name,
-            statuses=[
-                dg.DagsterRunStatus.QUEUED,
-                dg.DagsterRunStatus.NOT_STARTED,
-                dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED,
-            ],
-        ),
-        limit=1,
-    ):
-        return dg.SkipReason("a refresh_all run is queued or in progress")
-    reasons = due_reasons(state, service.retrain_cadence)
-    if not reasons:
-        return dg.SkipReason(
-            f"not due: champion v{state.selection.model_version} selected on data through "
-            f"{state.selection.data_through}; data now through {state.data_through}"
-        )
-    return dg.RunRequest(
-        run_key=f"retrain {state.data_through} v{state.selection.model_version}",
-        # a champion without a vintage yet (a new horizon): the vintage after the data it was trained on
-        partition_key=vintage_key(state.data_through or state.selection.data_through),
-        tags={PATH_TAG: "retrain", TRIGGER_TAG: "retrain_sensor", REASON_TAG: "; ".join(reasons)},
-    )
+def _reason(
+    instance: dg.DagsterInstance,
+    service: ServiceResource,
+    mlflow: MlflowResource,
+    keys: list[dg.AssetKey],
+    partition: str | None,
+    retrain: bool,
+) -> str:
+    """Why the automation requested this run, in the words of the condition that did."""
+    if retrain:
+        return "; ".join(due_reasons(service_state(instance, mlflow), service.retrain_cadence))
+    if keys == [RAW_SOURCE]:
+        return "the raw source's files changed: observe it"
+    if partition is not None:
+        return f"vintage {partition}: new data or a new champion"
+    return "a new data version of raw_source"

@@ -1,27 +1,32 @@
-"""The service's automation: one daily run per new drop file, never twice; the full path when there is
-no champion; the retrain sensor on its triggers; the schedule on the daily job; pools as docs/daily-service.md says."""
+"""The service's declarative automation, evaluated as Dagster's automation sensor evaluates it
+(`dg.evaluate_automation_conditions` on the project's definitions): a changed raw source is observed
+(a data version from the lake's content hashes), a new data version runs the data assets, the vintage
+the data allows is forecast, and retraining is requested exactly when the champion is due. Runs are
+stood in for by the events they leave (the observation itself runs for real); the jobs and pools as
+docs/daily-service.md says."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from mlflow import MlflowClient
 
 from musictrend_dagster.core.service.serving import Selection
 from musictrend_dagster.core.service.tracking import CHAMPION_ALIAS, Tracker, selection_tags
-from musictrend_dagster.core.settings import REGISTERED_MODEL
+from musictrend_dagster.core.settings import REGISTERED_MODEL, Paths
 from musictrend_dagster.defs.assets.monitoring import LIVE_CHECK
-from musictrend_dagster.defs.automation import new_drop_file_sensor, retrain_sensor
-from musictrend_dagster.defs.resources import MlflowResource, ServiceResource, WarehouseResource
-from musictrend_dagster.defs.tags import DROP_FILE_TAG, PATH_TAG, REASON_TAG, TRIGGER_TAG
 from musictrend_dagster.instance import DUCKDB_POOL, TRAINING_POOL, ensure_instance
 
 DAILY_SERVICE = Path(__file__).resolve().parents[2] / "docs" / "daily-service.md"
 DROP = "mars_tianchi_user_actions_{}.csv"
+RAW = dg.AssetKey("raw_source")
+DATA = {"raw_songs", "raw_user_actions", "model_features", "artist_daily"}  # some of the data layer
+VINTAGE = {"forecast", "forecast_files", "submission", "forecast_monitoring"}
 
 
 @pytest.fixture
@@ -30,25 +35,30 @@ def instance():
         yield inst
 
 
-@pytest.fixture(scope="module")
-def _store(tmp_path_factory) -> MlflowResource:
-    home = tmp_path_factory.mktemp("mlflow")
-    Tracker(f"sqlite:///{home / 'mlflow.db'}", home / "mlartifacts")  # migrated once: several seconds
-    return MlflowResource(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_dir=str(home / "mlartifacts"))
-
-
 @pytest.fixture
-def registry(_store):
-    """An MLflow registry with no champion yet (the store is the module's; each test starts it empty)."""
-    yield _store
-    client = MlflowClient(tracking_uri=_store.tracking_uri, registry_uri=_store.tracking_uri)
-    if client.search_registered_models(f"name = '{REGISTERED_MODEL}'"):
-        client.delete_registered_model(REGISTERED_MODEL)
+def project(tmp_path, monkeypatch):
+    """A home and a competition raw folder (songs and bulk file); the definitions built on them."""
+    monkeypatch.delenv("MUSICTREND_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./musictrend.toml: the built-in tianchi source
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "mars_tianchi_songs.csv").write_text("s1,a1,20150101,10,1,1\n")
+    (raw / "mars_tianchi_user_actions.csv").write_text("u1,s1,1440892800,1,20150830\n")
+    return _defs(tmp_path, raw), raw
 
 
-def register(registry, version=1, through="2015-08-30", history_days=183):
+def _defs(tmp_path: Path, raw: Path) -> dg.Definitions:
+    from musictrend_dagster.definitions import build_defs
+
+    return build_defs(Paths.from_env(home=tmp_path / "home", raw_dir=raw))
+
+
+def register(registry, version: int, through: str, history_days: int) -> None:
     """What a retrain leaves in the MLflow registry, the one champion record: the version with its selection's
     tags (versions registered up to it first), and the champion alias on it."""
+    from mlflow import MlflowClient
+
+    Tracker(registry.tracking_uri, Path(registry.artifact_dir))  # the store, migrated once per home
     client = MlflowClient(tracking_uri=registry.tracking_uri, registry_uri=registry.tracking_uri)
     if not client.search_registered_models(f"name = '{REGISTERED_MODEL}'"):
         client.create_registered_model(REGISTERED_MODEL)
@@ -60,126 +70,238 @@ def register(registry, version=1, through="2015-08-30", history_days=183):
     client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION_ALIAS, str(version))
 
 
-def vintage(instance, data_through, history_days):
-    """What a daily run leaves: the forecast materialization's metadata."""
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization("forecast", metadata={"data_through": data_through, "history_days": history_days})
-    )
+class Service:
+    """Ticks of the automation sensor; the runs they request stood in for by the events a run leaves."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+        self.defs, self.instance, self.cursor = defs, instance, None
+        self.graph = defs.resolve_asset_graph()
+
+    def tick(self) -> dict[str, set]:
+        """What one evaluation requests: asset -> partition keys (None: unpartitioned)."""
+        result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
+        self.cursor = result.cursor
+        return {
+            key.to_user_string(): set(result.get_requested_partitions(key))
+            for key in self.graph.get_all_asset_keys()
+            if result.get_num_requested(key)
+        }
+
+    def observe(self) -> dict:
+        """Run the raw source's observation for real; its metadata and data version."""
+        job = self.defs.get_implicit_global_asset_job_def()
+        assert job.execute_in_process(instance=self.instance, asset_selection=[RAW]).success
+        (record,) = self.instance.fetch_observations(RAW, limit=1).records
+        observation = record.asset_observation
+        return {
+            **{k: v.value for k, v in observation.metadata.items()},
+            "version": observation.tags["dagster/data_version"],
+        }
+
+    def ran(self, requested: dict[str, set], through: str, history_days: int, version: int = 1) -> None:
+        """The events the requested runs leave (metadata as the assets write it; a registration also the
+        registry's record, which is what the automation reads)."""
+        if "registered_champion" in requested:
+            register((self.defs.resources or {})["mlflow"], version, through, history_days)
+        for name, partitions in requested.items():
+            metadata = {
+                "model_features": {"data_through": through},
+                "forecast": {"data_through": through, "history_days": history_days},
+                "registered_champion": {
+                    "model_version": version,
+                    "data_through": through,
+                    "history_days": history_days,
+                },
+            }.get(name, {})
+            for partition in partitions:
+                self.instance.report_runless_asset_event(
+                    dg.AssetMaterialization(name, partition=partition, metadata=metadata)
+                )
+
+    def settle(self, through: str, history_days: int) -> None:
+        """Tick, observe and 'run' until nothing more is requested (at most 8 ticks)."""
+        for _ in range(8):
+            requested = self.tick()
+            if not requested:
+                return
+            if "raw_source" in requested:
+                self.observe()
+            self.ran({k: v for k, v in requested.items() if k != "raw_source"}, through, history_days)
+        raise AssertionError(f"still requesting after 8 ticks: {requested}")
 
 
-def _evaluate(instance, registry, raw_dir, cursor=None):
-    warehouse = WarehouseResource(database=str(raw_dir.parent / "w.duckdb"), raw_dir=str(raw_dir))
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"warehouse": warehouse, "service": ServiceResource(), "mlflow": registry},
-    )
-    return new_drop_file_sensor(context)
+def test_a_new_drop_file_is_observed_ingested_then_forecast_and_an_unchanged_folder_requests_nothing(project, instance):
+    defs, raw = project
+    service = Service(defs, instance)
+    first = service.tick()
+    assert first == {"raw_source": {None}}, "the first evaluation observes the source, and only that"
+    seen = service.observe()
+    assert set(seen["stamps"]) == {"mars_tianchi_songs.csv", "mars_tianchi_user_actions.csv"}
+    assert sorted(seen["hashed_this_time"]) == sorted(seen["stamps"]), "a first observation reads every file"
+    service.settle(through="2015-08-30", history_days=100)  # the first data run, the champion, its vintage
+    assert service.tick() == {}, "an unchanged folder: nothing, not even an observation"
+
+    (raw / DROP.format("20150831")).write_text("u1,s1,1440979200,1,20150831\n")
+    assert service.tick() == {"raw_source": {None}}
+    seen = service.observe()
+    assert seen["hashed_this_time"] == [DROP.format("20150831")], "unchanged files keep their hash, unread"
+    assert seen["newest_drop_day"] == "2015-08-31"
+    data = service.tick()
+    assert set(data) >= DATA and not set(data) & VINTAGE, "the data layer runs on the new data version, in one tick"
+    assert all(partitions == {None} for partitions in data.values())
+    service.ran(data, through="2015-08-31", history_days=101)
+    vintage = service.tick()
+    assert vintage == {key: {"2015-09-01"} for key in VINTAGE}, "the vintage of the day after the new data"
+    service.ran(vintage, through="2015-08-31", history_days=101)
+    assert service.tick() == {}
 
 
-def _start(request: dg.RunRequest) -> str:
-    """The vintage a request forecasts: its partition key."""
-    return request.partition_key
+def test_a_touched_file_is_observed_but_its_content_hash_runs_nothing(project, instance):
+    defs, raw = project
+    service = Service(defs, instance)
+    service.settle(through="2015-08-30", history_days=100)
+    before = service.observe()["version"]
+    bulk = raw / "mars_tianchi_user_actions.csv"
+    os.utime(bulk, ns=(bulk.stat().st_atime_ns, bulk.stat().st_mtime_ns + 10**9))
+    assert service.tick() == {"raw_source": {None}}
+    seen = service.observe()
+    assert seen["hashed_this_time"] == ["mars_tianchi_user_actions.csv"] and seen["version"] == before
+    assert service.tick() == {}, "the same data version: no ingest, no vintage"
 
 
-def test_sensor_starts_one_daily_run_per_drop_file_never_twice(tmp_path, instance, registry):
-    register(registry)
-    vintage(instance, "2015-08-30", 183)
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "mars_tianchi_user_actions.csv").write_text("")  # the bulk file is not a drop file
-    assert isinstance(_evaluate(instance, registry, raw), dg.SkipReason)
+def test_a_described_source_is_observed_too(tmp_path, monkeypatch, instance):
+    """A `unique_id,ds,y` CSV described in musictrend.toml: the file at [source] path is what is observed."""
+    data = tmp_path / "project"
+    data.mkdir()
+    plays = data / "plays.csv"
+    plays.write_text("unique_id,ds,y\na1,2015-03-01,3\na2,2015-03-01,1\n")
+    (data / "musictrend.toml").write_text('[source]\nkind = "daily"\npath = "plays.csv"\n')
+    monkeypatch.setenv("MUSICTREND_CONFIG", str(data / "musictrend.toml"))
+    service = Service(_defs(tmp_path, tmp_path / "no-raw-folder"), instance)
+    assert service.tick() == {"raw_source": {None}}
+    first = service.observe()
+    assert list(first["stamps"]) == ["plays.csv"]
+    service.settle(through="2015-03-01", history_days=1)
+    assert service.tick() == {}
 
-    (raw / DROP.format("20150831")).write_text("u,s,1441036800,1,20150831\n")
-    result = _evaluate(instance, registry, raw)
-    assert [(r.run_key, r.job_name, _start(r)) for r in result.run_requests] == [
-        (DROP.format("20150831"), "daily_forecast", "2015-09-01")
-    ]
-    tags = result.run_requests[0].tags
-    assert (tags[PATH_TAG], tags[TRIGGER_TAG], tags[DROP_FILE_TAG]) == ("daily", "drop_file", DROP.format("20150831"))
-    assert isinstance(_evaluate(instance, registry, raw, cursor=result.cursor), dg.SkipReason), (
-        "the same file must not trigger twice"
-    )
-
-    (raw / "mars_tianchi_user_actions_20150901.csv.gz").write_bytes(b"")
-    (raw / "mars_tianchi_user_actions_notadate.csv").write_text("")
-    (raw / "mars_tianchi_user_actions_20150231.csv").write_text("")  # no such day: ingest names it, no run here
-    third = _evaluate(instance, registry, raw, cursor=result.cursor)
-    assert [r.run_key for r in third.run_requests] == ["mars_tianchi_user_actions_20150901.csv.gz"]
+    with plays.open("a") as f:
+        f.write("a1,2015-03-02,4\n")
+    assert service.tick() == {"raw_source": {None}}
+    assert service.observe()["version"] != first["version"]
+    assert "raw_songs" in service.tick(), "the new data version runs the ingest"
 
 
-def test_two_files_landing_together_start_two_runs_two_vintages(tmp_path, instance, registry):
-    """docs/daily-service.md: the sensor starts one run per new file (issue 15, point 5: it used to start one run
-    naming both)."""
-    register(registry)
-    vintage(instance, "2015-08-30", 183)
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for day in ("20150901", "20150831"):
-        (raw / DROP.format(day)).write_text("")
-    result = _evaluate(instance, registry, raw)
-    assert [(r.run_key, _start(r)) for r in result.run_requests] == [
-        (DROP.format("20150831"), "2015-09-01"),
-        (DROP.format("20150901"), "2015-09-02"),
-    ]
-    assert "one run per new file" in DAILY_SERVICE.read_text()
-
-
-def test_without_a_champion_a_drop_file_starts_the_full_path(tmp_path, instance, registry):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / DROP.format("20150831")).write_text("")
-    (request,) = _evaluate(instance, registry, raw).run_requests
-    assert request.job_name == "refresh_all" and request.tags[PATH_TAG] == "retrain"
-    assert request.tags[REASON_TAG] == "first run: no champion registered yet"
-
-
-def test_retrain_sensor_fires_on_cadence_growth_or_a_degraded_champion_only(instance, registry, monkeypatch):
-    """The cadence is the service resource's field, filled by dg.EnvVar: changing the variable changes
-    what the same sensor definition decides, with no code change and no new resource object."""
+def _retrain(instance, monkeypatch, tmp_path, raw) -> Service:
+    """A home whose champion v4 was selected on 100 days through 2015-08-30, with data (features) in place."""
     monkeypatch.setenv("MUSICTREND_RETRAIN_EVERY_DAYS", "7")
-    service = ServiceResource(retrain_every_days=dg.EnvVar("MUSICTREND_RETRAIN_EVERY_DAYS"))
-    resources = {"service": service, "mlflow": registry}
-    context = lambda: dg.build_sensor_context(instance=instance, resources=resources)  # noqa: E731
-    assert "no champion" in retrain_sensor(context()).skip_message
-    register(registry, version=4, through="2015-08-30", history_days=100)
-    vintage(instance, "2015-09-05", 106)  # 6 days on, +6%: not due
-    assert retrain_sensor(context()).skip_message.startswith("not due: champion v4")
+    service = Service(_defs(tmp_path, raw), instance)
+    service.settle(through="2015-08-30", history_days=100)
+    service.ran({"registered_champion": {None}}, through="2015-08-30", history_days=100, version=4)
+    return service
 
-    # monitoring warns on the current champion: retrain, and the run says why
+
+def _models(requested: dict[str, set]) -> set[str]:
+    return {name for name in requested if name.startswith("backtest/") or "champion" in name}
+
+
+def _vintage(service: Service, through: str, history_days: int) -> None:
+    """A daily run's vintage: data through `through` (its partition is the day after)."""
+
+    from musictrend_dagster.defs.partitions import vintage_key
+
+    service.ran({"forecast": {vintage_key(date.fromisoformat(through))}}, through, history_days)
+
+
+def test_retraining_is_requested_exactly_when_the_cadence_growth_or_warning_says_so(
+    project, instance, monkeypatch, tmp_path
+):
+    """One case per rule and a not-due case; the cadence is the service resource's dg.EnvVar, read on every
+    evaluation (changing the variable changes the decision, no code change, no reload)."""
+    _, raw = project
+    service = _retrain(instance, monkeypatch, tmp_path, raw)
+    graph = service.graph
+    every_model = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "models"}
+
+    _vintage(service, "2015-09-05", 106)  # 6 days on, +6%: not due
+    assert _models(service.tick()) == set()
+
+    _vintage(service, "2015-09-06", 107)  # 7 days of new data: the weekly cadence
+    assert _models(service.tick()) == every_model, "backtests, selection and registration in one tick"
+    assert _models(service.tick()) == set(), "requested once for the same data and champion"
+
+    monkeypatch.setenv("MUSICTREND_RETRAIN_EVERY_DAYS", "0")  # cadence off; the other rules still count
+    service.ran({"registered_champion": {None}}, through="2015-09-06", history_days=107, version=5)
+    _vintage(service, "2015-09-20", 121)
+    assert _models(service.tick()) == set(), "+13% and no cadence: not due"
+    _vintage(service, "2015-10-08", 140)  # +31%
+    assert _models(service.tick()) == every_model
+
+    service.ran({"registered_champion": {None}}, through="2015-10-08", history_days=140, version=6)
+    _vintage(service, "2015-10-09", 141)
+    assert _models(service.tick()) == set()
     instance.report_runless_asset_event(
         dg.AssetCheckEvaluation(
             asset_key=dg.AssetKey("forecast_monitoring"),
             check_name=LIVE_CHECK,
             passed=False,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"model_version": 4, "verdict": "global_ensemble v4: live f_norm 0.61 vs backtest 0.75"},
+            metadata={"model_version": 6, "verdict": "global_ensemble v6: live f_norm 0.61 vs backtest 0.75"},
         )
     )
-    request = retrain_sensor(context())
-    assert request.job_name in (None, "refresh_all") and request.tags[PATH_TAG] == "retrain"
-    assert request.tags[REASON_TAG] == "degraded: global_ensemble v4: live f_norm 0.61 vs backtest 0.75"
-    assert request.partition_key == "2015-09-06", "the retrain re-makes the newest vintage with the new champion"
-    assert request.tags[TRIGGER_TAG] == "retrain_sensor"
+    assert _models(service.tick()) == every_model, "monitoring's warning on the current champion"
 
-    # a warning about an older version is no reason to retrain the current one
-    register(registry, version=5, through="2015-09-05", history_days=106)
-    assert isinstance(retrain_sensor(context()), dg.SkipReason)
-    vintage(instance, "2015-09-12", 113)  # 7 days of new data: the weekly cadence
-    assert retrain_sensor(context()).tags[REASON_TAG].startswith("cadence: 7 new days of data")
-    monkeypatch.setenv("MUSICTREND_RETRAIN_EVERY_DAYS", "0")  # cadence off; growth still counts
-    assert isinstance(retrain_sensor(context()), dg.SkipReason)
-    vintage(instance, "2015-10-08", 138)
-    assert retrain_sensor(context()).tags[REASON_TAG].startswith("growth: the history grew from 106 to 138 days")
+
+def test_a_warning_about_an_older_champion_retrains_nothing(project, instance, monkeypatch, tmp_path):
+    _, raw = project
+    service = _retrain(instance, monkeypatch, tmp_path, raw)
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("forecast_monitoring"),
+            check_name=LIVE_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"model_version": 3, "verdict": "v3 degraded"},
+        )
+    )
+    _vintage(service, "2015-08-31", 101)
+    assert _models(service.tick()) == set()
+
+
+def test_the_automation_sensor_runs_by_default_and_the_hand_built_sensors_are_gone():
+    from musictrend_dagster.definitions import defs
+
+    sensors = list(defs.sensors or [])
+    assert [s.name for s in sensors] == ["automation"]
+    (sensor,) = sensors
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    graph = defs.resolve_asset_graph()
+    assert RAW in sensor.asset_selection.resolve(graph)
+    assert graph.get(RAW).is_observable
+    assert graph.get(dg.AssetKey("raw_songs")).parent_keys == {RAW}
+
+
+def test_the_sensor_itself_requests_the_observation_and_records_every_evaluation(project, instance):
+    """The code path the daemon calls in the code server: one run request (the observation, tagged), an
+    evaluation recorded for every asset (what the Automation tab lists), nothing on the next tick."""
+    defs, _ = project
+    sensor = defs.resolve_sensor_def("automation")
+    repository = defs.get_repository_def()
+    first = sensor(dg.build_sensor_context(instance=instance, repository_def=repository))
+    assert [request.asset_selection for request in first.run_requests] == [[RAW]]
+    assert first.run_requests[0].tags["musictrend/trigger"] == "automation"
+    assert {e.key for e in first.automation_condition_evaluations} == defs.resolve_asset_graph().get_all_asset_keys()
+    again = sensor(dg.build_sensor_context(instance=instance, repository_def=repository, cursor=first.cursor))
+    assert again.run_requests == []
 
 
 def test_the_daily_job_has_no_backtest():
     """daily_forecast is every asset but the models group (no backtest, no selection), with the monitoring;
-    refresh_all (retraining) is the whole graph."""
+    refresh_all (retraining) is the whole graph; neither observes the raw source (automation does)."""
     from musictrend_dagster.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    everything = graph.get_all_asset_keys()
+    everything = graph.get_all_asset_keys() - {RAW}
     daily = defs.resolve_job_def("daily_forecast").asset_layer.selected_asset_keys
     models = {k for k in everything if graph.get(k).group_name == "models"}
     assert {k.to_user_string() for k in models} >= {"champion", "registered_champion", "backtest/global_ensemble"}
@@ -232,7 +354,7 @@ def test_instance_yaml_is_written_once_with_pools_and_no_telemetry(tmp_path):
 def test_retrain_every_days_must_be_a_whole_number(monkeypatch, tmp_path):
     """A wrong value fails at start, naming the variable: in the CLI's check, when the definitions load,
     and in a resource whose variable was changed after they loaded."""
-    from musictrend_dagster.core.settings import ConfigError, Paths, check_environment
+    from musictrend_dagster.core.settings import ConfigError, check_environment
     from musictrend_dagster.defs.resources import default_resources
 
     monkeypatch.setenv("MUSICTREND_RETRAIN_EVERY_DAYS", "weekly")
@@ -248,3 +370,12 @@ def test_retrain_every_days_must_be_a_whole_number(monkeypatch, tmp_path):
         pass
     assert isinstance(failed.value.__cause__, ConfigError)
     assert "MUSICTREND_RETRAIN_EVERY_DAYS must be a whole number" in str(failed.value.__cause__)
+
+
+def test_stamps_are_json_the_observation_can_read_back(project, instance):
+    """The per-file stamps the next observation reuses are plain JSON in the observation's metadata."""
+    defs, _ = project
+    service = Service(defs, instance)
+    stamps = service.observe()["stamps"]
+    assert json.loads(json.dumps(stamps)) == stamps
+    assert all(len(v) == 3 and len(v[2]) == 32 for v in stamps.values())  # size, mtime_ns, XXH3-128 hex

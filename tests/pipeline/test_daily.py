@@ -1,6 +1,7 @@
-"""The daily loop as a user runs it: `musictrend replay` over a tiny log (the full path, then 3 held-back
-days fed one drop file at a time through the sensor and the daily job), then `musictrend run` on the
-same data and after `musictrend sample --next-day`. Everything is read back from the home on disk."""
+"""The daily loop as a user runs it: `musictrend replay` over a tiny log (the service's automation on the
+history, then on 3 held-back days fed one drop file at a time: observation, data, vintage), then
+`musictrend run` on the same data and after `musictrend sample --next-day`. Everything is read back from
+the home on disk."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.slow  # whole runs of the graph
 HELD_BACK = 3
 
 # The real CLI, with the neural models cut to one epoch of the smallest networks (the launchpad options a
-# user would set); argv[1] is that training config (JSON).
+# user would set) in every run that trains them; argv[1] is that training config (JSON).
 CLI = """
 import json, sys
 import dagster as dg
@@ -36,8 +37,8 @@ _execute = dg.JobDefinition.execute_in_process
 def execute_in_process(self, run_config=None, **kwargs):
     run_config = dict(run_config or {})
     ops = dict(run_config.get("ops", {}))
-    if self.name == "refresh_all":
-        ops |= training
+    selected = {k.to_python_identifier() for k in kwargs.get("asset_selection") or []}
+    ops |= {op: c for op, c in training.items() if op in selected or (self.name == "refresh_all" and not selected)}
     return _execute(self, run_config={**run_config, "ops": ops}, **kwargs)
 dg.JobDefinition.execute_in_process = execute_in_process
 from musictrend_dagster.cli import main
@@ -153,20 +154,26 @@ def test_monitoring_scores_every_vintage_as_a_hand_computation(replayed):
     assert run.data.tags["source_run_id"] == version.run_id
 
 
-def test_daily_runs_forecast_from_the_champion_without_a_backtest(replayed):
+def test_the_replay_runs_what_the_automation_requests_and_daily_runs_have_no_backtest(replayed):
+    """Each day: one observation of raw_source, one data run, one run of the vintage partition (with its files,
+    submission and monitoring); the backtests ran only in the first data run, the full path on the history."""
     paths, _, _ = replayed
     with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
         runs = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]), ascending=True)
-        # the full path: its data and models, then the vintage partition; then one partition run per drop file
-        assert [r.dagster_run.job_name for r in runs] == ["refresh_all"] * 2 + ["daily_forecast"] * HELD_BACK
-        assert [r.dagster_run.tags[TRIGGER_TAG] for r in runs] == ["replay"] * 2 + ["drop_file"] * HELD_BACK
-        assert {r.dagster_run.tags[PATH_TAG] for r in runs[2:]} == {"daily"}
-        assert [r.dagster_run.tags.get("dagster/partition") for r in runs[1:]] == sorted(
+        assert {r.dagster_run.tags[TRIGGER_TAG] for r in runs} == {"replay"}
+        selections = [{k.to_user_string() for k in r.dagster_run.asset_selection or []} for r in runs]
+        observations = [s for s in selections if s == {"raw_source"}]
+        assert len(runs) == 3 * (1 + HELD_BACK) and len(observations) == 1 + HELD_BACK
+        partitioned = [
+            r.dagster_run.tags.get("dagster/partition") for r in runs if r.dagster_run.tags.get("dagster/partition")
+        ]
+        assert partitioned == sorted(
             str(v) for v in table(paths, "SELECT DISTINCT vintage FROM forecast_vintages")["vintage"]
         )
-        daily = {r.dagster_run.run_id for r in runs[2:]}
+        assert [r.dagster_run.tags[PATH_TAG] for r in runs].count("retrain") == 1
+        daily = {r.dagster_run.run_id for r in runs if r.dagster_run.tags[PATH_TAG] == "daily"}
         backtests = instance.fetch_materializations(dg.AssetKey(["backtest", "median14"]), limit=100).records
-        assert backtests and not {m.run_id for m in backtests} & daily
+        assert len(backtests) == 1 and not {m.run_id for m in backtests} & daily
         forecast = instance.get_latest_materialization_event(dg.AssetKey("forecast")).asset_materialization.metadata
     champion = forecast["champion"].value
     refit = forecast["refit"].value

@@ -73,14 +73,15 @@ def test_checks_guard_the_graph():
     )
 
 
-def test_vintages_are_daily_partitions_and_the_drop_file_sensor_is_on():
+def test_vintages_are_daily_partitions_and_the_automation_sensor_is_on():
     graph = defs.resolve_asset_graph()
     partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).is_partitioned}
     assert partitioned == {"forecast", "forecast_files", "submission", "forecast_monitoring"}
     vintages = graph.get(dg.AssetKey("forecast")).partitions_def
     assert isinstance(vintages, dg.DailyPartitionsDefinition)
     assert {graph.get(dg.AssetKey(k)).partitions_def for k in partitioned} == {vintages}
-    sensor = defs.resolve_sensor_def("new_drop_file_sensor")
+    sensor = defs.resolve_sensor_def("automation")
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 

@@ -32,6 +32,8 @@ def model_features(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": features.height,
+            # the newest day: the vintage it allows (automation's VintagePartition) is the day after it
+            "data_through": str(features["ds"].max()) if features.height else "",
             "columns": dg.MetadataValue.json(features.columns),
             "preview": preview(features.sort("artist_id", "ds")),
         }

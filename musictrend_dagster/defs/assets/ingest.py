@@ -6,7 +6,7 @@ from typing import cast
 import dagster as dg
 import polars as pl
 
-from musictrend_dagster.core.data import ingest, source
+from musictrend_dagster.core.data import fingerprint, ingest, source
 from musictrend_dagster.core.service.store import query
 from musictrend_dagster.core.settings import engine
 from musictrend_dagster.defs.metadata import preview
@@ -113,6 +113,56 @@ def _log(context: dg.AssetExecutionContext, result: ingest.IngestResult) -> None
             )
 
 
+RAW_SOURCE = "raw_source"
+
+
+def _previous_stamps(instance: dg.DagsterInstance) -> dict[str, fingerprint.Stamp]:
+    """The files as the last observation recorded them (empty: never observed)."""
+    records = instance.fetch_observations(dg.AssetKey(RAW_SOURCE), limit=1).records
+    observation = records[0].asset_observation if records else None
+    stamps = observation.metadata.get("stamps") if observation else None
+    if stamps is None:
+        return {}
+    return {name: fingerprint.Stamp(*value) for name, value in cast(dict, stamps.value).items()}
+
+
+def raw_source_asset(automation_condition: dg.AutomationCondition | None = None) -> dg.SourceAsset:
+    """The raw source as an observable source asset, with the automation condition that observes it."""
+
+    @dg.observable_source_asset(
+        name=RAW_SOURCE,
+        group_name="ingest",
+        automation_condition=automation_condition,
+        tags={"dagster/kind/csv": "", "dagster/kind/parquet": ""},
+        description=(
+            "The raw source as it stands: the competition's raw folder (MUSICTREND_RAW_DIR), or the file or folder "
+            "at [source] path of musictrend.toml. Observed, never materialised: its data version is a hash of every "
+            "file's content hash (the lake's XXH3-128 of the decompressed bytes) and of the source description; "
+            "a file whose size and mtime are unchanged keeps its recorded hash without being read. A new data "
+            "version is what makes the ingest run."
+        ),
+    )
+    def raw_source(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> dg.ObserveResult:
+        seen = fingerprint.observe(source.load_config(), warehouse.raw_dir, _previous_stamps(context.instance))
+        for problem in seen.problems:
+            context.log.warning(problem)
+        context.log.info(f"raw_source: {len(seen.files)} files, {len(seen.hashed)} read; version {seen.version}")
+        return dg.ObserveResult(
+            data_version=dg.DataVersion(seen.version),
+            metadata={
+                "files": len(seen.files),
+                "hashed_this_time": dg.MetadataValue.json(seen.hashed),
+                "newest_drop_day": str(seen.newest_day) if seen.newest_day else "",
+                "problems": dg.MetadataValue.json(seen.problems),
+                "stamps": dg.MetadataValue.json(
+                    {name: [s.size, s.mtime_ns, s.hash] for name, s in sorted(seen.files.items())}
+                ),
+            },
+        )
+
+    return raw_source
+
+
 def _ingest(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, config: RefreshConfig, songs_only: bool
 ) -> tuple[ingest.IngestResult, int]:
@@ -144,6 +194,7 @@ def _ingest(
     group_name="ingest",
     kinds=KINDS | {"csv"},
     pool=DUCKDB_POOL,
+    deps=[RAW_SOURCE],
     description="mars_tianchi_songs.csv validated into the lake (`lake/songs/`), seen as the view `raw_songs`; "
     "bad lines in `quarantine_songs`.",
 )
@@ -158,7 +209,7 @@ def raw_songs(
     group_name="ingest",
     kinds=KINDS | {"csv"},
     pool=DUCKDB_POOL,
-    deps=[raw_songs],
+    deps=[raw_songs, RAW_SOURCE],
     description=(
         "The lake mirrors the raw folder: every mars_tianchi_user_actions*.csv[.gz] (the bulk file and daily "
         "drops) validated into `lake/user_actions/ds=YYYY-MM-DD/`, seen as the view `raw_user_actions`; new "
