@@ -489,7 +489,9 @@ def check_source(
         return replace(listing, songs=songs, actions=actions)
     catalogue = config.catalogue
     mapped_key = "series" if src.kind == "daily" else "song"
-    maps_songs = not (src.kind == "events" and src.artist) and config.forecast.series_level == "artist"
+    maps_songs = (src.series_is == "song" if src.kind == "daily" else not src.artist) and (
+        config.forecast.series_level == "artist"
+    )
     keys = (["action"] if src.kind == "events" and src.plays_when is not None else []) + (
         [mapped_key] if songs is not None and catalogue is not None and maps_songs else []
     )
