@@ -6,6 +6,7 @@
   +08:00, event names play/download/collect) and a catalogue ``catalogue.csv`` (track, singer, released);
 - ``events-parquet``: a Hive-partitioned folder ``dt=YYYY-MM-DD/part-0.parquet`` with typed
   columns ``uid, sid, singer, ts`` (TIMESTAMP WITH TIME ZONE), ``action``: the artist in the log;
+  ``catalogue.parquet`` (sid, singer, released DATE) gives the publish dates;
 - ``daily-artist``: ``plays.csv``, ``artist_id,gmt_date,artist_moving,artist_downloads,artist_collects,
   artist_listeners`` (yyyymmdd days) and ``songs.csv`` (song, artist, released): the publish dates;
 - ``daily-song``: ``song_plays.csv.gz``, ``song,date,streams,downloads,likes`` (ISO days) and ``songs.csv``.
