@@ -269,6 +269,10 @@ def test_daily_extra_counts_are_loaded_and_checked_like_plays(tmp_path):
     (config.file).write_text(toml.replace('listeners = "users"', 'listeners = "listeners"'))
     with pytest.raises(SourceError, match=r"\[source\] listeners = 'listeners': .*no column 'listeners'"):
         ingest.ingest_raw_dir(con, None, tmp_path / "lake", config=source.load_config(config.file))
+    (config.file).write_text(toml.replace('downloads = "dl"', 'downloads = "artist"'))  # the wrong column
+    (tmp_path / "again").mkdir()
+    with pytest.raises(SourceError, match=r"\[source\] downloads = 'artist': .*reads as a whole number"):
+        _ingest(tmp_path / "again", source.load_config(config.file))
 
 
 def test_daily_artist_series_with_a_catalogue_of_publish_dates(tmp_path):

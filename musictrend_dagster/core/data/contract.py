@@ -534,7 +534,8 @@ def source_format(config, file_columns: list[tuple[str, str]], reader: str) -> R
         dc, day, inexact, expected = _day(fields, "source", "day", src.day, src.day_format, src.timezone)
         pc, pd = _count(fields, "plays", src.plays, reader)
         # The optional counts beside plays: the same rules, 0 when the description names no column.
-        extra = {key: _count(fields, key, getattr(src, key), reader)[1] for key in EXTRA_COUNTS if getattr(src, key)}
+        counts = {key: _count(fields, key, getattr(src, key), reader) for key in EXTRA_COUNTS if getattr(src, key)}
+        extra = {key: sql for key, (_, sql) in counts.items()}
         needs_catalogue = config.catalogue is not None and not by_song and src.series_is == "song"
         rules = [
             *_csv_rules(fields),
@@ -607,7 +608,15 @@ def source_format(config, file_columns: list[tuple[str, str]], reader: str) -> R
                 ),
             ),
             partition_by="ds",
-            named=(("series", s), ("day", dc), ("plays", pc), ("d", "d"), ("pd", "pd")),
+            named=(
+                ("series", s),
+                ("day", dc),
+                ("plays", pc),
+                ("d", "d"),
+                ("pd", "pd"),
+                *((key, c) for key, (c, _) in counts.items()),
+                *((f"p_{key}", f"p_{key}") for key in counts),
+            ),
         )
     # events
     u, _ = fields.get("source", "user", src.user, as_text=True)
