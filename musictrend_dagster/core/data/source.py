@@ -303,6 +303,10 @@ path = "data/plays.csv"        # a file, a folder, or a Hive-partitioned folder;
 # day = "ds"                   # the day column
 # day_format = "iso"           # "iso" (2026-11-30), a strptime format ("%Y%m%d"), "epoch_s" or "epoch_ms"
 # plays = "y"                  # the count column (non-negative whole numbers)
+# downloads = "downloads"      # optional counts beside plays (absent: 0); the learned models read
+# collects = "collects"        #   downloads and distinct listeners too
+# listeners = "listeners"      # distinct listeners of the series that day (not for songs forecast per artist)
+# series_is = "artist"         # "artist" or "song" (default: "song" with [catalogue], else "artist")
 
 # [catalogue]                  # optional: song -> artist, when the series are songs
 # path = "data/songs.csv"
