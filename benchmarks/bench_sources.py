@@ -58,6 +58,10 @@ def write_events(folder: Path, rows: int, days: int = 30, seed: int = 0) -> None
     artists = np.array([f"artist{i % 100:03d}" for i in range(5000)])
     users = np.array([f"user{i:06d}" for i in range(200_000)])
     actions = np.array(["play", "download", "collect"])
+    released = pa.array([FIRST - timedelta(days=int(d)) for d in rng.integers(0, 3000, len(songs))], pa.date32())
+    catalogue = pa.table({"sid": pa.array(songs), "singer": pa.array(artists), "released": released})
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(catalogue, folder.parent / "catalogue.parquet")  # the shape's catalogue: publish dates
     for d in range(days):
         day = FIRST + timedelta(days=d)
         start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()

@@ -128,6 +128,17 @@ def test_init_writes_an_example_that_parses_and_never_overwrites(tmp_path):
         ('[source]\nkind = "daily"\npath = "p.csv"\nday_format = "yyyymmdd"\n', "[source] day_format"),
         ('[source]\nkind = "events"\npath = "p.csv"\ntime = "t"\n', "[source] artist"),
         ('[sauce]\nkind = "daily"\n', "[sauce]"),
+        ('[source]\nkind = "daily"\npath = "p.csv"\nseries_is = "album"\n', "[source] series_is"),
+        ('[source]\nkind = "daily"\npath = "p.csv"\nseries_is = "song"\n', "[source] series_is"),
+        (
+            '[source]\nkind = "daily"\npath = "p.csv"\nseries_is = "artist"\n[forecast]\nseries_level = "song"\n',
+            "[source] series_is",
+        ),
+        (  # per-song distinct listeners do not add up to an artist's: refused, never summed
+            '[source]\nkind = "daily"\npath = "p.csv"\nlisteners = "users"\n'
+            '[catalogue]\npath = "p.csv"\nsong = "unique_id"\nartist = "y"\n',
+            "[source] listeners = 'users'",
+        ),
     ],
 )
 def test_a_bad_key_is_one_message_naming_the_key_and_the_file(tmp_path, toml, key):
@@ -229,6 +240,55 @@ def test_daily_hostile_rows_are_quarantined_with_line_and_reason(tmp_path):
     assert q[8] == q[11] == "day not an ISO date"
     assert q[10] == "wrong column count: 2 (expected 3)"
     assert _daily(con) == {("a1", "2015-03-01"): 3, ("a2", "2015-03-01"): 7}
+
+
+def test_daily_extra_counts_are_loaded_and_checked_like_plays(tmp_path):
+    """downloads, collects and listeners: optional columns, summed per artist, quarantined when not whole."""
+    toml = DAILY_TOML + 'downloads = "dl"\ncollects = "fav"\nlisteners = "users"\n'
+    lines = [
+        "artist,day,n,dl,fav,users",
+        "a1,2015-03-01,3,1,0,2",  # 2
+        "a1,2015-03-02,4,-1,0,2",  # 3: negative downloads
+        "a1,2015-03-03,4,0,0.5,2",  # 4: collects not whole
+        "a1,2015-03-04,4,0,0,",  # 5: missing listeners
+        "a2,2015-03-01,5,2,1,3",  # 6
+    ]
+    config = _project(tmp_path / "p", toml, {"data/a.csv": "\n".join(lines) + "\n"})
+    con, result = _ingest(tmp_path, config)
+    assert [(r.loaded, r.quarantined) for r in result.files] == [(2, 3)]
+    assert _quarantine(con) == {
+        3: "dl not a non-negative whole number",
+        4: "fav not a non-negative whole number",
+        5: "users not a non-negative whole number",
+    }
+    sm.build_all(con, sm.SQL_DIR)
+    rows = con.execute(
+        "SELECT artist_id, plays, downloads, collects, listeners FROM artist_daily WHERE plays > 0 ORDER BY 1"
+    ).fetchall()
+    assert rows == [("a1", 3, 1, 0, 2), ("a2", 5, 2, 1, 3)]
+    (config.file).write_text(toml.replace('listeners = "users"', 'listeners = "listeners"'))
+    with pytest.raises(SourceError, match=r"\[source\] listeners = 'listeners': .*no column 'listeners'"):
+        ingest.ingest_raw_dir(con, None, tmp_path / "lake", config=source.load_config(config.file))
+    (config.file).write_text(toml.replace('downloads = "dl"', 'downloads = "artist"'))  # the wrong column
+    (tmp_path / "again").mkdir()
+    with pytest.raises(SourceError, match=r"\[source\] downloads = 'artist': .*reads as a whole number"):
+        _ingest(tmp_path / "again", source.load_config(config.file))
+
+
+def test_daily_artist_series_with_a_catalogue_of_publish_dates(tmp_path):
+    """series_is = "artist": the catalogue gives the artists' songs (release features), never maps the series."""
+    toml = DAILY_TOML + 'series_is = "artist"\n[catalogue]\npath = "songs.csv"\npublish = "released"\n'
+    files = {
+        "data/a.csv": "artist,day,n\nx,2015-03-01,3\ny,2015-03-01,4\n",
+        # song "y" has the id of an artist: an artist series is never read as that song
+        "songs.csv": "song_id,artist_id,released\ns1,x,2015-02-01\ny,x,2015-02-02\n",
+    }
+    config = _project(tmp_path / "p", toml, files)
+    con, result = _ingest(tmp_path, config)
+    assert sum(r.quarantined for r in result.files) == 0
+    sm.build_all(con, sm.SQL_DIR)
+    assert con.execute("SELECT artist_id, plays FROM artist_daily ORDER BY 1").fetchall() == [("x", 3), ("y", 4)]
+    assert con.execute("SELECT count(*) FROM stg_songs WHERE publish_time IS NOT NULL").fetchone()[0] == 2
 
 
 def test_daily_triplicate_names_both_other_lines_and_parquet_says_row(tmp_path):
@@ -395,13 +455,19 @@ def _mismatches(con: duckdb.DuckDBPyConnection, columns: str = "plays", where: s
     ).fetchall()
 
 
-@pytest.mark.parametrize("shape", ["daily-artist", "daily-song"])
-def test_daily_shapes_give_todays_artist_daily_exactly(tmp_path, shape):
+@pytest.mark.parametrize(
+    ("shape", "columns"),
+    # per-song distinct listeners do not add up to an artist's: daily-song has none (0)
+    [("daily-artist", "plays,downloads,collects,listeners"), ("daily-song", "plays,downloads,collects")],
+)
+def test_daily_shapes_give_todays_artist_daily_exactly(tmp_path, shape, columns):
     toml = write_shape(shape, tmp_path / shape)
     con, result = _ingest(tmp_path, source.load_config(toml))
     assert sum(r.quarantined for r in result.files) == 0
     assert sm.build_all(con, sm.SQL_DIR)["artist_daily"].rows == 9150
-    assert _mismatches(con) == []
+    assert _mismatches(con, columns) == []
+    listeners = con.execute("SELECT sum(listeners) FROM artist_daily").fetchone()[0]
+    assert (listeners > 0) == (shape == "daily-artist")
 
 
 def test_daily_song_per_song_series(tmp_path):
@@ -447,8 +513,9 @@ def test_events_csv_first_month_gives_todays_artist_daily(tmp_path, shapes):
 def test_events_parquet_full_log_gives_todays_artist_daily(tmp_path, shapes):
     """All 5.65M events, Hive-partitioned Parquet read typed, the artist in the log: every column."""
     con, result = _ingest(tmp_path, source.load_config(shapes["events-parquet"]))
-    assert len(result.files) == 183
-    assert sum(r.loaded for r in result.files) == 5_652_232
+    events = [r for r in result.files if r.kind == "events"]  # and the catalogue of publish dates
+    assert len(events) == 183
+    assert sum(r.loaded for r in events) == 5_652_232
     assert sum(r.quarantined for r in result.files) == 0
     assert sm.build_all(con, sm.SQL_DIR)["artist_daily"].rows == 9150
     assert _mismatches(con, "plays,downloads,collects,listeners") == []
@@ -465,7 +532,9 @@ def test_cli_init_and_sample_as(tmp_path, capsys):
     assert main(["sample", "--source", "tianchi-s1", "--as", "daily-artist", "--out", str(out)]) == 0
     config = source.load_config(out / "musictrend.toml")
     assert (config.source.series, config.source.day_format) == ("artist_id", "%Y%m%d")
-    assert (out / "plays.csv").read_text().splitlines()[0] == "artist_id,gmt_date,artist_moving"
+    assert (out / "plays.csv").read_text().splitlines()[0] == (
+        "artist_id,gmt_date,artist_moving,artist_downloads,artist_collects,artist_listeners"
+    )
 
 
 @pytest.mark.slow  # the real log, or a whole Dagster run in its own process

@@ -149,8 +149,8 @@ def test_singular_tests_pass_on_good_data_and_catch_broken_data(warehouse_db):
         ),
         "artist_daily__non_negative_counts": "UPDATE artist_daily SET plays = -1 WHERE ds = DATE '2015-03-03'",
         "artist_rolling_stats__row_count_matches": "DELETE FROM artist_rolling_stats WHERE ds = DATE '2015-03-04'",
-        "stg_daily_plays__one_row_per_series_day": "INSERT INTO stg_daily_plays VALUES "
-        "('a1', DATE '2015-03-01', 1, 'f1'), ('a1', DATE '2015-03-01', 2, 'f2')",
+        "stg_daily_plays__one_row_per_series_day": "INSERT INTO stg_daily_plays (series_id, ds, plays, source_file) "
+        "VALUES ('a1', DATE '2015-03-01', 1, 'f1'), ('a1', DATE '2015-03-01', 2, 'f2')",
     }
     assert breakages.keys() == tests.keys()
     for name, statement in breakages.items():

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from musictrend_dagster.core.data.source import EXTRA_COUNTS
+
 # No good line comes near this (ids are at most 64 characters); longer lines are quarantined
 # as a whole, whatever they hold, and only their first bytes are kept in the quarantine table.
 MAX_LINE_BYTES = 1 << 20
@@ -456,6 +458,18 @@ def _day(fields: _Fields, table: str, key: str, name: str, fmt: str, tz: str) ->
     return c, _local_day(g, tz), None, expected
 
 
+def _count(fields: _Fields, key: str, name: str, reader: str) -> tuple[str, str]:
+    """(the field, its value as DOUBLE: NULL when not a number) of a count column; a type no count
+    can be (a Parquet string, a date) is a FormatError."""
+    c, typ = fields.get("source", key, name, as_text=False)
+    base = _base(typ)
+    if base == "VARCHAR" and reader == "csv":
+        return c, f"TRY_CAST({c} AS DOUBLE)"
+    if base in _INTEGER_TYPES or base in _FLOAT_TYPES or base.startswith("DECIMAL"):
+        return c, f"CAST({c} AS DOUBLE)"
+    raise FormatError("source", key, f"column {name!r} is {typ}, expected a whole number")
+
+
 def _value_rules(c: str, name: str) -> tuple[Rule, ...]:
     """An id: present, short, printable (the same rules as the competition's ids)."""
     return (
@@ -518,15 +532,11 @@ def source_format(config, file_columns: list[tuple[str, str]], reader: str) -> R
     if src.kind == "daily":
         s, _ = fields.get("source", "series", src.series, as_text=True)
         dc, day, inexact, expected = _day(fields, "source", "day", src.day, src.day_format, src.timezone)
-        pc, ptyp = fields.get("source", "plays", src.plays, as_text=False)
-        pbase = _base(ptyp)
-        if pbase == "VARCHAR" and reader == "csv":
-            pd = f"TRY_CAST({pc} AS DOUBLE)"
-        elif pbase in _INTEGER_TYPES or pbase in _FLOAT_TYPES or pbase.startswith("DECIMAL"):
-            pd = f"CAST({pc} AS DOUBLE)"
-        else:
-            raise FormatError("source", "plays", f"column {src.plays!r} is {ptyp}, expected a whole number")
-        needs_catalogue = config.catalogue is not None and not by_song
+        pc, pd = _count(fields, "plays", src.plays, reader)
+        # The optional counts beside plays: the same rules, 0 when the description names no column.
+        counts = {key: _count(fields, key, getattr(src, key), reader) for key in EXTRA_COUNTS if getattr(src, key)}
+        extra = {key: sql for key, (_, sql) in counts.items()}
+        needs_catalogue = config.catalogue is not None and not by_song and src.series_is == "song"
         rules = [
             *_csv_rules(fields),
             *_value_rules(s, "series"),
@@ -541,6 +551,15 @@ def source_format(config, file_columns: list[tuple[str, str]], reader: str) -> R
                 "pd IS NULL OR pd < 0 OR pd > 1e15 OR pd <> floor(pd)",
                 _sql_text(f"{src.plays} not a non-negative whole number"),
                 "a count that is negative, not a whole number, or missing",
+            ),
+            *(
+                Rule(
+                    f"{key}_not_whole",
+                    f"p_{key} IS NULL OR p_{key} < 0 OR p_{key} > 1e15 OR p_{key} <> floor(p_{key})",
+                    _sql_text(f"{getattr(src, key)} not a non-negative whole number"),
+                    f"a {key} count that is negative, not a whole number, or missing",
+                )
+                for key in extra
             ),
             future,
         ]
@@ -569,10 +588,16 @@ def source_format(config, file_columns: list[tuple[str, str]], reader: str) -> R
             "daily",
             fields,
             1,
-            derived=(("d", day), ("pd", pd)),
+            derived=(("d", day), ("pd", pd), *((f"p_{key}", sql) for key, sql in extra.items())),
             columns=(
                 ("series_id", "VARCHAR", s),
+                # the series' artist when the series are artists (NULL: the catalogue says, or songs are series)
+                ("artist_id", "VARCHAR", s if src.series_is == "artist" else "CAST(NULL AS VARCHAR)"),
                 ("plays", "BIGINT", "CAST(pd AS BIGINT)"),
+                *(
+                    (key, "BIGINT", f"CAST(p_{key} AS BIGINT)" if key in extra else "CAST(0 AS BIGINT)")
+                    for key in EXTRA_COUNTS
+                ),
                 ("ds", "DATE", "d"),
             ),
             rules=tuple(rules),
@@ -583,7 +608,15 @@ def source_format(config, file_columns: list[tuple[str, str]], reader: str) -> R
                 ),
             ),
             partition_by="ds",
-            named=(("series", s), ("day", dc), ("plays", pc), ("d", "d"), ("pd", "pd")),
+            named=(
+                ("series", s),
+                ("day", dc),
+                ("plays", pc),
+                ("d", "d"),
+                ("pd", "pd"),
+                *((key, c) for key, (c, _) in counts.items()),
+                *((f"p_{key}", f"p_{key}") for key in counts),
+            ),
         )
     # events
     u, _ = fields.get("source", "user", src.user, as_text=True)

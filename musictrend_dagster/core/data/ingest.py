@@ -46,7 +46,7 @@ from musictrend_dagster.core.data.rawdir import (
     list_source,
     scan,
 )
-from musictrend_dagster.core.data.source import Config, SourceError
+from musictrend_dagster.core.data.source import EXTRA_COUNTS, Config, SourceError
 
 ProgressFn = Callable[[int], None]
 _DATASET = {"songs": lake.SONGS, "actions": lake.USER_ACTIONS, "events": lake.EVENTS, "daily": lake.DAILY_PLAYS}
@@ -472,7 +472,8 @@ def check_source(
     for raw in new:
         fmt = _fmt(raw)
         named = dict(fmt.named)
-        probes = {"daily": (("day", "d"), ("plays", "pd")), "events": (("time", "g"),)}[raw.kind]
+        counts = tuple((key, f"p_{key}") for key in EXTRA_COUNTS if getattr(src, key))
+        probes = {"daily": (("day", "d"), ("plays", "pd"), *counts), "events": (("time", "g"),)}[raw.kind]
         select = ", ".join(f"count({derived}), count(*), min({named[key]})" for key, derived in probes)
         row = con.execute(
             f"SELECT {select} FROM (SELECT * FROM ({_lines_sql(fmt)}) LIMIT {SAMPLE_ROWS})", _params(raw)
@@ -489,7 +490,9 @@ def check_source(
         return replace(listing, songs=songs, actions=actions)
     catalogue = config.catalogue
     mapped_key = "series" if src.kind == "daily" else "song"
-    maps_songs = not (src.kind == "events" and src.artist) and config.forecast.series_level == "artist"
+    maps_songs = (src.series_is == "song" if src.kind == "daily" else not src.artist) and (
+        config.forecast.series_level == "artist"
+    )
     keys = (["action"] if src.kind == "events" and src.plays_when is not None else []) + (
         [mapped_key] if songs is not None and catalogue is not None and maps_songs else []
     )
@@ -556,7 +559,7 @@ def _union(files: list[RawFile], keys: list[str]) -> str:
 
 def _expected(config: Config, key: str) -> str:
     src = config.source
-    if key == "plays":
+    if key in ("plays", *EXTRA_COUNTS):
         return "a whole number"
     fmt = src.day_format if key == "day" else src.time_format
     return {"iso": "ISO-8601" + (" with an offset" if key == "time" else "")}.get(fmt, fmt)

@@ -102,7 +102,16 @@ EVENTS = Dataset(
 DAILY_PLAYS = Dataset(
     "daily_plays",
     "raw_daily_plays",
-    (("series_id", "VARCHAR"), ("plays", "BIGINT"), ("ds", "DATE"), ("source_file", "VARCHAR")),
+    (
+        ("series_id", "VARCHAR"),
+        ("artist_id", "VARCHAR"),  # the series when it is an artist (NULL: a song, the catalogue says)
+        ("plays", "BIGINT"),
+        ("downloads", "BIGINT"),  # 0 where the source has no such column
+        ("collects", "BIGINT"),
+        ("listeners", "BIGINT"),
+        ("ds", "DATE"),
+        ("source_file", "VARCHAR"),
+    ),
     partition_by="ds",
 )
 DATASETS = {d.name: d for d in (USER_ACTIONS, SONGS, EVENTS, DAILY_PLAYS)}

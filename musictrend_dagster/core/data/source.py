@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -24,12 +24,26 @@ CONFIG_NAME = "musictrend.toml"
 CONFIG_ENV = "MUSICTREND_CONFIG"
 KINDS = ("tianchi", "events", "daily")
 SERIES_LEVELS = ("artist", "song")
+# A daily source's optional counts beside plays (absent: 0), what the learned models also read.
+EXTRA_COUNTS = ("downloads", "collects", "listeners")
 TIME_FORMATS = ("iso", "epoch_s", "epoch_ms")
 MAX_HORIZON = 365
 
 _SOURCE_KEYS = {
     "tianchi": {"kind", "path"},
-    "daily": {"kind", "path", "series", "day", "day_format", "timezone", "plays"},
+    "daily": {
+        "kind",
+        "path",
+        "series",
+        "series_is",
+        "day",
+        "day_format",
+        "timezone",
+        "plays",
+        "downloads",
+        "collects",
+        "listeners",
+    },
     "events": {
         "kind",
         "path",
@@ -75,6 +89,10 @@ class Source:
     day: str = "ds"
     day_format: str = "iso"
     plays: str = "y"
+    downloads: str | None = None  # optional count columns (absent: 0 on every day)
+    collects: str | None = None
+    listeners: str | None = None  # distinct listeners of the series that day
+    series_is: str | None = None  # "artist" | "song"; None: "song" with a [catalogue], else "artist"
     # events
     user: str = "user_id"
     song: str = "song_id"
@@ -216,9 +234,34 @@ def parse(data: dict, file: Path | None) -> Config:
         raise SourceError(f"{where}: [forecast] series_level = {level!r}: expected artist or song")
     if kind == "tianchi" and level == "song":
         raise SourceError(f"{where}: [forecast] series_level = 'song' needs an events or daily source")
+    if kind == "daily":
+        source = _series_is(where, source, catalogue, level)
     if kind == "events" and level == "artist" and source.artist is None and catalogue is None:
         raise SourceError(f"{where}: [source] artist is missing (or give a [catalogue] mapping songs to artists)")
     return Config(source, catalogue, Forecast(horizon, level), file)
+
+
+def _series_is(where: str, source: Source, catalogue: Catalogue | None, level: str) -> Source:
+    """What a daily series is: an artist, or a song (mapped to its artist by the catalogue, or forecast itself).
+
+    Per-song distinct listeners cannot be summed to an artist's (a listener of two songs counts once):
+    a ``listeners`` column of song series forecast per artist is refused, never summed into a wrong number.
+    """
+    given = source.series_is
+    if given is not None and given not in SERIES_LEVELS:
+        raise SourceError(f"{where}: [source] series_is = {given!r}: expected artist or song")
+    series_is = given or ("song" if catalogue is not None or level == "song" else "artist")
+    if level == "song" and series_is != "song":
+        raise SourceError(f"{where}: [source] series_is = 'artist' contradicts [forecast] series_level = 'song'")
+    if series_is == "song" and level == "artist" and catalogue is None:
+        raise SourceError(f"{where}: [source] series_is = 'song' needs a [catalogue] mapping songs to artists")
+    if series_is == "song" and level == "artist" and source.listeners is not None:
+        raise SourceError(
+            f"{where}: [source] listeners = {source.listeners!r}: per-song distinct listeners cannot be summed "
+            "to an artist's (a listener of two songs counts once); leave it out, or forecast songs "
+            "(series_level = 'song')"
+        )
+    return replace(source, series_is=series_is)
 
 
 def _known(where: str, table: str, values: dict, allowed: set[str], note: str) -> None:
@@ -260,6 +303,10 @@ path = "data/plays.csv"        # a file, a folder, or a Hive-partitioned folder;
 # day = "ds"                   # the day column
 # day_format = "iso"           # "iso" (2026-11-30), a strptime format ("%Y%m%d"), "epoch_s" or "epoch_ms"
 # plays = "y"                  # the count column (non-negative whole numbers)
+# downloads = "downloads"      # optional counts beside plays (absent: 0); the learned models read
+# collects = "collects"        #   downloads and distinct listeners too
+# listeners = "listeners"      # distinct listeners of the series that day (not for songs forecast per artist)
+# series_is = "artist"         # "artist" or "song" (default: "song" with [catalogue], else "artist")
 
 # [catalogue]                  # optional: song -> artist, when the series are songs
 # path = "data/songs.csv"

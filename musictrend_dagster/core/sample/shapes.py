@@ -6,10 +6,13 @@
   +08:00, event names play/download/collect) and a catalogue ``catalogue.csv`` (track, singer, released);
 - ``events-parquet``: a Hive-partitioned folder ``dt=YYYY-MM-DD/part-0.parquet`` with typed
   columns ``uid, sid, singer, ts`` (TIMESTAMP WITH TIME ZONE), ``action``: the artist in the log;
-- ``daily-artist``: ``plays.csv``, ``artist_id,gmt_date,artist_moving`` (yyyymmdd days);
-- ``daily-song``: ``song_plays.csv.gz``, ``song,date,streams`` (ISO days) and ``songs.csv`` (song, artist).
+  ``catalogue.parquet`` (sid, singer, released DATE) gives the publish dates;
+- ``daily-artist``: ``plays.csv``, ``artist_id,gmt_date,artist_moving,artist_downloads,artist_collects,
+  artist_listeners`` (yyyymmdd days) and ``songs.csv`` (song, artist, released): the publish dates;
+- ``daily-song``: ``song_plays.csv.gz``, ``song,date,streams,downloads,likes`` (ISO days) and ``songs.csv``.
 
-Each gives exactly the competition files' ``artist_daily`` plays (the events shapes every column).
+Each carries the songs' publish dates, so each gives the competition files' model features: every
+one exactly but ``daily-song``'s listeners (per-song distinct listeners do not add up; 0 there).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import polars as pl
 
 from musictrend_dagster.core.data.lake import literal_path
 from musictrend_dagster.core.sample.tianchi import expand_tianchi_s1, song_level
@@ -70,33 +74,57 @@ plays_when = ["play"]
 downloads_when = ["download"]
 collects_when = ["collect"]
 
+# The artist is in the log; the catalogue gives the songs' publish dates (the release features).
+[catalogue]
+path = "catalogue.parquet"
+song = "sid"
+artist = "singer"
+publish = "released"
+
 [forecast]
 horizon = 60
 """,
     "daily-artist": """\
-# Daily plays per artist, yyyymmdd days.
+# Daily counts per artist, yyyymmdd days: plays, and the downloads, collects and distinct
+# listeners the learned models also read (each optional: absent, it is 0).
 [source]
 kind = "daily"
 path = "plays.csv"
 series = "artist_id"
+series_is = "artist"           # the series are artists; the catalogue only gives their songs' publish dates
 day = "gmt_date"
 day_format = "%Y%m%d"
 plays = "artist_moving"
+downloads = "artist_downloads"
+collects = "artist_collects"
+listeners = "artist_listeners"
+
+[catalogue]
+path = "songs.csv"
+song = "song"
+artist = "artist"
+publish = "released"
+publish_format = "%Y%m%d"
 """,
     "daily-song": """\
-# Daily plays per song, and a catalogue of songs to artists: forecast per artist
-# (series_level = "song" forecasts every song instead).
+# Daily counts per song, and a catalogue of songs to artists: forecast per artist
+# (series_level = "song" forecasts every song instead). No listeners: per-song distinct
+# listeners do not add up to an artist's (a listener of two songs counts once).
 [source]
 kind = "daily"
 path = "song_plays.csv.gz"
 series = "song"
 day = "date"
 plays = "streams"
+downloads = "downloads"
+collects = "likes"
 
 [catalogue]
 path = "songs.csv"
 song = "song"
 artist = "artist"
+publish = "released"
+publish_format = "%Y%m%d"
 
 [forecast]
 series_level = "artist"
@@ -163,6 +191,10 @@ def _events(con: duckdb.DuckDBPyConnection, shape: str, raw: Path, out: Path) ->
             )
         return
     con.execute(
+        f"COPY (SELECT c1 AS sid, c2 AS singer, strptime(c3, '%Y%m%d')::DATE AS released FROM {songs}) "
+        f"TO '{literal_path(out / 'catalogue.parquet')}' (FORMAT parquet)"
+    )
+    con.execute(
         f"""COPY (
             SELECT a.c1 AS uid, a.c2 AS sid, s.c2 AS singer, to_timestamp(CAST(a.c3 AS BIGINT)) AS ts,
                 {_EVENT.replace("c4", "a.c4")} AS action, strptime(a.c5, '%Y%m%d')::DATE AS dt
@@ -177,13 +209,21 @@ def _events(con: duckdb.DuckDBPyConnection, shape: str, raw: Path, out: Path) ->
 
 def _daily(con: duckdb.DuckDBPyConnection, shape: str, seed: int, out: Path) -> None:
     artist_daily, songs, song_daily = song_level(np.random.default_rng(np.random.SeedSequence([seed, 0x7A1C])))
+    catalogue = songs.select(song="song_id", artist="artist_id", released=pl.col("publish_time").cast(pl.String))
+    catalogue.write_csv(out / "songs.csv")
     if shape == "daily-artist":
         frame = artist_daily.select(
-            "artist_id", gmt_date=artist_daily["ds"].dt.strftime("%Y%m%d"), artist_moving="plays"
+            "artist_id",
+            gmt_date=artist_daily["ds"].dt.strftime("%Y%m%d"),
+            artist_moving="plays",
+            artist_downloads="downloads",
+            artist_collects="collects",
+            artist_listeners="distinct_users",
         ).sort("artist_id", "gmt_date")
         frame.write_csv(out / "plays.csv")
         return
-    frame = song_daily.select(song="song_id", date=song_daily["ds"].cast(str), streams="plays").sort("date", "song")
+    frame = song_daily.select(
+        song="song_id", date=song_daily["ds"].cast(str), streams="plays", downloads="downloads", likes="collects"
+    ).sort("date", "song")
     con.register("frame", frame.to_arrow())
     con.execute(f"COPY frame TO '{literal_path(out / 'song_plays.csv.gz')}' (HEADER, DELIMITER ',', COMPRESSION gzip)")
-    songs.select(song="song_id", artist="artist_id").write_csv(out / "songs.csv")

@@ -168,8 +168,6 @@ class SparkEngine:
         if fmt.reader == "parquet":
             return self._stage_parquet(con, fmt, raw, staging, today)
         gz = is_gzip(raw.real)
-        if gz == "zstd":
-            raise IngestError(f"{raw.path}: a .csv.zst file is read by the DuckDB engine only (Spark: use .csv.gz)")
         check_delimiter(raw.real, gz, fmt.n_fields)
         counter = ContentScan(raw.real, gz)  # the independent line count and hash, beside the Spark job
         try:
@@ -269,7 +267,7 @@ class SparkEngine:
         from pyspark.sql import functions as F
 
         # Spark decompresses by file name: read through a link whose name says what the bytes are.
-        source = staging / ("input.csv.gz" if gz else "input.csv")
+        source = staging / ("input.csv.zst" if gz == "zstd" else "input.csv.gz" if gz else "input.csv")
         os.symlink(raw.real, source)
         (
             self.spark.read.option("lineSep", "\n")
