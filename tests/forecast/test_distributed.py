@@ -72,7 +72,8 @@ def test_each_batch_forecast_on_its_own_equals_the_whole_forecast(monkeypatch):
 @pytest.mark.spark
 def test_forecasts_on_the_standalone_cluster_equal_the_single_machine_ones(spark_cluster, tmp_path):
     """Every kind of model (medians, the metric's constant, two statsforecast peers, the three networks)
-    forecasts 40 series x 120 days in 4 batches (pandas UDFs) on master + 2 workers: the same bits as on one machine."""
+    forecasts 40 series x 120 days in 4 batches (pandas UDFs) on master + 2 workers: the same bits as on one
+    machine; and a fitted network reading one day more (the daily path) forecasts the same there as here."""
     env = {
         **spark_cluster.env(),
         "PYSPARK_PYTHON": sys.executable,  # executors run this interpreter (its packages)
@@ -96,6 +97,9 @@ def test_forecasts_on_the_standalone_cluster_equal_the_single_machine_ones(spark
         spark = pl.read_parquet(tmp_path / f"{name}-spark.parquet")
         assert local.height == 40 * 60 and local["plays"].is_finite().all(), name
         assert distributed.same_forecast(local, spark), name
+    daily = [pl.read_parquet(tmp_path / f"observe-{where}.parquet") for where in ("local", "spark")]
+    assert daily[0]["ds"].min() == pl.read_parquet(tmp_path / "seed_lstm-local.parquet")["ds"].min() + timedelta(1)
+    assert distributed.same_forecast(*daily)
 
 
 def _driver(master: str, out: Path, models: list[str]) -> None:
@@ -130,6 +134,14 @@ def _driver(master: str, out: Path, models: list[str]) -> None:
             )
             local.write_parquet(out / f"{name}-local.parquet")
             on_spark.write_parquet(out / f"{name}-spark.parquet")
+        # the daily path: the fitted network reads a day more (the served vintage's inference, observe_forecast)
+        newer, _ = dense_synthetic(days=121)
+        model = make_model("seed_lstm", **TINY["seed_lstm"])
+        model.fit(history, songs)
+        for where, session in (("local", None), ("spark", spark)):
+            distributed.observe_forecast(
+                model, newer, songs, start + timedelta(days=1), 60, spark=session
+            ).write_parquet(out / f"observe-{where}.parquet")
         print(json.dumps({"master": spark.sparkContext.master}))
     finally:
         spark.stop()
