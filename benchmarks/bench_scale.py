@@ -13,6 +13,11 @@ daily path  the fitted champion observes the history plus one new day and foreca
     nice .venv/bin/python benchmarks/bench_scale.py [--sizes 1000x183,10000x365] [--epochs N]
 
 --epochs N caps the neural models' epochs (default: their real defaults), for quick runs only.
+
+    nice .venv/bin/python benchmarks/bench_scale.py --spark 2 --sizes 1000x183 --models median14,global_direct
+
+--spark N measures the Spark side instead (core/forecast/distributed.py): a standalone cluster of N
+one-core workers on 127.0.0.1, every series forecast on it and on this machine, required identical.
 """
 
 from __future__ import annotations
@@ -99,7 +104,7 @@ def worker(artists: int, days: int, epochs: int, models: list[str]) -> dict:
     out: dict = {"artists": artists, "days": days, "epochs": epochs or "defaults"}
     out["generate_s"] = time.perf_counter() - started
     out["data_rss_mb"] = _status_mb("VmRSS")
-    plan = backtest_plan(history)
+    plan = backtest_plan(history, 60)
     out["plan"] = plan.describe()
     full_started, full_cpu = time.perf_counter(), _cpu_s()
     fitted, scores = {}, {}
@@ -138,6 +143,80 @@ def worker(artists: int, days: int, epochs: int, models: list[str]) -> dict:
         out[f"daily_s/{name}"], out[f"daily_cpu_s/{name}"] = time.perf_counter() - t0, _cpu_s() - c0
     out["daily_s"], out["daily_cpu_s"] = out[f"daily_s/{champion}"], out[f"daily_cpu_s/{champion}"]
     out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def dense(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame on a dense calendar (every artist every day, 0 where it had no row), as artist_daily is."""
+    calendar = pl.DataFrame({"ds": pl.date_range(frame["ds"].min(), frame["ds"].max(), eager=True)})
+    full = frame.select("artist_id").unique().join(calendar, how="cross")
+    return full.join(frame, on=["artist_id", "ds"], how="left").fill_null(0).sort("artist_id", "ds")
+
+
+def spark_worker(artists: int, days: int, models: list[str], workers: int, batch: int) -> dict:
+    """The Spark side (core/forecast/distributed.py) on a standalone cluster of `workers` one-core workers
+    started here: per model, fit + forecast of every series on this machine, then with the forecasts on
+    the cluster (networks fitted here), both timed and required to be equal bit for bit; then the daily
+    path (the fitted network reads one day more) both ways. `batch` series per task."""
+    import tempfile
+
+    from pyspark.sql import SparkSession
+
+    from musictrend_dagster.core.data.engines.cluster import LocalCluster
+    from musictrend_dagster.core.data.engines.spark import spark_config
+    from musictrend_dagster.core.forecast import distributed, sampling
+    from musictrend_dagster.core.forecast.models.registry import make_model, spec
+
+    sampling.BATCH_SERIES = batch
+    frame, songs = synthetic_daily(artists, days + 1)
+    frame = dense(frame)
+    history = frame.filter(pl.col("ds") < pl.col("ds").max())
+    start = frame["ds"].max()
+    out: dict = {"artists": artists, "days": days, "workers": workers, "batch": batch}
+    with tempfile.TemporaryDirectory() as tmp, LocalCluster(tmp, workers=workers, cores=1, memory="2g") as cluster:
+        os.environ.update({k: v for k, v in cluster.env().items() if k.startswith("SPARK_")})
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        builder = SparkSession.builder
+        conf = {
+            **spark_config(cluster.master_url),
+            "spark.executor.memory": "1500m",
+            "spark.executorEnv.PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.ui.enabled": "false",
+        }
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("ERROR")
+        try:
+            for name in models:
+                tf = spec(name).uses_tensorflow
+                for where, session in (("local", None), ("spark", spark)):
+                    t0 = time.perf_counter()
+                    _, forecast, fit_s = distributed.fit_forecast(
+                        make_model(name), history, songs, start, 60, spark=session
+                    )
+                    out[f"{where}_s/{name}"] = time.perf_counter() - t0
+                    out[f"{where}_fit_s/{name}"] = fit_s
+                    out[f"{where}_forecast/{name}"] = forecast
+                same = distributed.same_forecast(out.pop(f"local_forecast/{name}"), out.pop(f"spark_forecast/{name}"))
+                out[f"identical/{name}"] = same
+                if tf:
+                    model = make_model(name)
+                    model.fit(history, songs)
+                    daily = {}
+                    for where, session in (("local", None), ("spark", spark)):
+                        t0 = time.perf_counter()
+                        daily[where] = distributed.observe_forecast(
+                            model, frame, songs, start + timedelta(days=1), 60, spark=session
+                        )
+                        out[f"daily_{where}_s/{name}"] = time.perf_counter() - t0
+                    out[f"daily_identical/{name}"] = distributed.same_forecast(daily["local"], daily["spark"])
+        finally:
+            spark.stop()
+    out["driver_peak_rss_mb"] = peak_rss_mb()
+    out["load"] = os.getloadavg()[0]
     return out
 
 
@@ -192,7 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000x183,10000x365", help="comma-separated ARTISTSxDAYS")
     parser.add_argument("--epochs", type=int, default=0, help="cap the neural models' epochs (0 = their defaults)")
     parser.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated registry names")
+    parser.add_argument(
+        "--spark", type=int, default=0, help="N: the Spark side instead, on a standalone cluster of N one-core workers"
+    )
+    parser.add_argument("--batch", type=int, default=250, help="series per Spark task (--spark only)")
     args = parser.parse_args(argv)
+    if args.spark:
+        for size in args.sizes.split(","):
+            artists, days = (int(v) for v in size.lower().split("x"))
+            print(json.dumps(spark_worker(artists, days, args.models.split(","), args.spark, args.batch)), flush=True)
+        return 0
     results = []
     for size in args.sizes.split(","):
         artists, days = (int(v) for v in size.lower().split("x"))

@@ -29,6 +29,9 @@ MAX_HORIZON = 365
 FORECASTS_CSV, FORECASTS_PARQUET = "forecasts.csv", "forecasts.parquet"
 ENGINES = ("duckdb", "spark")
 CHAMPION_METRIC_VAR = "MUSICTREND_CHAMPION_METRIC"
+BACKTEST_WORKERS_VAR = "MUSICTREND_BACKTEST_WORKERS"  # processes a backtest's origins run in ("auto": the cores)
+BACKTEST_MAX_ORIGINS_VAR = "MUSICTREND_BACKTEST_MAX_ORIGINS"  # origins of the backtest plan at most
+MAX_BACKTEST_ORIGINS = 12
 CHAMPION_METRICS = ("f_norm", "wape")  # the official score (higher is better), or WAPE (lower is better)
 # What Spark accepts as a master (local[N], local[*], local[N,F], spark://, yarn, k8s://) or a Spark Connect URL.
 _SPARK_MASTER_RE = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|(spark|k8s|sc)://\S+|yarn")
@@ -103,6 +106,28 @@ def parse_horizon(raw: str) -> int:
     return value
 
 
+def parse_backtest_workers(raw: str) -> int:
+    """Processes the origins of one backtest run in: a whole number >= 1, or `auto` (the cores this
+    process may use)."""
+    value = raw.strip().lower() or "auto"
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{BACKTEST_WORKERS_VAR} must be a whole number of processes (>= 1) or auto, got {raw!r}")
+    return int(value)
+
+
+def parse_backtest_max_origins(raw: str) -> int:
+    """The backtest plan's origins at most (fewer for a large catalogue: each origin is one fit per model)."""
+    value = int(raw) if raw.strip().isdigit() else 0
+    if not 1 <= value <= MAX_BACKTEST_ORIGINS:
+        raise ConfigError(
+            f"{BACKTEST_MAX_ORIGINS_VAR} must be a whole number of origins from 1 to {MAX_BACKTEST_ORIGINS}, "
+            f"got {raw!r}"
+        )
+    return value
+
+
 # Every setting read from the environment: its default and how it is checked. The Dagster resources
 # take their fields from the same variables (dg.EnvVar), so the UI's Resources page names them.
 DEFAULTS = {
@@ -113,6 +138,8 @@ DEFAULTS = {
     SPARK_MASTER_VAR: "local[*]",
     CHAMPION_METRIC_VAR: "f_norm",
     HORIZON_VAR: str(DEFAULT_HORIZON),
+    BACKTEST_WORKERS_VAR: "auto",
+    BACKTEST_MAX_ORIGINS_VAR: "3",
 }
 PARSERS = {
     MAX_QUARANTINE_SHARE_VAR: parse_max_quarantine_share,
@@ -122,6 +149,8 @@ PARSERS = {
     SPARK_MASTER_VAR: parse_spark_master,
     CHAMPION_METRIC_VAR: parse_champion_metric,
     HORIZON_VAR: parse_horizon,
+    BACKTEST_WORKERS_VAR: parse_backtest_workers,
+    BACKTEST_MAX_ORIGINS_VAR: parse_backtest_max_origins,
 }
 
 
@@ -169,6 +198,14 @@ def horizon() -> int:
     """Days ahead every forecast covers, 1..365 (default 60): the backtest windows, the models' curves,
     the interval calibration and the served vintage all follow it."""
     return parse_horizon(raw_setting(HORIZON_VAR))
+
+
+def backtest_workers() -> int:
+    return parse_backtest_workers(raw_setting(BACKTEST_WORKERS_VAR))
+
+
+def backtest_max_origins() -> int:
+    return parse_backtest_max_origins(raw_setting(BACKTEST_MAX_ORIGINS_VAR))
 
 
 def writes_submission() -> bool:

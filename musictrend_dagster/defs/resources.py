@@ -172,6 +172,29 @@ class ForecastSettingsResource(dg.ConfigurableResource):
         le=settings.MAX_HORIZON,
         description=f"Days ahead each forecast covers, 1..{settings.MAX_HORIZON} ({settings.HORIZON_VAR}).",
     )
+    backtest_workers: str = Field(
+        default=settings.DEFAULTS[settings.BACKTEST_WORKERS_VAR],
+        description="Processes a network's backtest origins run in: a number, or auto = the cores "
+        f"({settings.BACKTEST_WORKERS_VAR}).",
+    )
+    backtest_max_origins: str = Field(
+        default=settings.DEFAULTS[settings.BACKTEST_MAX_ORIGINS_VAR],
+        description=f"Origins of the backtest plan at most, 1..{settings.MAX_BACKTEST_ORIGINS}; fewer for a large "
+        f"catalogue ({settings.BACKTEST_MAX_ORIGINS_VAR}).",
+    )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A wrong value fails the step at its start, naming the variable."""
+        settings.parse_backtest_workers(_value(self.backtest_workers))
+        settings.parse_backtest_max_origins(_value(self.backtest_max_origins))
+
+    @property
+    def workers(self) -> int:
+        return settings.parse_backtest_workers(_value(self.backtest_workers))
+
+    @property
+    def max_origins(self) -> int:
+        return settings.parse_backtest_max_origins(_value(self.backtest_max_origins))
 
 
 class OutputResource(dg.ConfigurableResource):
@@ -249,5 +272,9 @@ def default_resources(paths: Paths | None = None) -> dict:
             max_quarantine_share=dg.EnvVar(MAX_QUARANTINE_SHARE_VAR),
             retrain_every_days=dg.EnvVar(RETRAIN_EVERY_DAYS_VAR),
         ),
-        "forecasting": ForecastSettingsResource(horizon=settings.horizon()),
+        "forecasting": ForecastSettingsResource(
+            horizon=settings.horizon(),
+            backtest_workers=dg.EnvVar(settings.BACKTEST_WORKERS_VAR),
+            backtest_max_origins=dg.EnvVar(settings.BACKTEST_MAX_ORIGINS_VAR),
+        ),
     }

@@ -31,6 +31,8 @@ def test_every_setting_is_an_env_var_of_a_resource(tmp_path):
         settings.ENGINE_VAR: ("warehouse", "engine"),
         settings.SPARK_MASTER_VAR: ("warehouse", "spark_master"),
         settings.MLFLOW_UI_URL_VAR: ("mlflow", "ui_url"),
+        settings.BACKTEST_WORKERS_VAR: ("forecasting", "backtest_workers"),
+        settings.BACKTEST_MAX_ORIGINS_VAR: ("forecasting", "backtest_max_origins"),
     }
     assert {resources["warehouse"].database, resources["warehouse"].raw_dir} == {
         str(tmp_path.resolve() / "warehouse.duckdb"),

@@ -8,13 +8,17 @@ is the setting (core.settings.horizon, 1..365 days), passed in by the caller.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 import polars as pl
 
+from musictrend_dagster.core.forecast.distributed import fit_forecast
 from musictrend_dagster.core.forecast.metric import artist_scores, f_norm
 from musictrend_dagster.core.forecast.models.base import Forecaster, InsufficientHistory
 from musictrend_dagster.core.settings import DEFAULT_HORIZON
@@ -137,36 +141,74 @@ def backtest(
     *,
     horizon: int,
     on_origin: Callable[[OriginResult], None] | None = None,
+    workers: int = 1,
+    spark: Any = None,
 ) -> BacktestResult:
     """Fit a fresh model per origin on `ds < origin`, score the next `horizon` days.
 
     The songs table goes in whole (it is today's catalogue): the features read a song only from
     its publish day on, which the leakage tests check with songs published after the origin.
+
+    `workers` > 1 runs the origins in that many processes (fresh interpreters: `make_model` must
+    pickle); every fit is seeded, so the results are the serial ones, bit for bit. With a Spark
+    session (`spark`) the origins run one after the other, each forecast on the cluster
+    (core/forecast/distributed.py). `on_origin` hears each origin in order, oldest first.
     """
-    results = []
-    model = None
-    for origin in origins:
-        end = origin + timedelta(days=horizon)
-        train = history.filter(pl.col("ds") < origin)
-        actual = history.filter((pl.col("ds") >= origin) & (pl.col("ds") < end)).select("artist_id", "ds", "plays")
-        model = make_model()
-        t0 = time.perf_counter()
-        info = model.fit(train, songs)
-        t1 = time.perf_counter()
-        forecast = model.predict(origin, horizon)
-        t2 = time.perf_counter()
-        result = OriginResult(
-            origin=origin,
-            f_norm=f_norm(forecast, actual),
-            fit_seconds=t1 - t0,
-            predict_seconds=t2 - t1,
-            forecast=forecast,
-            scores=artist_scores(forecast, actual),
-            actual=actual,
-            losses=list(info.losses),
-        )
+    if not origins:
+        raise ValueError("backtest needs at least one origin")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    tasks = [(make_model, *_split(history, origin, horizon), songs, origin, horizon) for origin in origins]
+    if workers == 1 or len(origins) == 1 or spark is not None:
+        runs: Iterator[tuple[OriginResult, str, dict]] = (_run_origin(*task, spark=spark) for task in tasks)
+        return _collect(runs, on_origin)
+    with ProcessPoolExecutor(min(workers, len(origins)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_origin, *task) for task in tasks]
+        return _collect((f.result() for f in futures), on_origin)
+
+
+def _split(history: pl.DataFrame, origin: date, horizon: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(training days before `origin`, the `horizon` days from it to score)."""
+    end = origin + timedelta(days=horizon)
+    train = history.filter(pl.col("ds") < origin)
+    actual = history.filter((pl.col("ds") >= origin) & (pl.col("ds") < end)).select("artist_id", "ds", "plays")
+    return train, actual
+
+
+def _run_origin(
+    make_model: Callable[[], Forecaster],
+    train: pl.DataFrame,
+    actual: pl.DataFrame,
+    songs: pl.DataFrame,
+    origin: date,
+    horizon: int,
+    spark: Any = None,
+) -> tuple[OriginResult, str, dict]:
+    """One origin: a fresh model fitted on `train`, its forecast scored; with the model's name and params."""
+    model = make_model()
+    t0 = time.perf_counter()
+    info, forecast, fit_seconds = fit_forecast(model, train, songs, origin, horizon, spark=spark)
+    result = OriginResult(
+        origin=origin,
+        f_norm=f_norm(forecast, actual),
+        fit_seconds=fit_seconds,
+        predict_seconds=time.perf_counter() - t0 - fit_seconds,
+        forecast=forecast,
+        scores=artist_scores(forecast, actual),
+        actual=actual,
+        losses=list(info.losses),
+    )
+    return result, model.name, model.params()
+
+
+def _collect(
+    runs: Iterable[tuple[OriginResult, str, dict]], on_origin: Callable[[OriginResult], None] | None
+) -> BacktestResult:
+    """The origins' results in order (each told to `on_origin` as it comes), named by the last model."""
+    results, names = [], []
+    for result, name, params in runs:
         results.append(result)
+        names.append((name, params))
         if on_origin:
             on_origin(result)
-    assert model is not None, "backtest needs at least one origin"
-    return BacktestResult(model=model.name, params=model.params(), origins=results)
+    return BacktestResult(model=names[-1][0], params=names[-1][1], origins=results)

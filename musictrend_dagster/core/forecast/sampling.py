@@ -15,7 +15,8 @@ import numpy as np
 
 # The default `train_series` of the global models: docs/catalogue-scale.md has the measurements.
 TRAIN_SERIES = 250
-# Rows (artists) per batch wherever a step over all artists is cut to bound memory.
+# Rows (artists) per batch wherever a step over all artists is cut to bound memory; also the series per
+# Spark task (core/forecast/distributed.py), so a network predicts the same rows together on either side.
 BATCH_SERIES = 4096
 _BINS = 4
 
@@ -73,8 +74,9 @@ def rows_of(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return array[rows]
 
 
-def row_batches(n: int, batch: int = BATCH_SERIES) -> Iterator[slice]:
-    """Slices of at most `batch` consecutive rows covering 0..n-1."""
+def row_batches(n: int, batch: int | None = None) -> Iterator[slice]:
+    """Slices of at most `batch` (default: BATCH_SERIES as it is now) consecutive rows covering 0..n-1."""
+    batch = BATCH_SERIES if batch is None else batch
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     for start in range(0, n, batch):

@@ -31,6 +31,7 @@ from typing import Any, cast
 
 import polars as pl
 
+from musictrend_dagster.core.forecast.distributed import observe_forecast
 from musictrend_dagster.core.forecast.intervals import with_interval
 from musictrend_dagster.core.forecast.models.base import Forecaster
 from musictrend_dagster.core.forecast.models.registry import make_model
@@ -133,10 +134,17 @@ def vintage_day(history: pl.DataFrame, start: date | None = None) -> date:
 
 
 def forecast_vintage(
-    served: ServedModel, history: pl.DataFrame, songs: pl.DataFrame, start: date | None = None, *, horizon: int
+    served: ServedModel,
+    history: pl.DataFrame,
+    songs: pl.DataFrame,
+    start: date | None = None,
+    *,
+    horizon: int,
+    spark: Any = None,
 ) -> Vintage:
     """The champion's `horizon`-day forecast from the vintage day on, read from the days before it; a
-    model refit here is built for `horizon` days, and one whose learned curve is shorter says so."""
+    model refit here is built for `horizon` days, and one whose learned curve is shorter says so. With a
+    Spark session the fitted champion reads and forecasts every batch of series on the cluster."""
     vintage = vintage_day(history, start)
     seen = history.filter(pl.col("ds") < vintage)
     if seen.is_empty():
@@ -144,7 +152,6 @@ def forecast_vintage(
     forecaster, refit = served.forecaster, None
     if model_spec(served.model).observes:
         forecaster = private_copy(served.forecaster)  # the served model is shared: it never changes
-        forecaster.observe(seen, songs)
     else:
         refit = (
             f"{served.model} cannot apply learned weights to new days: refit on {seen['ds'].n_unique()} days "
@@ -158,7 +165,12 @@ def forecast_vintage(
             f"the champion {served.model} was trained for {learned} days ahead, {horizon} asked: retrain it for "
             f"this horizon (musictrend run --retrain)"
         )
-    predicted = with_interval(forecaster.predict(vintage, horizon), served.calibration)
+    point = (
+        forecaster.predict(vintage, horizon)
+        if refit
+        else observe_forecast(forecaster, seen, songs, vintage, horizon, spark=spark)
+    )
+    predicted = with_interval(point, served.calibration)
     return Vintage(
         frame=predicted.select(pl.lit(vintage).alias("vintage"), "artist_id", "ds", "plays", "plays_lo", "plays_hi"),
         vintage=vintage,

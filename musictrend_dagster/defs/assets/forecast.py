@@ -16,6 +16,7 @@ from musictrend_dagster.core.service.outputs import read_submission, write_forec
 from musictrend_dagster.core.service.serving import forecast_vintage
 from musictrend_dagster.core.service.store import load_forecast, load_forecasts, load_history, save_forecast
 from musictrend_dagster.core.settings import DEFAULT_HORIZON, HORIZON_VAR, MAX_HORIZON
+from musictrend_dagster.defs.assets.models import inference_session
 from musictrend_dagster.defs.checks import (
     FORECAST_CHECK,
     FORECAST_FILES_CHECK,
@@ -87,7 +88,9 @@ def forecast(
         artists = [r[0] for r in con.execute("SELECT DISTINCT artist_id FROM artist_daily").fetchall()]
     horizon = config.horizon or forecasting.horizon
     try:
-        made = forecast_vintage(served, history, songs, vintage_of(context), horizon=horizon)
+        made = forecast_vintage(
+            served, history, songs, vintage_of(context), horizon=horizon, spark=inference_session(warehouse)
+        )
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
     with warehouse.connect() as con:

@@ -6,6 +6,7 @@ among the models that ran, whatever kind of model wins: a network, a baseline or
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -137,8 +138,12 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         horizon = forecasting.horizon
         with warehouse.connect() as con:
             history, songs = load_history(con)
-        plan = backtest_plan(history, horizon)
+        plan = backtest_plan(history, horizon, forecasting.max_origins)
         context.log.info(f"{spec.name}: backtest plan: {plan.describe()}")
+        spark = inference_session(warehouse)
+        # A network's origins in processes of their own (a baseline's cost less than a process start; a
+        # statsforecast peer has its own n_jobs); on Spark the cluster does the forecasting instead.
+        workers = min(forecasting.workers, len(plan.origins)) if spec.uses_tensorflow and spark is None else 1
         plan_md: dict[str, Any] = {
             "plan": plan.describe(),
             "origins": dg.MetadataValue.json([o.isoformat() for o in plan.origins]),
@@ -146,6 +151,8 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             "train_days": plan.train_days,
             "history_days": plan.history_days,
             "horizon": horizon,
+            "origin_processes": workers,
+            "forecast_on": "spark" if spark is not None else "this process",
         }
         tracker = mlflow.tracker()
         tags = {"dagster_run_id": context.run_id, "dagster_asset": context.asset_key.to_user_string()}
@@ -160,14 +167,23 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         result = None
         if reason is None:
             origins = iter(plan.origins)  # backtest makes one model per origin, oldest first: name it in the log
+            factory: Callable[[], Forecaster] = (
+                partial(make_model, spec.name, horizon=horizon, **params)  # pickles; epoch losses go to MLflow
+                if workers > 1
+                else lambda: logged_model(context, spec.name, params, f"{spec.name} @ {next(origins)}", horizon)
+            )
+            if workers > 1:
+                context.log.info(f"{spec.name}: {len(plan.origins)} origins in {workers} processes")
             try:
                 result = backtest(
-                    lambda: logged_model(context, spec.name, params, f"{spec.name} @ {next(origins)}", horizon),
+                    factory,
                     history,
                     songs,
                     plan.origins,
                     horizon=plan.window,
                     on_origin=on_origin,
+                    workers=workers,
+                    spark=spark,
                 )
             except InsufficientHistory as exc:
                 reason = str(exc)
@@ -238,6 +254,14 @@ def _backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     return _asset
 
 
+def inference_session(warehouse: WarehouseResource) -> Any:
+    """The warehouse's Spark session when its engine is spark (every series is then forecast on the
+    cluster: core/forecast/distributed.py), else None (this process forecasts)."""
+    if warehouse.engine_name != "spark":
+        return None
+    return cast(Any, warehouse.data_engine()).spark
+
+
 backtest_assets = [_backtest_asset(s) for s in SPECS]
 
 
@@ -292,7 +316,7 @@ def champion(
 ) -> dg.MaterializeResult:
     metric = champion_metric()
     with warehouse.connect() as con:
-        plan = backtest_plan(load_history(con)[0], forecasting.horizon)
+        plan = backtest_plan(load_history(con)[0], forecasting.horizon, forecasting.max_origins)
         scores, runs = standings(con, MODEL_NAMES, plan)
         horizons = horizon_standings(con, scores["model"].unique().to_list())
     table = leaderboard(scores, metric)

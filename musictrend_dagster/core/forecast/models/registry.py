@@ -26,7 +26,7 @@ from musictrend_dagster.core.forecast.models.ensemble import GlobalEnsemble
 from musictrend_dagster.core.forecast.models.global_model import GlobalModel
 from musictrend_dagster.core.forecast.models.recent import RecentLevel
 from musictrend_dagster.core.forecast.models.seed_lstm import SeedLSTM
-from musictrend_dagster.core.settings import DEFAULT_HORIZON
+from musictrend_dagster.core.settings import DEFAULT_HORIZON, backtest_max_origins
 
 _NOT_HYPERPARAMETERS = {"on_epoch", "horizon"}
 
@@ -156,11 +156,17 @@ def required_history() -> int:
     return max(s.min_history(s.defaults) for s in SPECS)
 
 
-def backtest_plan(history: pl.DataFrame, horizon: int) -> BacktestPlan:
+def backtest_plan(history: pl.DataFrame, horizon: int, max_origins: int | None = None) -> BacktestPlan:
     """The plan every backtest and the champion share: from the history's span, the models' needs and
-    the forecast horizon (test windows of `horizon` days where the history allows)."""
+    the forecast horizon (test windows of `horizon` days where the history allows), with at most
+    `max_origins` origins (default: the setting, core.settings.backtest_max_origins, so every caller
+    plans alike)."""
     return plan_backtest(
-        cast(date, history["ds"].min()), cast(date, history["ds"].max()), required_history(), horizon=horizon
+        cast(date, history["ds"].min()),
+        cast(date, history["ds"].max()),
+        required_history(),
+        horizon=horizon,
+        max_origins=backtest_max_origins() if max_origins is None else max_origins,
     )
 
 
