@@ -9,6 +9,10 @@ import pytest
 
 from musictrend_dagster.core.sample import SampleSummary, expand_tianchi_s1
 
+# Two xdist workers already fill the two cores: a whole run's network backtests take their origins one after
+# another (tests/forecast/test_backtest_cost.py sets the parallel case itself). Subprocess runs inherit it.
+os.environ.setdefault("MUSICTREND_BACKTEST_WORKERS", "1")
+
 # ---------------------------------------------------------------- two workers (`-n 2 --dist loadfile`)
 # A file goes to one worker whole, so its module fixture (a whole run, a cluster) is built once; the
 # browser tests' files share one `dagster dev` and one "Materialize all" (session fixtures), so they are

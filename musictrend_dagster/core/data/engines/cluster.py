@@ -191,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
             f"  master UI  {cluster.ui_url}  (127.0.0.1 only; logs in {workdir})",
             flush=True,
         )
-        env = {**cluster.env(), "MUSICTREND_ENGINE": "spark", "MUSICTREND_SPARK_MASTER": cluster.master_url}
+        env = {
+            **cluster.env(),
+            "MUSICTREND_ENGINE": "spark",
+            "PYSPARK_PYTHON": sys.executable,
+            "MUSICTREND_SPARK_MASTER": cluster.master_url,
+        }
         code = subprocess.call(command, env=env)
         print(f"stopping the cluster (the command exited with {code})", flush=True)
     return code
