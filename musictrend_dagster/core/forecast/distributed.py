@@ -11,8 +11,9 @@ batch composition, measured at 2e-6 and 7e-15), and each batch is one
 and forecasts it.
 
 - Models that learn across series (the TensorFlow ones) are fitted on the driver, on their
-  bounded sample (`train_series`); the fitted model travels to the executors pickled in the
-  task's closure (a few hundred KB; a broadcast would need a SparkContext, which Connect lacks).
+  bounded sample (`train_series`); the fitted model travels to the executors in the task's
+  closure, which Spark serialises (a few hundred KB; a broadcast would need a SparkContext, which
+  Connect lacks).
 - Per-series models (medians, best constant, the statsforecast peers) learn nothing across
   series: each executor fits its batch (`observe` is their fit). The driver fits only the first
   artist, so the model it returns is a fitted one (its params name the training range) at the cost
@@ -26,7 +27,7 @@ first or last day is refused, naming the batch's first artist.
 
 from __future__ import annotations
 
-import pickle
+import copy
 import time
 from datetime import date
 from typing import Any, cast
@@ -134,7 +135,6 @@ def forecast_on_spark(
     batches: pl.DataFrame,
 ) -> pl.DataFrame:
     """Every batch of series forecast by its own task: history and songs cogrouped by batch, one pandas UDF each."""
-    payload = pickle.dumps(model)
     schema = dict(history.schema)
     keyed = history.with_columns(pl.col("artist_id").cast(pl.String)).join(batches, on="artist_id")
     song_rows = songs.with_columns(pl.col("artist_id").cast(pl.String)).join(batches, on="artist_id")
@@ -142,7 +142,7 @@ def forecast_on_spark(
 
     def run(left, right):
         """A pandas UDF: this batch's history (left) and songs (right) in, its forecast out."""
-        batch_model = pickle.loads(payload)  # a fresh copy per batch: observe() must not leak between batches
+        batch_model = copy.deepcopy(model)  # a fresh copy per batch: observe() must not leak between batches
         part = pl.from_pandas(left).select(history.columns).cast(schema)  # the driver's types, Spark's aside
         batch_songs = pl.from_pandas(right).drop(_BATCH) if len(right) else songs.clear()
         out = forecast_batch(batch_model, part, batch_songs.cast(dict(songs.schema)), start, horizon)
@@ -161,11 +161,7 @@ def forecast_on_spark(
 
 def _spark_frame(spark: Any, frame: pl.DataFrame, partitions: int):
     """A polars frame as a Spark DataFrame (through Arrow), one partition per batch at most."""
-    return (
-        spark.createDataFrame(frame.to_arrow())
-        .repartition(max(1, min(partitions, 64)), _BATCH)
-        .repartition(max(1, min(partitions, 64)), _BATCH)
-    )
+    return spark.createDataFrame(frame.to_arrow()).repartition(max(1, min(partitions, 64)), _BATCH)
 
 
 def same_forecast(a: pl.DataFrame, b: pl.DataFrame) -> bool:
