@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 RAW_SOURCE = dg.AssetKey("raw_source")
 FEATURES = dg.AssetKey("model_features")
+REGISTERED = dg.AssetKey("registered_champion")
 AUTOMATION_TAGS = {
     TRIGGER_TAG: "automation",
     REASON_TAG: "declarative automation (the asset's evaluation on the Automation tab says why)",
@@ -202,7 +203,11 @@ class RetrainDue(dg.AutomationCondition):
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         if context.candidate_subset.is_empty:
             return _unchanged(context)
-        state = service_state(context.asset_graph_view.instance, self.mlflow)
+        instance = context.asset_graph_view.instance
+        running = retrain_running(instance)
+        if running:  # its finished backtests are not in progress any more, but the retrain is
+            return _unchanged(context, why=dg.MetadataValue.text(f"a retrain is running (run {running})"))
+        state = service_state(instance, self.mlflow)
         reasons = due_reasons(state, self.service.retrain_cadence)
         version = state.selection.model_version if state.selection else None
         key = json.dumps([str(state.data_through), version])
@@ -215,6 +220,20 @@ class RetrainDue(dg.AutomationCondition):
             cursor=key,
             metadata={"reasons": dg.MetadataValue.text("; ".join(reasons))},
         )
+
+
+def retrain_running(instance: dg.DagsterInstance) -> str | None:
+    """The run id of an unfinished run that plans to register a champion (a retrain: the models group, or
+    "Materialize all"), or None. While it runs, a backtest it already made is not in progress for Dagster,
+    yet its retrain is not done: without this, a tick between two backtests requests a second retrain."""
+    planned = instance.get_latest_planned_materialization_info(REGISTERED)
+    if planned is None:
+        return None
+    run = instance.get_run_by_id(planned.run_id)
+    if run is None or run.is_finished:
+        return None
+    latest = instance.get_latest_materialization_event(REGISTERED)
+    return None if latest is not None and latest.run_id == planned.run_id else planned.run_id
 
 
 def not_due(state: ServiceState) -> str:

@@ -267,6 +267,43 @@ def test_a_warning_about_an_older_champion_retrains_nothing(project, instance, m
     assert _models(service.tick()) == set()
 
 
+def _made_by(instance, run, key: dg.AssetKey) -> None:
+    """A materialisation of `key` by the step of `run` that makes it (what a run's step leaves)."""
+    from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+
+    event = DagsterEvent(
+        DagsterEventType.ASSET_MATERIALIZATION.value,
+        job_name=run.job_name,
+        event_specific_data=StepMaterializationData(dg.AssetMaterialization(key)),
+    )
+    instance.report_dagster_event(event, run_id=run.run_id)
+
+
+def test_a_retrain_already_running_is_not_requested_again_between_its_backtests(
+    project, instance, monkeypatch, tmp_path
+):
+    """A retrain in progress ("Materialize all" in the UI, or one the automation launched): a backtest it has
+    made is no longer in progress for Dagster, yet the retrain is. A tick then must not start a second one
+    (the UI's run and a duplicate backtest both logged to MLflow); once the run registers, nothing is due."""
+    _, raw = project
+    service = _retrain(instance, monkeypatch, tmp_path, raw)
+    _vintage(service, "2015-09-06", 107)  # 7 days of new data: due
+    graph = service.graph
+    models = sorted(k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "models")
+    job = service.defs.resolve_implicit_global_asset_job_def()
+    run = instance.create_run_for_job(job, asset_selection=frozenset(models))  # plans every model asset
+    assert _models(service.tick()) == set(), "every model asset is in progress"
+
+    first = next(k for k in models if k.to_user_string().startswith("backtest/"))
+    _made_by(instance, run, first)
+    assert _models(service.tick()) == set(), f"{first.to_user_string()} made, its retrain still running"
+
+    for key in models[1:]:
+        _made_by(instance, run, key)
+    register((service.defs.resources or {})["mlflow"], 5, "2015-09-06", 107)
+    assert _models(service.tick()) == set(), "the run registered v5 on this data: not due"
+
+
 def test_the_automation_sensor_runs_by_default_and_the_hand_built_sensors_are_gone():
     from musictrend_dagster.definitions import defs
 
