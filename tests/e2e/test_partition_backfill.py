@@ -3,6 +3,7 @@ run per partition, and the asset's partitions then count them materialized besid
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -33,3 +34,18 @@ def test_a_two_day_backfill_from_the_ui_fills_two_more_forecast_partitions(dagst
     expect(page.get_by_text("Partitions", exact=True).first).to_be_visible(timeout=30_000)
     page.wait_for_timeout(2_000)  # the partition bar's health loads after the page: picture the settled one
     shot("partition-bar")
+    # the bar spans 2015 to today: narrow it to the sample's last weeks, where the three vintages are
+    field = page.locator("input[value^='[2015-01-01']").first.element_handle()  # its value changes as we type
+    field.fill(f"[{(newest - timedelta(days=20)).isoformat()}...{(newest + timedelta(days=5)).isoformat()}]")
+    field.press("Enter")
+    expect(page.get_by_text("26 Partitions Selected")).to_be_visible(timeout=10_000)
+    page.get_by_text(newest.isoformat(), exact=True).first.click()  # its latest materialization beside the bar
+    page.wait_for_timeout(2_000)
+    shot.readme("partition_bar")  # docs/daily-service-dagster.md shows it
+    page.goto(f"{dagster_ui.url}/assets/forecast?view=automation")
+    evaluation = page.get_by_text(re.compile(r"^[A-Z][a-z]{2} \d+, \d+:\d\d:\d\d [AP]M$")).first  # newest first
+    expect(evaluation).to_be_visible(timeout=60_000)
+    evaluation.click()  # one evaluation: its condition tree, each part true or false, with the custom ones' labels
+    expect(page.get_by_text("vintage_partition").first).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1_000)
+    shot.readme("automation_evaluations")  # docs/daily-service-dagster.md shows it
