@@ -254,7 +254,8 @@ def _run(args: argparse.Namespace) -> int:
             if results is None:
                 return 1
             runs.append(("daily path", results, elapsed))
-            reasons = due_reasons(service_state(instance, mlflow), cadence)
+            state = service_state(instance, mlflow)  # what the daily run left
+            reasons = due_reasons(state, cadence)
         if reasons:
             results, elapsed = _execute_path(
                 paths,
@@ -266,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
             if results is None:
                 return 1
             runs.append(("full path", results, elapsed))
-        not_due = None if reasons else _not_due(service_state(instance, mlflow))
+        not_due = None if reasons else _not_due(state)  # nothing ran since `state` was read
     _print_summary(paths, runs, reasons, not_due)
     return 0
 

@@ -11,7 +11,7 @@ from musictrend_dagster.defs.assets.ingest import raw_songs, raw_source_asset, r
 from musictrend_dagster.defs.assets.models import backtest_assets, champion
 from musictrend_dagster.defs.assets.monitoring import forecast_monitoring
 from musictrend_dagster.defs.assets.registry import registered_champion
-from musictrend_dagster.defs.assets.transform import transform_assets, transform_checks
+from musictrend_dagster.defs.assets.transform import transform_assets
 from musictrend_dagster.defs.automation import (
     RawSourceChanged,
     automation_sensor,
@@ -47,7 +47,7 @@ def build_defs(paths: Paths) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[raw_source_asset(RawSourceChanged(str(paths.raw_dir))), *assets],
-        asset_checks=[*transform_checks, *guard_checks],
+        asset_checks=guard_checks,
         jobs=[daily_forecast, refresh_all],
         sensors=[automation_sensor],
         resources=resources,
