@@ -296,6 +296,56 @@ def test_the_same_drop_under_two_names_is_refused_naming_both(raw, con):
     assert rows_by_file(con) == {BULK: 3, first.name: 3}
 
 
+def test_files_staged_at_once_publish_exactly_as_one_at_a_time(raw, tmp_path, monkeypatch):
+    """DuckDB stages several files at once (each on its own cursor) but publishes them in order: the lake,
+    the quarantine and the reports equal a one-at-a-time run's, a repeated drop is refused naming the
+    earlier one in both, and two files really were being staged at the same moment."""
+    import threading
+    import time
+
+    from musictrend_dagster.core.data.engines import duckdb as duckdb_engine
+
+    for day in range(2, 9):
+        write_lines(raw / drop_name(f"201503{day:02d}"), day_lines(day, 40, user=f"d{day}u"))
+    write_lines(raw / drop_name("20150305"), [*day_lines(5, 40, user="d5u"), "broken,line"])
+    shutil.copy(raw / drop_name("20150303"), raw / drop_name("20150309"))  # the same drop under a later name
+    stage, lock, active = duckdb_engine.stage, threading.Lock(), {"now": 0, "max": 0}
+
+    def watched(*args, **kwargs):
+        with lock:
+            active["now"] += 1
+            active["max"] = max(active["max"], active["now"])
+        try:
+            time.sleep(0.05)  # long enough for a second file to start beside this one
+            return stage(*args, **kwargs)
+        finally:
+            with lock:
+                active["now"] -= 1
+
+    monkeypatch.setattr(duckdb_engine, "stage", watched)
+    seen = {}
+    for width in (1, 2):
+        monkeypatch.setattr(duckdb_engine.DuckDBEngine, "concurrent_files", width)
+        active["max"] = 0
+        con = warehouse.connect(tmp_path / f"wh{width}.duckdb", memory_limit="1GB")
+        try:
+            with pytest.raises(IngestFailed) as failed:
+                ingest.ingest_raw_dir(con, raw, tmp_path / f"lake{width}")
+            tables = {
+                t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+                for t in ("raw_user_actions", "quarantine_user_actions")
+            }
+        finally:
+            con.close()
+        seen[width] = (failed.value.result.files, failed.value.result.errors, tables, active["max"])
+    assert seen[1][:3] == seen[2][:3]
+    files, errors, tables, _ = seen[2]
+    assert [r.file for r in files][-1] == drop_name("20150309") and files[-1].status == "refused"
+    assert len(errors) == 1 and drop_name("20150303") in errors[0]
+    assert len(tables["quarantine_user_actions"]) == 1 and len(tables["raw_user_actions"]) == 3 + 7 * 40
+    assert (seen[1][3], seen[2][3]) == (1, 2)
+
+
 def test_a_drop_holding_another_days_rows_is_quarantined_naming_both_days(raw, con):
     """Case 3: _20150831.csv holding 20150815's rows does not double 0815."""
     write_lines(raw / drop_name("20150302"), day_lines(2, 2) + day_lines(3, 1))

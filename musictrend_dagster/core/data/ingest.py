@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import cast
@@ -172,9 +174,12 @@ def ingest_raw_dir(
     for name in sorted(set(previous) - names - listing.held):
         reports.append(_remove(run, name))
     total = 0
-    for raw in listing.actions:
-        attempt(raw)
-        total += reports[-1].loaded
+    for raw, outcome in _ingest_in_order(run, listing.actions):
+        if isinstance(outcome, IngestError):
+            errors.append(str(outcome))
+            outcome = FileReport(raw.name, raw.kind, "refused", message=str(outcome))
+        reports.append(outcome)
+        total += outcome.loaded
         if progress:
             progress(total)
     result = IngestResult(reports, listing.warnings, errors, garbage)
@@ -214,33 +219,118 @@ def _unchanged(prev: dict) -> FileReport:
 
 
 def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
-    prev = run.previous.get(raw.name)
-    identity = raw.identity()
-    if prev is not None and not run.full_refresh and _still_valid(run, prev, raw):
-        if identity == (prev["size"], prev["mtime_ns"], prev["ctime_ns"], prev["inode"], prev["device"]):
-            return _unchanged(prev)
-        if scan(raw.real, is_gzip(raw.real)).hash == prev["content_hash"]:
-            run.con.execute(
-                "UPDATE ingested_files SET path = $p, size = $s, mtime_ns = $m, ctime_ns = $c, inode = $i, "
-                "device = $d WHERE file = $f",
-                {
-                    "p": str(raw.path),
-                    "s": identity[0],
-                    "m": identity[1],
-                    "c": identity[2],
-                    "i": identity[3],
-                    "d": identity[4],
-                    "f": raw.name,
-                },
-            )
-            return _unchanged(prev)
+    prev, identity = run.previous.get(raw.name), raw.identity()
+    unchanged = _unchanged_load(run, raw, prev, identity)
+    if unchanged is not None:
+        return unchanged
+    return _publish_staged(run, raw, prev, identity, *_stage(run, run.con, raw))
 
+
+def _ingest_in_order(run: _Run, files: list[RawFile]) -> Iterator[tuple[RawFile, FileReport | IngestError]]:
+    """Each file's report (or the error refusing it), in order. Up to `engine.concurrent_files` files are
+    validated and written aside at once, each on its own cursor of the warehouse (DuckDB releases the GIL:
+    a one-row-group Parquet file is one thread's scan, so files one after another leave cores idle); they
+    are published one at a time, in order, on the run's connection, so the lake, the bookkeeping and the
+    duplicate-content check see exactly the sequence a serial run makes."""
+    width = max(1, run.engine.concurrent_files)
+    pending: deque[tuple[RawFile, dict | None, tuple, FileReport | IngestError | Future]] = deque()
+    queue = iter(files)
+    with ThreadPoolExecutor(width, thread_name_prefix="stage") as pool:
+        try:
+            while True:
+                while len(pending) < width and (raw := next(queue, None)) is not None:
+                    pending.append(_start(run, raw, pool if width > 1 else None))
+                if not pending:
+                    return
+                raw, prev, identity, outcome = pending.popleft()
+                if isinstance(outcome, Future):
+                    try:
+                        load_id, staged = outcome.result()
+                    except IngestError as exc:
+                        yield raw, exc
+                        continue
+                    try:
+                        outcome = _publish_staged(run, raw, prev, identity, load_id, staged)
+                    except IngestError as exc:
+                        outcome = exc
+                yield raw, outcome
+        finally:
+            for *_, outcome in pending:  # a failure elsewhere: drop what was written aside and not published
+                if isinstance(outcome, Future) and not outcome.cancel() and outcome.exception() is None:
+                    run.lake.discard(outcome.result()[0])
+
+
+def _start(
+    run: _Run, raw: RawFile, pool: ThreadPoolExecutor | None
+) -> tuple[RawFile, dict | None, tuple, FileReport | IngestError | Future]:
+    """A file's unchanged report, its error, or its staging under way (in `pool`; inline without one)."""
+    prev, identity = run.previous.get(raw.name), raw.identity()
+    unchanged = _settle(lambda: _unchanged_load(run, raw, prev, identity))
+    if unchanged is not None:
+        return raw, prev, identity, unchanged
+    if pool is None:
+        done: Future = Future()
+        try:
+            done.set_result(_stage(run, run.con, raw))
+        except IngestError as exc:
+            done.set_exception(exc)
+        return raw, prev, identity, done
+    return raw, prev, identity, pool.submit(_stage_on_cursor, run, raw)
+
+
+def _settle(step: Callable[[], FileReport | None]) -> FileReport | IngestError | None:
+    try:
+        return step()
+    except IngestError as exc:
+        return exc
+
+
+def _unchanged_load(run: _Run, raw: RawFile, prev: dict | None, identity: tuple) -> FileReport | None:
+    """The report of a file whose recorded load still stands (its identity updated if only that changed)."""
+    if prev is None or run.full_refresh or not _still_valid(run, prev, raw):
+        return None
+    if identity == (prev["size"], prev["mtime_ns"], prev["ctime_ns"], prev["inode"], prev["device"]):
+        return _unchanged(prev)
+    if scan(raw.real, is_gzip(raw.real)).hash != prev["content_hash"]:
+        return None
+    run.con.execute(
+        "UPDATE ingested_files SET path = $p, size = $s, mtime_ns = $m, ctime_ns = $c, inode = $i, "
+        "device = $d WHERE file = $f",
+        {
+            "p": str(raw.path),
+            "s": identity[0],
+            "m": identity[1],
+            "c": identity[2],
+            "i": identity[3],
+            "d": identity[4],
+            "f": raw.name,
+        },
+    )
+    return _unchanged(prev)
+
+
+def _stage_on_cursor(run: _Run, raw: RawFile) -> tuple[str, Staged]:
+    with run.con.cursor() as con:  # its own connection to the warehouse: temp tables and scans of its own
+        return _stage(run, con, raw)
+
+
+def _stage(run: _Run, con: duckdb.DuckDBPyConnection, raw: RawFile) -> tuple[str, Staged]:
+    """The file validated and its good rows written aside under a new load id (discarded if this fails)."""
     load_id = lake.new_load_id()
-    staging = run.lake.staging_dir(load_id)
     try:
         fmt = raw.fmt or contract.FORMATS[raw.kind]
-        staged = run.engine.stage(run.con, fmt, raw, staging, run.today)
+        staged = run.engine.stage(con, fmt, raw, run.lake.staging_dir(load_id), run.today)
         staged.quarantine = same_key_lines(staged.quarantine, "row" if fmt.reader == "parquet" else "line")
+    except BaseException:
+        run.lake.discard(load_id)
+        raise
+    return load_id, staged
+
+
+def _publish_staged(
+    run: _Run, raw: RawFile, prev: dict | None, identity: tuple, load_id: str, staged: Staged
+) -> FileReport:
+    try:
         if raw.kind == "actions" and staged.lines_read:
             other = run.hashes.get(staged.content_hash)
             if other is not None and other != raw.name:

@@ -9,6 +9,7 @@ up where the other left off. An engine provides:
 
 - ``stage(con, fmt, raw, staging, today) -> Staged``: one raw file validated with the contract's
   rules (``core.data.contract``), its good rows written as Parquet under ``staging``, its quarantine;
+  ``concurrent_files`` of them may run at once, from threads, each with its own cursor as ``con``;
 - ``write_model(con, sql, partition_by, staging) -> ModelOutput``: a SQL model's SELECT (DuckDB
   SQL) run and written as Parquet under ``staging``, with the result's columns;
 - ``run_test(con, sql, limit) -> (rows, sample)``: a singular SQL test (DuckDB SQL) run.
@@ -64,6 +65,7 @@ class ModelOutput:
 
 class Engine(Protocol):
     name: str
+    concurrent_files: int  # raw files it may stage at once (each on its own cursor of the warehouse)
 
     def stage(
         self, con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date

@@ -25,6 +25,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from datetime import date
@@ -57,6 +58,9 @@ class DuckDBEngine:
     """The data layer in this process, on the warehouse's own DuckDB connection."""
 
     name = "duckdb"
+    # Files staged at once: a one-row-group Parquet file (a day file) is one thread's scan, so one file at a
+    # time leaves the other cores idle; DuckDB's scheduler shares its threads among the concurrent scans.
+    concurrent_files = min(4, os.cpu_count() or 1)
 
     def stage(self, con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging: Path, today: date) -> Staged:
         return stage(con, fmt, raw, staging, today)

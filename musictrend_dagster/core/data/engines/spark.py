@@ -125,6 +125,7 @@ class SparkEngine:
     """The data layer on a SparkSession (classic or Spark Connect)."""
 
     name = "spark"
+    concurrent_files = 1  # each file is already a job spread over the executors
 
     def __init__(self, session: Any) -> None:
         self.spark = session
