@@ -296,17 +296,14 @@ def _unchanged_load(run: _Run, raw: RawFile, prev: dict | None, identity: tuple)
     run.con.execute(
         "UPDATE ingested_files SET path = $p, size = $s, mtime_ns = $m, ctime_ns = $c, inode = $i, "
         "device = $d WHERE file = $f",
-        {
-            "p": str(raw.path),
-            "s": identity[0],
-            "m": identity[1],
-            "c": identity[2],
-            "i": identity[3],
-            "d": identity[4],
-            "f": raw.name,
-        },
+        {**_where_it_is(raw, identity), "f": raw.name},
     )
     return _unchanged(prev)
+
+
+def _where_it_is(raw: RawFile, identity: tuple) -> dict:
+    """The file's path and identity (size, mtime, ctime, inode, device) as the bookkeeping's parameters."""
+    return {"p": str(raw.path), **dict(zip("smcid", identity, strict=True))}
 
 
 def _stage_on_cursor(run: _Run, raw: RawFile) -> tuple[str, Staged]:
@@ -424,12 +421,7 @@ def _record_file(
         {
             "f": raw.name,
             "k": raw.kind,
-            "p": str(raw.path),
-            "s": identity[0],
-            "m": identity[1],
-            "c": identity[2],
-            "i": identity[3],
-            "d": identity[4],
+            **_where_it_is(raw, identity),
             "h": staged.content_hash,
             "sk": songs_key,
             "r": staged.lines_read,
