@@ -9,6 +9,7 @@ of each server log in its report.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import json
@@ -260,11 +261,16 @@ class UiRun:
 
 
 @pytest.fixture(scope="session")
-def ui_run(dagster_ui, sample_home, browser, tmp_path_factory) -> UiRun:
+def ui_run(dagster_ui, sample_home, tmp_path_factory) -> UiRun:
     """Every asset materialised once through the UI; the Dagster and MLflow tests all read this run."""
+    home, raw = sample_home
+    with chromium() as browser:
+        return _materialize_all(dagster_ui, home, raw, browser, tmp_path_factory)
+
+
+def _materialize_all(dagster_ui, home: Path, raw: Path, browser, tmp_path_factory) -> UiRun:
     from .ui_steps import launch_materialize_all, skip_community_dialog, wait_for_run_in_list
 
-    home, raw = sample_home
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     context.set_default_timeout(20_000)
     page = context.new_page()
@@ -301,9 +307,14 @@ def mlflow_ui(ui_run, mlflow_ui_url) -> Iterator[Server]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def browser():
-    """Debian's Chromium (never a Playwright browser download), headless."""
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """Debian's Chromium (never a Playwright browser download), headless, for one use.
+
+    Playwright's sync API keeps an event loop running in this thread while it is open, and every later test
+    on this worker that calls `asyncio.run` (Dagster's automation evaluation does) would fail: so it is
+    opened per test, never for the session.
+    """
     executable = shutil.which("chromium") or shutil.which("/usr/bin/chromium")
     if executable is None:
         pytest.fail("Chromium not installed: `make browser` (apt-get install chromium)", pytrace=False)
@@ -311,8 +322,17 @@ def browser():
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser():
+    with chromium() as opened:
+        yield opened
+    assert asyncio._get_running_loop() is None, "Playwright left an event loop running in this thread"
 
 
 class Shots:
