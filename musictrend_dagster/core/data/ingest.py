@@ -158,15 +158,16 @@ def ingest_raw_dir(
     errors = list(listing.errors)
     reports = []
 
-    def attempt(raw: RawFile) -> None:
-        try:
-            reports.append(_ingest_file(run, raw))
-        except IngestError as exc:
-            errors.append(str(exc))
-            reports.append(FileReport(raw.name, raw.kind, "refused", message=str(exc)))
+    def record(raw: RawFile, outcome: FileReport | IngestError) -> FileReport:
+        if isinstance(outcome, IngestError):
+            errors.append(str(outcome))
+            outcome = FileReport(raw.name, raw.kind, "refused", message=str(outcome))
+        reports.append(outcome)
+        return outcome
 
     if listing.songs is not None:
-        attempt(listing.songs)
+        for raw, outcome in _ingest_in_order(run, [listing.songs]):
+            record(raw, outcome)
     if songs_only:
         errors = [r.message for r in reports if r.status == "refused"]
         listing.warnings, listing.actions, names = [], [], set(previous)
@@ -175,11 +176,7 @@ def ingest_raw_dir(
         reports.append(_remove(run, name))
     total = 0
     for raw, outcome in _ingest_in_order(run, listing.actions):
-        if isinstance(outcome, IngestError):
-            errors.append(str(outcome))
-            outcome = FileReport(raw.name, raw.kind, "refused", message=str(outcome))
-        reports.append(outcome)
-        total += outcome.loaded
+        total += record(raw, outcome).loaded
         if progress:
             progress(total)
     result = IngestResult(reports, listing.warnings, errors, garbage)
@@ -216,14 +213,6 @@ def _unchanged(prev: dict) -> FileReport:
         prev["quarantined"],
         reasons=json.loads(prev["reasons"]),
     )
-
-
-def _ingest_file(run: _Run, raw: RawFile) -> FileReport:
-    prev, identity = run.previous.get(raw.name), raw.identity()
-    unchanged = _unchanged_load(run, raw, prev, identity)
-    if unchanged is not None:
-        return unchanged
-    return _publish_staged(run, raw, prev, identity, *_stage(run, run.con, raw))
 
 
 def _ingest_in_order(run: _Run, files: list[RawFile]) -> Iterator[tuple[RawFile, FileReport | IngestError]]:
@@ -265,7 +254,10 @@ def _start(
 ) -> tuple[RawFile, dict | None, tuple, FileReport | IngestError | Future]:
     """A file's unchanged report, its error, or its staging under way (in `pool`; inline without one)."""
     prev, identity = run.previous.get(raw.name), raw.identity()
-    unchanged = _settle(lambda: _unchanged_load(run, raw, prev, identity))
+    try:
+        unchanged = _unchanged_load(run, raw, prev, identity)
+    except IngestError as exc:
+        return raw, prev, identity, exc
     if unchanged is not None:
         return raw, prev, identity, unchanged
     if pool is None:
@@ -276,13 +268,6 @@ def _start(
             done.set_exception(exc)
         return raw, prev, identity, done
     return raw, prev, identity, pool.submit(_stage_on_cursor, run, raw)
-
-
-def _settle(step: Callable[[], FileReport | None]) -> FileReport | IngestError | None:
-    try:
-        return step()
-    except IngestError as exc:
-        return exc
 
 
 def _unchanged_load(run: _Run, raw: RawFile, prev: dict | None, identity: tuple) -> FileReport | None:
