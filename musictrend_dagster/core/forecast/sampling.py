@@ -67,13 +67,6 @@ def stratified_sample(plays: np.ndarray, size: int, seed: int = 0) -> np.ndarray
     return np.sort(np.concatenate(chosen))
 
 
-def rows_of(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """`array[rows]`, or `array` itself when `rows` is every row in order (no copy below the cap)."""
-    if len(rows) == array.shape[0]:
-        return array
-    return array[rows]
-
-
 def row_batches(n: int, batch: int | None = None) -> Iterator[slice]:
     """Slices of at most `batch` (default: BATCH_SERIES as it is now) consecutive rows covering 0..n-1."""
     batch = BATCH_SERIES if batch is None else batch

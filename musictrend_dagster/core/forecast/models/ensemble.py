@@ -26,10 +26,17 @@ from musictrend_dagster.core.forecast.models.global_model import (
     artist_series,
     horizon_basis,
     origin_features,
+    read_days,
     training_set,
 )
-from musictrend_dagster.core.forecast.models.keras_common import forecast_frame, forecast_offset, keras_setup
-from musictrend_dagster.core.forecast.sampling import TRAIN_SERIES, row_batches, rows_of, stratified_sample
+from musictrend_dagster.core.forecast.models.keras_common import (
+    forecast_frame,
+    forecast_offset,
+    keras_setup,
+    recent_history,
+    training_history,
+)
+from musictrend_dagster.core.forecast.sampling import TRAIN_SERIES, row_batches
 
 SHRINK_DAYS = 28  # the forecast's level moves part of the way toward c* of this many last days
 _CLIP = (-5.0, 3.0)  # log-ratio errors beyond these are spikes, not signal (as in GlobalModel)
@@ -222,19 +229,18 @@ class GlobalEnsemble:
         return {**hyperparameters(self), "anchor": anchor, "inputs": INPUTS, "loss": "phi_sigma"}
 
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
-        artists, first, plays, context = artist_series(history, songs)
-        n_days = plays.shape[1]
+        sample = training_history(history, self.train_series, self.seed)
+        _, first, train_plays, train_context = artist_series(sample, songs)
+        n_days = train_plays.shape[1]
         windows = sorted({self.window_short, self.window_long})
         if n_days <= max(windows):
             raise InsufficientHistory(f"history has {n_days} days; {self.name} needs more than window={max(windows)}")
         basis = horizon_basis(self.horizon)
-        rows = stratified_sample(plays, self.train_series, self.seed)
-        train_plays, train_context = rows_of(plays, rows), rows_of(context, rows)
         self._members, groups = [], []
         for w_index, window in enumerate(windows):
             x, y = training_set(train_plays, train_context, first, window, self.horizon)
             if self.recency_days > 0:
-                age = n_days - 1 - (window + np.arange(len(x)) // len(rows))
+                age = n_days - 1 - (window + np.arange(len(x)) // len(train_plays))
                 y[..., 1] *= np.exp(-age / self.recency_days)[:, None]
             nets = [
                 CurveNet(
@@ -251,17 +257,20 @@ class GlobalEnsemble:
             self._members += [(window, net) for net in nets]
         member_losses = fit_members(groups, basis, self.on_epoch)
         self._basis = basis
-        self._read(artists, first, plays, context)
+        self._read(history, songs)
         return FitInfo(losses=[float(v) for v in np.mean(member_losses, axis=0)])
 
     def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
         """The trained members read `history`: predict() forecasts from its last day (nothing is learned)."""
         if not self._members:
             raise RuntimeError("fit the model before it observes new days")
-        self._read(*artist_series(history, songs))
+        self._read(history, songs)
 
-    def _read(self, artists: list[str], first: date, plays: np.ndarray, context: np.ndarray) -> None:
-        """The forecast's start: each artist's features per input window and level the day after the history."""
+    def _read(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
+        """The forecast's start: each artist's features per input window and level the day after the history
+        (read from its last days only)."""
+        days = max(read_days(self.window_long), read_days(self.window_short), SHRINK_DAYS)
+        artists, first, plays, context = artist_series(recent_history(history, days), songs)
         n_days = plays.shape[1]
         self._origin_x = {}
         for window in sorted({self.window_short, self.window_long}):

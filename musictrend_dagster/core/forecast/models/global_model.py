@@ -27,11 +27,16 @@ from musictrend_dagster.core.forecast.models.keras_common import (
     forecast_frame,
     forecast_offset,
     keras_setup,
+    recent_history,
     train_keras,
+    training_history,
 )
-from musictrend_dagster.core.forecast.sampling import TRAIN_SERIES, row_batches, rows_of, stratified_sample
+from musictrend_dagster.core.forecast.sampling import TRAIN_SERIES, row_batches
 
 ANCHOR_DAYS = 7
+# The longest trailing span a forecast's start reads: the 28-day levels of `origin_features` and the
+# 28-day activity sums of the context (`features._activity`).
+LEVEL_SPAN = 28
 NO_RELEASE_DAYS = 3650.0  # stands in for "never released" in days_since_release
 # What the global models read, logged with their params so MLflow runs of different inputs compare.
 INPUTS = ",".join(["plays", *ACTIVITY_INPUTS, "song_publish_time"])
@@ -48,6 +53,11 @@ def horizon_basis(horizon: int) -> np.ndarray:
         out[wd, h, 2 + (wd + h) % 7] = 1.0
         out[wd, :, 2:] -= 1.0 / 7.0
     return out
+
+
+def read_days(window: int) -> int:
+    """Days of history a fitted network with input `window` reads to start its forecast."""
+    return max(window, LEVEL_SPAN)
 
 
 def artist_series(history: pl.DataFrame, songs: pl.DataFrame):
@@ -183,12 +193,11 @@ class GlobalModel:
     # ---- Forecaster -------------------------------------------------------------------
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
         keras = keras_setup(self.seed)
-        artists, first, plays, context = artist_series(history, songs)
+        _, first, plays, context = artist_series(training_history(history, self.train_series, self.seed), songs)
         n_days = plays.shape[1]
         if n_days <= self.window:
             raise InsufficientHistory(f"history has {n_days} days; {self.name} needs more than window={self.window}")
-        rows = stratified_sample(plays, self.train_series, self.seed)
-        x, y = training_set(rows_of(plays, rows), rows_of(context, rows), first, self.window, self.horizon)
+        x, y = training_set(plays, context, first, self.window, self.horizon)
 
         def relative_error(y_true, y_pred):
             """Each member's own weighted squared relative error, averaged over members."""
@@ -199,19 +208,19 @@ class GlobalModel:
         model, inference = self._build(keras, x.shape[1])
         losses = train_keras(keras, model, x, y, relative_error, self)
         self.keras_model = inference
-        self._read(artists, first, plays, context, songs)
+        self._read(history, songs)
         return FitInfo(losses=losses)
 
     def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
         """The trained network reads `history`: predict() forecasts from its last day (nothing is learned)."""
         if self.keras_model is None:
             raise RuntimeError("fit the model before it observes new days")
-        self._read(*artist_series(history, songs), songs)
+        self._read(history, songs)
 
-    def _read(
-        self, artists: list[str], first: date, plays: np.ndarray, context: np.ndarray, songs: pl.DataFrame
-    ) -> None:
-        """The forecast's starting point: every artist's features and anchor at the day after the history."""
+    def _read(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
+        """The forecast's starting point: every artist's features and anchor at the day after the history
+        (read from its last `read_days` days)."""
+        artists, first, plays, context = artist_series(recent_history(history, read_days(self.window)), songs)
         self._artists = artists
         self._songs_seen = songs
         self._last_day = first + timedelta(days=plays.shape[1] - 1)
@@ -225,7 +234,7 @@ class GlobalModel:
         """Feature rows (artists, features) for the day after `history`'s end, with the songs seen in fit."""
         if self.keras_model is None:
             raise RuntimeError("fit the model before asking for its input")
-        _, first, plays, context = artist_series(history, self._songs_seen)
+        _, first, plays, context = artist_series(recent_history(history, read_days(self.window)), self._songs_seen)
         return origin_features(plays, context, first, plays.shape[1], self.window)[0]
 
     def predict(self, start: date, horizon: int) -> pl.DataFrame:

@@ -14,9 +14,9 @@ from typing import cast
 import numpy as np
 import polars as pl
 
-from musictrend_dagster.core.forecast.features import HISTORY_COLUMNS, dense_features, require_columns
+from musictrend_dagster.core.forecast.features import HISTORY_COLUMNS, dense_features, plays_matrix, require_columns
 from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA
-from musictrend_dagster.core.forecast.sampling import BATCH_SERIES
+from musictrend_dagster.core.forecast.sampling import BATCH_SERIES, stratified_sample
 
 
 def forecast_frame(artists: list[str], start: date, values: np.ndarray) -> pl.DataFrame:
@@ -40,9 +40,8 @@ def batched_dense_features(
 
     `read` turns one batch's feature frame (artist-major, day order) into its (rows, k) array,
     so the long polars frame of every artist and day is never held at once: memory grows with the
-    batch, beyond the matrices returned. Every batch keeps the whole calendar (a 0-play row on the
-    history's first and last day where its first artist has none, as the dense calendar would fill)
-    and its artists' songs, so the result is the unbatched one, row for row.
+    batch, beyond the matrices returned. Every batch keeps the whole calendar (`_on_calendar`) and its
+    artists' songs, so the result is the unbatched one, row for row.
     """
     require_columns(history, HISTORY_COLUMNS, "history")
     artists = sorted(history["artist_id"].unique().to_list())
@@ -59,19 +58,58 @@ def batched_dense_features(
     plays_parts: list[np.ndarray] = []
     arrays: list[np.ndarray] = []
     for b in range(-(-len(artists) // batch)):
-        part = parts[(b,)]
-        edge = pl.DataFrame({"artist_id": [artists[b * batch]] * 2, "ds": [first, last]}).unique()
-        pad = edge.join(part, on=["artist_id", "ds"], how="anti").with_columns(
-            [pl.lit(0).cast(part.schema[c]).alias(c) for c in HISTORY_COLUMNS[2:]]
-        )
         batch_songs = song_parts.get((b,), songs.clear())
-        got, got_first, got_plays, feats = dense_features(pl.concat([part, pad.select(part.columns)]), batch_songs)
+        got, got_first, got_plays, feats = dense_features(_on_calendar(parts[(b,)], first, last), batch_songs)
         if got_first != first or got_plays.shape[1] != (last - first).days + 1:
             raise AssertionError(f"batch {b} of the dense features lost the calendar {first}..{last}")
         names += got
         plays_parts.append(got_plays)
         arrays.append(read(feats).reshape(len(got), got_plays.shape[1], -1))
     return names, first, np.concatenate(plays_parts), np.concatenate(arrays)
+
+
+def _zero_days(keys: pl.DataFrame, like: pl.DataFrame) -> pl.DataFrame:
+    """(artist_id, ds) `keys` as 0-play rows of `like`'s schema: what the dense calendar fills a missing day with."""
+    return keys.select(
+        pl.col("artist_id").cast(like.schema["artist_id"]),
+        pl.col("ds").cast(pl.Date),
+        *[pl.lit(0).cast(like.schema[c]).alias(c) for c in like.columns[2:]],
+    )
+
+
+def _on_calendar(part: pl.DataFrame, first: date, last: date) -> pl.DataFrame:
+    """`part` (some artists' HISTORY_COLUMNS) with a 0-play row on `first` and `last` for its first artist
+    where it has none: its dense features then span that calendar, as the whole history's would."""
+    edge = pl.DataFrame({"artist_id": [part["artist_id"].min()] * 2, "ds": [first, last]}).unique()
+    edge = _zero_days(edge, part).join(part, on=["artist_id", "ds"], how="anti")
+    return pl.concat([part, edge])
+
+
+def training_history(history: pl.DataFrame, size: int, seed: int) -> pl.DataFrame:
+    """The rows of a stratified sample of at most `size` artists (`sampling.stratified_sample` on the
+    whole catalogue's plays matrix), on the whole history's calendar: a global model builds features
+    for its training sample only, and they are the ones the whole catalogue's would give those artists."""
+    artists, first, plays = plays_matrix(history)
+    rows = stratified_sample(plays, size, seed)
+    if len(rows) == len(artists):
+        return history
+    frame = history.select(HISTORY_COLUMNS).with_columns(pl.col("ds").cast(pl.Date))
+    sample = frame.filter(pl.col("artist_id").is_in([artists[r] for r in rows]))
+    return _on_calendar(sample, first, first + timedelta(days=plays.shape[1] - 1))
+
+
+def recent_history(history: pl.DataFrame, days: int) -> pl.DataFrame:
+    """The last `days` calendar days of `history` for every artist in it: all a fitted network reads to
+    forecast, so the daily read costs artists x `days`, not artists x the whole history. An artist with
+    no row in those days keeps a 0-play row on the last day (what the dense calendar fills there)."""
+    frame = history.select(HISTORY_COLUMNS).with_columns(pl.col("ds").cast(pl.Date))
+    last = cast(date, frame["ds"].max())
+    start = max(cast(date, frame["ds"].min()), last - timedelta(days=days - 1))
+    recent = frame.filter(pl.col("ds") >= start)
+    silent = frame.select("artist_id").unique().join(recent.select("artist_id").unique(), on="artist_id", how="anti")
+    if silent.height:
+        recent = pl.concat([recent, _zero_days(silent.with_columns(ds=pl.lit(last)), recent)])
+    return _on_calendar(recent, start, last)
 
 
 def keras_setup(seed: int, threads: int = 2):

@@ -29,8 +29,10 @@ from musictrend_dagster.core.forecast.models.keras_common import (
     forecast_frame,
     forecast_offset,
     keras_setup,
+    recent_history,
+    training_history,
 )
-from musictrend_dagster.core.forecast.sampling import TRAIN_SERIES, row_batches, rows_of, stratified_sample
+from musictrend_dagster.core.forecast.sampling import TRAIN_SERIES, row_batches
 
 _EMPTY_SONGS = pl.DataFrame(schema={"artist_id": pl.String, "publish_time": pl.Date})
 _UNITS = (35, 10)
@@ -143,28 +145,28 @@ class SeedLSTM:
 
     # ---- fit -----------------------------------------------------------------------------------
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
-        artists, first, plays, raw = batched_dense_features(history, _EMPTY_SONGS, _plays_features)
+        sample = training_history(history, self.train_series, self.seed)
+        _, _, plays, raw = batched_dense_features(sample, _EMPTY_SONGS, _plays_features)
         n_days, w, k = raw.shape[1], self.window, self.rollout
         if n_days <= w:
             raise InsufficientHistory(f"history has {n_days} days; seed_lstm needs more than window={w}")
         logs = self._logs(raw)
-        rows = stratified_sample(plays, self.train_series, self.seed)
         # Every window with at least one day after it; days past the history are masked out of the loss.
         idx = np.arange(n_days - w)[:, None] + np.arange(w + k)[None, :]
         seen = (idx < n_days)[:, w:]
-        samples = rows_of(logs, rows)[:, np.minimum(idx, n_days - 1)].reshape(-1, w + k, 3)
+        samples = logs[:, np.minimum(idx, n_days - 1)].reshape(-1, w + k, 3)
         level = self._level(samples[:, :w])
         rel = samples[:, :w] - level[:, None, :]
         self._mu, self._sd = rel.reshape(-1, 3).mean(axis=0), rel.reshape(-1, 3).std(axis=0) + 1e-6
         z = self._standardise(samples, level)
-        mask = np.broadcast_to(seen, (len(rows), *seen.shape)).reshape(-1, k).astype(np.float32)
-        prev = rows_of(plays, rows)[:, idx[:, w - 2 : w]].reshape(-1, 2)
+        mask = np.broadcast_to(seen, (len(plays), *seen.shape)).reshape(-1, k).astype(np.float32)
+        prev = plays[:, idx[:, w - 2 : w]].reshape(-1, 2)
 
         keras = keras_setup(self.seed)
         self.keras_models = [_network(keras, f"seed_lstm_{m}") for m in range(self.members)]
         losses = self._train(keras, z[:, :w], z[:, w:], mask, level.astype(np.float32), prev.astype(np.float32))
         self._compile_forecasts()
-        self._point_at(artists, first, plays, logs)
+        self._point_at(*self._tail(history))
         return FitInfo(losses=losses)
 
     def _compile_forecasts(self) -> None:
@@ -184,10 +186,12 @@ class SeedLSTM:
         return self._standardise(logs, self._level(logs))
 
     def _tail(self, history: pl.DataFrame) -> tuple[list[str], date, np.ndarray, np.ndarray]:
-        """Artists, first day, plays and feature logs of a history the fitted model may read."""
+        """Artists, first day, plays and feature logs of the last days of a history the fitted model may
+        read: its `window`, and the 2 days before that the 3-day mean and variance of its first day need."""
         if not self.keras_models:
             raise RuntimeError("fit the model before pointing it at a history")
-        artists, first, plays, raw = batched_dense_features(history, _EMPTY_SONGS, _plays_features)
+        recent = recent_history(history, self.window + 2)
+        artists, first, plays, raw = batched_dense_features(recent, _EMPTY_SONGS, _plays_features)
         if plays.shape[1] < self.window:
             raise InsufficientHistory(
                 f"history has {plays.shape[1]} days; seed_lstm reads the last window={self.window}"
