@@ -242,6 +242,36 @@ def test_daily_hostile_rows_are_quarantined_with_line_and_reason(tmp_path):
     assert _daily(con) == {("a1", "2015-03-01"): 3, ("a2", "2015-03-01"): 7}
 
 
+# A daily CSV as R's write.csv or a warehouse export writes it: the header and the strings in double quotes.
+QUOTED_LINES = [
+    '"artist","day","n"',
+    '"a1","2015-03-01",3',  # 2
+    '"a1","2015-03-02","4"',  # 3: a quoted count
+    "a2,2015-03-01,7",  # 4: unquoted in the same file; a duplicate of 7 once 7 is unquoted
+    '"a""2","2015-03-01",1',  # 5: an escaped quote: the id holds a quote
+    '"a,3","2015-03-01",1',  # 6: a comma inside quotes: quoting is read for whole fields only
+    '"a2","2015-03-01",2',  # 7
+    '"a1","2015-03-03",""',  # 8: an empty quoted count
+]
+
+
+def test_quoted_csv_fields_are_read_as_their_values(tmp_path):
+    config = _project(tmp_path / "p", DAILY_TOML, {"data/a.csv": "\n".join(QUOTED_LINES) + "\n"})
+    con, result = _ingest(tmp_path, config)
+    (report,) = result.files
+    assert (report.lines_read, report.loaded, report.quarantined) == (7, 2, 5)
+    assert _quarantine(con) == {
+        4: "two rows for series a2 on 2015-03-01: also at line 7",
+        5: "series holds whitespace, a control character or a quote",
+        6: "wrong column count: 4 (expected 3)",
+        7: "two rows for series a2 on 2015-03-01: also at line 4",
+        8: "n not a non-negative whole number",
+    }
+    lines = dict(con.execute("SELECT line_no, raw_line FROM quarantine_user_actions").fetchall())
+    assert lines[5] == QUOTED_LINES[4] and lines[6] == QUOTED_LINES[5]  # the line as written
+    assert _daily(con) == {("a1", "2015-03-01"): 3, ("a1", "2015-03-02"): 4}
+
+
 def test_daily_extra_counts_are_loaded_and_checked_like_plays(tmp_path):
     """downloads, collects and listeners: optional columns, summed per artist, quarantined when not whole."""
     toml = DAILY_TOML + 'downloads = "dl"\ncollects = "fav"\nlisteners = "users"\n'

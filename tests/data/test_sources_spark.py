@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_sources import DAILY_TOML, _mismatches, build_to_artist_daily
+from test_sources import DAILY_TOML, QUOTED_LINES, _mismatches, build_to_artist_daily
 
 from musictrend_dagster.core.data import ingest, source, sql_models, warehouse
 from musictrend_dagster.core.sample.shapes import write_shape
@@ -223,3 +223,17 @@ def test_an_events_csv_with_a_catalogue_and_a_zstd_csv_on_spark_equal_duckdb(spa
     daily_reasons = {line: reason for _, line, _, reason in found["daily"]["quarantine_user_actions"]}
     assert daily_reasons == {8: "day not an ISO date", 10: "n not a non-negative whole number"}
     assert [(f, r, lo, q) for f, r, lo, q, _ in found["daily"]["files"]] == [("plays.csv.zst", 50, 48, 2)]
+
+
+@pytest.mark.spark
+def test_quoted_csv_fields_on_spark_equal_duckdb(spark_session, tmp_path):
+    from musictrend_dagster.core.data.engines.spark import SparkEngine
+
+    project = tmp_path / "in"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "a.csv").write_text("\n".join(QUOTED_LINES) + "\n")
+    (project / "musictrend.toml").write_text(DAILY_TOML)
+    config = source.load_config(cwd=project)
+    on_duckdb = _run(tmp_path / "duckdb", config, None)
+    assert _run(tmp_path / "spark", config, SparkEngine(spark_session)) == on_duckdb
+    assert [(f, r, lo, q) for f, r, lo, q, _ in on_duckdb["files"]] == [("a.csv", 7, 2, 5)]

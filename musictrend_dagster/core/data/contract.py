@@ -43,6 +43,19 @@ UTC8 = timezone(timedelta(hours=8))
 ID_FORBIDDEN_RE = "[\\s\\p{Z}\\p{C}\"'\ufffd]"
 
 
+def unquoted(field: str) -> str:
+    """SQL: a CSV field's value: wrapped in double quotes (RFC 4180, as R's write.csv and warehouse exports
+    write strings), the text inside with "" read as "; otherwise the field as it is. Fields are split at
+    every comma first, so a quoted field holding a comma still gives the line a wrong column count."""
+    inside = f"""replace(substr({field}, 2, length({field}) - 2), '""', '"')"""
+    return f"""CASE WHEN {field} LIKE '"%"' THEN {inside} ELSE {field} END"""
+
+
+def unquoted_name(field: str) -> str:
+    """`unquoted` for a header's column name, in Python."""
+    return field[1:-1].replace('""', '"') if len(field) >= 2 and field[0] == field[-1] == '"' else field
+
+
 @dataclass(frozen=True)
 class Rule:
     id: str
@@ -76,6 +89,9 @@ class RawFormat:
     parquet_fields: tuple[str, ...] = ()
     parquet_types: tuple[str, ...] = ()  # their types in the file (for the quarantine's text of a row)
     named: tuple[tuple[str, str], ...] = ()  # (description key, its field's SQL): for checks before loading
+    # CSV fields in double quotes are read as their values (`unquoted`): a described source's files, as
+    # exports write them; the competition's files have no quoting, so a quote there is a bad id.
+    quoted: bool = False
 
 
 def _sql_text(value: str) -> str:
@@ -501,6 +517,7 @@ def _format(kind: str, fields: _Fields, header_lines: int, **kw) -> RawFormat:
         reader=fields.reader,
         parquet_fields=tuple(fields.used),
         parquet_types=tuple(fields.used_types),
+        quoted=fields.reader == "csv",
         **kw,
     )
 

@@ -32,7 +32,13 @@ from typing import cast
 
 import xxhash
 
-from musictrend_dagster.core.data.contract import MAX_LINE_BYTES, QUARANTINED_TEXT_BYTES, SAFE_BYTES, RawFormat
+from musictrend_dagster.core.data.contract import (
+    MAX_LINE_BYTES,
+    QUARANTINED_TEXT_BYTES,
+    SAFE_BYTES,
+    RawFormat,
+    unquoted_name,
+)
 from musictrend_dagster.core.settings import ACTIONS_PREFIX, SONGS_FILE
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -361,7 +367,7 @@ def is_parquet(path: Path) -> bool:
 
 
 def csv_header(path: Path) -> list[str]:
-    """The first line's column names (a BOM and a CR dropped); the file's columns by position."""
+    """The first line's column names (a BOM and a CR dropped, quotes read); the file's columns by position."""
     for _, line, _ in iter_lines(path, is_gzip(path)):
-        return [c.strip() for c in line.decode("utf-8", "replace").split(",")]
+        return [unquoted_name(c.strip()) for c in line.decode("utf-8", "replace").split(",")]
     return []

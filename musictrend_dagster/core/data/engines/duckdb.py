@@ -99,20 +99,20 @@ def stage(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging:
     counter = ContentScan(raw.real, gz)  # overlaps the DuckDB scan (DuckDB releases the GIL)
     params = {"path": literal_path(raw.real), "compression": duckdb_compression(gz)}
     try:
-        for name, sql in fmt.relations:
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {name} AS WITH lines AS ({_parsed(fmt, strict=False)}) {sql}", params
-            )
-        # Optimistic: without the screened rules, which no file of safe bytes can break; the
-        # screen runs beside this scan, and a file that fails it is validated again in full.
-        loaded, strict = _write_good_any_endings(con, fmt, raw, staging, today, params, screened_out=True)
+        # Optimistic: without the screened rules, which no file of safe bytes can break, and without
+        # reading quotes, which such a file has none of; the screen runs beside this scan, and a file
+        # that fails it is validated again in full.
+        _relations(con, fmt, params, safe=True)
+        loaded, strict = _write_good_any_endings(con, fmt, raw, staging, today, params, safe=True)
         content = counter.result()
         if not content.safe:
-            loaded, strict = _write_good_any_endings(con, fmt, raw, staging, today, params, screened_out=False)
+            if fmt.quoted:  # the relations compare the fields' values, which quotes change
+                _relations(con, fmt, params, safe=False)
+            loaded, strict = _write_good_any_endings(con, fmt, raw, staging, today, params, safe=False)
         lines_read, content_hash = max(content.lines - fmt.header_lines, 0), content.hash
         quarantine, recheck_on = empty_quarantine(), None
         if loaded != lines_read:
-            quarantine, recheck_on = _quarantine(con, fmt, raw, gz, today, params, strict)
+            quarantine, recheck_on = _quarantine(con, fmt, raw, gz, today, params, strict, content.safe)
         if loaded + quarantine.num_rows != lines_read:
             raise IngestError(
                 f"{raw.path}: accounting mismatch: {lines_read} lines read, "
@@ -127,24 +127,42 @@ def stage(con: duckdb.DuckDBPyConnection, fmt: RawFormat, raw: RawFile, staging:
     return Staged(staged_files(staging, fmt.partition_by), lines_read, loaded, quarantine, content_hash, recheck_on)
 
 
-def _parsed(fmt: RawFormat, strict: bool) -> str:
-    """Every line DuckDB can split, as fields c1..cN+1, the exact field count and the derived values."""
+def _relations(con: duckdb.DuckDBPyConnection, fmt: RawFormat, params: dict, safe: bool) -> None:
+    """The format's relations over the file's lines (e.g. a daily file's duplicate series-days)."""
+    for name, sql in fmt.relations:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS WITH lines AS ({_parsed(fmt, False, safe)}) {sql}", params)
+
+
+def _parsed(fmt: RawFormat, strict: bool, safe: bool) -> str:
+    """Every line DuckDB can split, as fields c1..cN+1, the exact field count and the derived values.
+
+    Where a quoted format's file is not `safe` (only contract.SAFE_BYTES: no quote), the fields as split
+    are r1..rN+1 and c1..cN+1 are their values (`contract.unquoted`); otherwise c1..cN+1 are as split."""
     n = fmt.n_fields + 1  # one spare column makes extra fields visible
-    cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(1, n + 1))
+    split = _split_name(fmt, safe)
+    cols = ", ".join(f"'{split}{i}': 'VARCHAR'" for i in range(1, n + 1))
+    values = "".join(f", {contract.unquoted(f'r{i}')} AS c{i}" for i in range(1, n + 1)) if split == "r" else ""
     count = " + ".join(f"CAST(c{i} IS NOT NULL AS INTEGER)" for i in range(1, n + 1))
     derived = ", ".join(f"{expr} AS {name}" for name, expr in fmt.derived)
     return f"""
     SELECT *, CASE WHEN c{n - 1} IS NOT NULL AND c{n} IS NULL THEN {n - 1} ELSE {count} END AS nfields, {derived}
-    FROM read_csv($path, header = false, delim = ',', quote = '', escape = '', auto_detect = false,
-        columns = {{{cols}}}, null_padding = true, nullstr = '\n', ignore_errors = true, skip = {fmt.header_lines},
-        max_line_size = {contract.MAX_LINE_BYTES}, strict_mode = {str(strict).lower()}, compression = $compression)
+    FROM (SELECT *{values} FROM read_csv($path, header = false, delim = ',', quote = '', escape = '',
+        auto_detect = false, columns = {{{cols}}}, null_padding = true, nullstr = '\n', ignore_errors = true,
+        skip = {fmt.header_lines}, max_line_size = {contract.MAX_LINE_BYTES}, strict_mode = {str(strict).lower()},
+        compression = $compression))
     """
 
 
-def _checked(fmt: RawFormat, raw: RawFile, today: date, strict: bool, screened_out: bool = False) -> str:
-    """The parsed lines with their reason (NULL = good) from the field rules."""
-    reason = contract.reason_case(fmt, today, raw.day, contract.field_rules(fmt, screened_out))
-    return f"SELECT *, {reason} AS reason FROM ({_parsed(fmt, strict)}) AS lines"
+def _split_name(fmt: RawFormat, safe: bool) -> str:
+    """The prefix of the fields as split: "r" when their values are read out of quotes into c1..cN+1."""
+    return "r" if fmt.quoted and not safe else "c"
+
+
+def _checked(fmt: RawFormat, raw: RawFile, today: date, strict: bool, safe: bool) -> str:
+    """The parsed lines with their reason (NULL = good) from the field rules (for a `safe` file, without
+    the rules no safe byte can break)."""
+    reason = contract.reason_case(fmt, today, raw.day, contract.field_rules(fmt, screened_out=safe))
+    return f"SELECT *, {reason} AS reason FROM ({_parsed(fmt, strict, safe)}) AS lines"
 
 
 def _write_good_any_endings(
@@ -154,12 +172,12 @@ def _write_good_any_endings(
     staging: Path,
     today: date,
     params: dict,
-    screened_out: bool,
+    safe: bool,
 ) -> tuple[int, bool]:
     """(rows written, whether the strict parser read the file); the staging folder holds only them."""
     _clear(staging)
     try:
-        return _write_good(con, fmt, raw, staging, today, params, True, screened_out), True
+        return _write_good(con, fmt, raw, staging, today, params, True, safe), True
     except (duckdb.InvalidInputException, OSError) as exc:
         # Mixed or stray line endings break DuckDB's strict parser; the lenient one copes,
         # and the accounting check still guards every line. Past the first batch the error
@@ -167,7 +185,7 @@ def _write_good_any_endings(
         if isinstance(exc, OSError) and not str(exc).startswith("Invalid Input Error"):
             raise
         _clear(staging)
-        return _write_good(con, fmt, raw, staging, today, params, False, screened_out), False
+        return _write_good(con, fmt, raw, staging, today, params, False, safe), False
 
 
 def _clear(folder: Path) -> None:
@@ -183,10 +201,10 @@ def _write_good(
     today: date,
     params: dict,
     strict: bool,
-    screened_out: bool = False,
+    safe: bool,
 ) -> int:
     cols = ", ".join(f"CAST({expr} AS {typ}) AS {name}" for name, typ, expr in fmt.columns)
-    checked = _checked(fmt, raw, today, strict, screened_out)
+    checked = _checked(fmt, raw, today, strict, safe)
     select = f"SELECT {cols}, {sql_literal(raw.name)} AS source_file FROM ({checked}) WHERE reason IS NULL"
     parts = ParquetParts(staging, fmt.partition_by)
     con.complete()  # a streaming relation needs the connection free of an earlier execute()'s result
@@ -206,6 +224,7 @@ def _quarantine(
     today: date,
     params: dict,
     strict: bool,
+    safe: bool,
 ) -> tuple[pa.Table, date | None]:
     """Slow path, only when some line failed: every failing line with its number and reason.
 
@@ -214,11 +233,11 @@ def _quarantine(
     quarantined misses the line count and the caller's check fails the file.
     """
     n = fmt.n_fields + 1
-    text = "concat_ws(',', " + ", ".join(f"c{i}" for i in range(1, n + 1)) + ")"
+    text = "concat_ws(',', " + ", ".join(f"{_split_name(fmt, safe)}{i}" for i in range(1, n + 1)) + ")"  # as split
     failing = {
         row[0].encode("utf-8")
         for row in con.execute(
-            f"SELECT DISTINCT {text} FROM ({_checked(fmt, raw, today, strict)}) WHERE reason IS NOT NULL", params
+            f"SELECT DISTINCT {text} FROM ({_checked(fmt, raw, today, strict, safe)}) WHERE reason IS NOT NULL", params
         ).fetchall()
     }
     commas = fmt.n_fields - 1
@@ -246,7 +265,7 @@ def _quarantine(
             "line_bytes": pa.array(sizes, pa.int64()),
         }
     )
-    split = ", ".join(f"f[{i}] AS c{i}" for i in range(1, n + 1))
+    split = ", ".join(f"{contract.unquoted(f'f[{i}]') if fmt.quoted else f'f[{i}]'} AS c{i}" for i in range(1, n + 1))
     derived = ", ".join(f"{expr} AS {name}" for name, expr in fmt.derived)
     reason = contract.reason_case(fmt, today, raw.day)
     sql = f"""
@@ -348,5 +367,6 @@ def parquet_lines(fmt: RawFormat) -> str:
 
 
 def csv_lines(fmt: RawFormat) -> str:
-    """A CSV file's lines as DuckDB splits them (fields c1..cN+1 and the derived values): for checks on a sample."""
-    return _parsed(fmt, strict=False)
+    """A CSV file's lines as DuckDB splits them (fields c1..cN+1, quotes read, and the derived values): for
+    checks on a sample."""
+    return _parsed(fmt, strict=False, safe=False)

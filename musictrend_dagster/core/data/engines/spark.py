@@ -284,12 +284,15 @@ class SparkEngine:
         n, cut, keep = fmt.n_fields, contract.MAX_LINE_BYTES, contract.QUARANTINED_TEXT_BYTES
         # A header is the file's first line: the first row of the split that starts at byte 0.
         header = "WHERE NOT (blk = 0 AND rid = shiftleft(CAST(pid AS BIGINT), 33))" if fmt.header_lines else ""
-        fields = ", ".join(f"try_element_at(f, {i}) AS c{i}" for i in range(1, n + 1))
+        split = ", ".join(f"try_element_at(f, {i}) AS r{i}" for i in range(1, n + 1))
+        fields = ", ".join(
+            f"{to_spark(contract.unquoted(f'r{i}')) if fmt.quoted else f'r{i}'} AS c{i}" for i in range(1, n + 1)
+        )
         derived = ", ".join(f"{to_spark(expr)} AS {name}" for name, expr in fmt.derived)
         # The line without its terminator (a CRLF's CR) and, past the length limit, only its first
         # bytes; bytes that are not UTF-8 become U+FFFD. Cut as bytes, then made valid text.
         self.spark.sql(f"""
-            SELECT *, size(f) AS nfields, {fields}
+            SELECT *, {fields} FROM (SELECT *, size(f) AS nfields, {split}
             FROM (
                 SELECT blk, pid, rid, line, line_bytes, left(line, {keep}) AS raw_line, split(line, ',', -1) AS f
                 FROM (
@@ -301,7 +304,7 @@ class SparkEngine:
                     FROM (SELECT *, octet_length(value) <= {cut} AND substr(CAST(value AS BINARY), -1) = X'0D' AS crlf
                           FROM _text {header})
                 )
-            )
+            ))
         """).createOrReplaceTempView("_fields")
         self.spark.sql(f"SELECT *, {derived} FROM _fields").createOrReplaceTempView("lines")
         for name, sql in fmt.relations:
