@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ from polars.testing import assert_frame_equal
 
 from musictrend_dagster.core.forecast.features import HISTORY_COLUMNS, build_features, dense_features, plays_matrix
 from musictrend_dagster.core.forecast.metric import c_star, f_norm
-from musictrend_dagster.core.forecast.models import ensemble, global_model, keras_common, seed_lstm
+from musictrend_dagster.core.forecast.models import ensemble, global_model, keras_common, recent, seed_lstm
 from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA
 from musictrend_dagster.core.forecast.models.keras_common import batched_dense_features, forecast_frame
 from musictrend_dagster.core.forecast.models.recent import (
@@ -258,6 +258,53 @@ def test_recent_levels_match_the_per_row_loop(seed):
     new_mask, new_levels = recent_levels(plays)
     np.testing.assert_array_equal(new_mask, mask)
     np.testing.assert_array_equal(new_levels, levels)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_recent_artists_read_from_the_last_days_are_those_of_every_day(monkeypatch, seed):
+    """RecentLevel decides who is new or returning from the last recent.READ_DAYS days only, and finds every day's
+    answer on a hostile history: silences of every length ending anywhere (28 and 29 days: the rule's edge),
+    artists that begin on a day nobody else plays, rows missing where plays are 0."""
+    rng = np.random.default_rng(seed)
+    n, days = 600, 200
+    plays = np.floor(rng.gamma(0.7, 300.0, (n, days))) * (rng.random((n, days)) > rng.uniform(0.0, 0.9, (n, 1)))
+    for i in range(n):
+        gap = int(rng.integers(1, 90)) if i % 3 else 28 + i % 2  # a silence just at and past SILENCE_DAYS
+        end = int(rng.integers(days - recent.READ_DAYS - 10, days))
+        plays[i, max(0, end - gap) : end] = 0.0
+    plays[:, days - recent.READ_DAYS] = 0.0  # nobody plays on the first day of the read
+    # the edge: a stretch that begins on the first day that counts as recent, after a day with plays exactly
+    # SILENCE_DAYS before it (not a new stretch: never recent) or one day further back (recent)
+    for i, before in ((0, SILENCE_DAYS), (1, SILENCE_DAYS + 1)):
+        plays[i] = 0.0
+        plays[i, days - RECENT_DAYS - before] = 40.0
+        plays[i, days - RECENT_DAYS :] = 50.0
+    artists = [f"a{i:03d}" for i in range(n)]
+    first = date(2015, 3, 1)
+    rows, cols = np.nonzero(plays)
+    history = pl.DataFrame(
+        {
+            "artist_id": [artists[r] for r in rows],
+            "ds": [first + timedelta(days=int(c)) for c in cols],
+            "plays": plays[rows, cols].astype(np.int64),
+        }
+    )
+    mask, levels = recent_levels(plays_matrix(history)[2])
+    expected = {a: float(v) for a, v, m in zip(sorted(history["artist_id"].unique()), levels, mask, strict=True) if m}
+    assert "a000" not in expected and "a001" in expected and len(expected) > 20
+    read = []
+    matrix = recent.plays_matrix
+
+    def spy(frame, since=None):
+        out = matrix(frame, since)
+        read.append(out[2].shape[1])
+        return out
+
+    monkeypatch.setattr(recent, "plays_matrix", spy)
+    model = make_model("median14")
+    model.fit(history, pl.DataFrame(schema={"song_id": pl.String, "artist_id": pl.String}))
+    assert read == [recent.READ_DAYS]
+    assert model.recent_artists() == expected
 
 
 # ---- bounded memory: features in batches of artists, the same arrays as in one piece --------------

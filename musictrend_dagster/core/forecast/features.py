@@ -128,15 +128,20 @@ def build_features(history: pl.DataFrame, songs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def plays_matrix(history: pl.DataFrame) -> tuple[list[str], date, np.ndarray]:
-    """(artist ids, first day, float matrix artists x days); missing artist-days count as 0 plays."""
+def plays_matrix(history: pl.DataFrame, since: date | None = None) -> tuple[list[str], date, np.ndarray]:
+    """(artist ids, first day, float matrix artists x days); missing artist-days count as 0 plays.
+
+    The matrix starts on `since` when given (the history holds no earlier day), else on the history's
+    first day: a read of the last days keeps its calendar even when nobody played on its first day."""
     require_columns(history, ["artist_id", "ds", "plays"], "history")
     if history.is_empty():
         raise ValueError("history is empty: nothing to fit")
     frame = history.select("artist_id", pl.col("ds").cast(pl.Date), pl.col("plays").cast(pl.Float64))
     if frame["plays"].is_null().any() or (frame["plays"] < 0).any():
         raise ValueError("history has null or negative plays")
-    first, last = cast(date, frame["ds"].min()), cast(date, frame["ds"].max())
+    first, last = since or cast(date, frame["ds"].min()), cast(date, frame["ds"].max())
+    if cast(date, frame["ds"].min()) < first:
+        raise ValueError(f"history starts before {first}, the first day of its matrix")
     artists = sorted(frame["artist_id"].unique().to_list())
     n_days = (last - first).days + 1
     matrix = np.zeros((len(artists), n_days))

@@ -88,11 +88,12 @@ def _on_calendar(part: pl.DataFrame, first: date, last: date) -> pl.DataFrame:
 def training_history(history: pl.DataFrame, size: int, seed: int) -> pl.DataFrame:
     """The rows of a stratified sample of at most `size` artists (`sampling.stratified_sample` on the
     whole catalogue's plays matrix), on the whole history's calendar: a global model builds features
-    for its training sample only, and they are the ones the whole catalogue's would give those artists."""
+    for its training sample only, and they are the ones the whole catalogue's would give those artists.
+    A catalogue of at most `size` artists is its own sample (no matrix is built)."""
+    if history["artist_id"].n_unique() <= size:
+        return history
     artists, first, plays = plays_matrix(history)
     rows = stratified_sample(plays, size, seed)
-    if len(rows) == len(artists):
-        return history
     frame = history.select(HISTORY_COLUMNS).with_columns(pl.col("ds").cast(pl.Date))
     sample = frame.filter(pl.col("artist_id").is_in([artists[r] for r in rows]))
     return _on_calendar(sample, first, first + timedelta(days=plays.shape[1] - 1))

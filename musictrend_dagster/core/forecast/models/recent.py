@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -25,6 +25,9 @@ from musictrend_dagster.core.forecast.sampling import row_batches
 RECENT_DAYS = 28  # a stretch of plays that began within this many days of the end is "recent"
 SILENCE_DAYS = 28  # this many days in a row without plays end a stretch
 LEVEL_DAYS = 14  # the recent level reads at most this many of the stretch's last days
+# The days that decide whether an artist is recent: its stretch began in the last RECENT_DAYS, and no day
+# with plays lies within SILENCE_DAYS before that start.
+READ_DAYS = RECENT_DAYS + SILENCE_DAYS
 
 
 def stretch_starts(plays: np.ndarray, silence: int = SILENCE_DAYS) -> np.ndarray:
@@ -86,7 +89,6 @@ class RecentLevel:
 
     model: Forecaster
     _levels: dict[str, float] = field(default_factory=dict, init=False, repr=False)
-    _last_day: date | None = field(default=None, init=False, repr=False)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "model":  # pickling looks these up before __dict__ exists
@@ -110,11 +112,15 @@ class RecentLevel:
         self._read(history)
 
     def _read(self, history: pl.DataFrame) -> None:
-        """Which artists are new or returning at the end of `history`, and their own levels."""
-        artists, first, matrix = plays_matrix(history)
+        """Which artists are new or returning at the end of `history`, and their own levels, from its last
+        READ_DAYS days: what every day would give (a day with plays before them is more than SILENCE_DAYS
+        before any stretch start that counts as recent), at a cost that does not grow with the history."""
+        frame = history.select("artist_id", pl.col("ds").cast(pl.Date), "plays")
+        last = cast(date, frame["ds"].max())
+        since = max(cast(date, frame["ds"].min()), last - timedelta(days=READ_DAYS - 1))
+        artists, _, matrix = plays_matrix(frame.filter(pl.col("ds") >= since), since)
         mask, levels = recent_levels(matrix)
         self._levels = {a: float(v) for a, v, m in zip(artists, levels, mask, strict=False) if m}
-        self._last_day = first + timedelta(days=matrix.shape[1] - 1)
 
     def recent_artists(self) -> dict[str, float]:
         """Artists forecast from their own level, and that level (after fit)."""
