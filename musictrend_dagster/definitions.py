@@ -4,11 +4,12 @@ the service (each asset's automation condition, evaluated by the `automation` se
 
 import dagster as dg
 
+from musictrend_dagster.core.forecast.models.registry import candidates
 from musictrend_dagster.core.settings import Paths, writes_submission
 from musictrend_dagster.defs.assets.features import model_features
 from musictrend_dagster.defs.assets.forecast import forecast, forecast_files, submission
 from musictrend_dagster.defs.assets.ingest import raw_songs, raw_source_asset, raw_user_actions
-from musictrend_dagster.defs.assets.models import backtest_assets, champion
+from musictrend_dagster.defs.assets.models import model_assets
 from musictrend_dagster.defs.assets.monitoring import forecast_monitoring
 from musictrend_dagster.defs.assets.registry import registered_champion
 from musictrend_dagster.defs.assets.transform import transform_assets
@@ -34,8 +35,7 @@ def build_defs(paths: Paths) -> dg.Definitions:
             raw_user_actions,
             *transform_assets,
             model_features,
-            *backtest_assets,
-            champion,
+            *model_assets(candidates()),
             registered_champion,
             forecast,
             forecast_files,

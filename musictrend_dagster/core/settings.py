@@ -32,6 +32,7 @@ CHAMPION_METRIC_VAR = "MUSICTREND_CHAMPION_METRIC"
 BACKTEST_WORKERS_VAR = "MUSICTREND_BACKTEST_WORKERS"  # processes a backtest's origins run in ("auto": the cores)
 BACKTEST_MAX_ORIGINS_VAR = "MUSICTREND_BACKTEST_MAX_ORIGINS"  # origins of the backtest plan at most
 MAX_BACKTEST_ORIGINS = 12
+MODELS_VAR = "MUSICTREND_MODELS"  # the candidates, comma-separated (default: musictrend.toml's, else every model)
 CHAMPION_METRICS = ("f_norm", "wape")  # the official score (higher is better), or WAPE (lower is better)
 # What Spark accepts as a master (local[N], local[*], local[N,F], spark://, yarn, k8s://) or a Spark Connect URL.
 _SPARK_MASTER_RE = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|(spark|k8s|sc)://\S+|yarn")
@@ -128,6 +129,21 @@ def parse_backtest_max_origins(raw: str) -> int:
     return value
 
 
+def parse_models(raw: str) -> tuple[str, ...] | None:
+    """The candidate models' names, comma-separated (None for `all`: every model). Whether each name is a
+    model is the registry's check (core.forecast.models.registry.candidates)."""
+    value = raw.strip() or "all"
+    if value.lower() == "all":
+        return None
+    names = tuple(n.strip() for n in value.split(","))
+    if "" in names:
+        raise ConfigError(f"{MODELS_VAR} must be model names separated by commas, or all, got {raw!r}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{MODELS_VAR} names {', '.join(twice)} more than once, got {raw!r}")
+    return names
+
+
 # Every setting read from the environment: its default and how it is checked. The Dagster resources
 # take their fields from the same variables (dg.EnvVar), so the UI's Resources page names them.
 DEFAULTS = {
@@ -140,6 +156,7 @@ DEFAULTS = {
     HORIZON_VAR: str(DEFAULT_HORIZON),
     BACKTEST_WORKERS_VAR: "auto",
     BACKTEST_MAX_ORIGINS_VAR: "3",
+    MODELS_VAR: "all",
 }
 PARSERS = {
     MAX_QUARANTINE_SHARE_VAR: parse_max_quarantine_share,
@@ -151,16 +168,20 @@ PARSERS = {
     HORIZON_VAR: parse_horizon,
     BACKTEST_WORKERS_VAR: parse_backtest_workers,
     BACKTEST_MAX_ORIGINS_VAR: parse_backtest_max_origins,
+    MODELS_VAR: parse_models,
 }
 
 
 def default_for(var: str) -> str:
-    """A setting's value when its variable is unset: the project file's (``[forecast] horizon`` in
-    musictrend.toml), else the built-in default."""
-    if var == HORIZON_VAR:
+    """A setting's value when its variable is unset: the project file's (``[forecast] horizon`` and
+    ``models`` in musictrend.toml), else the built-in default."""
+    if var in (HORIZON_VAR, MODELS_VAR):
         from musictrend_dagster.core.data.source import load_config  # lazy: core.data reads this module
 
-        return str(load_config().forecast.horizon)
+        forecast = load_config().forecast
+        if var == HORIZON_VAR:
+            return str(forecast.horizon)
+        return ",".join(forecast.models) if forecast.models else DEFAULTS[var]
     return DEFAULTS[var]
 
 
@@ -206,6 +227,18 @@ def backtest_workers() -> int:
 
 def backtest_max_origins() -> int:
     return parse_backtest_max_origins(raw_setting(BACKTEST_MAX_ORIGINS_VAR))
+
+
+def candidate_models() -> tuple[tuple[str, ...] | None, str]:
+    """The models named as candidates (None: every model) and where they were named, for messages:
+    MUSICTREND_MODELS, else musictrend.toml's ``[forecast] models`` (also when the Dagster resources
+    have copied the file's list into the variable)."""
+    from musictrend_dagster.core.data.source import load_config  # lazy: core.data reads this module
+
+    raw = raw_setting(MODELS_VAR).strip() or DEFAULTS[MODELS_VAR]
+    config = load_config()
+    from_file = raw == default_for(MODELS_VAR) and config.forecast.models is not None
+    return parse_models(raw), config.where("forecast", "models") if from_file else MODELS_VAR
 
 
 def writes_submission() -> bool:

@@ -159,3 +159,17 @@ def test_dg_check_and_list_defs_work_on_the_project(tmp_path):
     }
     assert {r["name"] for r in found["resources"]} >= {"warehouse", "mlflow", "output", "service"}
     assert {j["name"] for j in found["jobs"]} >= {"daily_forecast", "refresh_all"}
+
+
+def test_the_models_group_is_the_candidates(tmp_path, monkeypatch):
+    """MUSICTREND_MODELS (or [forecast] models) decides which backtests the code location defines, and the
+    champion reads exactly those."""
+    from musictrend_dagster.core.settings import MODELS_VAR, Paths
+    from musictrend_dagster.definitions import build_defs
+
+    monkeypatch.setenv(MODELS_VAR, "global_direct,median14,best_constant")
+    graph = build_defs(Paths.from_env(home=tmp_path / "home", raw_dir=tmp_path / "raw")).resolve_asset_graph()
+    models = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "models"}
+    backtests = {"backtest/median14", "backtest/best_constant", "backtest/global_direct"}
+    assert models == backtests | {"champion", "registered_champion"}
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("champion")).parent_keys} == backtests

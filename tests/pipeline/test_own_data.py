@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 
 from musictrend_dagster.core.data.source import CONFIG_ENV
-from musictrend_dagster.core.forecast.models.registry import SPECS
+from musictrend_dagster.core.forecast.models.registry import candidates
 from musictrend_dagster.core.sample import packaged_history
 from musictrend_dagster.core.service.outputs import FORECASTS_COLUMNS, read_forecasts
-from musictrend_dagster.core.settings import FORECASTS_CSV, HORIZON_VAR, Paths
+from musictrend_dagster.core.settings import FORECASTS_CSV, HORIZON_VAR, MODELS_VAR, Paths
 from musictrend_dagster.defs.partitions import vintage_key
 
 pytestmark = pytest.mark.slow  # whole runs of the graph
@@ -23,7 +23,7 @@ ARTISTS, DAYS = 4, 120
 
 def _tiny_training() -> dict:
     ops = {}
-    for s in SPECS:
+    for s in candidates():
         if s.uses_tensorflow:
             sizes = {k: 1 for k in ("members", "seeds") if k in s.defaults}
             ops[f"backtest__{s.name}"] = {"config": {**s.defaults, **sizes, "epochs": 1}}
@@ -46,7 +46,8 @@ def _run(project, toml: str, monkeypatch, last_day: date) -> tuple[Paths, dg.Exe
 
     (project / "musictrend.toml").write_text(toml)
     monkeypatch.setenv(CONFIG_ENV, str(project / "musictrend.toml"))
-    monkeypatch.delenv(HORIZON_VAR, raising=False)
+    for var in (HORIZON_VAR, MODELS_VAR):  # set from the file by the resources of an earlier definitions
+        monkeypatch.delenv(var, raising=False)
     paths = Paths.from_env(home=project / "home", raw_dir=project / "home" / "raw")
     defs = build_defs(paths)
     with dg.DagsterInstance.ephemeral() as instance:
@@ -76,6 +77,25 @@ def test_a_long_format_csv_runs_from_a_two_line_description(tmp_path, monkeypatc
     # it joins straight back to the input's long format on (unique_id, ds) for the days it forecast
     back = files.join(counts.rename({"artist_id": "unique_id"}), on=["unique_id", "ds"], how="inner")
     assert back.height == 0  # forecast days are after the input's last day
+
+
+def test_only_the_candidates_the_description_names_are_backtested_and_served(tmp_path, monkeypatch):
+    """A catalogue too large for per-series statistical fits names its candidates: only those are backtested,
+    ranked and registered, and the forecasts are published as usual."""
+    counts = _real_counts()
+    counts.select(unique_id="artist_id", ds="ds", y=pl.col("plays").cast(pl.Int64)).write_csv(tmp_path / "plays.csv")
+    toml = '[source]\nkind = "daily"\npath = "plays.csv"\n[forecast]\nmodels = ["best_constant", "median14"]\n'
+    paths, result = _run(tmp_path, toml, monkeypatch, counts["ds"].max())
+    assert result.success
+    done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {k for k in done if k.startswith("backtest/")} == {"backtest/median14", "backtest/best_constant"}
+    chosen = result.asset_materializations_for_node("champion")[0].metadata
+    assert chosen["runner_up"].value in {"median14", "best_constant"} - {chosen["champion"].value}
+    assert "skipped" not in chosen  # the models left out are not candidates, not skipped ones
+    registered = result.asset_materializations_for_node("registered_champion")[0].metadata
+    assert registered["champion"].value == chosen["champion"].value
+    files = read_forecasts(paths.output_dir / FORECASTS_CSV)
+    assert files["unique_id"].n_unique() == ARTISTS and files.height == ARTISTS * 60
 
 
 def test_own_column_names_and_a_28_day_horizon(tmp_path, monkeypatch):

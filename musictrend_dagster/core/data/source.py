@@ -61,7 +61,7 @@ _SOURCE_KEYS = {
     },
 }
 _CATALOGUE_KEYS = {"path", "song", "artist", "publish", "publish_format"}
-_FORECAST_KEYS = {"horizon", "series_level"}
+_FORECAST_KEYS = {"horizon", "series_level", "models"}
 _TABLES = {"source", "catalogue", "forecast"}
 
 
@@ -112,6 +112,7 @@ class Source:
 class Forecast:
     horizon: int = 60
     series_level: str = "artist"
+    models: tuple[str, ...] | None = None  # the candidates by name (None: every model)
 
 
 @dataclass(frozen=True)
@@ -234,11 +235,19 @@ def parse(data: dict, file: Path | None) -> Config:
         raise SourceError(f"{where}: [forecast] series_level = {level!r}: expected artist or song")
     if kind == "tianchi" and level == "song":
         raise SourceError(f"{where}: [forecast] series_level = 'song' needs an events or daily source")
+    models = fc.get("models")
+    if models is not None:
+        if not (isinstance(models, list) and models and all(isinstance(m, str) and m for m in models)):
+            raise SourceError(f"{where}: [forecast] models = {models!r}: expected a list of model names")
+        twice = sorted({m for m in models if models.count(m) > 1})
+        if twice:
+            raise SourceError(f"{where}: [forecast] models: {', '.join(twice)} named more than once")
+        models = tuple(models)
     if kind == "daily":
         source = _series_is(where, source, catalogue, level)
     if kind == "events" and level == "artist" and source.artist is None and catalogue is None:
         raise SourceError(f"{where}: [source] artist is missing (or give a [catalogue] mapping songs to artists)")
-    return Config(source, catalogue, Forecast(horizon, level), file)
+    return Config(source, catalogue, Forecast(horizon, level, models), file)
 
 
 def _series_is(where: str, source: Source, catalogue: Catalogue | None, level: str) -> Source:
@@ -316,6 +325,7 @@ path = "data/plays.csv"        # a file, a folder, or a Hive-partitioned folder;
 [forecast]
 horizon = 60                   # days ahead, 1..365
 series_level = "artist"        # artist | song
+# models = ["median14", "best_constant", "global_direct"]  # the candidates (default: every model)
 """,
     "events": """\
 # musictrend.toml: what the input is (see docs/your-own-data.md).
@@ -343,6 +353,7 @@ plays_when = ["play", "stream"]
 [forecast]
 horizon = 60                   # days ahead, 1..365
 series_level = "artist"        # artist | song
+# models = ["median14", "best_constant", "global_direct"]  # the candidates (default: every model)
 """,
 }
 

@@ -22,7 +22,7 @@ from musictrend_dagster.core.forecast.backtest import (
 from musictrend_dagster.core.forecast.evaluation import flat_metrics, horizon_scores, window_leaders
 from musictrend_dagster.core.forecast.intervals import calibrate, coverage, log_errors, with_interval
 from musictrend_dagster.core.forecast.models.base import Forecaster, InsufficientHistory
-from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES, SPECS, ModelSpec, backtest_plan, make_model
+from musictrend_dagster.core.forecast.models.registry import ModelSpec, backtest_plan, make_model
 from musictrend_dagster.core.forecast.models.registry import spec as model_spec
 from musictrend_dagster.core.service import plots
 from musictrend_dagster.core.service.store import (
@@ -262,9 +262,6 @@ def inference_session(warehouse: WarehouseResource) -> Any:
     return cast(Any, warehouse.data_engine()).spark
 
 
-backtest_assets = [_backtest_asset(s) for s in SPECS]
-
-
 def leaderboard_table(
     scores: pl.DataFrame, horizons: pl.DataFrame | None = None, metric: str = "f_norm"
 ) -> pl.DataFrame:
@@ -296,28 +293,47 @@ def leaderboard_table(
     return table.join(wide, on="model", how="left", maintain_order="left")
 
 
-@dg.asset(
-    group_name="models",
-    kinds={"duckdb", "mlflow"},
-    deps=[a.key for a in backtest_assets],
-    pool=TRAINING_POOL,
-    description=(
-        "The model with the best mean score over the backtest origins among the models that ran (skipped ones are "
-        "listed with their reason): f_norm, or WAPE with MUSICTREND_CHAMPION_METRIC=wape. A baseline or a "
-        "statsforecast peer that wins is the champion. Every model's f_norm, WAPE, MASE and coverage per window "
-        "(first 7, 14, 28, 60 days) are in the leaderboard."
-    ),
-)
-def champion(
+def model_assets(specs: list[ModelSpec]) -> list[dg.AssetsDefinition]:
+    """The models group for these candidates (registry.candidates): a backtest asset each, and the champion
+    chosen among them."""
+    backtests = [_backtest_asset(s) for s in specs]
+    names = [s.name for s in specs]
+
+    @dg.asset(
+        group_name="models",
+        kinds={"duckdb", "mlflow"},
+        deps=[a.key for a in backtests],
+        pool=TRAINING_POOL,
+        description=(
+            "The model with the best mean score over the backtest origins among the candidates that ran (skipped "
+            "ones are listed with their reason): f_norm, or WAPE with MUSICTREND_CHAMPION_METRIC=wape. A baseline "
+            "or a statsforecast peer that wins is the champion. Every model's f_norm, WAPE, MASE and coverage per "
+            "window (first 7, 14, 28, 60 days) are in the leaderboard."
+        ),
+    )
+    def champion(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        mlflow: MlflowResource,
+        forecasting: ForecastSettingsResource,
+    ) -> dg.MaterializeResult:
+        return _choose(context, names, warehouse, mlflow, forecasting)
+
+    return [*backtests, champion]
+
+
+def _choose(
     context: dg.AssetExecutionContext,
+    names: list[str],
     warehouse: WarehouseResource,
     mlflow: MlflowResource,
     forecasting: ForecastSettingsResource,
 ) -> dg.MaterializeResult:
+    """The champion among the models `names`: the leaderboard, the margin, who is not ranked and why."""
     metric = champion_metric()
     with warehouse.connect() as con:
         plan = backtest_plan(load_history(con)[0], forecasting.horizon, forecasting.max_origins)
-        scores, runs = standings(con, MODEL_NAMES, plan)
+        scores, runs = standings(con, names, plan)
         horizons = horizon_standings(con, scores["model"].unique().to_list())
     table = leaderboard(scores, metric)
     best = table.row(0, named=True)

@@ -26,7 +26,7 @@ from musictrend_dagster.core.forecast.models.ensemble import GlobalEnsemble
 from musictrend_dagster.core.forecast.models.global_model import GlobalModel
 from musictrend_dagster.core.forecast.models.recent import RecentLevel
 from musictrend_dagster.core.forecast.models.seed_lstm import SeedLSTM
-from musictrend_dagster.core.settings import DEFAULT_HORIZON, backtest_max_origins
+from musictrend_dagster.core.settings import DEFAULT_HORIZON, ConfigError, backtest_max_origins, candidate_models
 
 _NOT_HYPERPARAMETERS = {"on_epoch", "horizon"}
 
@@ -151,9 +151,22 @@ def spec(name: str) -> ModelSpec:
     raise KeyError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
 
 
+def candidates() -> list[ModelSpec]:
+    """The models backtested and ranked for the champion, in the registry's order: those named by
+    MUSICTREND_MODELS or musictrend.toml's ``[forecast] models``, else every model. A catalogue of 10^5
+    series may leave out the per-series statsforecast peers, whose fits have no sample (docs/catalogue-scale.md)."""
+    names, where = candidate_models()
+    if names is None:
+        return list(SPECS)
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown:
+        raise ConfigError(f"{where}: no model named {', '.join(unknown)}; the models: {', '.join(MODEL_NAMES)}")
+    return [s for s in SPECS if s.name in names]
+
+
 def required_history() -> int:
-    """Training days that let every model run with its default hyperparameters: the plan's target."""
-    return max(s.min_history(s.defaults) for s in SPECS)
+    """Training days that let every candidate run with its default hyperparameters: the plan's target."""
+    return max(s.min_history(s.defaults) for s in candidates())
 
 
 def backtest_plan(history: pl.DataFrame, horizon: int, max_origins: int | None = None) -> BacktestPlan:
