@@ -16,6 +16,11 @@ daily path  the fitted champion observes the history plus one new day and foreca
 
     nice .venv/bin/python benchmarks/bench_scale.py --spark 2 --sizes 1000x183 --models median14,global_direct
 
+    nice .venv/bin/python benchmarks/bench_scale.py --held-out 3 --sizes 1000x183 --models global_direct
+
+--held-out K measures the sample's accuracy instead: each network fitted on its default sample and on every
+series (seeds 0..K-1), at the plan's newest origin, both scored (f_norm) on the series outside the sample.
+
 --spark N measures the Spark side instead (core/forecast/distributed.py): a standalone cluster of N
 one-core workers on 127.0.0.1, every series forecast on it and on this machine, required identical.
 """
@@ -146,6 +151,58 @@ def worker(artists: int, days: int, epochs: int, models: list[str]) -> dict:
     return out
 
 
+def held_out(artists: int, days: int, models: list[str], seeds: int, epochs: int = 0) -> list[dict]:
+    """The bounded sample against every series, on the series the sample never saw: per network and seed,
+    f_norm of the default `train_series` fit and of the fit on every artist, over the artists outside that
+    sample, at the plan's newest origin (60 test days); CPU seconds of each fit + forecast."""
+    from musictrend_dagster.core.forecast.features import plays_matrix
+    from musictrend_dagster.core.forecast.metric import f_norm
+    from musictrend_dagster.core.forecast.models.registry import backtest_plan, make_model
+    from musictrend_dagster.core.forecast.sampling import stratified_sample
+
+    history, songs = synthetic_daily(artists, days)
+    origin = backtest_plan(history, 60).origins[-1]
+    train = history.filter(pl.col("ds") < origin)
+    actual = history.filter((pl.col("ds") >= origin) & (pl.col("ds") < origin + timedelta(days=60)))
+    names, _, plays = plays_matrix(train)
+    rows = []
+    for name in models:
+        for seed in range(seeds):
+            overrides = {"seed": seed, **({"epochs": epochs} if epochs else {})}
+            size = make_model(name, **overrides).train_series
+            held = set(names) - {names[i] for i in stratified_sample(plays, size, seed)}
+            if not held:
+                raise SystemExit(f"{artists:,} series are no more than {name}'s sample of {size}: nothing is held out")
+            row: dict = {"model": name, "seed": seed, "train_series": size, "held_out": len(held)}
+            for label, n in (("sample", size), ("all", artists)):
+                c0 = _cpu_s()
+                model = make_model(name, **overrides, train_series=n)
+                model.fit(train, songs)
+                forecast = model.predict(origin, 60).filter(pl.col("artist_id").is_in(held))
+                row[label] = f_norm(forecast, actual.filter(pl.col("artist_id").is_in(held)).select(forecast.columns))
+                row[f"{label}_cpu_s"] = _cpu_s() - c0
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def held_out_table(rows: list[dict]) -> str:
+    lines = [
+        "| model | seeds | sample (series) | held-out series | f_norm: sample | f_norm: every series | sample - every "
+        "| spread of every-series fits | CPU s: sample / every |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in dict.fromkeys(r["model"] for r in rows):
+        own = [r for r in rows if r["model"] == name]
+        sample, every = np.array([r["sample"] for r in own]), np.array([r["all"] for r in own])
+        lines.append(
+            f"| {name} | {len(own)} | {own[0]['train_series']} | {own[0]['held_out']} | {sample.mean():.4f} "
+            f"| {every.mean():.4f} | {sample.mean() - every.mean():+.4f} | {every.max() - every.min():.4f} "
+            f"| {np.mean([r['sample_cpu_s'] for r in own]):.0f} / {np.mean([r['all_cpu_s'] for r in own]):.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def dense(frame: pl.DataFrame) -> pl.DataFrame:
     """The frame on a dense calendar (every artist every day, 0 where it had no row), as artist_daily is."""
     calendar = pl.DataFrame({"ds": pl.date_range(frame["ds"].min(), frame["ds"].max(), eager=True)})
@@ -265,17 +322,30 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from musictrend_dagster.core.forecast.models.registry import MODEL_NAMES
+    from musictrend_dagster.core.forecast.models.registry import candidates
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000x183,10000x365", help="comma-separated ARTISTSxDAYS")
     parser.add_argument("--epochs", type=int, default=0, help="cap the neural models' epochs (0 = their defaults)")
-    parser.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated registry names")
+    parser.add_argument(
+        "--models",
+        default=",".join(s.name for s in candidates()),
+        help="comma-separated registry names (default: the candidates, MUSICTREND_MODELS)",
+    )
     parser.add_argument(
         "--spark", type=int, default=0, help="N: the Spark side instead, on a standalone cluster of N one-core workers"
     )
     parser.add_argument("--batch", type=int, default=250, help="series per Spark task (--spark only)")
+    parser.add_argument(
+        "--held-out", type=int, default=0, help="K: the sample's accuracy on unseen series instead, seeds 0..K-1"
+    )
     args = parser.parse_args(argv)
+    if args.held_out:
+        for size in args.sizes.split(","):
+            artists, days = (int(v) for v in size.lower().split("x"))
+            print(f"\n{artists:,} x {days}, load {os.getloadavg()[0]:.1f} at the end:\n")
+            print(held_out_table(held_out(artists, days, args.models.split(","), args.held_out, args.epochs)))
+        return 0
     if args.spark:
         for size in args.sizes.split(","):
             artists, days = (int(v) for v in size.lower().split("x"))
