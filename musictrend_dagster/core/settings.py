@@ -131,16 +131,13 @@ def parse_backtest_max_origins(raw: str) -> int:
 
 def parse_models(raw: str) -> tuple[str, ...] | None:
     """The candidate models' names, comma-separated (None for `all`: every model). Whether each name is a
-    model is the registry's check (core.forecast.models.registry.candidates)."""
+    model, once, is the registry's check (core.forecast.models.registry.candidates)."""
     value = raw.strip() or "all"
     if value.lower() == "all":
         return None
     names = tuple(n.strip() for n in value.split(","))
     if "" in names:
         raise ConfigError(f"{MODELS_VAR} must be model names separated by commas, or all, got {raw!r}")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ConfigError(f"{MODELS_VAR} names {', '.join(twice)} more than once, got {raw!r}")
     return names
 
 

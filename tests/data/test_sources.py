@@ -130,7 +130,6 @@ def test_init_writes_an_example_that_parses_and_never_overwrites(tmp_path):
         ('[sauce]\nkind = "daily"\n', "[sauce]"),
         ('[source]\nkind = "daily"\npath = "p.csv"\n[forecast]\nmodels = "median14"\n', "[forecast] models"),
         ('[source]\nkind = "daily"\npath = "p.csv"\n[forecast]\nmodels = []\n', "[forecast] models"),
-        ('[source]\nkind = "daily"\npath = "p.csv"\n[forecast]\nmodels = ["a", "a"]\n', "[forecast] models: a"),
         ('[source]\nkind = "daily"\npath = "p.csv"\nseries_is = "album"\n', "[source] series_is"),
         ('[source]\nkind = "daily"\npath = "p.csv"\nseries_is = "song"\n', "[source] series_is"),
         (

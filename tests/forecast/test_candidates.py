@@ -64,7 +64,16 @@ def test_an_unknown_model_names_the_file_and_key_or_the_variable(project, monkey
         candidates()
 
 
-@pytest.mark.parametrize("raw", [",", "median14,,median30", "median14, median14"])
+def test_a_model_named_twice_names_the_file_and_key_or_the_variable(project, monkeypatch):
+    path = project('["median14", "global_direct", "median14"]')
+    with pytest.raises(ConfigError, match=rf"^{path}: \[forecast\] models: median14 named more than once$"):
+        candidates()
+    monkeypatch.setenv(MODELS_VAR, "best_constant, best_constant")
+    with pytest.raises(ConfigError, match=rf"^{MODELS_VAR}: best_constant named more than once$"):
+        candidates()
+
+
+@pytest.mark.parametrize("raw", [",", "median14,,median30"])
 def test_a_malformed_variable_stops_the_start(monkeypatch, raw):
     monkeypatch.setenv(MODELS_VAR, raw)
     with pytest.raises(ConfigError, match=MODELS_VAR):

@@ -239,10 +239,7 @@ def parse(data: dict, file: Path | None) -> Config:
     if models is not None:
         if not (isinstance(models, list) and models and all(isinstance(m, str) and m for m in models)):
             raise SourceError(f"{where}: [forecast] models = {models!r}: expected a list of model names")
-        twice = sorted({m for m in models if models.count(m) > 1})
-        if twice:
-            raise SourceError(f"{where}: [forecast] models: {', '.join(twice)} named more than once")
-        models = tuple(models)
+        models = tuple(models)  # which names are models, once each: the registry's check
     if kind == "daily":
         source = _series_is(where, source, catalogue, level)
     if kind == "events" and level == "artist" and source.artist is None and catalogue is None:

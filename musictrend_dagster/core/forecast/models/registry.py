@@ -161,6 +161,9 @@ def candidates() -> list[ModelSpec]:
     unknown = [n for n in names if n not in MODEL_NAMES]
     if unknown:
         raise ConfigError(f"{where}: no model named {', '.join(unknown)}; the models: {', '.join(MODEL_NAMES)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{where}: {', '.join(twice)} named more than once")
     return [s for s in SPECS if s.name in names]
 
 
