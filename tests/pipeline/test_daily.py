@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 import pytest
 from mlflow import MlflowClient
-from test_pipeline import table, tiny_training
+from test_pipeline import SERVICE_MODELS, table, tiny_training
 
 from musictrend_dagster.core.forecast.models.registry import spec
 from musictrend_dagster.core.sample import generate_synthetic
@@ -47,7 +47,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def musictrend(*args: str, cwd) -> subprocess.CompletedProcess:
-    training = json.dumps(tiny_training(epochs=1)["ops"])
+    training = json.dumps(tiny_training(epochs=1, models=SERVICE_MODELS)["ops"])
     done = subprocess.run(
         [sys.executable, "-c", CLI, training, *args],
         capture_output=True,
@@ -63,7 +63,8 @@ def musictrend(*args: str, cwd) -> subprocess.CompletedProcess:
 def _clean_env() -> dict:
     import os
 
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MUSICTREND_", "DAGSTER_", "MLFLOW_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MUSICTREND_", "DAGSTER_", "MLFLOW_"))}
+    return env | {"MUSICTREND_MODELS": SERVICE_MODELS}
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from test_pipeline import tiny_training
+from test_pipeline import SERVICE_MODELS, tiny_training
 
 from musictrend_dagster.core.data import sql_models
 from musictrend_dagster.core.sample import generate_synthetic
@@ -175,10 +175,14 @@ class Sandbox:
         return Paths.from_env(home=home, raw_dir=self.root / "raw" if self.raw_outside_home else home / "raw")
 
     def env(self) -> dict[str, str]:
-        """This interpreter's environment minus anything pointing musictrend elsewhere."""
+        """This interpreter's environment minus anything pointing musictrend elsewhere; the service's candidates."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MUSICTREND_", "DAGSTER_", "MLFLOW_"))}
         env.update(
-            HOME=str(self.root / "user"), TMPDIR=str(self.root / "tmp"), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1"
+            HOME=str(self.root / "user"),
+            TMPDIR=str(self.root / "tmp"),
+            TF_CPP_MIN_LOG_LEVEL="2",
+            PYTHONUNBUFFERED="1",
+            MUSICTREND_MODELS=SERVICE_MODELS,
         )
         if self.raw_outside_home:
             env["MUSICTREND_RAW_DIR"] = str(self.paths.raw_dir)
@@ -220,7 +224,7 @@ class Run:
             json.dumps(config or {}),
             ",".join(select or []),
             verb,
-            json.dumps(tiny_training(epochs=1)["ops"]),
+            json.dumps(tiny_training(epochs=1, models=SERVICE_MODELS)["ops"]),
         ]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(

@@ -26,13 +26,18 @@ ARTISTS, DAYS = 5, 150
 
 # The smallest network sizes a user can configure: one member, one seed per input window.
 TINY_SIZES = {"members": 1, "seeds": 1}
+# The candidates (MUSICTREND_MODELS) of whole runs whose subject is the service (kills, overlapping runs, the
+# daily replay), not the models: each kind of model (baselines, a network, statsforecast peers) without the two
+# slowest networks, whose whole runs this file and tests/forecast cover.
+SERVICE_MODELS = "median14,best_constant,global_direct,auto_ets_raw,swa_log1p"
 
 
-def tiny_training(epochs: int = 2) -> dict:
-    """Launchpad config a user would type to make the neural models quick: one or two epochs, the smallest sizes."""
+def tiny_training(epochs: int = 2, models: str | None = None) -> dict:
+    """Launchpad config a user would type to make the neural models quick: one or two epochs, the smallest sizes;
+    for the networks among `models` (comma-separated) when given, else every network."""
     ops = {}
     for spec in SPECS:
-        if spec.uses_tensorflow:
+        if spec.uses_tensorflow and (models is None or spec.name in models.split(",")):
             sizes = {k: v for k, v in TINY_SIZES.items() if k in spec.defaults}
             ops[f"backtest__{spec.name}"] = {"config": {**spec.defaults, **sizes, "epochs": epochs}}
     return {"ops": ops}
