@@ -83,13 +83,31 @@ def test_forecast_covers_every_artist_and_day(history, songs):
     assert out.group_by("artist_id").agg(pl.col("plays").n_unique())["plays"].max() == 1  # constant per artist
 
 
-def test_median_uses_only_the_last_window_before_start():
+def test_median_uses_only_the_last_window_of_the_history():
     model = MedianForecaster(3)
     model.fit(tiny({"a": [1000, 1, 2, 9, 4, 5]}), pl.DataFrame())
-    # days before 2015-01-06: values 1000, 1, 2, 9, 4 -> last 3 = 2, 9, 4
-    assert model.predict(date(2015, 1, 6), 2)["plays"].to_list() == [4.0, 4.0]
-    # start long after the history: still the last 3 days there are (9, 4, 5)
+    # the last 3 days: 9, 4, 5
+    assert model.predict(date(2015, 1, 7), 2)["plays"].to_list() == [5.0, 5.0]
+    # start long after the history: still the last 3 days there are
     assert model.predict(date(2015, 3, 1), 1)["plays"].to_list() == [5.0]
+
+
+def test_a_fitted_level_keeps_each_artists_last_window_days_only():
+    """A fitted baseline held its whole history: 1.6 GB at 100,000 x 365. It keeps what it forecasts from, and
+    a start inside the history is refused, as the networks refuse it, never read from fewer days."""
+    model = MedianForecaster(3)
+    model.fit(tiny({"a": [1000, 1, 2, 9, 4, 5], "b": [7, 8]}), pl.DataFrame())
+    assert model._history is not None and sorted(model._history.rows()) == [
+        ("a", date(2015, 1, 4), 9.0),
+        ("a", date(2015, 1, 5), 4.0),
+        ("a", date(2015, 1, 6), 5.0),
+        ("b", date(2015, 1, 1), 7.0),
+        ("b", date(2015, 1, 2), 8.0),
+    ]
+    assert model.params() == {"window": 3, "train_start": "2015-01-01", "train_end": "2015-01-06"}
+    assert model.predict(date(2015, 1, 7), 1)["plays"].to_list() == [5.0, 7.5]
+    with pytest.raises(ValueError, match="forecast start 2015-01-06 is not after the last fitted day 2015-01-06"):
+        model.predict(date(2015, 1, 6), 1)
 
 
 def test_best_constant_formula_floors_zero_days_at_one():
@@ -129,5 +147,5 @@ def test_bad_use_gives_clear_errors():
     with pytest.raises(ValueError, match=r"median3: history lacks column\(s\) \['plays'\]"):
         model.fit(pl.DataFrame({"artist_id": ["a"], "ds": [date(2015, 1, 1)]}), pl.DataFrame())
     model.fit(tiny({"a": [1, 2, 3]}), pl.DataFrame())
-    with pytest.raises(ValueError, match="no history before 2015-01-01"):
+    with pytest.raises(ValueError, match="forecast start 2015-01-01 is not after the last fitted day 2015-01-03"):
         model.predict(date(2015, 1, 1), 1)

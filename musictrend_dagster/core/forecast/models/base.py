@@ -12,6 +12,14 @@ import polars as pl
 FORECAST_SCHEMA = {"artist_id": pl.String, "ds": pl.Date, "plays": pl.Float64}
 
 
+def forecast_offset(last_day: date, start: date) -> int:
+    """Days between the end of the fitted history and `start`; refuses to forecast the past."""
+    gap = (start - last_day).days - 1
+    if gap < 0:
+        raise ValueError(f"forecast start {start} is not after the last fitted day {last_day}")
+    return gap
+
+
 @dataclass
 class FitInfo:
     """What a fit leaves behind for tracking: per-epoch losses (empty for baselines)."""

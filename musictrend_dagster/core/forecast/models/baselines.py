@@ -1,7 +1,7 @@
 """Constant-level baselines: cheap, hard to beat on daily plays, and the yardstick for every other model.
 
 Both repeat one level per artist over the whole horizon, computed from the last `window`
-days of history strictly before the forecast start.
+days of the fitted history; the forecast starts after it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,19 @@ import polars as pl
 
 from musictrend_dagster.core.forecast.features import require_columns
 from musictrend_dagster.core.forecast.metric import c_star_expr
-from musictrend_dagster.core.forecast.models.base import FORECAST_SCHEMA, FitInfo, InsufficientHistory, hyperparameters
+from musictrend_dagster.core.forecast.models.base import (
+    FORECAST_SCHEMA,
+    FitInfo,
+    InsufficientHistory,
+    forecast_offset,
+    hyperparameters,
+)
 
 
 @dataclass(eq=False)
 class _WindowLevelForecaster:
-    """Shared fit/predict: keep the history, and per artist reduce its last `window` days to one level."""
+    """Shared fit/predict: keep each artist's last `window` days (not the whole history: at 10^5 series that
+    is gigabytes per fitted model), and reduce them to one level."""
 
     name: ClassVar[str]
     window: int
@@ -28,15 +35,14 @@ class _WindowLevelForecaster:
         if self.window < 1:
             raise ValueError(f"window must be a positive number of days, got {self.window}")
         self._history: pl.DataFrame | None = None
+        self._range: tuple[date, date] | None = None  # the fitted history's first and last day
 
     def _level(self, plays: pl.Expr) -> pl.Expr:
         raise NotImplementedError
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters plus the training range (None before fit)."""
-        first = last = None
-        if self._history is not None and self._history.height:
-            first, last = cast(date, self._history["ds"].min()), cast(date, self._history["ds"].max())
+        first, last = self._range or (None, None)
         return {
             **hyperparameters(self),
             "train_start": first.isoformat() if first else None,
@@ -44,9 +50,10 @@ class _WindowLevelForecaster:
         }
 
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
-        """Keep only what predict needs; songs carry nothing a constant level can use."""
+        """Keep only what predict needs, each artist's last `window` days; songs carry nothing a constant
+        level can use."""
         require_columns(history, ["artist_id", "ds", "plays"], f"{self.name}: history")
-        self._history = (
+        frame = (
             history.select(
                 pl.col("artist_id").cast(pl.String),
                 pl.col("ds").cast(pl.Date),
@@ -55,8 +62,10 @@ class _WindowLevelForecaster:
             .drop_nulls()
             .sort("artist_id", "ds")
         )
-        if not self._history.height:
+        if not frame.height:
             raise InsufficientHistory(f"{self.name}: history is empty")
+        self._range = cast(date, frame["ds"].min()), cast(date, frame["ds"].max())
+        self._history = frame.group_by("artist_id", maintain_order=True).tail(self.window)
         return FitInfo()
 
     def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
@@ -64,16 +73,15 @@ class _WindowLevelForecaster:
         self.fit(history, songs)
 
     def predict(self, start: date, horizon: int) -> pl.DataFrame:
-        """Every artist seen in fit, days start..start+horizon-1, from the last `window` days before start."""
-        if self._history is None:
+        """Every artist seen in fit, days start..start+horizon-1 (after the fitted history), from its last
+        `window` days."""
+        if self._history is None or self._range is None:
             raise RuntimeError(f"{self.name}: predict() called before fit()")
         if horizon < 1:
             raise ValueError(f"horizon must be positive, got {horizon}")
-        before = self._history.filter(pl.col("ds") < start)
-        if not before.height:
-            raise ValueError(f"{self.name}: no history before {start} to forecast from")
+        forecast_offset(self._range[1], start)
         levels = (
-            before.group_by("artist_id", maintain_order=True)
+            self._history.group_by("artist_id", maintain_order=True)
             .agg(plays=self._level(pl.col("plays").tail(self.window)))
             .with_columns(pl.col("plays").clip(lower_bound=0.0))
         )

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from musictrend_dagster.core.forecast.metric import c_star
-from musictrend_dagster.core.forecast.models.base import FitInfo, InsufficientHistory, hyperparameters
+from musictrend_dagster.core.forecast.models.base import FitInfo, InsufficientHistory, forecast_offset, hyperparameters
 from musictrend_dagster.core.forecast.models.global_model import (
     ANCHOR_DAYS,
     INPUTS,
@@ -31,7 +31,6 @@ from musictrend_dagster.core.forecast.models.global_model import (
 )
 from musictrend_dagster.core.forecast.models.keras_common import (
     forecast_frame,
-    forecast_offset,
     keras_setup,
     recent_history,
     training_history,

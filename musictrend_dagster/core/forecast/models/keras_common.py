@@ -150,11 +150,3 @@ def train_keras(keras, model, x: np.ndarray, y: np.ndarray, loss, forecaster) ->
         x, y, epochs=forecaster.epochs, batch_size=forecaster.batch_size, shuffle=True, verbose=0, callbacks=callbacks
     )
     return [float(v) for v in hist.history.get("loss", [])]
-
-
-def forecast_offset(last_day: date, start: date) -> int:
-    """Days between the end of the fitted history and `start`; refuses to forecast the past."""
-    gap = (start - last_day).days - 1
-    if gap < 0:
-        raise ValueError(f"forecast start {start} is not after the last fitted day {last_day}")
-    return gap

@@ -23,11 +23,10 @@ import polars as pl
 
 from musictrend_dagster.core.forecast.features import PLAYS_FEATURES
 from musictrend_dagster.core.forecast.metric import c_star
-from musictrend_dagster.core.forecast.models.base import FitInfo, InsufficientHistory, hyperparameters
+from musictrend_dagster.core.forecast.models.base import FitInfo, InsufficientHistory, forecast_offset, hyperparameters
 from musictrend_dagster.core.forecast.models.keras_common import (
     batched_dense_features,
     forecast_frame,
-    forecast_offset,
     keras_setup,
     recent_history,
     training_history,
