@@ -381,14 +381,14 @@ def _print_backtests(paths: Paths) -> None:
     """The backtest plan and the leaderboard of the last retrain."""
     import polars as pl
 
-    from musictrend_dagster.core.forecast.models.registry import backtest_plan, candidates
+    from musictrend_dagster.core.forecast.models.registry import backtest_plan, candidate_names
     from musictrend_dagster.core.service.store import leaderboard, load_history, standings
     from musictrend_dagster.core.settings import champion_metric, horizon
     from musictrend_dagster.defs.resources import default_resources
 
     with default_resources(paths)["warehouse"].connect() as con:
         plan = backtest_plan(load_history(con)[0], horizon())
-        scores, runs = standings(con, [s.name for s in candidates()], plan)
+        scores, runs = standings(con, candidate_names(), plan)
     board = leaderboard(scores, champion_metric())  # ranked as the champion was chosen
     champion = board.row(0, named=True)
     print(f"  backtest          {plan.describe()}")

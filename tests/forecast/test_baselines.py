@@ -92,20 +92,21 @@ def test_median_uses_only_the_last_window_of_the_history():
     assert model.predict(date(2015, 3, 1), 1)["plays"].to_list() == [5.0]
 
 
-def test_a_fitted_level_keeps_each_artists_last_window_days_only():
-    """A fitted baseline held its whole history: 1.6 GB at 100,000 x 365. It keeps what it forecasts from, and
-    a start inside the history is refused, as the networks refuse it, never read from fewer days."""
+def test_a_fitted_level_keeps_one_level_per_artist_from_its_last_window_days():
+    """A fitted baseline held its whole history: 1.6 GB at 100,000 x 365. It keeps one level per artist, from
+    its last `window` days, and a start inside the history is refused, as the networks refuse it, never read
+    from fewer days."""
     model = MedianForecaster(3)
     model.fit(tiny({"a": [1000, 1, 2, 9, 4, 5], "b": [7, 8]}), pl.DataFrame())
-    assert model._history is not None and sorted(model._history.rows()) == [
-        ("a", date(2015, 1, 4), 9.0),
-        ("a", date(2015, 1, 5), 4.0),
-        ("a", date(2015, 1, 6), 5.0),
-        ("b", date(2015, 1, 1), 7.0),
-        ("b", date(2015, 1, 2), 8.0),
-    ]
+    assert model._levels is not None and sorted(model._levels.rows()) == [("a", 5.0), ("b", 7.5)]
     assert model.params() == {"window": 3, "train_start": "2015-01-01", "train_end": "2015-01-06"}
-    assert model.predict(date(2015, 1, 7), 1)["plays"].to_list() == [5.0, 7.5]
+    forecast = model.predict(date(2015, 1, 7), 2)
+    assert forecast.rows() == [
+        ("a", date(2015, 1, 7), 5.0),
+        ("a", date(2015, 1, 8), 5.0),
+        ("b", date(2015, 1, 7), 7.5),
+        ("b", date(2015, 1, 8), 7.5),
+    ]
     with pytest.raises(ValueError, match="forecast start 2015-01-06 is not after the last fitted day 2015-01-06"):
         model.predict(date(2015, 1, 6), 1)
 

@@ -139,8 +139,9 @@ def plays_matrix(history: pl.DataFrame, since: date | None = None) -> tuple[list
     frame = history.select("artist_id", pl.col("ds").cast(pl.Date), pl.col("plays").cast(pl.Float64))
     if frame["plays"].is_null().any() or (frame["plays"] < 0).any():
         raise ValueError("history has null or negative plays")
-    first, last = since or cast(date, frame["ds"].min()), cast(date, frame["ds"].max())
-    if cast(date, frame["ds"].min()) < first:
+    earliest, last = cast(date, frame["ds"].min()), cast(date, frame["ds"].max())
+    first = since or earliest
+    if earliest < first:
         raise ValueError(f"history starts before {first}, the first day of its matrix")
     artists = sorted(frame["artist_id"].unique().to_list())
     n_days = (last - first).days + 1

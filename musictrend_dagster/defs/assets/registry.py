@@ -8,7 +8,7 @@ from typing import cast
 import dagster as dg
 from pydantic import Field
 
-from musictrend_dagster.core.forecast.models.registry import backtest_plan, candidates
+from musictrend_dagster.core.forecast.models.registry import backtest_plan, candidate_names
 from musictrend_dagster.core.service.serving import ServedModel
 from musictrend_dagster.core.service.store import leaderboard, load_calibration, load_history, standings
 from musictrend_dagster.core.settings import champion_metric
@@ -52,7 +52,7 @@ def registered_champion(
     with warehouse.connect() as con:
         history, songs = load_history(con)
         plan = backtest_plan(history, horizon)
-        board = leaderboard(standings(con, [s.name for s in candidates()], plan)[0], champion_metric())
+        board = leaderboard(standings(con, candidate_names(), plan)[0], champion_metric())
         best = board.row(0, named=True)
         calibration = load_calibration(con, best["model"])
     previous = current_champion(mlflow.tracking_uri)

@@ -25,8 +25,8 @@ from musictrend_dagster.core.forecast.models.base import (
 
 @dataclass(eq=False)
 class _WindowLevelForecaster:
-    """Shared fit/predict: keep each artist's last `window` days (not the whole history: at 10^5 series that
-    is gigabytes per fitted model), and reduce them to one level."""
+    """Shared fit/predict: fit reduces each artist's last `window` days to one level and keeps only the levels
+    (not the history: at 10^5 series that is gigabytes per fitted model); predict repeats them."""
 
     name: ClassVar[str]
     window: int
@@ -34,7 +34,7 @@ class _WindowLevelForecaster:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"window must be a positive number of days, got {self.window}")
-        self._history: pl.DataFrame | None = None
+        self._levels: pl.DataFrame | None = None  # one row per artist: artist_id, plays
         self._range: tuple[date, date] | None = None  # the fitted history's first and last day
 
     def _level(self, plays: pl.Expr) -> pl.Expr:
@@ -50,8 +50,7 @@ class _WindowLevelForecaster:
         }
 
     def fit(self, history: pl.DataFrame, songs: pl.DataFrame) -> FitInfo:
-        """Keep only what predict needs, each artist's last `window` days; songs carry nothing a constant
-        level can use."""
+        """Each artist's level over its last `window` days; songs carry nothing a constant level can use."""
         require_columns(history, ["artist_id", "ds", "plays"], f"{self.name}: history")
         frame = (
             history.select(
@@ -65,7 +64,11 @@ class _WindowLevelForecaster:
         if not frame.height:
             raise InsufficientHistory(f"{self.name}: history is empty")
         self._range = cast(date, frame["ds"].min()), cast(date, frame["ds"].max())
-        self._history = frame.group_by("artist_id", maintain_order=True).tail(self.window)
+        self._levels = (
+            frame.group_by("artist_id", maintain_order=True)
+            .agg(plays=self._level(pl.col("plays").tail(self.window)))
+            .with_columns(pl.col("plays").clip(lower_bound=0.0))
+        )
         return FitInfo()
 
     def observe(self, history: pl.DataFrame, songs: pl.DataFrame) -> None:
@@ -73,24 +76,15 @@ class _WindowLevelForecaster:
         self.fit(history, songs)
 
     def predict(self, start: date, horizon: int) -> pl.DataFrame:
-        """Every artist seen in fit, days start..start+horizon-1 (after the fitted history), from its last
-        `window` days."""
-        if self._history is None or self._range is None:
+        """Every artist seen in fit at its level, days start..start+horizon-1 (after the fitted history)."""
+        if self._levels is None or self._range is None:
             raise RuntimeError(f"{self.name}: predict() called before fit()")
         if horizon < 1:
             raise ValueError(f"horizon must be positive, got {horizon}")
         forecast_offset(self._range[1], start)
-        levels = (
-            self._history.group_by("artist_id", maintain_order=True)
-            .agg(plays=self._level(pl.col("plays").tail(self.window)))
-            .with_columns(pl.col("plays").clip(lower_bound=0.0))
-        )
-        artists = self._history.select("artist_id").unique(maintain_order=True)
         days = pl.DataFrame({"ds": [start + timedelta(days=k) for k in range(horizon)]}, schema={"ds": pl.Date})
         return (
-            artists.join(days, how="cross")
-            .join(levels, on="artist_id", how="left")
-            .with_columns(pl.col("plays").fill_null(0.0))
+            self._levels.join(days, how="cross")
             .select(list(FORECAST_SCHEMA))
             # polars types a schema's keys invariantly (str | Selector | ...): a plain dict[str, ...] never matches
             .cast(FORECAST_SCHEMA)  # type: ignore[arg-type]

@@ -167,6 +167,11 @@ def candidates() -> list[ModelSpec]:
     return [s for s in SPECS if s.name in names]
 
 
+def candidate_names() -> list[str]:
+    """The candidates' names, in the registry's order: what the leaderboard ranks."""
+    return [s.name for s in candidates()]
+
+
 def required_history() -> int:
     """Training days that let every candidate run with its default hyperparameters: the plan's target."""
     return max(s.min_history(s.defaults) for s in candidates())
