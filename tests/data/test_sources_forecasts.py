@@ -105,7 +105,13 @@ def test_every_shape_gives_the_competition_features_and_forecasts(request, tmp_p
     if engine == "spark":
         from musictrend_dagster.core.data.engines.spark import SparkEngine
 
-        spark = SparkEngine(request.getfixturevalue("spark_session"))
+        session = request.getfixturevalue("spark_session")
+        # the conftest's 256 KiB splits number small files' lines across splits; the real log would be
+        # hundreds of tasks of them: 16 MiB still reads each file as several splits
+        split = session.conf.get("spark.sql.files.maxPartitionBytes")
+        session.conf.set("spark.sql.files.maxPartitionBytes", "16m")
+        request.addfinalizer(lambda: session.conf.set("spark.sql.files.maxPartitionBytes", split))
+        spark = SparkEngine(session)
     config = source.parse(tomllib.loads(shapes[shape].read_text()), shapes[shape])
     con = warehouse.connect(tmp_path / "wh.duckdb")
     result = ingest.ingest_raw_dir(con, None, tmp_path / "lake", config=config, engine=spark)
